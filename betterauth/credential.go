@@ -1,0 +1,269 @@
+package betterauth
+
+import (
+	"net/textproto"
+	"strings"
+)
+
+// Source is where a credential was found.
+type Source uint8
+
+// Sources, in the order the Extractor tries them.
+const (
+	SourceNone         Source = iota
+	SourceAPIKeyHeader        // x-api-key (or a configured name)
+	SourceBearer              // Authorization: Bearer
+	SourceCookie              // Better-Auth's session cookie
+)
+
+// Kind is what a credential is taken to be.
+type Kind uint8
+
+// Kinds.
+const (
+	KindNone Kind = iota
+	// KindAPIKey is an API key.
+	KindAPIKey
+	// KindSession is a Better-Auth session token, signed ("token.signature")
+	// or, from a bearer header, raw.
+	KindSession
+	// KindEither is a raw bearer value shaped like a session token that could
+	// also be an API key; it is looked up as both in one round trip.
+	KindEither
+	// KindInvalid is a value that cannot be valid in any form (too long, or
+	// sent more than once); it is denied without a lookup.
+	KindInvalid
+)
+
+// MaxCredentialLen bounds a presented credential, in bytes. Better-Auth's
+// keys are at most a 32-character prefix plus the configured key length, and
+// session tokens are 32 characters plus a 44-character signature.
+const MaxCredentialLen = 512
+
+// Credential is the one credential evaluated for a request. Value is a secret:
+// never log it; use Fingerprint.
+type Credential struct {
+	Kind   Kind
+	Source Source
+	// Name is the header or cookie name it was read from.
+	Name  string
+	Value string
+}
+
+// HeaderGetter returns every value of a header. name is in canonical form
+// ("X-Api-Key"); http.Header satisfies it through HTTPHeader.
+type HeaderGetter interface {
+	Values(name string) []string
+}
+
+// HTTPHeader adapts a net/http header map without re-canonicalising names.
+type HTTPHeader map[string][]string
+
+// Values implements HeaderGetter.
+func (h HTTPHeader) Values(name string) []string { return h[name] }
+
+// ExtractorConfig says where credentials are read from.
+type ExtractorConfig struct {
+	// APIKeyHeaders are read first, in order. Default: X-Api-Key.
+	APIKeyHeaders []string
+	// APIKeyPrefixes, when set, mark a bearer value as an API key.
+	APIKeyPrefixes []string
+	// RequireSignature rejects raw (unsigned) session tokens in bearer
+	// headers, as Better-Auth's bearer({requireSignature: true}) does.
+	RequireSignature bool
+	// CookieNames are the session cookie names, most specific first.
+	// Default: __Secure-better-auth.session_token, better-auth.session_token.
+	CookieNames []string
+}
+
+// Extractor finds the one credential of a request.
+type Extractor struct {
+	apiKeyHeaders  []string
+	apiKeyPrefixes []string
+	requireSig     bool
+	cookieNames    []string
+}
+
+// DefaultCookiePrefix is Better-Auth's advanced.cookiePrefix default.
+const DefaultCookiePrefix = "better-auth"
+
+// SessionCookieNames returns the session cookie names for a cookie prefix and
+// an optional replacement of "<prefix>.session_token": the __Secure- variant
+// first, then the plain one.
+func SessionCookieNames(prefix, name string) []string {
+	if prefix == "" {
+		prefix = DefaultCookiePrefix
+	}
+	if name == "" {
+		name = prefix + ".session_token"
+	}
+	return []string{"__Secure-" + name, name}
+}
+
+// NewExtractor returns an Extractor for cfg, with defaults filled in.
+func NewExtractor(cfg ExtractorConfig) *Extractor {
+	e := &Extractor{
+		apiKeyPrefixes: cfg.APIKeyPrefixes,
+		requireSig:     cfg.RequireSignature,
+		cookieNames:    cfg.CookieNames,
+	}
+	for _, h := range cfg.APIKeyHeaders {
+		e.apiKeyHeaders = append(e.apiKeyHeaders, textproto.CanonicalMIMEHeaderKey(h))
+	}
+	if len(e.apiKeyHeaders) == 0 {
+		e.apiKeyHeaders = []string{"X-Api-Key"}
+	}
+	if len(e.cookieNames) == 0 {
+		e.cookieNames = SessionCookieNames("", "")
+	}
+	return e
+}
+
+// APIKeyHeaders returns the canonical API-key header names.
+func (e *Extractor) APIKeyHeaders() []string { return e.apiKeyHeaders }
+
+// CookieNames returns the session cookie names.
+func (e *Extractor) CookieNames() []string { return e.cookieNames }
+
+// Extract returns the request's credential, or a zero Credential (KindNone)
+// when there is none. Exactly one source is used: the API-key headers, then
+// Authorization, then the session cookie. An empty header and a non-Bearer
+// Authorization header do not count as credentials.
+func (e *Extractor) Extract(h HeaderGetter) Credential {
+	for _, name := range e.apiKeyHeaders {
+		vs := h.Values(name)
+		if len(vs) == 0 || (len(vs) == 1 && strings.TrimSpace(vs[0]) == "") {
+			continue
+		}
+		c := Credential{Kind: KindAPIKey, Source: SourceAPIKeyHeader, Name: name}
+		if len(vs) > 1 {
+			return invalid(c)
+		}
+		return bounded(c, vs[0])
+	}
+	if vs := h.Values("Authorization"); len(vs) > 0 {
+		if len(vs) > 1 {
+			return invalid(Credential{Source: SourceBearer, Name: "Authorization"})
+		}
+		if v, ok := bearerValue(vs[0]); ok {
+			c := Credential{Kind: e.classifyBearer(v), Source: SourceBearer, Name: "Authorization"}
+			return bounded(c, v)
+		}
+	}
+	if cookies := h.Values("Cookie"); len(cookies) > 0 {
+		for _, name := range e.cookieNames {
+			// Browsers send a stale parent-domain cookie after the current
+			// one, so the first occurrence wins.
+			if v, ok := findCookie(cookies, name); ok {
+				c := Credential{Kind: KindSession, Source: SourceCookie, Name: name}
+				return bounded(c, v)
+			}
+		}
+	}
+	return Credential{}
+}
+
+// bounded sets the trimmed value, rejecting an oversized one.
+func bounded(c Credential, v string) Credential {
+	v = strings.TrimSpace(v)
+	if len(v) > MaxCredentialLen {
+		return invalid(c)
+	}
+	c.Value = v
+	return c
+}
+
+func invalid(c Credential) Credential {
+	c.Kind, c.Value = KindInvalid, ""
+	return c
+}
+
+// bearerValue returns the token of a "Bearer <token>" header; the scheme is
+// case-insensitive, as in Better-Auth's bearer plugin.
+func bearerValue(h string) (string, bool) {
+	const scheme = "bearer "
+	if len(h) < len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
+		return "", false
+	}
+	v := strings.TrimSpace(h[len(scheme):])
+	return v, v != ""
+}
+
+// classifyBearer decides what a bearer value is from its shape alone:
+// signed session tokens contain '.', keys carry a configured prefix, and a
+// raw 32-character alphanumeric token is a session token, or either kind when
+// no prefixes tell keys apart.
+func (e *Extractor) classifyBearer(v string) Kind {
+	if strings.ContainsAny(v, ".%") {
+		return KindSession
+	}
+	for _, p := range e.apiKeyPrefixes {
+		if strings.HasPrefix(v, p) {
+			return KindAPIKey
+		}
+	}
+	if !e.requireSig && isRawSessionToken(v) {
+		if len(e.apiKeyPrefixes) > 0 {
+			return KindSession
+		}
+		return KindEither
+	}
+	return KindAPIKey
+}
+
+// isRawSessionToken reports whether v has the shape of Better-Auth's
+// generateId(32): 32 characters from [A-Za-z0-9].
+func isRawSessionToken(v string) bool {
+	if len(v) != 32 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// findCookie scans Cookie header values for the first cookie called name,
+// without allocating.
+func findCookie(headers []string, name string) (string, bool) {
+	for _, line := range headers {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimSpace(part)
+			k, v, ok := strings.Cut(part, "=")
+			if ok && k == name {
+				return strings.Trim(v, `"`), true
+			}
+		}
+	}
+	return "", false
+}
+
+// RemoveCookies returns the Cookie header value without the named cookies
+// (and their chunked ".N" continuations), or "" when nothing is left.
+func RemoveCookies(headers []string, drop func(name string) bool) string {
+	var b strings.Builder
+	for _, line := range headers {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			k, _, _ := strings.Cut(part, "=")
+			if drop(k) {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteString("; ")
+			}
+			b.WriteString(part)
+		}
+	}
+	return b.String()
+}

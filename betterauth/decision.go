@@ -1,0 +1,111 @@
+package betterauth
+
+import (
+	"net/http"
+	"time"
+)
+
+// Reason is why a request was allowed or denied. The zero value is Allowed.
+type Reason uint8
+
+// The reasons a Verifier gives, plus BackendUnavailable for a failed lookup.
+const (
+	Allowed Reason = iota
+	MissingCredential
+	InvalidAPIKey
+	KeyDisabled
+	KeyExpired
+	UsageExceeded
+	InvalidSession
+	SessionExpired
+	UserBanned
+	BackendUnavailable
+	numReasons
+)
+
+// Outcome is how every front end answers a Reason: the HTTP status, the
+// machine-readable code (Better-Auth's own name where it has one) and a
+// human-readable message.
+type Outcome struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+// outcomes is the one table that maps decisions to answers. The Caddy handler
+// and the ext_authz servers both read it, so they cannot drift apart.
+var outcomes = [numReasons]Outcome{
+	Allowed:            {http.StatusOK, "OK", "Authenticated."},
+	MissingCredential:  {http.StatusUnauthorized, "MISSING_CREDENTIAL", "An API key or a session token is required."},
+	InvalidAPIKey:      {http.StatusUnauthorized, "INVALID_API_KEY", "Invalid API key."},
+	KeyDisabled:        {http.StatusUnauthorized, "KEY_DISABLED", "API Key is disabled"},
+	KeyExpired:         {http.StatusUnauthorized, "KEY_EXPIRED", "API Key has expired"},
+	UsageExceeded:      {http.StatusTooManyRequests, "USAGE_EXCEEDED", "API Key has reached its usage limit"},
+	InvalidSession:     {http.StatusUnauthorized, "INVALID_SESSION", "Invalid session token."},
+	SessionExpired:     {http.StatusUnauthorized, "SESSION_EXPIRED", "Session has expired."},
+	UserBanned:         {http.StatusForbidden, "USER_BANNED", "The user is banned."},
+	BackendUnavailable: {http.StatusServiceUnavailable, "BACKEND_UNAVAILABLE", "The authentication backend is unavailable; try again later."},
+}
+
+// Outcome returns the answer for r.
+func (r Reason) Outcome() Outcome {
+	if r >= numReasons {
+		return outcomes[BackendUnavailable]
+	}
+	return outcomes[r]
+}
+
+// String returns the reason's code, for logs.
+func (r Reason) String() string { return r.Outcome().Code }
+
+// Reasons lists every reason, in order; front ends use it to precompute their
+// responses.
+func Reasons() []Reason {
+	rs := make([]Reason, numReasons)
+	for i := range rs {
+		rs[i] = Reason(i)
+	}
+	return rs
+}
+
+// Method is how the caller authenticated.
+type Method uint8
+
+// Methods.
+const (
+	MethodNone Method = iota
+	MethodAPIKey
+	MethodSession
+)
+
+// String returns the value of the X-Auth-Method header: "api_key" or "session".
+func (m Method) String() string {
+	switch m {
+	case MethodAPIKey:
+		return "api_key"
+	case MethodSession:
+		return "session"
+	}
+	return ""
+}
+
+// Decision is the result of verifying one credential.
+type Decision struct {
+	Reason Reason
+	Method Method
+
+	// User is the verified owner; set when Reason is Allowed.
+	User *User
+	// CredentialID is the API key's or the session's row id, pre-encoded for
+	// headers; set when Reason is Allowed.
+	CredentialID string
+
+	// RetryAfter, when positive, is how long until the denial may lift (a key
+	// that refills).
+	RetryAfter time.Duration
+}
+
+// Allowed reports whether the request may proceed.
+func (d Decision) Allowed() bool { return d.Reason == Allowed }
+
+func deny(r Reason) Decision { return Decision{Reason: r} }

@@ -1,0 +1,115 @@
+package betterauth
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// Header names the gateway sets on an allowed request. Every incoming header
+// that starts with OwnedHeaderPrefix is removed first, whatever the outcome.
+const (
+	HeaderUserID    = "X-Auth-User-Id"
+	HeaderUserEmail = "X-Auth-User-Email"
+	HeaderUserName  = "X-Auth-User-Name"
+	HeaderUserRole  = "X-Auth-User-Role"
+	HeaderMethod    = "X-Auth-Method"
+	HeaderKeyID     = "X-Auth-Key-Id"
+	HeaderSessionID = "X-Auth-Session-Id"
+
+	OwnedHeaderPrefix = "X-Auth-"
+)
+
+// IsOwnedHeader reports whether a header name belongs to the gateway: it
+// starts with "X-Auth-" in any letter case, with '_' standing for '-' (some
+// upstream servers fold the two together, so "x_auth_user_id" must not get
+// through either).
+func IsOwnedHeader(name string) bool {
+	const p = "x-auth-"
+	if len(name) < len(p) {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := name[i]
+		switch {
+		case c == '_':
+			c = '-'
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		if c != p[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Headers calls set for each identity header of an allowed decision, in a
+// fixed order. Values are already encoded with EncodeHeaderValue; absent
+// values are skipped, never sent empty.
+func (d Decision) Headers(set func(name, value string)) {
+	if d.Reason != Allowed || d.User == nil {
+		return
+	}
+	u := d.User
+	set(HeaderUserID, u.hdr.id)
+	if u.hdr.email != "" {
+		set(HeaderUserEmail, u.hdr.email)
+	}
+	if u.hdr.name != "" {
+		set(HeaderUserName, u.hdr.name)
+	}
+	if u.hdr.role != "" {
+		set(HeaderUserRole, u.hdr.role)
+	}
+	set(HeaderMethod, d.Method.String())
+	switch d.Method {
+	case MethodAPIKey:
+		set(HeaderKeyID, d.CredentialID)
+	case MethodSession:
+		set(HeaderSessionID, d.CredentialID)
+	}
+}
+
+// MaxHeaderValue bounds each identity value, in bytes of the stored text,
+// before encoding. Longer values are cut at a character boundary.
+const MaxHeaderValue = 1024
+
+// EncodeHeaderValue makes a stored value safe to carry in an HTTP header.
+// Printable ASCII passes unchanged, except '%'; every other byte (control
+// characters such as CR and LF, and the UTF-8 bytes of non-ASCII text) is
+// written as %XX. Consumers decode with decodeURIComponent or
+// url.PathUnescape; a value without '%' needs no decoding.
+func EncodeHeaderValue(s string) string {
+	if len(s) > MaxHeaderValue {
+		cut := MaxHeaderValue
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if needsEscape(s[i]) {
+			n++
+		}
+	}
+	if n == 0 {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(s) + 2*n)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if needsEscape(c) {
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+func needsEscape(c byte) bool { return c < 0x20 || c > 0x7e || c == '%' }

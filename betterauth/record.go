@@ -1,0 +1,104 @@
+package betterauth
+
+import "time"
+
+// User is the part of Better-Auth's user row the gateway reads. Role, Banned
+// and BanExpires come from the admin plugin; without it they stay zero.
+type User struct {
+	ID    string
+	Email string
+	Name  string
+	Role  string
+
+	Banned bool
+	// BanExpires is when a ban lifts; zero means never.
+	BanExpires time.Time
+
+	hdr userHeaders
+}
+
+type userHeaders struct{ id, email, name, role string }
+
+// BannedAt reports whether the admin plugin's ban is in force at now.
+func (u *User) BannedAt(now time.Time) bool {
+	return u.Banned && (u.BanExpires.IsZero() || now.Before(u.BanExpires))
+}
+
+// APIKey is the part of an api-key row the gateway reads, joined with its
+// owner.
+type APIKey struct {
+	ID string
+	// ConfigID is the api-key plugin configuration the key belongs to
+	// ("" for the legacy table without the column).
+	ConfigID string
+	// Enabled is false only when the row says false: NULL counts as enabled,
+	// as in Better-Auth.
+	Enabled bool
+	// ExpiresAt is zero when the key never expires.
+	ExpiresAt time.Time
+	// Remaining is the number of uses left; HasRemaining is false for NULL
+	// (unlimited).
+	Remaining    int64
+	HasRemaining bool
+	// RefillInterval is zero when unset; HasRefillAmount is false when
+	// refillAmount is NULL.
+	RefillInterval  time.Duration
+	RefillAmount    int64
+	HasRefillAmount bool
+	LastRefillAt    time.Time
+	CreatedAt       time.Time
+
+	User *User
+
+	hdrID string
+}
+
+// Session is the part of a session row the gateway reads, joined with its
+// user.
+type Session struct {
+	ID        string
+	ExpiresAt time.Time
+	User      *User
+
+	hdrID string
+}
+
+// Record is what a Store found for a Lookup: an API key, a session, or
+// nothing (both nil).
+type Record struct {
+	APIKey  *APIKey
+	Session *Session
+}
+
+// Found reports whether the lookup matched a row.
+func (r Record) Found() bool { return r.APIKey != nil || r.Session != nil }
+
+// Seal precomputes the header-safe forms of the record's values, so that a
+// cached record costs no encoding per request. Stores call it once, before
+// the record is shared; records must not be changed afterwards.
+func (r Record) Seal() Record {
+	if k := r.APIKey; k != nil {
+		k.hdrID = EncodeHeaderValue(k.ID)
+		k.User.seal()
+	}
+	if s := r.Session; s != nil {
+		s.hdrID = EncodeHeaderValue(s.ID)
+		s.User.seal()
+	}
+	return r
+}
+
+func (u *User) seal() {
+	u.hdr = userHeaders{
+		id:    EncodeHeaderValue(u.ID),
+		email: EncodeHeaderValue(u.Email),
+		name:  EncodeHeaderValue(u.Name),
+		role:  EncodeHeaderValue(u.Role),
+	}
+}
+
+// HeaderValues returns the encoded identity values (id, email, name, role),
+// for placeholders.
+func (u *User) HeaderValues() (id, email, name, role string) {
+	return u.hdr.id, u.hdr.email, u.hdr.name, u.hdr.role
+}

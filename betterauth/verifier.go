@@ -1,0 +1,171 @@
+package betterauth
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Options configure a Verifier.
+type Options struct {
+	// Store reads the records. Required.
+	Store Store
+	// Secret is Better-Auth's secret (BETTER_AUTH_SECRET), used to check
+	// signed session tokens. Without it only raw bearer session tokens can
+	// verify.
+	Secret string
+	// ConfigIDs are the api-key plugin configurations whose keys are
+	// accepted. NULL, "" and "default" all mean the default configuration.
+	// Default: the default configuration only.
+	ConfigIDs []string
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+// Verifier applies Better-Auth's rules to the records a Store returns.
+type Verifier struct {
+	store     Store
+	signer    *Signer
+	configIDs []string
+	now       func() time.Time
+}
+
+// NewVerifier returns a Verifier for opts.
+func NewVerifier(opts Options) (*Verifier, error) {
+	if opts.Store == nil {
+		return nil, fmt.Errorf("betterauth: a store is required")
+	}
+	v := &Verifier{store: opts.Store, signer: NewSigner(opts.Secret), now: opts.Now}
+	if v.now == nil {
+		v.now = time.Now
+	}
+	for _, id := range opts.ConfigIDs {
+		v.configIDs = append(v.configIDs, normalConfigID(id))
+	}
+	if len(v.configIDs) == 0 {
+		v.configIDs = []string{"default"}
+	}
+	return v, nil
+}
+
+// Signer returns the verifier's signer (nil without a secret).
+func (v *Verifier) Signer() *Signer { return v.signer }
+
+// Verify decides on one credential. A deny is a Decision; a non-nil error
+// means the store could not answer, and the caller must fail closed.
+func (v *Verifier) Verify(ctx context.Context, c Credential) (Decision, error) {
+	switch c.Kind {
+	case KindAPIKey:
+		return v.lookup(ctx, NewLookup(ModeAPIKey, c.Value), InvalidAPIKey)
+	case KindEither:
+		return v.lookup(ctx, NewLookup(ModeEither, c.Value), InvalidSession)
+	case KindSession:
+		token, ok := v.unsign(c)
+		if !ok {
+			return deny(InvalidSession), nil
+		}
+		return v.lookup(ctx, NewLookup(ModeSession, token), InvalidSession)
+	case KindInvalid:
+		if c.Source == SourceAPIKeyHeader {
+			return deny(InvalidAPIKey), nil
+		}
+		return deny(InvalidSession), nil
+	}
+	return deny(MissingCredential), nil
+}
+
+// unsign returns the session token of a session credential. Cookies must be
+// signed; a bearer value may be raw unless it contains a signature.
+func (v *Verifier) unsign(c Credential) (string, bool) {
+	if c.Source == SourceCookie {
+		return v.signer.VerifyCookie(c.Value)
+	}
+	if isRawSessionToken(c.Value) {
+		return c.Value, true // the Extractor only lets raw tokens through when allowed
+	}
+	return v.signer.VerifyBearer(c.Value)
+}
+
+func (v *Verifier) lookup(ctx context.Context, l Lookup, notFound Reason) (Decision, error) {
+	rec, err := v.store.Lookup(ctx, l)
+	if err != nil {
+		return Decision{Reason: BackendUnavailable}, err
+	}
+	now := v.now()
+	switch {
+	case rec.APIKey != nil:
+		return v.checkAPIKey(rec.APIKey, now), nil
+	case rec.Session != nil:
+		return checkSession(rec.Session, now), nil
+	}
+	return deny(notFound), nil
+}
+
+// checkAPIKey applies validateApiKey's checks in Better-Auth's order, reading
+// only: configuration, enabled, expiry, then usage. The owner's ban (which
+// Better-Auth leaves to the app) is checked after the key's own state.
+func (v *Verifier) checkAPIKey(k *APIKey, now time.Time) Decision {
+	if !v.acceptsConfig(k.ConfigID) {
+		return deny(InvalidAPIKey)
+	}
+	if !k.Enabled {
+		return deny(KeyDisabled)
+	}
+	if !k.ExpiresAt.IsZero() && now.After(k.ExpiresAt) {
+		return deny(KeyExpired)
+	}
+	if k.User.BannedAt(now) {
+		return deny(UserBanned)
+	}
+	if k.HasRemaining && k.Remaining <= 0 {
+		if wait, refills := k.refillWait(now); !refills {
+			return Decision{Reason: UsageExceeded, RetryAfter: wait}
+		}
+	}
+	return Decision{Method: MethodAPIKey, User: k.User, CredentialID: k.hdrID}
+}
+
+// refillWait reports whether an exhausted key would be refilled by a verify at
+// now (refillInterval and refillAmount set, and more than refillInterval since
+// lastRefillAt, or createdAt), and otherwise how long until it would be.
+func (k *APIKey) refillWait(now time.Time) (time.Duration, bool) {
+	if k.RefillInterval <= 0 || !k.HasRefillAmount {
+		return 0, false
+	}
+	last := k.LastRefillAt
+	if last.IsZero() {
+		last = k.CreatedAt
+	}
+	if now.Sub(last) > k.RefillInterval {
+		return 0, true
+	}
+	return last.Add(k.RefillInterval).Sub(now), false
+}
+
+func checkSession(s *Session, now time.Time) Decision {
+	if s.ExpiresAt.Before(now) {
+		return deny(SessionExpired)
+	}
+	if s.User.BannedAt(now) {
+		return deny(UserBanned)
+	}
+	return Decision{Method: MethodSession, User: s.User, CredentialID: s.hdrID}
+}
+
+func (v *Verifier) acceptsConfig(id string) bool {
+	id = normalConfigID(id)
+	for _, c := range v.configIDs {
+		if c == id {
+			return true
+		}
+	}
+	return false
+}
+
+// normalConfigID folds Better-Auth's spellings of the default configuration.
+func normalConfigID(id string) string {
+	if id == "" {
+		return "default"
+	}
+	return id
+}
