@@ -1,0 +1,268 @@
+// Package cache keeps verified Better-Auth records in process memory, in
+// front of a betterauth.Store.
+//
+// Entries are keyed by the lookup mode and SHA-256 of the presented secret,
+// never by the secret itself. They hold facts (the rows), not decisions: the
+// Verifier re-checks expiry, enabled and bans on every hit. Unknown
+// credentials are remembered briefly in a separate, bounded space so that a
+// flood of bad keys can neither reach the database nor evict good entries.
+// Concurrent misses for one key share one lookup, and errors are never
+// cached.
+package cache
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+)
+
+// Defaults.
+const (
+	DefaultTTL           = 15 * time.Second
+	DefaultNegativeTTL   = 5 * time.Second
+	DefaultMaxEntries    = 100_000
+	DefaultMaxNegative   = 10_000
+	DefaultLookupTimeout = 3 * time.Second
+)
+
+// Options configure a Store.
+type Options struct {
+	// TTL bounds how long a record is served from memory, and so how long a
+	// key deleted in Better-Auth keeps working. A record's own expiry caps it
+	// further. Negative disables positive caching. Default: DefaultTTL.
+	TTL time.Duration
+	// NegativeTTL is how long "no such credential" is remembered. Negative
+	// disables it. Default: DefaultNegativeTTL.
+	NegativeTTL time.Duration
+	// MaxEntries and MaxNegative bound the two spaces.
+	MaxEntries  int
+	MaxNegative int
+	// LookupTimeout bounds one lookup in the inner store. Default:
+	// DefaultLookupTimeout.
+	LookupTimeout time.Duration
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+// Store is a caching betterauth.Store.
+type Store struct {
+	inner   betterauth.Store
+	ttl     time.Duration
+	negTTL  time.Duration
+	timeout time.Duration
+	now     func() time.Time
+
+	pos, neg table
+	flights singleflight.Group
+}
+
+// New wraps inner.
+func New(inner betterauth.Store, opts Options) *Store {
+	s := &Store{inner: inner, ttl: opts.TTL, negTTL: opts.NegativeTTL, timeout: opts.LookupTimeout, now: opts.Now}
+	if s.ttl == 0 {
+		s.ttl = DefaultTTL
+	}
+	if s.negTTL == 0 {
+		s.negTTL = DefaultNegativeTTL
+	}
+	if s.timeout <= 0 {
+		s.timeout = DefaultLookupTimeout
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.pos.init(orDefault(opts.MaxEntries, DefaultMaxEntries))
+	s.neg.init(orDefault(opts.MaxNegative, DefaultMaxNegative))
+	return s
+}
+
+func orDefault(n, def int) int {
+	if n <= 0 {
+		return def
+	}
+	return n
+}
+
+// Lookup implements betterauth.Store.
+func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
+	k := keyOf(l)
+	now := s.now().UnixNano()
+	if rec, ok := s.pos.get(k, now); ok {
+		return rec, nil
+	}
+	if _, ok := s.neg.get(k, now); ok {
+		return betterauth.Record{}, nil
+	}
+	return s.miss(ctx, k, l)
+}
+
+// miss joins or starts the one lookup for k. It is a separate function so
+// that the hit path above allocates nothing.
+func (s *Store) miss(ctx context.Context, k key, l betterauth.Lookup) (betterauth.Record, error) {
+	ch := s.flights.DoChan(string(k[:]), func() (any, error) { return s.load(ctx, k, l) })
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return betterauth.Record{}, res.Err
+		}
+		return res.Val.(betterauth.Record), nil
+	case <-ctx.Done():
+		return betterauth.Record{}, ctx.Err()
+	}
+}
+
+// load runs one shared lookup. It is detached from the first caller's
+// cancellation, since other callers wait on it, and bounded by the timeout.
+func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betterauth.Record, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+	defer cancel()
+	rec, err := s.inner.Lookup(ctx, l)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = &TimeoutError{After: s.timeout, Err: err}
+		}
+		return betterauth.Record{}, err
+	}
+	rec = rec.Seal()
+	now := s.now()
+	if !rec.Found() {
+		if s.negTTL > 0 {
+			s.neg.put(k, rec, now.Add(s.negTTL).UnixNano(), now.UnixNano())
+		}
+		return rec, nil
+	}
+	if s.ttl > 0 {
+		exp := now.Add(s.ttl)
+		if e := expiryOf(rec); !e.IsZero() && e.Before(exp) {
+			exp = e
+		}
+		if exp.After(now) {
+			s.pos.put(k, rec, exp.UnixNano(), now.UnixNano())
+		}
+	}
+	return rec, nil
+}
+
+// expiryOf returns when the record stops being valid on its own, so that an
+// expired row is not kept for long (it is denied on every hit regardless).
+func expiryOf(r betterauth.Record) time.Time {
+	switch {
+	case r.APIKey != nil:
+		return r.APIKey.ExpiresAt
+	case r.Session != nil:
+		return r.Session.ExpiresAt
+	}
+	return time.Time{}
+}
+
+// TimeoutError reports a lookup that took longer than LookupTimeout.
+type TimeoutError struct {
+	After time.Duration
+	Err   error
+}
+
+func (e *TimeoutError) Error() string { return "lookup timed out after " + e.After.String() }
+func (e *TimeoutError) Unwrap() error { return e.Err }
+
+// Len returns the number of positive and negative entries, expired ones
+// included until they are swept.
+func (s *Store) Len() (positive, negative int) { return s.pos.len(), s.neg.len() }
+
+// key is the lookup mode followed by the digest of the secret.
+type key [1 + 32]byte
+
+func keyOf(l betterauth.Lookup) key {
+	var k key
+	k[0] = byte(l.Mode)
+	copy(k[1:], l.Digest[:])
+	return k
+}
+
+const shards = 32
+
+// table is a bounded, sharded map with per-entry expiry.
+type table struct {
+	perShard int
+	shards   [shards]shard
+}
+
+type shard struct {
+	mu sync.RWMutex
+	m  map[key]entry
+}
+
+type entry struct {
+	rec     betterauth.Record
+	expires int64 // unix nanoseconds
+}
+
+func (t *table) init(max int) {
+	t.perShard = max / shards
+	if t.perShard < 1 {
+		t.perShard = 1
+	}
+	for i := range t.shards {
+		t.shards[i].m = make(map[key]entry)
+	}
+}
+
+func (t *table) shard(k key) *shard { return &t.shards[k[1]%shards] }
+
+func (t *table) get(k key, now int64) (betterauth.Record, bool) {
+	sh := t.shard(k)
+	sh.mu.RLock()
+	e, ok := sh.m[k]
+	sh.mu.RUnlock()
+	if !ok || now >= e.expires {
+		return betterauth.Record{}, false
+	}
+	return e.rec, true
+}
+
+func (t *table) put(k key, rec betterauth.Record, expires, now int64) {
+	sh := t.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.m[k]; !ok && len(sh.m) >= t.perShard {
+		sh.makeRoom(t.perShard, now)
+	}
+	sh.m[k] = entry{rec: rec, expires: expires}
+}
+
+// makeRoom drops expired entries, and if that frees nothing, about an eighth
+// of the shard in map order (effectively random), so that eviction is paid
+// rarely rather than on every insert. As in Caddy's basic-auth cache.
+func (sh *shard) makeRoom(limit int, now int64) {
+	for k, e := range sh.m {
+		if now >= e.expires {
+			delete(sh.m, k)
+		}
+	}
+	if len(sh.m) < limit {
+		return
+	}
+	drop := len(sh.m) - limit + 1 + limit/8
+	for k := range sh.m {
+		if drop <= 0 {
+			break
+		}
+		delete(sh.m, k)
+		drop--
+	}
+}
+
+func (t *table) len() int {
+	n := 0
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.RLock()
+		n += len(sh.m)
+		sh.mu.RUnlock()
+	}
+	return n
+}

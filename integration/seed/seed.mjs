@@ -1,0 +1,154 @@
+// Drives real Better-Auth (versions pinned in package-lock.json) to create the
+// schema and the rows the Go tests read, and to change them the way an app
+// would. Usage, with DATABASE_URL and BETTER_AUTH_SECRET set:
+//
+//   node seed.mjs setup                  create the schema and the fixture; prints it as JSON
+//   node seed.mjs delete-key <id> <signed session token of the owner>
+//   node seed.mjs revoke-session <token>
+//   node seed.mjs ban-user <userId>
+//
+// ADMIN=0 leaves out the admin plugin (no role, banned, banExpires columns).
+// NAMING=snake maps every column to snake_case and turns timestamptz columns
+// into timestamp (UTC wall time), as Drizzle's generator lays them out.
+process.env.TZ = "UTC";
+
+import { betterAuth } from "better-auth";
+import { bearer, admin } from "better-auth/plugins";
+import { apiKey } from "@better-auth/api-key";
+import { getMigrations } from "better-auth/db/migration";
+import pg from "pg";
+
+const withAdmin = process.env.ADMIN !== "0";
+const snake = process.env.NAMING === "snake";
+const toSnake = (s) => s.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
+const fieldsOf = (names) => (snake ? Object.fromEntries(names.map((n) => [n, toSnake(n)])) : undefined);
+
+const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+const auth = betterAuth({
+  secret: process.env.BETTER_AUTH_SECRET,
+  baseURL: "http://localhost:3000",
+  database: pool,
+  logger: { disabled: true },
+  emailAndPassword: { enabled: true },
+  user: { fields: fieldsOf(["emailVerified", "createdAt", "updatedAt"]) },
+  session: { fields: fieldsOf(["expiresAt", "createdAt", "updatedAt", "ipAddress", "userAgent", "userId"]) },
+  account: {
+    fields: fieldsOf(["accountId", "providerId", "userId", "accessToken", "refreshToken", "idToken",
+      "accessTokenExpiresAt", "refreshTokenExpiresAt", "createdAt", "updatedAt"]),
+  },
+  verification: { fields: fieldsOf(["expiresAt", "createdAt", "updatedAt"]) },
+  plugins: [
+    bearer(),
+    apiKey({
+      enableMetadata: true,
+      schema: snake ? { apikey: { fields: fieldsOf(["configId", "referenceId", "refillInterval", "refillAmount",
+        "lastRefillAt", "rateLimitEnabled", "rateLimitTimeWindow", "rateLimitMax", "requestCount", "lastRequest",
+        "expiresAt", "createdAt", "updatedAt"]) } } : undefined,
+    }),
+    ...(withAdmin ? [admin({
+      schema: snake ? { user: { fields: fieldsOf(["banReason", "banExpires"]) }, session: { fields: fieldsOf(["impersonatedBy"]) } } : undefined,
+    })] : []),
+  ],
+});
+
+const ctx = await auth.$context;
+const [cmd, ...args] = process.argv.slice(2);
+
+async function signUp(email, name) {
+  const res = await auth.api.signUpEmail({ body: { email, password: "password1234", name }, asResponse: true });
+  if (!res.ok) throw new Error(`sign-up ${email}: ${res.status} ${await res.text()}`);
+  const signed = res.headers.get("set-auth-token");
+  const { user } = await res.json();
+  return { id: user.id, email, name, signed, token: signed.split(".")[0] };
+}
+
+async function newKey(userId, body = {}) {
+  const k = await auth.api.createApiKey({ body: { userId, name: "test", prefix: "ba_", ...body } });
+  return { key: k.key, id: k.id };
+}
+
+const tables = snake
+  ? { apikey: "apikey", session: "session", user: "user", expiresAt: "expires_at", lastRefillAt: "last_refill_at", createdAt: "created_at", id: "id" }
+  : { apikey: "apikey", session: "session", user: "user", expiresAt: "expiresAt", lastRefillAt: "lastRefillAt", createdAt: "createdAt", id: "id" };
+
+// ageRow moves a row's timestamps into the past, standing in for time going
+// by; only columns Better-Auth itself wrote are changed.
+async function ageRow(table, id, sets) {
+  const assignments = Object.keys(sets).map((c, i) => `"${c}" = now() - $${i + 2}::interval`).join(", ");
+  await pool.query(`UPDATE "${table}" SET ${assignments} WHERE "id" = $1`, [id, ...Object.values(sets)]);
+}
+
+switch (cmd) {
+  case "setup": {
+    await (await getMigrations(auth.options)).runMigrations();
+    if (snake) {
+      // Drizzle's PostgreSQL schema uses timestamp without time zone.
+      const { rows } = await pool.query(
+        `SELECT table_name, column_name FROM information_schema.columns
+         WHERE table_schema = current_schema() AND data_type = 'timestamp with time zone'`);
+      for (const r of rows) {
+        await pool.query(`ALTER TABLE "${r.table_name}" ALTER COLUMN "${r.column_name}" TYPE timestamp USING "${r.column_name}" AT TIME ZONE 'UTC'`);
+      }
+    }
+    const alice = await signUp("alice@example.com", "Alice");
+    const eve = await signUp("eve@example.com", "Eve\r\nX-Auth-User-Role: admin");
+    const zoe = await signUp("zoe@example.com", "Zoë Ünïcødé");
+    const bob = await signUp("bob@example.com", "Bob");
+
+    const keys = {
+      valid: await newKey(alice.id),
+      valid2: await newKey(alice.id),
+      eve: await newKey(eve.id),
+      zoe: await newKey(zoe.id),
+      disabled: await newKey(alice.id),
+      expired: await newKey(alice.id, { expiresIn: 86400 }),
+      exhausted: await newKey(alice.id, { remaining: 1 }),
+      limited: await newKey(alice.id, { remaining: 5 }),
+      refill: await newKey(alice.id, { remaining: 1, refillAmount: 3, refillInterval: 60000 }),
+      banned: await newKey(bob.id),
+      deletable: await newKey(alice.id),
+      unhashedPrefix: await newKey(alice.id, { prefix: "gw_" }),
+    };
+    await auth.api.updateApiKey({ body: { keyId: keys.disabled.id, userId: alice.id, enabled: false } });
+    // Spend the single use of the exhausted and refill keys, as a verify would.
+    for (const k of [keys.exhausted, keys.refill]) {
+      const r = await auth.api.verifyApiKey({ body: { key: k.key } });
+      if (!r.valid) throw new Error(`verify ${k.id}: ${JSON.stringify(r.error)}`);
+    }
+    await ageRow(tables.apikey, keys.expired.id, { [tables.expiresAt]: "1 minute" });
+    // The refill key last refilled two minutes ago; its interval is one.
+    await ageRow(tables.apikey, keys.refill.id, { [tables.createdAt]: "2 minutes" });
+
+    const expiredSession = await signUp("old@example.com", "Old");
+    await ageRow(tables.session, (await ctx.internalAdapter.findSession(expiredSession.token)).session.id, { [tables.expiresAt]: "1 minute" });
+    const second = await auth.api.signInEmail({ body: { email: "alice@example.com", password: "password1234" }, asResponse: true });
+    const aliceSession2 = second.headers.get("set-auth-token");
+
+    if (withAdmin) await ctx.internalAdapter.updateUser(bob.id, { banned: true, banReason: "test" });
+    const sessionIds = {};
+    for (const [name, u] of Object.entries({ alice, eve, zoe, bob, expired: expiredSession })) {
+      sessionIds[name] = (await ctx.internalAdapter.findSession(u.token))?.session.id ?? null;
+    }
+    console.log(JSON.stringify({
+      admin: withAdmin, naming: snake ? "snake" : "camel",
+      users: { alice, eve, zoe, bob, expired: expiredSession },
+      sessionIds, aliceSession2: { signed: aliceSession2, token: aliceSession2.split(".")[0] },
+      keys,
+    }));
+    break;
+  }
+  case "delete-key": {
+    const [keyId, signed] = args;
+    await auth.api.deleteApiKey({ body: { keyId }, headers: new Headers({ authorization: `Bearer ${signed}` }) });
+    break;
+  }
+  case "revoke-session":
+    await ctx.internalAdapter.deleteSession(args[0]);
+    break;
+  case "ban-user":
+    await ctx.internalAdapter.updateUser(args[0], { banned: true, banReason: "test" });
+    break;
+  default:
+    throw new Error(`unknown command ${cmd}`);
+}
+await pool.end();

@@ -1,0 +1,51 @@
+# shellcheck shell=bash
+# Helpers to install and start the services the tests need, on loopback, in
+# throwaway folders. Source this file; every function cleans up on exit.
+
+pg_bin() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+
+ensure_packages() {
+  local missing=()
+  pg_bin >/dev/null || missing+=(postgresql)
+  command -v node >/dev/null || missing+=(nodejs npm)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# start_postgres exports TEST_DATABASE_URL for a new cluster, plus PGDATA_DIR
+# and PG_BIN so tests can stop and restart it.
+start_postgres() {
+  local bin dir port
+  bin=$(pg_bin)
+  dir=$(mktemp -d /tmp/caddy-betterauth-pg.XXXXXX)
+  chown postgres "$dir" 2>/dev/null || true
+  port=$(free_port)
+  local as=()
+  [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
+  "${as[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
+  "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o \
+    "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" start >/dev/null
+  PG_CLEANUP+=("${as[*]} $bin/pg_ctl -D $dir/data -m immediate stop >/dev/null 2>&1; rm -rf $dir")
+  export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+  export PGDATA_DIR="$dir/data" PG_BIN="$bin" PG_PORT="$port" PG_SOCKET_DIR="$dir"
+  export PG_CTL_AS="${as[*]}"
+}
+
+PG_CLEANUP=()
+cleanup_services() {
+  local c
+  for c in "${PG_CLEANUP[@]}"; do eval "$c"; done
+}
