@@ -58,7 +58,7 @@ type Store struct {
 	now     func() time.Time
 
 	pos, neg table
-	flights singleflight.Group
+	flights  singleflight.Group
 }
 
 // New wraps inner.

@@ -50,7 +50,9 @@ func keyRecord(expires time.Time) betterauth.Record {
 	return betterauth.Record{APIKey: &betterauth.APIKey{ID: "k1", Enabled: true, ExpiresAt: expires, User: &betterauth.User{ID: "u1"}}}
 }
 
-func lookup(secret string) betterauth.Lookup { return betterauth.NewLookup(betterauth.ModeAPIKey, secret) }
+func lookup(secret string) betterauth.Lookup {
+	return betterauth.NewLookup(betterauth.ModeAPIKey, secret)
+}
 
 func TestHitServesFromMemoryUntilTTL(t *testing.T) {
 	t.Parallel()

@@ -172,4 +172,3 @@ func Exec(t testing.TB, db, sql string, args ...any) {
 		t.Fatalf("%s: %v", sql, err)
 	}
 }
-
