@@ -23,6 +23,9 @@ const (
 	numReasons
 )
 
+// NumReasons is the number of reasons, for tables indexed by Reason.
+const NumReasons = int(numReasons)
+
 // Outcome is how every front end answers a Reason: the HTTP status, the
 // machine-readable code (Better-Auth's own name where it has one) and a
 // human-readable message.

@@ -43,31 +43,39 @@ func IsOwnedHeader(name string) bool {
 	return true
 }
 
-// Headers calls set for each identity header of an allowed decision, in a
-// fixed order. Values are already encoded with EncodeHeaderValue; absent
-// values are skipped, never sent empty.
-func (d Decision) Headers(set func(name, value string)) {
+// Header is one identity header to set.
+type Header struct{ Name, Value string }
+
+// MaxHeaders is how many identity headers a decision sets at most.
+const MaxHeaders = 6
+
+// AppendHeaders appends the identity headers of an allowed decision to dst,
+// in a fixed order, and returns the result. Values are already encoded with
+// EncodeHeaderValue; absent values are left out, never sent empty. Pass a
+// [MaxHeaders]Header array's slice to avoid allocating.
+func (d Decision) AppendHeaders(dst []Header) []Header {
 	if d.Reason != Allowed || d.User == nil {
-		return
+		return dst
 	}
 	u := d.User
-	set(HeaderUserID, u.hdr.id)
+	dst = append(dst, Header{HeaderUserID, u.hdr.id})
 	if u.hdr.email != "" {
-		set(HeaderUserEmail, u.hdr.email)
+		dst = append(dst, Header{HeaderUserEmail, u.hdr.email})
 	}
 	if u.hdr.name != "" {
-		set(HeaderUserName, u.hdr.name)
+		dst = append(dst, Header{HeaderUserName, u.hdr.name})
 	}
 	if u.hdr.role != "" {
-		set(HeaderUserRole, u.hdr.role)
+		dst = append(dst, Header{HeaderUserRole, u.hdr.role})
 	}
-	set(HeaderMethod, d.Method.String())
+	dst = append(dst, Header{HeaderMethod, d.Method.String()})
 	switch d.Method {
 	case MethodAPIKey:
-		set(HeaderKeyID, d.CredentialID)
+		dst = append(dst, Header{HeaderKeyID, d.CredentialID})
 	case MethodSession:
-		set(HeaderSessionID, d.CredentialID)
+		dst = append(dst, Header{HeaderSessionID, d.CredentialID})
 	}
+	return dst
 }
 
 // MaxHeaderValue bounds each identity value, in bytes of the stored text,

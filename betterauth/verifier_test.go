@@ -183,7 +183,9 @@ func TestDecisionHeaders(t *testing.T) {
 	rec := Record{Session: &Session{ID: "s1", ExpiresAt: t0, User: u}}.Seal()
 	d := checkSession(rec.Session, t0.Add(-time.Hour))
 	got := map[string]string{}
-	d.Headers(func(k, v string) { got[k] = v })
+	for _, h := range d.AppendHeaders(nil) {
+		got[h.Name] = h.Value
+	}
 	want := map[string]string{
 		HeaderUserID:    "u1",
 		HeaderUserName:  "Eve%0D%0AX-Auth-User-Role: admin",
@@ -198,7 +200,9 @@ func TestDecisionHeaders(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got[k], v)
 		}
 	}
-	deny(InvalidAPIKey).Headers(func(k, v string) { t.Errorf("deny set header %s", k) })
+	if hs := deny(InvalidAPIKey).AppendHeaders(nil); len(hs) != 0 {
+		t.Errorf("deny sets headers %v", hs)
+	}
 }
 
 func TestOutcomeTable(t *testing.T) {

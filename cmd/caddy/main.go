@@ -1,5 +1,6 @@
-// Command caddy is Caddy with the standard modules and the better_auth
-// handler compiled in. Build it with `go build ./cmd/caddy`.
+// Command caddy is Caddy with its standard modules and the better_auth
+// handler. Build it with `go build ./cmd/caddy`; see xcaddy.md to add the
+// module to a Caddy of your own instead.
 package main
 
 import (
@@ -8,6 +9,8 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/caddy-betterauth/caddy-betterauth/caddyauth"
 )
 
 func main() {

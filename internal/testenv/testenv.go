@@ -51,7 +51,12 @@ func RepoRoot() string {
 // URL. It is dropped when the test ends.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
-	base := Require(t, "TEST_DATABASE_URL")
+	return NewDatabaseOn(t, Require(t, "TEST_DATABASE_URL"))
+}
+
+// NewDatabaseOn creates an empty database on the server at base.
+func NewDatabaseOn(t testing.TB, base string) string {
+	t.Helper()
 	name := "t_" + strings.ToLower(rand.Text()[:12])
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, base)
@@ -115,13 +120,19 @@ type Fixture struct {
 type SeedOptions struct {
 	NoAdmin bool // leave out the admin plugin
 	Snake   bool // Drizzle-style snake_case columns with timestamp
+	// Server is the PostgreSQL server's URL. Default: TEST_DATABASE_URL.
+	Server string
 }
 
 // Seed creates a database and has real Better-Auth build its schema and the
 // fixture rows in it.
 func Seed(t testing.TB, opts SeedOptions) *Fixture {
 	t.Helper()
-	db := NewDatabase(t)
+	server := opts.Server
+	if server == "" {
+		server = Require(t, "TEST_DATABASE_URL")
+	}
+	db := NewDatabaseOn(t, server)
 	env := []string{}
 	if opts.NoAdmin {
 		env = append(env, "ADMIN=0")

@@ -1,0 +1,279 @@
+package caddyauth
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("better_auth", parseCaddyfile)
+	// Authenticate after basic_auth and before everything that serves or
+	// proxies, so a Caddyfile needs no order line.
+	httpcaddyfile.RegisterDirectiveOrder("better_auth", httpcaddyfile.After, "basic_auth")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	better_auth [<matcher>] {
+//	    database            <postgres-url>
+//	    secret              <better-auth-secret>
+//	    require_signature
+//	    api_key_header      <name...>
+//	    api_key_prefix      <prefix...>
+//	    api_key_config_id   <id...>
+//	    disable_key_hashing
+//	    cookie_prefix       <prefix>
+//	    cookie_name         <name>
+//	    keep_credential
+//	    realm               <realm>
+//	    lookup_timeout      <duration>
+//	    schema {
+//	        pg_schema     <name>
+//	        naming        camel|snake
+//	        table         user|session|api_key <name>
+//	        use_plural
+//	        api_key_owner reference_id|user_id
+//	        column        <model>.<field> <name>
+//	    }
+//	    cache {
+//	        ttl          <duration>|off
+//	        negative_ttl <duration>|off
+//	        max_entries  <n>
+//	        max_negative <n>
+//	    }
+//	}
+//
+// Placeholders such as {env.DATABASE_URL} are kept as written and replaced
+// when the config loads.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		name := d.Val()
+		if seen[name] && name != "column" {
+			return d.Errf("%s already specified", name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "database":
+			err = oneArg(d, &h.Database)
+		case "secret":
+			err = oneArg(d, &h.Secret)
+		case "cookie_prefix":
+			err = oneArg(d, &h.CookiePrefix)
+		case "cookie_name":
+			err = oneArg(d, &h.CookieName)
+		case "realm":
+			err = oneArg(d, &h.Realm)
+		case "require_signature":
+			err = flag(d, &h.RequireSignature)
+		case "disable_key_hashing":
+			err = flag(d, &h.DisableKeyHashing)
+		case "keep_credential":
+			err = flag(d, &h.KeepCredential)
+		case "api_key_header":
+			err = args(d, &h.APIKeyHeaders)
+		case "api_key_prefix":
+			err = args(d, &h.APIKeyPrefixes)
+		case "api_key_config_id":
+			err = args(d, &h.APIKeyConfigIDs)
+		case "lookup_timeout":
+			err = duration(d, &h.LookupTimeout, false)
+		case "schema":
+			h.Schema = new(Schema)
+			err = h.Schema.unmarshal(d)
+		case "cache":
+			h.Cache = new(Cache)
+			err = h.Cache.unmarshal(d)
+		default:
+			return d.Errf("unrecognized subdirective '%s'", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Schema) unmarshal(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		key := name
+		if name == "table" || name == "column" {
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			key = name + " " + d.Val()
+			d.Prev()
+		}
+		if seen[key] {
+			return d.Errf("%s already specified", key)
+		}
+		seen[key] = true
+		var err error
+		switch name {
+		case "pg_schema":
+			err = oneArg(d, &s.PGSchema)
+		case "naming":
+			if err = oneArg(d, &s.Naming); err == nil && s.Naming != "camel" && s.Naming != "snake" {
+				return d.Errf("naming must be camel or snake, not %q", s.Naming)
+			}
+		case "use_plural":
+			err = flag(d, &s.UsePlural)
+		case "api_key_owner":
+			if err = oneArg(d, &s.APIKeyOwner); err == nil && s.APIKeyOwner != "reference_id" && s.APIKeyOwner != "user_id" {
+				return d.Errf("api_key_owner must be reference_id or user_id, not %q", s.APIKeyOwner)
+			}
+		case "table":
+			var pair []string
+			if err = args(d, &pair); err != nil {
+				return err
+			}
+			if len(pair) != 2 {
+				return d.ArgErr()
+			}
+			switch pair[0] {
+			case "user":
+				s.UserTable = pair[1]
+			case "session":
+				s.SessionTable = pair[1]
+			case "api_key":
+				s.APIKeyTable = pair[1]
+			default:
+				return d.Errf("table must be user, session or api_key, not %q", pair[0])
+			}
+		case "column":
+			var pair []string
+			if err = args(d, &pair); err != nil {
+				return err
+			}
+			if len(pair) != 2 || !strings.Contains(pair[0], ".") {
+				return d.Errf("column takes <model>.<field> <name>")
+			}
+			if s.Columns == nil {
+				s.Columns = map[string]string{}
+			}
+			s.Columns[pair[0]] = pair[1]
+		default:
+			return d.Errf("unrecognized schema subdirective '%s'", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Cache) unmarshal(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("%s already specified", name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "ttl":
+			err = duration(d, &c.TTL, true)
+		case "negative_ttl":
+			err = duration(d, &c.NegativeTTL, true)
+		case "max_entries":
+			err = count(d, &c.MaxEntries)
+		case "max_negative":
+			err = count(d, &c.MaxNegative)
+		default:
+			return d.Errf("unrecognized cache subdirective '%s'", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func args(d *caddyfile.Dispenser, dst *[]string) error {
+	*dst = d.RemainingArgs()
+	if len(*dst) == 0 {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func flag(d *caddyfile.Dispenser, dst *bool) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = true
+	return nil
+}
+
+// duration parses a duration; with allowOff, "off" stores -1 (disabled).
+func duration(d *caddyfile.Dispenser, dst *caddy.Duration, allowOff bool) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	if allowOff && s == "off" {
+		*dst = -1
+		return nil
+	}
+	v, err := caddy.ParseDuration(s)
+	if err != nil {
+		return d.Errf("bad duration %q: %v", s, err)
+	}
+	if v <= 0 {
+		return d.Errf("duration must be positive: %q", s)
+	}
+	*dst = caddy.Duration(v)
+	return nil
+}
+
+func count(d *caddyfile.Dispenser, dst *int) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return d.Errf("want a positive whole number, not %q", s)
+	}
+	*dst = n
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,488 @@
+// Package caddyauth is the Caddy front end of caddy-betterauth: the HTTP
+// handler http.handlers.better_auth and its Caddyfile directive better_auth.
+//
+// Import it (or build with xcaddy) to register the module:
+//
+//	import _ "github.com/caddy-betterauth/caddy-betterauth/caddyauth"
+package caddyauth
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler authenticates every request against the Better-Auth tables of an
+// application's database, the way Better-Auth itself would, before handing
+// it on (typically to reverse_proxy).
+//
+// It reads exactly one credential, in this order: an API-key header
+// (x-api-key), an `Authorization: Bearer` value (an API key, or a signed or
+// raw session token), or Better-Auth's session cookie. Denied requests get a
+// JSON answer `{"code": ..., "message": ...}` with status 401, 403 or 429,
+// and a database that cannot answer gives 503 with Retry-After; none of them
+// reaches the next handler.
+//
+// On every request, whatever the outcome, it first removes every incoming
+// header whose name starts with X-Auth- (any case, '_' for '-'). An allowed
+// request then carries X-Auth-User-Id, X-Auth-User-Email, X-Auth-User-Name,
+// X-Auth-User-Role (with Better-Auth's admin plugin), X-Auth-Method
+// ("api_key" or "session") and X-Auth-Key-Id or X-Auth-Session-Id, with
+// values percent-encoded where they are not printable ASCII; and, unless
+// keep_credential is set, the credential it used is removed.
+//
+// It sets these placeholders on an allowed request:
+//
+//	{http.auth.user.id}          the user id (Caddy's access log shows it as user_id)
+//	{http.auth.user.email}
+//	{http.auth.user.name}
+//	{http.auth.user.role}
+//	{http.auth.user.method}      api_key or session
+//	{http.auth.user.key_id}
+//	{http.auth.user.session_id}
+//
+// and on a denied one {http.auth.better_auth.code}, the deny code.
+type Handler struct {
+	// The Better-Auth database, as a PostgreSQL URL
+	// (postgres://user:pass@host:5432/db). pgx pool settings go in the URL,
+	// for example `pool_max_conns=20`, or `default_query_exec_mode=exec`
+	// behind PgBouncer in transaction mode. Placeholders such as
+	// {env.DATABASE_URL} are replaced when the config loads, so the secret
+	// never appears in the adapted config. Required.
+	Database string `json:"database,omitempty"`
+
+	// Better-Auth's secret (BETTER_AUTH_SECRET; with rotation, the first
+	// secret), used to check signed session tokens and cookies. Without it
+	// only raw session tokens in bearer headers can verify. Placeholders are
+	// replaced when the config loads.
+	Secret string `json:"secret,omitempty"`
+
+	// Reject raw, unsigned session tokens in Authorization headers, as
+	// Better-Auth's bearer({requireSignature: true}) does. Default: false.
+	RequireSignature bool `json:"require_signature,omitempty"`
+
+	// Headers that carry an API key, tried in order before Authorization.
+	// Default: ["x-api-key"], Better-Auth's apiKeyHeaders default.
+	APIKeyHeaders []string `json:"api_key_headers,omitempty"`
+
+	// Prefixes of the application's API keys (the api-key plugin's
+	// defaultPrefix or per-key prefix). A bearer value that starts with one is
+	// looked up as a key only; without prefixes, a bearer value shaped like a
+	// raw session token is looked up as both, still in one round trip.
+	APIKeyPrefixes []string `json:"api_key_prefixes,omitempty"`
+
+	// The api-key plugin configurations (configId) whose keys are accepted.
+	// NULL, "" and "default" all name the default configuration.
+	// Default: ["default"].
+	APIKeyConfigIDs []string `json:"api_key_config_ids,omitempty"`
+
+	// Set when the api-key plugin runs with disableKeyHashing, so that
+	// apikey.key holds keys in plain text. Default: false.
+	DisableKeyHashing bool `json:"disable_key_hashing,omitempty"`
+
+	// Better-Auth's advanced.cookiePrefix. The session cookie is
+	// `<prefix>.session_token`, also read with the `__Secure-` prefix.
+	// Default: "better-auth".
+	CookiePrefix string `json:"cookie_prefix,omitempty"`
+
+	// Better-Auth's advanced.cookies.session_token.name, replacing
+	// `<prefix>.session_token`. Default: unset.
+	CookieName string `json:"cookie_name,omitempty"`
+
+	// Forward the credential upstream. By default the API-key header, the
+	// Authorization header or the session cookies (leaving other cookies) are
+	// removed, since MCP forbids passing a client's token through.
+	KeepCredential bool `json:"keep_credential,omitempty"`
+
+	// The realm in WWW-Authenticate challenges. Default: "better-auth".
+	Realm string `json:"realm,omitempty"`
+
+	// How long one database lookup may take before the request fails with
+	// 503. Default: 3s.
+	LookupTimeout caddy.Duration `json:"lookup_timeout,omitempty"`
+
+	// Where the Better-Auth tables are and how they are named.
+	// Default: Better-Auth's own migrations in the search_path.
+	Schema *Schema `json:"schema,omitempty"`
+
+	// The in-process cache of verified records.
+	Cache *Cache `json:"cache,omitempty"`
+
+	backendKey string
+	extractor  *betterauth.Extractor
+	verifier   *betterauth.Verifier
+	responses  [betterauth.NumReasons]response
+	cookieDrop func(string) bool
+	logger     *zap.Logger
+}
+
+// Schema describes the Better-Auth tables.
+type Schema struct {
+	// The PostgreSQL schema holding the tables. Default: the search_path.
+	PGSchema string `json:"pg_schema,omitempty"`
+	// "camel" for Better-Auth's migrations and Prisma ("expiresAt"), "snake"
+	// for Drizzle's generator (expires_at). Default: "camel".
+	Naming string `json:"naming,omitempty"`
+	// Table names (Better-Auth's modelName). Defaults: user, session, apikey.
+	UserTable    string `json:"user_table,omitempty"`
+	SessionTable string `json:"session_table,omitempty"`
+	APIKeyTable  string `json:"api_key_table,omitempty"`
+	// Append "s" to the default table names, as the adapters' usePlural does.
+	UsePlural bool `json:"use_plural,omitempty"`
+	// The api-key owner column: "reference_id" for @better-auth/api-key 1.5+,
+	// "user_id" for the plugin built into better-auth 1.3 and 1.4 (whose
+	// table has no configId). Default: "reference_id".
+	APIKeyOwner string `json:"api_key_owner,omitempty"`
+	// Single column names that differ, keyed "<model>.<field>" with
+	// Better-Auth's names, e.g. {"user.email": "email_address"}.
+	Columns map[string]string `json:"columns,omitempty"`
+}
+
+// Cache configures the in-process cache.
+type Cache struct {
+	// How long a verified record is served from memory: the longest a key
+	// deleted or disabled in Better-Auth keeps working. A record's own expiry
+	// caps it. Expiry, enabled and bans are re-checked on every hit.
+	// Negative disables the cache. Default: 15s.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+	// How long an unknown credential is remembered. Negative disables it.
+	// Default: 5s.
+	NegativeTTL caddy.Duration `json:"negative_ttl,omitempty"`
+	// Bound on cached records. Default: 100000.
+	MaxEntries int `json:"max_entries,omitempty"`
+	// Bound on remembered unknown credentials, kept apart so that a flood of
+	// bad keys cannot evict good ones. Default: 10000.
+	MaxNegative int `json:"max_negative,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.better_auth",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets the handler up. It does no network I/O: the database pool
+// connects on first use and is shared with every handler configured alike.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	cfg := backendConfig{
+		Database:  repl.ReplaceAll(h.Database, ""),
+		PlainKeys: h.DisableKeyHashing,
+		Timeout:   time.Duration(h.LookupTimeout),
+	}
+	if cfg.Database == "" {
+		return errors.New("database is required (is its environment variable set?)")
+	}
+	if h.Schema != nil {
+		cfg.Schema = *h.Schema
+	}
+	if h.Cache != nil {
+		cfg.Cache = *h.Cache
+	}
+	b, key, err := loadBackend(cfg, h.logger)
+	if err != nil {
+		return err
+	}
+	h.backendKey = key
+
+	secret := repl.ReplaceAll(h.Secret, "")
+	switch {
+	case secret == "":
+		h.logger.Warn("no secret: signed session tokens and session cookies will be rejected; set secret to BETTER_AUTH_SECRET")
+	case len(secret) < 32:
+		h.logger.Warn("the secret is shorter than the 32 characters Better-Auth asks for")
+	}
+	h.verifier, err = betterauth.NewVerifier(betterauth.Options{Store: b.store, Secret: secret, ConfigIDs: h.APIKeyConfigIDs})
+	if err != nil {
+		return err
+	}
+	cookieNames := betterauth.SessionCookieNames(h.CookiePrefix, h.CookieName)
+	h.extractor = betterauth.NewExtractor(betterauth.ExtractorConfig{
+		APIKeyHeaders:    h.APIKeyHeaders,
+		APIKeyPrefixes:   h.APIKeyPrefixes,
+		RequireSignature: h.RequireSignature,
+		CookieNames:      cookieNames,
+	})
+	h.cookieDrop = sessionCookies(h.CookiePrefix, cookieNames)
+	h.responses = buildResponses(h.Realm)
+	h.warnAboutAccessLogs(ctx)
+	return nil
+}
+
+// warnAboutAccessLogs tells the operator, once at load, when an access log
+// may record the API key: Caddy copies each request for its logs before any
+// handler runs and redacts only Authorization, Cookie, Set-Cookie and
+// Proxy-Authorization.
+func (h *Handler) warnAboutAccessLogs(ctx caddy.Context) {
+	srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if !ok || srv == nil || srv.Logs == nil {
+		return
+	}
+	if srv.Logs.ShouldLogCredentials {
+		h.logger.Warn("log_credentials is on: access logs will contain API keys and session tokens in clear text")
+	}
+	var filters []string
+	for _, name := range h.extractor.APIKeyHeaders() {
+		filters = append(filters, "request>headers>"+name+" delete")
+	}
+	h.logger.Warn("access logging is on: Caddy logs request headers before any handler runs, so API keys reach the access log unless its format filter deletes them",
+		zap.String("add_to_the_log_directive", "format filter { "+strings.Join(filters, "; ")+" }"))
+}
+
+// Validate checks the configuration; it changes nothing.
+func (h *Handler) Validate() error {
+	if h.LookupTimeout < 0 {
+		return errors.New("lookup_timeout must not be negative")
+	}
+	for _, p := range h.APIKeyPrefixes {
+		if p == "" {
+			return errors.New("api_key_prefixes: empty prefix")
+		}
+	}
+	for _, name := range h.APIKeyHeaders {
+		if betterauth.IsOwnedHeader(name) || strings.EqualFold(name, "Authorization") || strings.EqualFold(name, "Cookie") {
+			return fmt.Errorf("api_key_headers: %q cannot carry API keys", name)
+		}
+	}
+	return nil
+}
+
+// Cleanup releases the shared backend.
+func (h *Handler) Cleanup() error {
+	if h.backendKey == "" {
+		return nil
+	}
+	_, err := backends.Delete(h.backendKey)
+	return err
+}
+
+// ServeHTTP authenticates r and, when allowed, passes it to next.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	stripOwnedHeaders(r.Header)
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	cred := h.extractor.Extract(betterauth.HTTPHeader(r.Header))
+	d, err := h.verifier.Verify(r.Context(), cred)
+	if err != nil {
+		h.logger.Error("better-auth lookup failed; answering 503",
+			zap.String("credential_fingerprint", betterauth.Fingerprint(cred.Value)),
+			zap.Error(err))
+		return h.deny(w, repl, betterauth.Decision{Reason: betterauth.BackendUnavailable})
+	}
+	if !d.Allowed() {
+		if c := h.logger.Check(zapcore.DebugLevel, "request denied"); c != nil {
+			c.Write(zap.Stringer("code", d.Reason), zap.String("credential_fingerprint", betterauth.Fingerprint(cred.Value)))
+		}
+		return h.deny(w, repl, d)
+	}
+
+	var buf [betterauth.MaxHeaders]betterauth.Header
+	hs := d.AppendHeaders(buf[:0])
+	vals := make([]string, len(hs)) // one allocation for every header value
+	for i, hd := range hs {
+		vals[i] = hd.Value
+		r.Header[hd.Name] = vals[i : i+1 : i+1]
+	}
+	if repl != nil {
+		repl.Map(placeholders(d))
+	}
+	if !h.KeepCredential {
+		h.removeCredential(r.Header, cred)
+	}
+	err = next.ServeHTTP(w, r)
+	if err != nil && cred.Source == betterauth.SourceAPIKeyHeader {
+		return h.containError(w, r, err)
+	}
+	return err
+}
+
+// placeholders serves {http.auth.user.*} from the decision, without
+// allocating a value per placeholder up front.
+func placeholders(d betterauth.Decision) caddy.ReplacerFunc {
+	return func(key string) (any, bool) {
+		field, ok := strings.CutPrefix(key, "http.auth.user.")
+		if !ok {
+			return nil, false
+		}
+		id, email, name, role := d.User.HeaderValues()
+		switch field {
+		case "id":
+			return id, true
+		case "email":
+			return email, true
+		case "name":
+			return name, true
+		case "role":
+			return role, true
+		case "method":
+			return d.Method.String(), true
+		case "key_id":
+			if d.Method == betterauth.MethodAPIKey {
+				return d.CredentialID, true
+			}
+		case "session_id":
+			if d.Method == betterauth.MethodSession {
+				return d.CredentialID, true
+			}
+		}
+		return nil, false
+	}
+}
+
+// stripOwnedHeaders removes every header the gateway owns, in any spelling.
+func stripOwnedHeaders(h http.Header) {
+	for name := range h {
+		if betterauth.IsOwnedHeader(name) {
+			delete(h, name)
+		}
+	}
+}
+
+// removeCredential drops the credential that was used, so that it does not
+// reach the upstream.
+func (h *Handler) removeCredential(hdr http.Header, c betterauth.Credential) {
+	switch c.Source {
+	case betterauth.SourceAPIKeyHeader:
+		delete(hdr, c.Name)
+	case betterauth.SourceBearer:
+		delete(hdr, "Authorization")
+	case betterauth.SourceCookie:
+		if rest := betterauth.RemoveCookies(hdr["Cookie"], h.cookieDrop); rest != "" {
+			hdr["Cookie"] = []string{rest}
+		} else {
+			delete(hdr, "Cookie")
+		}
+	}
+}
+
+// sessionCookies matches the cookies that carry the session: the token and
+// the cookie cache (session_data, and its .0, .1 ... chunks), which holds the
+// token too.
+func sessionCookies(prefix string, tokenNames []string) func(string) bool {
+	if prefix == "" {
+		prefix = betterauth.DefaultCookiePrefix
+	}
+	data := prefix + ".session_data"
+	return func(name string) bool {
+		for _, n := range tokenNames {
+			if name == n {
+				return true
+			}
+		}
+		name = strings.TrimPrefix(name, "__Secure-")
+		return name == data || strings.HasPrefix(name, data+".")
+	}
+}
+
+// containError keeps a failing upstream from putting the API key in Caddy's
+// error log. Caddy logs the copy of the request it took before any handler
+// ran, headers included, at error level for 5xx; only Authorization and
+// Cookie are redacted there. Without handle_errors routes the handler answers
+// with the error's status itself and logs the error without the request
+// headers. With handle_errors, Caddy logs at debug level and the error goes
+// to those routes as usual.
+func (h *Handler) containError(w http.ResponseWriter, r *http.Request, err error) error {
+	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv != nil &&
+		srv.Errors != nil && len(srv.Errors.Routes) > 0 {
+		return err
+	}
+	status := http.StatusInternalServerError
+	var he caddyhttp.HandlerError
+	if errors.As(err, &he) && he.StatusCode != 0 {
+		status = he.StatusCode
+	}
+	lvl := zapcore.DebugLevel
+	if status >= 500 {
+		lvl = zapcore.ErrorLevel
+	}
+	if c := h.logger.Check(lvl, "next handler failed"); c != nil {
+		c.Write(zap.Int("status", status), zap.String("method", r.Method), zap.String("host", r.Host),
+			zap.String("uri", r.RequestURI), zap.String("remote_addr", r.RemoteAddr), zap.Error(err))
+	}
+	w.WriteHeader(status)
+	return nil
+}
+
+// response is a precomputed deny answer.
+type response struct {
+	status    int
+	code      string
+	body      []byte
+	challenge string // WWW-Authenticate, for 401s
+}
+
+func buildResponses(realm string) [betterauth.NumReasons]response {
+	if realm == "" {
+		realm = "better-auth"
+	}
+	realm = strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(realm)
+	var out [betterauth.NumReasons]response
+	for _, r := range betterauth.Reasons() {
+		o := r.Outcome()
+		body, _ := json.Marshal(struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		}{o.Code, o.Message})
+		resp := response{status: o.Status, code: o.Code, body: body}
+		if o.Status == http.StatusUnauthorized {
+			resp.challenge = `Bearer realm="` + realm + `"`
+			if r != betterauth.MissingCredential {
+				// RFC 6750 §3.1: no error code when no credential was sent.
+				resp.challenge += `, error="invalid_token", error_description="` + o.Message + `"`
+			}
+		}
+		out[r] = resp
+	}
+	return out
+}
+
+// deny writes the JSON answer for a denied request.
+func (h *Handler) deny(w http.ResponseWriter, repl *caddy.Replacer, d betterauth.Decision) error {
+	resp := h.responses[d.Reason]
+	if repl != nil {
+		repl.Set("http.auth.better_auth.code", resp.code)
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Cache-Control", "no-store")
+	if resp.challenge != "" {
+		hdr.Set("WWW-Authenticate", resp.challenge)
+	}
+	switch {
+	case d.Reason == betterauth.BackendUnavailable:
+		hdr.Set("Retry-After", "1")
+	case d.RetryAfter > 0:
+		hdr.Set("Retry-After", strconv.FormatInt(int64((d.RetryAfter+time.Second-1)/time.Second), 10))
+	}
+	hdr.Set("Content-Length", strconv.Itoa(len(resp.body)))
+	w.WriteHeader(resp.status)
+	// A failed write means the client left; returning it would only make
+	// Caddy log the request, headers included.
+	_, _ = w.Write(resp.body)
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,217 @@
+package testenv
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// CaddyBinary returns the Caddy built from cmd/caddy: $CADDY_BIN when the
+// test script built it, otherwise a build made once per test binary.
+func CaddyBinary(t testing.TB) string {
+	t.Helper()
+	if bin := os.Getenv("CADDY_BIN"); bin != "" {
+		return bin
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "caddy-betterauth-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "caddy")
+		cmd := exec.Command("go", "build", "-o", builtBin, "./cmd/caddy")
+		cmd.Dir = RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/caddy: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Caddy is a running Caddy process.
+type Caddy struct {
+	URL string // http://127.0.0.1:port
+
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs bytes.Buffer
+	done chan struct{}
+}
+
+// Logs returns everything Caddy has logged so far.
+func (c *Caddy) Logs() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.logs.String()
+}
+
+// StartCaddy runs the Caddy binary with a Caddyfile whose site block is body
+// (the site address and global options are added here). It returns once
+// Caddy reports that it serves the configuration, and stops it when the test
+// ends.
+func StartCaddy(t testing.TB, global, body string, env ...string) *Caddy {
+	t.Helper()
+	port := FreePort(t)
+	dir := t.TempDir()
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	auto_https off
+	persist_config off
+	default_bind 127.0.0.1
+	%s
+}
+http://127.0.0.1:%d {
+%s
+}
+`, global, port, body)
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(CaddyBinary(t), "run", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	cmd.Env = append(cmd.Env, env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Caddy{URL: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, done: make(chan struct{})}
+	cmd.Stdout = nil
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		defer close(c.done)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		signalled := false
+		for sc.Scan() {
+			c.mu.Lock()
+			c.logs.Write(sc.Bytes())
+			c.logs.WriteByte('\n')
+			c.mu.Unlock()
+			if !signalled && strings.Contains(sc.Text(), "serving initial configuration") {
+				signalled = true
+				close(ready)
+			}
+		}
+	}()
+	t.Cleanup(func() { c.Stop(t) })
+	select {
+	case <-ready:
+	case <-c.done:
+		t.Fatalf("caddy exited before serving:\n%s", c.Logs())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("caddy did not start within 30s:\n%s", c.Logs())
+	}
+	return c
+}
+
+// Stop ends Caddy gracefully and waits for it.
+func (c *Caddy) Stop(t testing.TB) {
+	if c.cmd.ProcessState != nil {
+		return
+	}
+	c.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.done
+	}
+	c.cmd.Wait()
+}
+
+// Postgres is a PostgreSQL server owned by one test, which may stop it.
+type Postgres struct {
+	URL        string
+	dir, bin   string
+	port       int
+	runAsOwner []string
+}
+
+// StartPostgres starts a private PostgreSQL cluster, for tests that stop the
+// database. It uses the server binaries the test script uses.
+func StartPostgres(t testing.TB) *Postgres {
+	t.Helper()
+	bin := Require(t, "PG_BIN")
+	dir, err := os.MkdirTemp("", "caddy-betterauth-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Postgres{dir: dir, bin: bin, port: FreePort(t)}
+	if os.Geteuid() == 0 {
+		p.runAsOwner = []string{"runuser", "-u", "postgres", "--"}
+		if out, err := exec.Command("chown", "postgres", dir).CombinedOutput(); err != nil {
+			t.Fatalf("chown: %v %s", err, out)
+		}
+	}
+	p.run(t, "initdb", "-D", dir+"/data", "-U", "postgres", "-A", "trust", "--no-sync")
+	p.Start(t)
+	t.Cleanup(func() {
+		p.pgctl("-m", "immediate", "stop")
+		os.RemoveAll(dir)
+	})
+	p.URL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.port)
+	return p
+}
+
+func (p *Postgres) run(t testing.TB, tool string, args ...string) {
+	t.Helper()
+	argv := append(append(append([]string{}, p.runAsOwner...), filepath.Join(p.bin, tool)), args...)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", tool, err, out)
+	}
+}
+
+func (p *Postgres) pgctl(args ...string) error {
+	argv := append(append(append([]string{}, p.runAsOwner...), filepath.Join(p.bin, "pg_ctl"), "-D", p.dir+"/data", "-w"), args...)
+	return exec.Command(argv[0], argv[1:]...).Run()
+}
+
+// Start starts (or restarts) the server and waits until it accepts
+// connections.
+func (p *Postgres) Start(t testing.TB) {
+	t.Helper()
+	p.run(t, "pg_ctl", "-D", p.dir+"/data", "-l", p.dir+"/log", "-w", "-o",
+		fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c synchronous_commit=off", p.port, p.dir), "start")
+}
+
+// Stop shuts the server down at once, as a crash would.
+func (p *Postgres) Stop(t testing.TB) {
+	t.Helper()
+	p.run(t, "pg_ctl", "-D", p.dir+"/data", "-w", "-m", "immediate", "stop")
+}
