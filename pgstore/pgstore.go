@@ -280,12 +280,11 @@ func collectSession(rows pgx.Rows) (*betterauth.Session, error) {
 		found bool
 	)
 	dest := append([]any{&s.ID, &s.ExpiresAt}, u.dest()...)
-	for rows.Next() {
+	if rows.Next() { // session.token is unique: one row at most
 		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("pgstore: session row: %w", err)
 		}
 		found = true
-		break // session.token is unique
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("pgstore: session lookup: %w", err)

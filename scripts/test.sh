@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh machine: installs what is missing (PostgreSQL
+# server binaries, Node), starts a throwaway PostgreSQL on loopback, installs
+# the pinned Better-Auth packages, builds cmd/caddy, then runs gofmt, go vet,
+# staticcheck, the race-enabled unit tests and the integration tests against
+# the real services. Everything it starts is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+# shellcheck source=scripts/services.sh
+. scripts/services.sh
+trap cleanup_services EXIT
+
+step() { printf '\n== %s (%ss)\n' "$1" "$SECONDS"; }
+
+step "services"
+ensure_packages
+start_postgres
+echo "PostgreSQL on port $PG_PORT"
+
+step "npm ci (pinned Better-Auth)"
+(cd integration/seed && npm ci --no-audit --no-fund --loglevel=error)
+
+step "build cmd/caddy"
+mkdir -p .tmp
+go build -o .tmp/caddy ./cmd/caddy
+export CADDY_BIN=$root/.tmp/caddy BETTERAUTH_INTEGRATION=1
+
+step "gofmt, go vet, staticcheck"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './integration/seed/*'))
+if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi
+go vet ./...
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+step "Caddyfile.example adapts and validates with the database down"
+DATABASE_URL="postgres://nobody@127.0.0.1:1/none" BETTER_AUTH_SECRET="$(head -c 24 /dev/urandom | base64)" \
+  "$CADDY_BIN" adapt --config Caddyfile.example --validate >/dev/null 2>.tmp/adapt.log \
+  || { cat .tmp/adapt.log; exit 1; }
+
+step "go test -race"
+go test -race -count=1 ./...
+
+step "done"
