@@ -203,14 +203,24 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.backendKey = key
 
-	secret := repl.ReplaceAll(h.Secret, "")
+	if err := h.setup(b.store, repl.ReplaceAll(h.Secret, "")); err != nil {
+		return err
+	}
+	h.warnAboutAccessLogs(ctx)
+	return nil
+}
+
+// setup builds the request-time state over a store; Provision calls it with
+// the shared backend, tests with a fake.
+func (h *Handler) setup(store betterauth.Store, secret string) error {
 	switch {
 	case secret == "":
 		h.logger.Warn("no secret: signed session tokens and session cookies will be rejected; set secret to BETTER_AUTH_SECRET")
 	case len(secret) < 32:
 		h.logger.Warn("the secret is shorter than the 32 characters Better-Auth asks for")
 	}
-	h.verifier, err = betterauth.NewVerifier(betterauth.Options{Store: b.store, Secret: secret, ConfigIDs: h.APIKeyConfigIDs})
+	var err error
+	h.verifier, err = betterauth.NewVerifier(betterauth.Options{Store: store, Secret: secret, ConfigIDs: h.APIKeyConfigIDs})
 	if err != nil {
 		return err
 	}
@@ -223,7 +233,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	})
 	h.cookieDrop = sessionCookies(h.CookiePrefix, cookieNames)
 	h.responses = buildResponses(h.Realm)
-	h.warnAboutAccessLogs(ctx)
 	return nil
 }
 

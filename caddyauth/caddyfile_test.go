@@ -1,0 +1,143 @@
+package caddyauth
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	t.Parallel()
+	d := caddyfile.NewTestDispenser(`better_auth {
+		database {env.DATABASE_URL}
+		secret {env.BETTER_AUTH_SECRET}
+		require_signature
+		api_key_header x-api-key api-key
+		api_key_prefix ba_ gw_
+		api_key_config_id default org
+		disable_key_hashing
+		cookie_prefix myapp
+		cookie_name sid
+		keep_credential
+		realm mcp
+		lookup_timeout 2s
+		schema {
+			pg_schema auth
+			naming snake
+			table user users
+			table api_key api_keys
+			use_plural
+			api_key_owner user_id
+			column user.email email_address
+			column apikey.key hashed_key
+		}
+		cache {
+			ttl 10s
+			negative_ttl off
+			max_entries 500
+			max_negative 50
+		}
+	}`)
+	var h Handler
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	want := Handler{
+		Database: "{env.DATABASE_URL}", Secret: "{env.BETTER_AUTH_SECRET}", RequireSignature: true,
+		APIKeyHeaders: []string{"x-api-key", "api-key"}, APIKeyPrefixes: []string{"ba_", "gw_"},
+		APIKeyConfigIDs: []string{"default", "org"}, DisableKeyHashing: true, CookiePrefix: "myapp", CookieName: "sid",
+		KeepCredential: true, Realm: "mcp", LookupTimeout: caddy.Duration(2e9),
+		Schema: &Schema{PGSchema: "auth", Naming: "snake", UserTable: "users", APIKeyTable: "api_keys", UsePlural: true,
+			APIKeyOwner: "user_id", Columns: map[string]string{"user.email": "email_address", "apikey.key": "hashed_key"}},
+		Cache: &Cache{TTL: caddy.Duration(10e9), NegativeTTL: -1, MaxEntries: 500, MaxNegative: 50},
+	}
+	got, _ := json.Marshal(h)
+	exp, _ := json.Marshal(want)
+	if string(got) != string(exp) {
+		t.Fatalf("got  %s\nwant %s", got, exp)
+	}
+}
+
+func TestUnmarshalCaddyfileErrors(t *testing.T) {
+	t.Parallel()
+	// Blocks are written on one line here and opened up by the loop.
+	for input, want := range map[string]string{
+		`better_auth extra`:                                      "wrong argument count",
+		`better_auth { database a b }`:                           "wrong argument count",
+		`better_auth { database a ; database b }`:                "database already specified",
+		`better_auth { bogus }`:                                  "unrecognized subdirective 'bogus'",
+		`better_auth { lookup_timeout soon }`:                    "bad duration",
+		`better_auth { lookup_timeout off }`:                     "bad duration",
+		`better_auth { require_signature yes }`:                  "wrong argument count",
+		`better_auth { api_key_header }`:                         "wrong argument count",
+		`better_auth { schema { naming kebab } }`:                "naming must be camel or snake",
+		`better_auth { schema { table account accounts } }`:      "table must be user, session or api_key",
+		`better_auth { schema { column email x } }`:              "column takes <model>.<field> <name>",
+		`better_auth { schema { api_key_owner org } }`:           "api_key_owner must be",
+		`better_auth { schema { bogus } }`:                       "unrecognized schema subdirective",
+		`better_auth { cache { max_entries -3 } }`:               "positive whole number",
+		`better_auth { cache { ttl 0s } }`:                       "duration must be positive",
+		`better_auth { cache { flavour vanilla } }`:              "unrecognized cache subdirective",
+		`better_auth { schema { table user a ; table user b } }`: "table user already specified",
+	} {
+		var h Handler
+		opened := strings.NewReplacer("{ ", "{\n", " }", "\n}", " ; ", "\n").Replace(input)
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(opened))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want %q", input, err, want)
+		}
+	}
+}
+
+// TestCaddyfileAdapt compares each testdata/*.caddyfiletest, a Caddyfile and
+// the JSON it must adapt to separated by a line of dashes, as Caddy's own
+// adapt tests do. An expectation that is not JSON is an error the adapt must
+// report.
+func TestCaddyfileAdapt(t *testing.T) {
+	t.Parallel()
+	files, _ := filepath.Glob("testdata/*.caddyfiletest")
+	if len(files) == 0 {
+		t.Fatal("no adapt tests")
+	}
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, want, ok := strings.Cut(string(raw), "\n----------\n")
+			if !ok {
+				t.Fatal("no ---------- separator")
+			}
+			got, _, err := adapter.Adapt([]byte(in), nil)
+			want = strings.TrimSpace(want)
+			if !strings.HasPrefix(want, "{") {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("error %v, want %q", err, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gotV, wantV any
+			json.Unmarshal(got, &gotV)
+			if err := json.Unmarshal([]byte(want), &wantV); err != nil {
+				t.Fatalf("expected JSON: %v", err)
+			}
+			g, _ := json.MarshalIndent(gotV, "", "\t")
+			w, _ := json.MarshalIndent(wantV, "", "\t")
+			if string(g) != string(w) {
+				t.Errorf("adapted to\n%s\nwant\n%s", g, w)
+			}
+		})
+	}
+}

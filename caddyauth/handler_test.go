@@ -1,0 +1,334 @@
+package caddyauth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/cache"
+)
+
+const (
+	testSecret = "handler-test-secret-0123456789abcdefghijklmnop"
+	testKey    = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
+	testToken  = "aoJx7uLCwsPeAyLVHnBVFjacXa1LpN7M"
+)
+
+// fakeStore knows one key and one session of one user.
+type fakeStore struct {
+	key     *betterauth.APIKey
+	session *betterauth.Session
+	err     error
+	calls   int
+}
+
+func (f *fakeStore) Lookup(_ context.Context, l betterauth.Lookup) (betterauth.Record, error) {
+	f.calls++
+	if f.err != nil {
+		return betterauth.Record{}, f.err
+	}
+	var r betterauth.Record
+	if l.Mode != betterauth.ModeSession && l.Secret == testKey {
+		r.APIKey = f.key
+	}
+	if l.Mode != betterauth.ModeAPIKey && l.Secret == testToken {
+		r.Session = f.session
+	}
+	return r.Seal(), nil
+}
+
+func newFakeStore() *fakeStore {
+	u := &betterauth.User{ID: "u1", Email: "alice@example.com", Name: "Alice", Role: "admin"}
+	return &fakeStore{
+		key:     &betterauth.APIKey{ID: "k1", ConfigID: "default", Enabled: true, User: u},
+		session: &betterauth.Session{ID: "s1", ExpiresAt: time.Now().Add(time.Hour), User: u},
+	}
+}
+
+func newHandler(t testing.TB, h *Handler, store betterauth.Store) *Handler {
+	t.Helper()
+	h.logger = zap.NewNop()
+	if err := h.setup(store, testSecret); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// recorder is the next handler: it records the request it was given.
+type recorder struct {
+	called bool
+	header http.Header
+	err    error
+}
+
+func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	rec.called = true
+	rec.header = r.Header.Clone()
+	if rec.err != nil {
+		return rec.err
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func newRequest(hdr http.Header) (*http.Request, *caddy.Replacer) {
+	req := httptest.NewRequest(http.MethodGet, "/mcp", nil)
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
+	repl := caddy.NewReplacer()
+	ctx := context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl)
+	return req.WithContext(ctx), repl
+}
+
+func signed(token string) string { return betterauth.NewSigner(testSecret).Sign(token) }
+
+func TestAllowedRequestCarriesIdentityOnly(t *testing.T) {
+	t.Parallel()
+	h := newHandler(t, &Handler{}, newFakeStore())
+	forged := http.Header{
+		"X-Auth-User-Id": {"attacker"}, "X-Auth-Key-Id": {"forged", "forged2"}, "X_auth_user_role": {"root"},
+		"X-Auth-Session-Id": {"forged"}, "X-Api-Key": {testKey}, "Other": {"kept"},
+	}
+	req, repl := newRequest(forged)
+	next := &recorder{}
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, req, next); err != nil || !next.called {
+		t.Fatalf("err %v, next called %v", err, next.called)
+	}
+	want := http.Header{
+		"X-Auth-User-Id": {"u1"}, "X-Auth-User-Email": {"alice@example.com"}, "X-Auth-User-Name": {"Alice"},
+		"X-Auth-User-Role": {"admin"}, "X-Auth-Method": {"api_key"}, "X-Auth-Key-Id": {"k1"}, "Other": {"kept"},
+	}
+	if len(next.header) != len(want) {
+		t.Errorf("upstream headers = %v, want %v", next.header, want)
+	}
+	for k, v := range want {
+		if got := next.header[k]; len(got) != 1 || got[0] != v[0] {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	for ph, v := range map[string]string{
+		"http.auth.user.id": "u1", "http.auth.user.email": "alice@example.com", "http.auth.user.role": "admin",
+		"http.auth.user.method": "api_key", "http.auth.user.key_id": "k1",
+	} {
+		if got, _ := repl.GetString(ph); got != v {
+			t.Errorf("{%s} = %q, want %q", ph, got, v)
+		}
+	}
+	if _, ok := repl.Get("http.auth.user.session_id"); ok {
+		t.Error("{http.auth.user.session_id} set for an API key")
+	}
+}
+
+func TestDeniedRequestsNeverReachNext(t *testing.T) {
+	t.Parallel()
+	store := newFakeStore()
+	store.key.Enabled = false
+	h := newHandler(t, &Handler{Realm: `mcp "x"`}, store)
+	for _, tc := range []struct {
+		name   string
+		hdr    http.Header
+		status int
+		code   string
+		chall  string
+	}{
+		{"missing", http.Header{"X-Auth-User-Id": {"attacker"}}, 401, "MISSING_CREDENTIAL", `Bearer realm="mcp \"x\""`},
+		{"disabled", http.Header{"X-Api-Key": {testKey}}, 401, "KEY_DISABLED", `Bearer realm="mcp \"x\"", error="invalid_token", error_description="API Key is disabled"`},
+		{"bad signature", http.Header{"Cookie": {"better-auth.session_token=" + testToken + ".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}, 401, "INVALID_SESSION", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, repl := newRequest(tc.hdr)
+			next := &recorder{}
+			w := httptest.NewRecorder()
+			if err := h.ServeHTTP(w, req, next); err != nil {
+				t.Fatal(err)
+			}
+			if next.called {
+				t.Fatal("next called")
+			}
+			var body struct{ Code, Message string }
+			if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || w.Code != tc.status || body.Code != tc.code {
+				t.Fatalf("got %d %s", w.Code, w.Body)
+			}
+			if tc.chall != "" && w.Header().Get("WWW-Authenticate") != tc.chall {
+				t.Errorf("WWW-Authenticate = %q, want %q", w.Header().Get("WWW-Authenticate"), tc.chall)
+			}
+			if got, _ := repl.GetString("http.auth.better_auth.code"); got != tc.code {
+				t.Errorf("code placeholder = %q", got)
+			}
+			if _, ok := req.Header["X-Auth-User-Id"]; ok {
+				t.Error("forged header left on a denied request")
+			}
+		})
+	}
+}
+
+func TestBackendFailureIs503AndNotCached(t *testing.T) {
+	t.Parallel()
+	inner := newFakeStore()
+	inner.err = errors.New("dial tcp 127.0.0.1:5432: connect: connection refused")
+	h := newHandler(t, &Handler{}, cache.New(inner, cache.Options{}))
+	for range 2 {
+		req, _ := newRequest(http.Header{"Authorization": {"Bearer " + signed(testToken)}})
+		next := &recorder{}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req, next)
+		if w.Code != 503 || next.called || w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), "BACKEND_UNAVAILABLE") {
+			t.Fatalf("got %d %s (next called %v)", w.Code, w.Body, next.called)
+		}
+	}
+	if inner.calls != 2 {
+		t.Fatalf("store asked %d times; an error must not be cached", inner.calls)
+	}
+	inner.err = nil
+	req, _ := newRequest(http.Header{"Authorization": {"Bearer " + signed(testToken)}})
+	w := httptest.NewRecorder()
+	if h.ServeHTTP(w, req, &recorder{}); w.Code != 200 {
+		t.Fatalf("after recovery: %d", w.Code)
+	}
+}
+
+func TestUsageExceededSaysWhenItRefills(t *testing.T) {
+	t.Parallel()
+	store := newFakeStore()
+	k := store.key
+	k.HasRemaining, k.HasRefillAmount, k.RefillAmount, k.RefillInterval = true, true, 10, time.Hour
+	k.LastRefillAt = time.Now().Add(-30 * time.Minute)
+	h := newHandler(t, &Handler{}, store)
+	req, _ := newRequest(http.Header{"X-Api-Key": {testKey}})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req, &recorder{})
+	if w.Code != 429 {
+		t.Fatalf("status %d", w.Code)
+	}
+	if ra, err := strconv.Atoi(w.Header().Get("Retry-After")); err != nil || ra < 1790 || ra > 1800 {
+		t.Errorf("Retry-After = %q, want about 1800", w.Header().Get("Retry-After"))
+	}
+}
+
+func TestCredentialRemoval(t *testing.T) {
+	t.Parallel()
+	cookie := "a=1; better-auth.session_token=" + strings.ReplaceAll(signed(testToken), "=", "%3D") + "; better-auth.session_data.0=x; __Secure-better-auth.session_data=y; b=2"
+	for _, tc := range []struct {
+		name        string
+		keep        bool
+		in          http.Header
+		gone        string
+		wantCookie  string
+		keptCookies bool
+	}{
+		{"x-api-key", false, http.Header{"X-Api-Key": {testKey}}, "X-Api-Key", "", false},
+		{"bearer", false, http.Header{"Authorization": {"Bearer " + testKey}}, "Authorization", "", false},
+		{"cookie", false, http.Header{"Cookie": {cookie}}, "", "a=1; b=2", false},
+		{"only cookie", false, http.Header{"Cookie": {"better-auth.session_token=" + signed(testToken)}}, "Cookie", "", false},
+		{"kept", true, http.Header{"X-Api-Key": {testKey}}, "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHandler(t, &Handler{KeepCredential: tc.keep}, newFakeStore())
+			req, _ := newRequest(tc.in)
+			next := &recorder{}
+			h.ServeHTTP(httptest.NewRecorder(), req, next)
+			if !next.called {
+				t.Fatal("denied")
+			}
+			if tc.gone != "" {
+				if _, ok := next.header[tc.gone]; ok {
+					t.Errorf("%s forwarded", tc.gone)
+				}
+			}
+			if tc.keep && next.header.Get("X-Api-Key") != testKey {
+				t.Error("keep_credential dropped the key")
+			}
+			if tc.wantCookie != "" && next.header.Get("Cookie") != tc.wantCookie {
+				t.Errorf("Cookie = %q, want %q", next.header.Get("Cookie"), tc.wantCookie)
+			}
+		})
+	}
+}
+
+func TestUpstreamErrorWithAPIKeyIsAnsweredHere(t *testing.T) {
+	t.Parallel()
+	h := newHandler(t, &Handler{}, newFakeStore())
+	upstreamErr := caddyhttp.Error(http.StatusBadGateway, errors.New("dial tcp: connection refused"))
+
+	// Without handle_errors: the handler answers and Caddy never logs the
+	// request copy that holds the key.
+	req, _ := newRequest(http.Header{"X-Api-Key": {testKey}})
+	req = req.WithContext(context.WithValue(req.Context(), caddyhttp.ServerCtxKey, &caddyhttp.Server{}))
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, req, &recorder{err: upstreamErr}); err != nil || w.Code != 502 {
+		t.Fatalf("err %v, status %d", err, w.Code)
+	}
+
+	// With handle_errors routes the error goes to them.
+	srv := &caddyhttp.Server{Errors: &caddyhttp.HTTPErrorConfig{Routes: caddyhttp.RouteList{{}}}}
+	req, _ = newRequest(http.Header{"X-Api-Key": {testKey}})
+	req = req.WithContext(context.WithValue(req.Context(), caddyhttp.ServerCtxKey, srv))
+	if err := h.ServeHTTP(httptest.NewRecorder(), req, &recorder{err: upstreamErr}); !errors.Is(err, upstreamErr) {
+		t.Fatalf("err = %v, want the upstream error", err)
+	}
+
+	// Credentials Caddy redacts itself keep the normal error path.
+	req, _ = newRequest(http.Header{"Authorization": {"Bearer " + testKey}})
+	if err := h.ServeHTTP(httptest.NewRecorder(), req, &recorder{err: upstreamErr}); !errors.Is(err, upstreamErr) {
+		t.Fatalf("bearer: err = %v", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	for _, h := range []*Handler{
+		{LookupTimeout: -1},
+		{APIKeyPrefixes: []string{""}},
+		{APIKeyHeaders: []string{"X-Auth-Key"}},
+		{APIKeyHeaders: []string{"authorization"}},
+	} {
+		if err := h.Validate(); err == nil {
+			t.Errorf("%+v validated", h)
+		}
+	}
+	if err := (&Handler{APIKeyHeaders: []string{"api-key"}}).Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestProvisionDoesNoIO(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	// Nothing listens on port 1: a provision that connected would fail.
+	h := &Handler{Database: "postgres://nobody@127.0.0.1:1/none", Secret: testSecret}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h2 := &Handler{Database: "postgres://nobody@127.0.0.1:1/none", Secret: "other-" + testSecret}
+	if err := h2.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h.backendKey != h2.backendKey {
+		t.Error("handlers with one database do not share a backend")
+	}
+	for _, m := range []*Handler{h, h2} {
+		if err := m.Cleanup(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := (&Handler{}).Provision(ctx); err == nil || !strings.Contains(err.Error(), "database is required") {
+		t.Fatalf("empty database: %v", err)
+	}
+	err := (&Handler{Database: "postgres://u:hunter2@[::1"}).Provision(ctx)
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("bad URL error %v must exist and not quote the URL", err)
+	}
+}
