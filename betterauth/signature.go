@@ -15,7 +15,15 @@ import (
 // writes it. With secret rotation Better-Auth signs cookies with the first
 // secret only, so one secret is enough.
 type Signer struct {
-	pool sync.Pool // of hash.Hash keyed with the secret
+	pool sync.Pool // of *macState
+}
+
+// macState is a keyed HMAC with scratch space, pooled so that checking a
+// signature allocates nothing.
+type macState struct {
+	h   hash.Hash
+	in  []byte
+	sum []byte
 }
 
 // NewSigner returns a Signer for secret, or nil when secret is empty (then
@@ -26,25 +34,28 @@ func NewSigner(secret string) *Signer {
 	}
 	key := []byte(secret)
 	s := &Signer{}
-	s.pool.New = func() any { return hmac.New(sha256.New, key) }
+	s.pool.New = func() any {
+		return &macState{h: hmac.New(sha256.New, key), in: make([]byte, 0, 64), sum: make([]byte, 0, sha256.Size)}
+	}
 	return s
 }
 
 // Sign returns the signed form of token, "<token>.<base64 signature>", as
 // Better-Auth's set-auth-token header carries it.
 func (s *Signer) Sign(token string) string {
-	var mac [sha256.Size]byte
-	s.mac(token, mac[:0])
-	return token + "." + base64.StdEncoding.EncodeToString(mac[:])
+	st := s.mac(token)
+	defer s.pool.Put(st)
+	return token + "." + base64.StdEncoding.EncodeToString(st.sum)
 }
 
-func (s *Signer) mac(token string, dst []byte) []byte {
-	h := s.pool.Get().(hash.Hash)
-	h.Reset()
-	h.Write([]byte(token))
-	dst = h.Sum(dst)
-	s.pool.Put(h)
-	return dst
+// mac computes HMAC(secret, token) into st.sum; put st back when done.
+func (s *Signer) mac(token string) *macState {
+	st := s.pool.Get().(*macState)
+	st.in = append(st.in[:0], token...)
+	st.h.Reset()
+	st.h.Write(st.in)
+	st.sum = st.h.Sum(st.sum[:0])
+	return st
 }
 
 // VerifyCookie unsigns a session cookie value the way better-call's
@@ -107,7 +118,7 @@ func (s *Signer) check(token, sig string) bool {
 	if err != nil || n != sha256.Size {
 		return false
 	}
-	var want [sha256.Size]byte
-	s.mac(token, want[:0])
-	return hmac.Equal(got[:n], want[:])
+	st := s.mac(token)
+	defer s.pool.Put(st)
+	return hmac.Equal(got[:n], st.sum)
 }

@@ -1,0 +1,42 @@
+package caddyauth
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-betterauth/caddy-betterauth/cache"
+)
+
+type nopNext struct{}
+
+func (nopNext) ServeHTTP(http.ResponseWriter, *http.Request) error { return nil }
+
+// benchRequests runs serve on a request as Caddy hands it over: a fresh
+// header map and replacer each time, as every real request has.
+func benchRequests(b *testing.B, serve func(w http.ResponseWriter, r *http.Request)) {
+	base := httptest.NewRequest(http.MethodGet, "/mcp", nil)
+	w := httptest.NewRecorder()
+	b.ReportAllocs()
+	for b.Loop() {
+		repl := caddy.NewReplacer()
+		r := base.WithContext(context.WithValue(context.Background(), caddy.ReplacerCtxKey, repl))
+		r.Header = http.Header{"X-Api-Key": {testKey}, "Accept": {"text/event-stream"}, "X-Auth-User-Id": {"forged"}}
+		serve(w, r)
+	}
+}
+
+// What the setup itself costs; subtract it from the handler's figures.
+func BenchmarkRequestSetupOnly(b *testing.B) {
+	benchRequests(b, func(http.ResponseWriter, *http.Request) {})
+}
+
+// The handler's whole cost on a cached API key: stripping, extraction, the
+// cached check, identity headers, placeholders, credential removal.
+func BenchmarkServeHTTPAPIKeyHit(b *testing.B) {
+	h := newHandler(b, &Handler{}, cache.New(newFakeStore(), cache.Options{}))
+	benchRequests(b, func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r, nopNext{}) })
+}
