@@ -10,7 +10,7 @@ import (
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	_ "github.com/caddy-betterauth/caddy-betterauth/caddyauth"
+	_ "github.com/caddy-betterauth/caddy-betterauth"
 )
 
 func main() {
