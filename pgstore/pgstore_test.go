@@ -35,7 +35,9 @@ func (c *counter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceB
 func (c *counter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
 func (c *counter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
 
-func newPool(t *testing.T, dsn string, tracer pgx.QueryTracer) *pgxpool.Pool { return openPool(t, dsn, tracer) }
+func newPool(t *testing.T, dsn string, tracer pgx.QueryTracer) *pgxpool.Pool {
+	return openPool(t, dsn, tracer)
+}
 
 func newPoolB(b *testing.B, dsn string) *pgxpool.Pool { return openPool(b, dsn, nil) }
 
