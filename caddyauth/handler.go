@@ -289,6 +289,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	cred := h.extractor.Extract(betterauth.HTTPHeader(r.Header))
 	d, err := h.verifier.Verify(r.Context(), cred)
+	if err != nil && r.Context().Err() != nil {
+		// The client went away while its lookup was in flight (the lookup
+		// itself goes on for the requests sharing it): nobody to answer.
+		if c := h.logger.Check(zapcore.DebugLevel, "client left during lookup"); c != nil {
+			c.Write(zap.Error(r.Context().Err()))
+		}
+		return nil
+	}
 	if err != nil {
 		h.logger.Error("better-auth lookup failed; answering 503",
 			zap.String("credential_fingerprint", betterauth.Fingerprint(cred.Value)),

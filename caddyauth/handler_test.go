@@ -332,3 +332,18 @@ func TestProvisionDoesNoIO(t *testing.T) {
 		t.Fatalf("bad URL error %v must exist and not quote the URL", err)
 	}
 }
+
+func TestClientThatLeftGetsNoAnswer(t *testing.T) {
+	t.Parallel()
+	inner := newFakeStore()
+	inner.err = context.Canceled
+	h := newHandler(t, &Handler{}, inner)
+	req, _ := newRequest(http.Header{"X-Api-Key": {testKey}})
+	ctx, cancel := context.WithCancel(req.Context())
+	cancel()
+	w := httptest.NewRecorder()
+	next := &recorder{}
+	if err := h.ServeHTTP(w, req.WithContext(ctx), next); err != nil || next.called || w.Body.Len() != 0 {
+		t.Fatalf("err %v, next %v, body %q", err, next.called, w.Body)
+	}
+}
