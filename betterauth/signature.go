@@ -62,15 +62,9 @@ func (s *Signer) mac(token string) *macState {
 // getSignedCookie does: URL-decode, split at the last '.', require a
 // 44-character signature ending in '=', compare in constant time.
 func (s *Signer) VerifyCookie(v string) (token string, ok bool) {
-	if s == nil {
+	v, ok = unescape(v)
+	if s == nil || !ok {
 		return "", false
-	}
-	if strings.IndexByte(v, '%') >= 0 {
-		d, err := url.PathUnescape(v)
-		if err != nil {
-			return "", false
-		}
-		v = d
 	}
 	i := strings.LastIndexByte(v, '.')
 	if i <= 0 {
@@ -87,21 +81,24 @@ func (s *Signer) VerifyCookie(v string) (token string, ok bool) {
 // does: URL-decode when it contains '%', split at the first '.', and accept
 // the signature in standard or URL-safe base64.
 func (s *Signer) VerifyBearer(v string) (token string, ok bool) {
-	if s == nil {
+	v, ok = unescape(v)
+	if s == nil || !ok {
 		return "", false
-	}
-	if strings.IndexByte(v, '%') >= 0 {
-		d, err := url.PathUnescape(v)
-		if err != nil {
-			return "", false
-		}
-		v = d
 	}
 	token, sig, found := strings.Cut(v, ".")
 	if !found || token == "" {
 		return "", false
 	}
 	return token, s.check(token, sig)
+}
+
+// unescape URL-decodes v as decodeURIComponent does ('+' stays '+').
+func unescape(v string) (string, bool) {
+	if strings.IndexByte(v, '%') < 0 {
+		return v, true
+	}
+	d, err := url.PathUnescape(v)
+	return d, err == nil
 }
 
 func (s *Signer) check(token, sig string) bool {
