@@ -252,7 +252,8 @@ func (h *Handler) warnAboutAccessLogs(ctx caddy.Context) {
 	for _, name := range h.extractor.APIKeyHeaders() {
 		filters = append(filters, "request>headers>"+name+" delete")
 	}
-	h.logger.Warn("access logging is on: Caddy logs request headers before any handler runs, so API keys reach the access log unless its format filter deletes them",
+	h.logger.Warn("access logging is on for this server: Caddy records request headers before any handler runs, "+
+		"so API keys reach the access log unless its format filter deletes them (nothing to do if it already does)",
 		zap.String("add_to_the_log_directive", "format filter { "+strings.Join(filters, "; ")+" }"))
 }
 
