@@ -122,9 +122,6 @@ func NewExtractor(cfg ExtractorConfig) *Extractor {
 // APIKeyHeaders returns the canonical API-key header names.
 func (e *Extractor) APIKeyHeaders() []string { return e.apiKeyHeaders }
 
-// CookieNames returns the session cookie names.
-func (e *Extractor) CookieNames() []string { return e.cookieNames }
-
 // Extract returns the request's credential, or a zero Credential (KindNone)
 // when there is none. Exactly one source is used: the API-key headers, then
 // Authorization, then the session cookie. An empty header and a non-Bearer

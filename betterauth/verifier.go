@@ -48,9 +48,6 @@ func NewVerifier(opts Options) (*Verifier, error) {
 	return v, nil
 }
 
-// Signer returns the verifier's signer (nil without a secret).
-func (v *Verifier) Signer() *Signer { return v.signer }
-
 // Verify decides on one credential. A deny is a Decision; a non-nil error
 // means the store could not answer, and the caller must fail closed.
 func (v *Verifier) Verify(ctx context.Context, c Credential) (Decision, error) {
