@@ -14,7 +14,22 @@ import (
 
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
+	"github.com/caddy-betterauth/caddy-betterauth/schema"
 )
+
+// config is the schema package's view of the configured schema; unset
+// fields are detected from the database on first use.
+func (s Schema) config() schema.Config {
+	return schema.Config{
+		Naming:       schema.Naming(s.Naming),
+		UserTable:    s.UserTable,
+		SessionTable: s.SessionTable,
+		APIKeyTable:  s.APIKeyTable,
+		UsePlural:    s.UsePlural,
+		Owner:        schema.Owner(s.APIKeyOwner),
+		Columns:      s.Columns,
+	}
+}
 
 // backends shares one database pool and one record cache between every
 // handler configured with the same backend, and keeps them (warm) across
@@ -75,16 +90,8 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 	store, err := pgstore.New(pool, pgstore.Options{
 		PlainKeys: cfg.PlainKeys,
 		Logger:    logger.Named("pgstore"),
-		Schema: pgstore.Schema{
-			Schema:       s.PGSchema,
-			Naming:       pgstore.Naming(s.Naming),
-			UserTable:    s.UserTable,
-			SessionTable: s.SessionTable,
-			APIKeyTable:  s.APIKeyTable,
-			UsePlural:    s.UsePlural,
-			Owner:        pgstore.Owner(s.APIKeyOwner),
-			Columns:      s.Columns,
-		},
+		PGSchema:  s.PGSchema,
+		Schema:    s.config(),
 	})
 	if err != nil {
 		pool.Close()

@@ -131,22 +131,27 @@ type Handler struct {
 	logger     *zap.Logger
 }
 
-// Schema describes the Better-Auth tables.
+// Schema describes the Better-Auth tables. Whatever is left unset is
+// detected from the database's catalog on first use (never at load):
+// camelCase or snake_case columns, singular or plural table names, the
+// api-key owner column, and whether the admin plugin's columns exist.
 type Schema struct {
-	// The PostgreSQL schema holding the tables. Default: the search_path.
+	// The PostgreSQL schema holding the tables. Default: the connection's
+	// current schema (the first of its search_path).
 	PGSchema string `json:"pg_schema,omitempty"`
 	// "camel" for Better-Auth's migrations and Prisma ("expiresAt"), "snake"
-	// for Drizzle's generator (expires_at). Default: "camel".
+	// for Drizzle's generator (expires_at). Default: detected.
 	Naming string `json:"naming,omitempty"`
-	// Table names (Better-Auth's modelName). Defaults: user, session, apikey.
+	// Table names (Better-Auth's modelName). Default: detected among user
+	// and users, session and sessions, apikey and apikeys.
 	UserTable    string `json:"user_table,omitempty"`
 	SessionTable string `json:"session_table,omitempty"`
 	APIKeyTable  string `json:"api_key_table,omitempty"`
-	// Append "s" to the default table names, as the adapters' usePlural does.
+	// Only consider plural table names, as the adapters' usePlural does.
 	UsePlural bool `json:"use_plural,omitempty"`
 	// The api-key owner column: "reference_id" for @better-auth/api-key 1.5+,
 	// "user_id" for the plugin built into better-auth 1.3 and 1.4 (whose
-	// table has no configId). Default: "reference_id".
+	// table has no configId). Default: detected.
 	APIKeyOwner string `json:"api_key_owner,omitempty"`
 	// Single column names that differ, keyed "<model>.<field>" with
 	// Better-Auth's names, e.g. {"user.email": "email_address"}.

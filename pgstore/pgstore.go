@@ -1,12 +1,11 @@
 // Package pgstore reads Better-Auth's tables in PostgreSQL through pgx v5.
 //
-// It supports the schemas Better-Auth users actually have: the default
-// (Kysely and `npx auth migrate`) quoted camelCase columns with timestamptz,
-// Drizzle's snake_case columns with timestamp (UTC wall time), the legacy
-// userId api-key table of better-auth 1.3 and 1.4, custom table and column
-// names, and an optional schema. The admin plugin's columns (role, banned,
-// banExpires) are optional: they are read from the row's JSON, so a database
-// without the plugin works unchanged.
+// On first use it reads the catalog (information_schema) and works out the
+// layout with package schema: Better-Auth's own migrations (quoted camelCase
+// columns, timestamptz), Drizzle's snake_case with timestamp (UTC wall time),
+// the legacy userId api-key table of better-auth 1.3 and 1.4, custom table
+// and column names, with or without the admin plugin. Explicit configuration
+// wins over detection.
 //
 // Every lookup is one query (one network round trip once pgx has prepared
 // it); a lookup that may be either an API key or a session sends both queries
@@ -15,15 +14,17 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strconv"
-	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/schema"
 )
 
 // DBTX is what the store needs from a connection: *pgxpool.Pool, *pgx.Conn
@@ -35,106 +36,162 @@ type DBTX interface {
 
 // Options configure a Store.
 type Options struct {
-	Schema Schema
+	// Schema is what the operator configured; the rest is detected.
+	Schema schema.Config
+	// PGSchema is the PostgreSQL schema holding the tables; empty means the
+	// connection's current schema (the first of its search_path).
+	PGSchema string
 	// PlainKeys matches the api-key plugin's disableKeyHashing: apikey.key
 	// holds the key itself.
 	PlainKeys bool
-	// Logger receives warnings about data the store refuses (a key hash that
-	// matches several rows). Default: no logging.
+	// Logger receives the detected layout and warnings about data the store
+	// refuses. Default: no logging.
 	Logger *zap.Logger
 }
 
 // Store implements betterauth.Store on PostgreSQL. It does not own db; the
 // caller closes it.
 type Store struct {
-	db         DBTX
-	plainKeys  bool
-	logger     *zap.Logger
-	keySQL     string
-	sessionSQL string
+	db        DBTX
+	opts      Options
+	logger    *zap.Logger
+	mu        sync.Mutex // serialises detection
+	ready     atomic.Pointer[prepared]
+	plainKeys bool
 }
 
-// New returns a Store reading through db.
+// prepared is a detected layout and its queries.
+type prepared struct {
+	layout *schema.Layout
+	q      schema.Queries
+}
+
+// New returns a Store reading through db. It does no I/O.
 func New(db DBTX, opts Options) (*Store, error) {
-	r, err := opts.Schema.resolve()
-	if err != nil {
+	if err := opts.Schema.Validate(); err != nil {
 		return nil, fmt.Errorf("pgstore: %w", err)
 	}
-	s := &Store{db: db, plainKeys: opts.PlainKeys, logger: opts.Logger}
+	s := &Store{db: db, opts: opts, logger: opts.Logger, plainKeys: opts.PlainKeys}
 	if s.logger == nil {
 		s.logger = zap.NewNop()
 	}
-	s.keySQL, s.sessionSQL = r.queries()
 	return s, nil
 }
 
-// queries builds the two lookups from sanitized identifiers only. Values are
-// always parameters.
-//
-// The admin plugin's columns are read from to_jsonb of the user row, which
-// yields NULL for a column that does not exist instead of failing the query.
-func (r *resolved) queries() (keySQL, sessionSQL string) {
-	c := r.col
-	user := fmt.Sprintf(`u.%s, u.%s, u.%s, uj.j ->> %s, uj.j ->> %s, uj.j ->> %s`,
-		c["user.id"], c["user.email"], c["user.name"],
-		quoteLiteral(r.raw["user.role"]), quoteLiteral(r.raw["user.banned"]), quoteLiteral(r.raw["user.banExpires"]))
-	configID := "NULL::text"
-	if r.hasConfigID {
-		configID = "k." + c["apikey.configId"]
+// Catalog reads the columns of the candidate Better-Auth tables.
+func (s *Store) Catalog(ctx context.Context) (schema.Catalog, error) {
+	rows, err := s.db.Query(ctx, `SELECT table_name::text, column_name::text FROM information_schema.columns
+WHERE table_schema = COALESCE(NULLIF($1, ''), current_schema()) AND table_name = ANY($2)
+ORDER BY table_name, ordinal_position`, s.opts.PGSchema, s.opts.Schema.Candidates())
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: reading the catalog: %w", err)
 	}
-	keySQL = fmt.Sprintf(`SELECT k.%s, %s, k.%s, k.%s, k.%s::int8, k.%s::int8, k.%s::int8, k.%s, k.%s, %s
-FROM %s k
-JOIN %s u ON u.%s = k.%s
-CROSS JOIN LATERAL (SELECT to_jsonb(u) AS j) uj
-WHERE k.%s = $1
-LIMIT 2`,
-		c["apikey.id"], configID, c["apikey.enabled"], c["apikey.expiresAt"], c["apikey.remaining"],
-		c["apikey.refillInterval"], c["apikey.refillAmount"], c["apikey.lastRefillAt"], c["apikey.createdAt"], user,
-		r.apikey, r.user, c["user.id"], c[r.owner], c["apikey.key"])
-	sessionSQL = fmt.Sprintf(`SELECT s.%s, s.%s, %s
-FROM %s s
-JOIN %s u ON u.%s = s.%s
-CROSS JOIN LATERAL (SELECT to_jsonb(u) AS j) uj
-WHERE s.%s = $1
-LIMIT 2`,
-		c["session.id"], c["session.expiresAt"], user,
-		r.session, r.user, c["user.id"], c["session.userId"], c["session.token"])
-	return keySQL, sessionSQL
+	cat := schema.Catalog{}
+	var table, column string
+	_, err = pgx.ForEachRow(rows, []any{&table, &column}, func() error {
+		cat[table] = append(cat[table], column)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: reading the catalog: %w", err)
+	}
+	return cat, nil
 }
 
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+// Layout returns the detected layout, reading the catalog on first use.
+func (s *Store) Layout(ctx context.Context) (*schema.Layout, error) {
+	p, err := s.prepare(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return p.layout, nil
+}
 
-// Queries returns the SQL the store runs, for docs and the doctor.
-func (s *Store) Queries() (apiKey, session string) { return s.keySQL, s.sessionSQL }
+// prepare detects the layout once; a failure is returned (and retried on
+// the next lookup), never remembered.
+func (s *Store) prepare(ctx context.Context) (*prepared, error) {
+	if p := s.ready.Load(); p != nil {
+		return p, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.ready.Load(); p != nil {
+		return p, nil
+	}
+	cat, err := s.Catalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	layout, err := s.opts.Schema.Resolve(cat)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: %w", err)
+	}
+	p := &prepared{layout: layout, q: layout.Build(schema.Dialect{Qualify: s.qualify, Param: "$1", Null: typedNull})}
+	s.ready.Store(p)
+	s.logger.Info("better-auth schema detected", zap.String("layout", layout.Describe()))
+	return p, nil
+}
+
+func (s *Store) qualify(table string) string {
+	if s.opts.PGSchema != "" {
+		return pgx.Identifier{s.opts.PGSchema, table}.Sanitize()
+	}
+	return pgx.Identifier{table}.Sanitize()
+}
+
+// typedNull gives absent optional columns the type pgx scans them into.
+func typedNull(field string) string {
+	switch field {
+	case "banned":
+		return "NULL::boolean"
+	case "banExpires":
+		return "NULL::timestamptz"
+	}
+	return "NULL::text"
+}
+
+// Queries returns the SQL the store runs once it has detected the layout.
+func (s *Store) Queries(ctx context.Context) (schema.Queries, error) {
+	p, err := s.prepare(ctx)
+	if err != nil {
+		return schema.Queries{}, err
+	}
+	return p.q, nil
+}
 
 // Lookup implements betterauth.Store.
 func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
-	switch l.Mode {
-	case betterauth.ModeAPIKey:
-		rows, err := s.db.Query(ctx, s.keySQL, s.keyArg(l))
+	p, err := s.prepare(ctx)
+	if err != nil {
+		return betterauth.Record{}, err
+	}
+	keySQL, sessionSQL := p.q.APIKey, p.q.Session
+	switch {
+	case l.Mode == betterauth.ModeEither && keySQL != "" && sessionSQL != "":
+		return s.lookupEither(ctx, p, l)
+	case l.Mode != betterauth.ModeSession && keySQL != "":
+		rows, err := s.db.Query(ctx, keySQL, s.keyArg(l))
 		if err != nil {
 			return betterauth.Record{}, fmt.Errorf("pgstore: api key lookup: %w", err)
 		}
 		k, err := s.collectKey(rows)
 		return betterauth.Record{APIKey: k}.Seal(), err
-	case betterauth.ModeSession:
-		rows, err := s.db.Query(ctx, s.sessionSQL, l.Secret)
+	case l.Mode != betterauth.ModeAPIKey && sessionSQL != "":
+		rows, err := s.db.Query(ctx, sessionSQL, l.Secret)
 		if err != nil {
 			return betterauth.Record{}, fmt.Errorf("pgstore: session lookup: %w", err)
 		}
 		sess, err := collectSession(rows)
 		return betterauth.Record{Session: sess}.Seal(), err
-	case betterauth.ModeEither:
-		return s.lookupEither(ctx, l)
 	}
-	return betterauth.Record{}, fmt.Errorf("pgstore: unknown lookup mode %d", l.Mode)
+	return betterauth.Record{}, nil // no table for this kind of credential
 }
 
 // lookupEither sends both queries in one pipelined batch: one round trip.
-func (s *Store) lookupEither(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
+func (s *Store) lookupEither(ctx context.Context, p *prepared, l betterauth.Lookup) (betterauth.Record, error) {
 	var b pgx.Batch
-	b.Queue(s.keySQL, s.keyArg(l))
-	b.Queue(s.sessionSQL, l.Secret)
+	b.Queue(p.q.APIKey, s.keyArg(l))
+	b.Queue(p.q.Session, l.Secret)
 	br := s.db.SendBatch(ctx, &b)
 	defer br.Close()
 	rows, err := br.Query()
@@ -171,45 +228,31 @@ func (s *Store) keyArg(l betterauth.Lookup) string {
 
 type userCols struct {
 	id, email, name string
-	role, banned    *string
-	banExpires      *string
+	role            *string
+	banned          *bool
+	banExpires      *time.Time
 }
 
 func (u *userCols) dest() []any {
 	return []any{&u.id, &u.email, &u.name, &u.role, &u.banned, &u.banExpires}
 }
 
-func (u *userCols) user() (*betterauth.User, error) {
+func (u *userCols) user() *betterauth.User {
 	out := &betterauth.User{ID: u.id, Email: u.email, Name: u.name}
 	if u.role != nil {
 		out.Role = *u.role
 	}
 	if u.banned != nil {
-		b, err := strconv.ParseBool(*u.banned)
-		if err != nil {
-			return nil, fmt.Errorf("pgstore: user.banned: %w", err)
-		}
-		out.Banned = b
+		out.Banned = *u.banned
 	}
 	if u.banExpires != nil {
-		t, err := parseJSONTime(*u.banExpires)
-		if err != nil {
-			return nil, fmt.Errorf("pgstore: user.banExpires: %w", err)
-		}
-		out.BanExpires = t
+		out.BanExpires = *u.banExpires
 	}
-	return out, nil
+	return out
 }
 
-// parseJSONTime reads a timestamp as to_jsonb writes it: with an offset for
-// timestamptz, without one for timestamp (which Better-Auth's adapters
-// write as UTC wall time).
-func parseJSONTime(s string) (time.Time, error) {
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t, nil
-	}
-	return time.ParseInLocation("2006-01-02T15:04:05.999999999", s, time.UTC)
-}
+// errDuplicate marks an API-key hash found in more than one row.
+var errDuplicate = errors.New("api key hash matches more than one row")
 
 func (s *Store) collectKey(rows pgx.Rows) (*betterauth.APIKey, error) {
 	defer rows.Close()
@@ -242,7 +285,7 @@ func (s *Store) collectKey(rows pgx.Rows) (*betterauth.APIKey, error) {
 	default:
 		// apikey.key is indexed but not unique. Two rows with one hash cannot
 		// be told apart, so neither is trusted.
-		s.logger.Warn("api key hash matches more than one row; denying", zap.String("key_id", k.ID))
+		s.logger.Warn("denying an API key", zap.Error(errDuplicate), zap.String("key_id", k.ID))
 		return nil, nil
 	}
 	if configID != nil {
@@ -264,11 +307,7 @@ func (s *Store) collectKey(rows pgx.Rows) (*betterauth.APIKey, error) {
 	if lastRefillAt != nil {
 		k.LastRefillAt = *lastRefillAt
 	}
-	user, err := u.user()
-	if err != nil {
-		return nil, err
-	}
-	k.User = user
+	k.User = u.user()
 	return &k, nil
 }
 
@@ -292,10 +331,6 @@ func collectSession(rows pgx.Rows) (*betterauth.Session, error) {
 	if !found {
 		return nil, nil
 	}
-	user, err := u.user()
-	if err != nil {
-		return nil, err
-	}
-	s.User = user
+	s.User = u.user()
 	return &s, nil
 }

@@ -2,6 +2,7 @@ package pgstore_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,7 +13,9 @@ import (
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/storetest"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
+	"github.com/caddy-betterauth/caddy-betterauth/schema"
 )
 
 // counter is a pgx tracer that counts the statements a connection sends.
@@ -57,88 +60,17 @@ func openPool(t testing.TB, dsn string, tracer pgx.QueryTracer) *pgxpool.Pool {
 	return pool
 }
 
-func verifier(t *testing.T, store betterauth.Store) *betterauth.Verifier {
-	t.Helper()
-	v, err := betterauth.NewVerifier(betterauth.Options{Store: store, Secret: testenv.Secret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-type storeCase struct {
-	name     string
-	cred     betterauth.Credential
-	want     betterauth.Reason
-	wantUser string
-	wantID   string
-}
-
-// cases is the table every Better-Auth schema must answer alike.
-func cases(f *testenv.Fixture) []storeCase {
-	key := func(k string) betterauth.Credential {
-		return betterauth.Credential{Kind: betterauth.KindAPIKey, Source: betterauth.SourceAPIKeyHeader, Value: k}
-	}
-	cookie := func(v string) betterauth.Credential {
-		return betterauth.Credential{Kind: betterauth.KindSession, Source: betterauth.SourceCookie, Value: v}
-	}
-	bearer := func(k betterauth.Kind, v string) betterauth.Credential {
-		return betterauth.Credential{Kind: k, Source: betterauth.SourceBearer, Value: v}
-	}
-	banned := betterauth.UserBanned
-	if !f.Admin {
-		banned = betterauth.Allowed // without the admin plugin nobody is banned
-	}
-	u := f.Users
-	return []storeCase{
-		{"valid key", key(f.Keys.Valid.Key), betterauth.Allowed, u.Alice.ID, f.Keys.Valid.ID},
-		{"key as bearer", bearer(betterauth.KindAPIKey, f.Keys.Valid2.Key), betterauth.Allowed, u.Alice.ID, f.Keys.Valid2.ID},
-		{"unknown key", key(f.Keys.Valid.Key + "x"), betterauth.InvalidAPIKey, "", ""},
-		{"disabled key", key(f.Keys.Disabled.Key), betterauth.KeyDisabled, "", ""},
-		{"expired key", key(f.Keys.Expired.Key), betterauth.KeyExpired, "", ""},
-		{"exhausted key", key(f.Keys.Exhausted.Key), betterauth.UsageExceeded, "", ""},
-		{"key with uses left", key(f.Keys.Limited.Key), betterauth.Allowed, u.Alice.ID, f.Keys.Limited.ID},
-		{"exhausted key due for refill", key(f.Keys.Refill.Key), betterauth.Allowed, u.Alice.ID, f.Keys.Refill.ID},
-		{"banned owner's key", key(f.Keys.Banned.Key), banned, "", ""},
-		{"signed cookie", cookie(strings.ReplaceAll(f.Users.Alice.Signed, "=", "%3D")), betterauth.Allowed, u.Alice.ID, f.SessionIDs["alice"]},
-		{"signed bearer", bearer(betterauth.KindSession, f.Users.Alice.Signed), betterauth.Allowed, u.Alice.ID, f.SessionIDs["alice"]},
-		{"raw bearer, one round trip for both tables", bearer(betterauth.KindEither, f.Users.Zoe.Token), betterauth.Allowed, u.Zoe.ID, f.SessionIDs["zoe"]},
-		{"expired session", bearer(betterauth.KindSession, f.Users.Expired.Signed), betterauth.SessionExpired, "", ""},
-		{"banned user's session", cookie(f.Users.Bob.Signed), banned, "", ""},
-		{"forged signature", cookie(f.Users.Alice.Token + ".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="), betterauth.InvalidSession, "", ""},
-		{"unknown session", bearer(betterauth.KindEither, strings.Repeat("a", 32)), betterauth.InvalidSession, "", ""},
-	}
-}
-
-func runCases(t *testing.T, v *betterauth.Verifier, f *testenv.Fixture) {
-	for _, tc := range cases(f) {
-		t.Run(tc.name, func(t *testing.T) {
-			d, err := v.Verify(context.Background(), tc.cred)
-			if err != nil {
-				t.Fatalf("Verify: %v", err)
-			}
-			if d.Reason != tc.want {
-				t.Fatalf("reason = %v, want %v", d.Reason, tc.want)
-			}
-			if tc.wantUser == "" {
-				return
-			}
-			if d.User.ID != tc.wantUser || d.CredentialID != tc.wantID {
-				t.Fatalf("identity = user %q credential %q, want %q %q", d.User.ID, d.CredentialID, tc.wantUser, tc.wantID)
-			}
-		})
-	}
-}
-
 func TestBetterAuthSchemas(t *testing.T) {
+	// Nothing is configured: the store detects each layout.
 	for _, tt := range []struct {
 		name   string
 		seed   testenv.SeedOptions
-		schema pgstore.Schema
+		schema schema.Config
 	}{
-		{"kysely camelCase with admin plugin", testenv.SeedOptions{}, pgstore.Schema{}},
-		{"kysely camelCase without admin plugin", testenv.SeedOptions{NoAdmin: true}, pgstore.Schema{}},
-		{"drizzle snake_case timestamp", testenv.SeedOptions{Snake: true}, pgstore.Schema{Naming: pgstore.SnakeCase}},
+		{"kysely camelCase with admin plugin", testenv.SeedOptions{}, schema.Config{}},
+		{"kysely camelCase without admin plugin", testenv.SeedOptions{NoAdmin: true}, schema.Config{}},
+		{"drizzle snake_case timestamp", testenv.SeedOptions{Snake: true}, schema.Config{}},
+		{"drizzle snake_case, configured", testenv.SeedOptions{Snake: true}, schema.Config{Naming: schema.SnakeCase, Owner: schema.ReferenceID}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -147,7 +79,11 @@ func TestBetterAuthSchemas(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			runCases(t, verifier(t, store), f)
+			storetest.Run(t, store, f)
+			layout, err := store.Layout(context.Background())
+			if err != nil || layout.Admin == tt.seed.NoAdmin || (layout.Naming == schema.SnakeCase) != tt.seed.Snake {
+				t.Errorf("layout %+v, %v", layout, err)
+			}
 			t.Run("user fields", func(t *testing.T) {
 				rec, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.ModeAPIKey, f.Keys.Zoe.Key))
 				if err != nil || rec.APIKey == nil {
@@ -198,14 +134,19 @@ func TestLegacyUserIDSchema(t *testing.T) {
 	testenv.Exec(t, db, `INSERT INTO auth.api_keys (id, key, user_id, enabled, created_at, updated_at) VALUES ('k1', $1, 'u1', NULL, now(), now())`, betterauth.HashAPIKey(key))
 	testenv.Exec(t, db, `INSERT INTO auth.api_keys (id, key, user_id, enabled, created_at, updated_at) VALUES ('k2', 'dup', 'u1', true, now(), now()), ('k3', 'dup', 'u1', true, now(), now())`)
 	testenv.Exec(t, db, `INSERT INTO auth.sessions (id, token, user_id, expires_at, created_at, updated_at) VALUES ('s1', 'tokentokentokentokentokentoken12', 'u1', now() + interval '1 hour', now(), now())`)
-	store, err := pgstore.New(newPool(t, db, nil), pgstore.Options{Schema: pgstore.Schema{
-		Schema: "auth", Naming: pgstore.SnakeCase, Owner: pgstore.UserID, UsePlural: true, APIKeyTable: "api_keys",
-		Columns: map[string]string{"user.email": "email_address"},
-	}})
+	// Detected: snake_case, plural users and sessions, the userId owner.
+	// Configured: the schema, the api-key table and the renamed column.
+	opts := pgstore.Options{PGSchema: "auth", Schema: schema.Config{
+		APIKeyTable: "api_keys", Columns: map[string]string{"user.email": "email_address"},
+	}}
+	store, err := pgstore.New(newPool(t, db, nil), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := verifier(t, store)
+	v, err := betterauth.NewVerifier(betterauth.Options{Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	d, err := v.Verify(ctx, betterauth.Credential{Kind: betterauth.KindAPIKey, Value: key})
 	if err != nil || !d.Allowed() || d.User.Email != "legacy@example.com" {
@@ -220,10 +161,8 @@ func TestLegacyUserIDSchema(t *testing.T) {
 	if err != nil || rec.Found() {
 		t.Fatalf("duplicate hash: %+v, %v", rec, err)
 	}
-	plain, _ := pgstore.New(newPool(t, db, nil), pgstore.Options{PlainKeys: true, Schema: pgstore.Schema{
-		Schema: "auth", Naming: pgstore.SnakeCase, Owner: pgstore.UserID, UsePlural: true, APIKeyTable: "api_keys",
-		Columns: map[string]string{"user.email": "email_address"},
-	}})
+	opts.PlainKeys = true
+	plain, _ := pgstore.New(newPool(t, db, nil), opts)
 	if rec, err := plain.Lookup(ctx, betterauth.NewLookup(betterauth.ModeAPIKey, "dup")); err != nil || rec.Found() {
 		t.Fatalf("duplicate plain key: %+v, %v", rec, err)
 	}
@@ -281,30 +220,37 @@ func TestUnreachableDatabaseIsAnError(t *testing.T) {
 
 func TestSchemaValidation(t *testing.T) {
 	t.Parallel()
-	for _, s := range []pgstore.Schema{
-		{Naming: "kebab"},
-		{Owner: "org"},
-		{Columns: map[string]string{"apikey.secret": "x"}},
-		{Columns: map[string]string{"nomodel": "x"}},
-	} {
-		if _, err := pgstore.New(nil, pgstore.Options{Schema: s}); err == nil {
-			t.Errorf("schema %+v accepted", s)
-		}
+	if _, err := pgstore.New(nil, pgstore.Options{Schema: schema.Config{Naming: "kebab"}}); err == nil {
+		t.Error("bad naming accepted")
 	}
 }
 
-func TestIdentifiersAreQuoted(t *testing.T) {
+// A schema the store cannot use is an error that names what is missing, and
+// it is not remembered: once the table is fixed, lookups work.
+func TestUnusableSchemaIsAnErrorUntilFixed(t *testing.T) {
 	t.Parallel()
-	s, err := pgstore.New(nil, pgstore.Options{Schema: pgstore.Schema{
-		Schema: `a"; DROP TABLE x; --`, UserTable: "weird name", Columns: map[string]string{"user.email": `e"mail`},
-	}})
+	db := testenv.NewDatabase(t)
+	testenv.Exec(t, db, `CREATE TABLE "user" (id text PRIMARY KEY, name text NOT NULL, email text NOT NULL)`)
+	testenv.Exec(t, db, `CREATE TABLE session (id text PRIMARY KEY, "expiresAt" timestamptz NOT NULL, "userId" text NOT NULL)`)
+	store, err := pgstore.New(newPool(t, db, nil), pgstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, _ := s.Queries()
-	for _, want := range []string{`"a""; DROP TABLE x; --"."weird name"`, `u."e""mail"`, `"a""; DROP TABLE x; --"."apikey"`} {
-		if !strings.Contains(k, want) {
-			t.Errorf("query lacks %s:\n%s", want, k)
-		}
+	ctx := context.Background()
+	l := betterauth.NewLookup(betterauth.ModeSession, "tokentokentokentokentokentoken12")
+	_, err = store.Lookup(ctx, l)
+	if !errors.Is(err, schema.ErrUnusable) || !strings.Contains(err.Error(), `table "session" has no column "token"`) {
+		t.Fatalf("err = %v", err)
+	}
+	testenv.Exec(t, db, `ALTER TABLE session ADD COLUMN token text UNIQUE`)
+	testenv.Exec(t, db, `INSERT INTO "user" VALUES ('u1', 'U', 'u@example.com')`)
+	testenv.Exec(t, db, `INSERT INTO session VALUES ('s1', now() + interval '1 hour', 'u1', 'tokentokentokentokentokentoken12')`)
+	rec, err := store.Lookup(ctx, l)
+	if err != nil || rec.Session == nil || rec.Session.User.Email != "u@example.com" || rec.Session.User.Role != "" {
+		t.Fatalf("after the fix: %+v, %v", rec, err)
+	}
+	// No api-key table: keys are unknown, not an error.
+	if rec, err := store.Lookup(ctx, betterauth.NewLookup(betterauth.ModeAPIKey, "ba_x")); err != nil || rec.Found() {
+		t.Fatalf("key lookup without the table: %+v, %v", rec, err)
 	}
 }

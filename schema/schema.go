@@ -1,0 +1,358 @@
+// Package schema works out where Better-Auth keeps what the gateway reads:
+// table and column names in each of the layouts Better-Auth's adapters
+// produce, from what the operator configured and what the database holds.
+//
+// Explicit configuration always wins; everything left unset is detected from
+// the database's catalog on first use. A layout the gateway cannot use is an
+// error that names the table and column it expected.
+package schema
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Naming is how Better-Auth's field names are spelled as columns.
+type Naming string
+
+// Namings.
+const (
+	// CamelCase is Better-Auth's own migrations (Kysely, `npx auth migrate`)
+	// and Prisma: "expiresAt".
+	CamelCase Naming = "camel"
+	// SnakeCase is the Drizzle generator's default: expires_at.
+	SnakeCase Naming = "snake"
+)
+
+// Owner is the api-key column that names the key's owner.
+type Owner string
+
+// Owners.
+const (
+	// ReferenceID is @better-auth/api-key 1.5 and later: referenceId, with a
+	// configId column.
+	ReferenceID Owner = "reference_id"
+	// UserID is the api-key plugin built into better-auth 1.3 and 1.4:
+	// userId, and no configId.
+	UserID Owner = "user_id"
+)
+
+// Config is what the operator says about the schema. Zero fields are
+// detected.
+type Config struct {
+	// Naming of columns; detected from the session or apikey table.
+	Naming Naming
+	// Table names; detected among Better-Auth's model names and their
+	// plurals ("user" or "users").
+	UserTable, SessionTable, APIKeyTable string
+	// UsePlural says the adapters' usePlural is on: only plural names are
+	// considered.
+	UsePlural bool
+	// Owner of API keys; detected from the apikey table's columns.
+	Owner Owner
+	// Columns overrides single column names, keyed "<model>.<field>" with
+	// Better-Auth's model and field names.
+	Columns map[string]string
+}
+
+// Models and the fields the gateway reads; fields marked optional may be
+// absent (the admin plugin's, and the api-key columns that differ between
+// plugin versions).
+var models = []struct {
+	name     string
+	fields   []string
+	optional map[string]bool
+}{
+	{"user", []string{"id", "email", "name", "role", "banned", "banExpires"},
+		map[string]bool{"role": true, "banned": true, "banExpires": true}},
+	{"session", []string{"id", "token", "userId", "expiresAt"}, nil},
+	{"apikey", []string{"id", "key", "configId", "referenceId", "userId", "enabled", "expiresAt", "remaining",
+		"refillInterval", "refillAmount", "lastRefillAt", "createdAt"},
+		map[string]bool{"configId": true, "referenceId": true, "userId": true}},
+}
+
+func fieldsOf(model string) ([]string, map[string]bool) {
+	for _, m := range models {
+		if m.name == model {
+			return m.fields, m.optional
+		}
+	}
+	return nil, nil
+}
+
+// Validate checks a Config without a database.
+func (c Config) Validate() error {
+	if c.Naming != "" && c.Naming != CamelCase && c.Naming != SnakeCase {
+		return fmt.Errorf("naming must be %q or %q, not %q", CamelCase, SnakeCase, c.Naming)
+	}
+	if c.Owner != "" && c.Owner != ReferenceID && c.Owner != UserID {
+		return fmt.Errorf("api key owner must be %q or %q, not %q", ReferenceID, UserID, c.Owner)
+	}
+	for k, v := range c.Columns {
+		model, field, _ := strings.Cut(k, ".")
+		fs, _ := fieldsOf(model)
+		if !contains(fs, field) {
+			return fmt.Errorf("unknown column key %q: want <model>.<field> with model user, session or apikey and one of its fields", k)
+		}
+		if v == "" {
+			return fmt.Errorf("column %q: empty name", k)
+		}
+	}
+	return nil
+}
+
+// Catalog is what a database holds: the columns of each table, by table
+// name, as the database spells them.
+type Catalog map[string][]string
+
+// Table is a resolved table: its name and, for each field the gateway
+// reads, the column that holds it ("" when the table lacks an optional
+// field).
+type Table struct {
+	Name    string
+	Columns map[string]string
+}
+
+// Col returns the column holding field.
+func (t *Table) Col(field string) string { return t.Columns[field] }
+
+// Has reports whether the table has a column for field.
+func (t *Table) Has(field string) bool { return t.Columns[field] != "" }
+
+// Layout is a resolved schema.
+type Layout struct {
+	Naming Naming
+	Owner  Owner
+	User   Table
+	// Session and APIKey are nil when the database has no such table (an
+	// app without the api-key plugin, or with sessions only in secondary
+	// storage); lookups of that kind then find nothing.
+	Session *Table
+	APIKey  *Table
+	// Admin is true when the user table has the admin plugin's columns.
+	Admin bool
+}
+
+// OwnerField returns the apikey field that names the owner.
+func (l *Layout) OwnerField() string {
+	if l.Owner == UserID {
+		return "userId"
+	}
+	return "referenceId"
+}
+
+// Candidates returns the table names to look for in a catalog query.
+func (c Config) Candidates() []string {
+	var out []string
+	for _, m := range models {
+		out = append(out, c.tableCandidates(m.name)...)
+	}
+	return out
+}
+
+func (c Config) tableCandidates(model string) []string {
+	if n := c.configuredTable(model); n != "" {
+		return []string{n}
+	}
+	if c.UsePlural {
+		return []string{model + "s"}
+	}
+	return []string{model, model + "s"}
+}
+
+func (c Config) configuredTable(model string) string {
+	switch model {
+	case "user":
+		return c.UserTable
+	case "session":
+		return c.SessionTable
+	case "apikey":
+		return c.APIKeyTable
+	}
+	return ""
+}
+
+// ErrUnusable wraps every reason a catalog cannot be used.
+var ErrUnusable = errors.New("unusable Better-Auth schema")
+
+func unusable(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrUnusable, fmt.Sprintf(format, args...))
+}
+
+// Resolve works out the layout from the configuration and the catalog.
+func (c Config) Resolve(cat Catalog) (*Layout, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	l := &Layout{}
+	find := func(model string) (string, []string) {
+		for _, name := range c.tableCandidates(model) {
+			if cols, ok := cat[name]; ok {
+				return name, cols
+			}
+		}
+		return "", nil
+	}
+	userName, userCols := find("user")
+	if userName == "" {
+		return nil, unusable("no user table (looked for %s)", strings.Join(quoteAll(c.tableCandidates("user")), " or "))
+	}
+	sessName, sessCols := find("session")
+	keyName, keyCols := find("apikey")
+	for model, name := range map[string]string{"session": sessName, "apikey": keyName} {
+		if name == "" && c.configuredTable(model) != "" {
+			return nil, unusable("no %s table %q", model, c.configuredTable(model))
+		}
+	}
+	if sessName == "" && keyName == "" {
+		return nil, unusable("neither a session table (%s) nor an api-key table (%s)",
+			strings.Join(quoteAll(c.tableCandidates("session")), " or "), strings.Join(quoteAll(c.tableCandidates("apikey")), " or "))
+	}
+
+	l.Naming = c.Naming
+	if l.Naming == "" {
+		l.Naming = detectNaming(sessCols, keyCols, userCols)
+	}
+	var err error
+	if l.User, err = c.table("user", userName, userCols, l.Naming); err != nil {
+		return nil, err
+	}
+	l.Admin = l.User.Has("banned")
+	if sessName != "" {
+		t, err := c.table("session", sessName, sessCols, l.Naming)
+		if err != nil {
+			return nil, err
+		}
+		l.Session = &t
+	}
+	if keyName != "" {
+		t, err := c.table("apikey", keyName, keyCols, l.Naming)
+		if err != nil {
+			return nil, err
+		}
+		l.Owner = c.Owner
+		if l.Owner == "" {
+			switch {
+			case t.Has("referenceId"):
+				l.Owner = ReferenceID
+			case t.Has("userId"):
+				l.Owner = UserID
+			}
+		}
+		owner := "referenceId"
+		if l.Owner == UserID {
+			owner = "userId"
+		}
+		if !t.Has(owner) {
+			return nil, unusable("table %q has no column %q (the api-key owner; @better-auth/api-key 1.5+ has %q, better-auth 1.3/1.4 %q)",
+				keyName, c.column("apikey", owner, l.Naming), c.column("apikey", "referenceId", l.Naming), c.column("apikey", "userId", l.Naming))
+		}
+		l.APIKey = &t
+	}
+	return l, nil
+}
+
+// table maps a model's fields to the columns of a found table.
+func (c Config) table(model, name string, cols []string, naming Naming) (Table, error) {
+	fields, optional := fieldsOf(model)
+	t := Table{Name: name, Columns: map[string]string{}}
+	for _, f := range fields {
+		col := c.column(model, f, naming)
+		if contains(cols, col) {
+			t.Columns[f] = col
+			continue
+		}
+		if _, overridden := c.Columns[model+"."+f]; overridden || !optional[f] {
+			return Table{}, unusable("table %q has no column %q (Better-Auth's %s.%s)", name, col, model, f)
+		}
+	}
+	return t, nil
+}
+
+// column returns the column name for a field under a naming.
+func (c Config) column(model, field string, naming Naming) string {
+	if v := c.Columns[model+"."+field]; v != "" {
+		return v
+	}
+	if naming == SnakeCase {
+		return Snake(field)
+	}
+	return field
+}
+
+// detectNaming looks for a two-word field that every layout has.
+func detectNaming(tables ...[]string) Naming {
+	for _, cols := range tables {
+		for _, col := range cols {
+			switch col {
+			case "expires_at", "created_at", "user_id", "reference_id", "email_verified":
+				return SnakeCase
+			case "expiresAt", "createdAt", "userId", "referenceId", "emailVerified":
+				return CamelCase
+			}
+		}
+	}
+	return CamelCase
+}
+
+// Snake converts a camelCase field name as Drizzle's generator does.
+func Snake(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			b.WriteByte('_')
+			c += 'a' - 'A'
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// Describe summarises a layout in one line, for logs and the doctor.
+func (l *Layout) Describe() string {
+	parts := []string{fmt.Sprintf("naming %s", l.Naming), fmt.Sprintf("user table %q", l.User.Name)}
+	if l.Session != nil {
+		parts = append(parts, fmt.Sprintf("session table %q", l.Session.Name))
+	} else {
+		parts = append(parts, "no session table")
+	}
+	if l.APIKey != nil {
+		v := "@better-auth/api-key 1.5+"
+		if l.Owner == UserID {
+			v = "better-auth 1.3/1.4 api-key plugin"
+		}
+		parts = append(parts, fmt.Sprintf("api-key table %q (%s)", l.APIKey.Name, v))
+	} else {
+		parts = append(parts, "no api-key table")
+	}
+	if l.Admin {
+		parts = append(parts, "admin plugin")
+	} else {
+		parts = append(parts, "no admin plugin")
+	}
+	return strings.Join(parts, ", ")
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func quoteAll(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = fmt.Sprintf("%q", n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// QuoteIdent quotes an SQL identifier for PostgreSQL and SQLite alike.
+func QuoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
