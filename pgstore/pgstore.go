@@ -14,11 +14,9 @@ package pgstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
@@ -126,7 +124,7 @@ func (s *Store) prepare(ctx context.Context) (*prepared, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: %w", err)
 	}
-	p := &prepared{layout: layout, q: layout.Build(schema.Dialect{Qualify: s.qualify, Param: "$1", Null: typedNull})}
+	p := &prepared{layout: layout, q: layout.Build(schema.Dialect{Qualify: s.qualify, Param: "$1"})}
 	s.ready.Store(p)
 	s.logger.Info("better-auth schema detected", zap.String("layout", layout.Describe()))
 	return p, nil
@@ -137,17 +135,6 @@ func (s *Store) qualify(table string) string {
 		return pgx.Identifier{s.opts.PGSchema, table}.Sanitize()
 	}
 	return pgx.Identifier{table}.Sanitize()
-}
-
-// typedNull gives absent optional columns the type pgx scans them into.
-func typedNull(field string) string {
-	switch field {
-	case "banned":
-		return "NULL::boolean"
-	case "banExpires":
-		return "NULL::timestamptz"
-	}
-	return "NULL::text"
 }
 
 // Queries returns the SQL the store runs once it has detected the layout.
@@ -226,111 +213,23 @@ func (s *Store) keyArg(l betterauth.Lookup) string {
 	return l.KeyHash()
 }
 
-type userCols struct {
-	id, email, name string
-	role            *string
-	banned          *bool
-	banExpires      *time.Time
-}
-
-func (u *userCols) dest() []any {
-	return []any{&u.id, &u.email, &u.name, &u.role, &u.banned, &u.banExpires}
-}
-
-func (u *userCols) user() *betterauth.User {
-	out := &betterauth.User{ID: u.id, Email: u.email, Name: u.name}
-	if u.role != nil {
-		out.Role = *u.role
-	}
-	if u.banned != nil {
-		out.Banned = *u.banned
-	}
-	if u.banExpires != nil {
-		out.BanExpires = *u.banExpires
-	}
-	return out
-}
-
-// errDuplicate marks an API-key hash found in more than one row.
-var errDuplicate = errors.New("api key hash matches more than one row")
-
 func (s *Store) collectKey(rows pgx.Rows) (*betterauth.APIKey, error) {
 	defer rows.Close()
-	var (
-		k                                       betterauth.APIKey
-		configID                                *string
-		enabled                                 *bool
-		expiresAt, lastRefillAt                 *time.Time
-		remaining, refillInterval, refillAmount *int64
-		u                                       userCols
-		n                                       int
-	)
-	dest := append([]any{&k.ID, &configID, &enabled, &expiresAt, &remaining, &refillInterval, &refillAmount, &lastRefillAt, &k.CreatedAt}, u.dest()...)
-	for rows.Next() {
-		n++
-		if n > 1 {
-			break
-		}
-		if err := rows.Scan(dest...); err != nil {
-			return nil, fmt.Errorf("pgstore: api key row: %w", err)
-		}
+	k, duplicate, err := schema.DecodeAPIKey(rows)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: %w", err)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: api key lookup: %w", err)
+	if duplicate {
+		s.logger.Warn("denying an API key whose hash matches more than one row")
 	}
-	switch n {
-	case 0:
-		return nil, nil
-	case 1:
-	default:
-		// apikey.key is indexed but not unique. Two rows with one hash cannot
-		// be told apart, so neither is trusted.
-		s.logger.Warn("denying an API key", zap.Error(errDuplicate), zap.String("key_id", k.ID))
-		return nil, nil
-	}
-	if configID != nil {
-		k.ConfigID = *configID
-	}
-	k.Enabled = enabled == nil || *enabled
-	if expiresAt != nil {
-		k.ExpiresAt = *expiresAt
-	}
-	if remaining != nil {
-		k.HasRemaining, k.Remaining = true, *remaining
-	}
-	if refillInterval != nil {
-		k.RefillInterval = time.Duration(*refillInterval) * time.Millisecond
-	}
-	if refillAmount != nil {
-		k.HasRefillAmount, k.RefillAmount = true, *refillAmount
-	}
-	if lastRefillAt != nil {
-		k.LastRefillAt = *lastRefillAt
-	}
-	k.User = u.user()
-	return &k, nil
+	return k, nil
 }
 
 func collectSession(rows pgx.Rows) (*betterauth.Session, error) {
 	defer rows.Close()
-	var (
-		s     betterauth.Session
-		u     userCols
-		found bool
-	)
-	dest := append([]any{&s.ID, &s.ExpiresAt}, u.dest()...)
-	if rows.Next() { // session.token is unique: one row at most
-		if err := rows.Scan(dest...); err != nil {
-			return nil, fmt.Errorf("pgstore: session row: %w", err)
-		}
-		found = true
+	sess, err := schema.DecodeSession(rows)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: %w", err)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pgstore: session lookup: %w", err)
-	}
-	if !found {
-		return nil, nil
-	}
-	s.User = u.user()
-	return &s, nil
+	return sess, nil
 }

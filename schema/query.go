@@ -25,22 +25,15 @@ type Dialect struct {
 	Qualify func(table string) string
 	// Param is the placeholder of the one parameter: "$1" or "?".
 	Param string
-	// Null returns the NULL that stands for an absent optional field, typed
-	// where the driver needs it. Default: NULL.
-	Null func(field string) string
 }
 
 // Build returns the queries of a layout. Identifiers are quoted here; values
 // are always the parameter.
 func (l *Layout) Build(d Dialect) Queries {
 	qualify, param := d.Qualify, d.Param
-	null := d.Null
-	if null == nil {
-		null = func(string) string { return "NULL" }
-	}
 	col := func(alias string, t *Table, field string) string {
 		if !t.Has(field) {
-			return null(field)
+			return "NULL"
 		}
 		return alias + "." + QuoteIdent(t.Col(field))
 	}

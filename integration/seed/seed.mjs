@@ -6,10 +6,15 @@
 //   node seed.mjs delete-key <id> <signed session token of the owner>
 //   node seed.mjs revoke-session <token>
 //   node seed.mjs ban-user <userId>
+//   node seed.mjs verify-key <key>             prints Better-Auth's verifyApiKey result
+//   node seed.mjs get-session <signed token>   prints Better-Auth's getSession result
 //
+// DATABASE_URL is a PostgreSQL URL, or sqlite:<path> for a SQLite file
+// (better-sqlite3).
 // ADMIN=0 leaves out the admin plugin (no role, banned, banExpires columns).
-// NAMING=snake maps every column to snake_case and turns timestamptz columns
-// into timestamp (UTC wall time), as Drizzle's generator lays them out.
+// NAMING=snake maps every column to snake_case and stores dates as Drizzle's
+// generator does: timestamp (UTC wall time) on PostgreSQL, epoch-millisecond
+// integers on SQLite.
 process.env.TZ = "UTC";
 
 import { betterAuth } from "better-auth";
@@ -23,11 +28,23 @@ const snake = process.env.NAMING === "snake";
 const toSnake = (s) => s.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
 const fieldsOf = (names) => (snake ? Object.fromEntries(names.map((n) => [n, toSnake(n)])) : undefined);
 
-const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+const url = process.env.DATABASE_URL;
+const sqlitePath = url.startsWith("sqlite:") ? url.slice("sqlite:".length).replace(/^\/\//, "") : null;
+const Database = sqlitePath ? (await import("better-sqlite3")).default : null;
+const db = sqlitePath ? new Database(sqlitePath) : new pg.Pool({ connectionString: url });
+// sql runs a statement written with ? placeholders on either database.
+async function sql(text, params = []) {
+  if (sqlitePath) {
+    const st = db.prepare(text);
+    return st.reader ? st.all(...params) : (st.run(...params), []);
+  }
+  let i = 0;
+  return (await db.query(text.replace(/\?/g, () => `$${++i}`), params)).rows;
+}
 const auth = betterAuth({
   secret: process.env.BETTER_AUTH_SECRET,
   baseURL: "http://localhost:3000",
-  database: pool,
+  database: db,
   logger: { disabled: true },
   emailAndPassword: { enabled: true },
   user: { fields: fieldsOf(["emailVerified", "createdAt", "updatedAt"]) },
@@ -67,27 +84,29 @@ async function newKey(userId, body = {}) {
   return { key: k.key, id: k.id };
 }
 
-const tables = snake
-  ? { apikey: "apikey", session: "session", user: "user", expiresAt: "expires_at", lastRefillAt: "last_refill_at", createdAt: "created_at", id: "id" }
-  : { apikey: "apikey", session: "session", user: "user", expiresAt: "expiresAt", lastRefillAt: "lastRefillAt", createdAt: "createdAt", id: "id" };
+const col = (field) => (snake ? toSnake(field) : field);
 
-// ageRow moves a row's timestamps into the past, standing in for time going
-// by; only columns Better-Auth itself wrote are changed.
-async function ageRow(table, id, sets) {
-  const assignments = Object.keys(sets).map((c, i) => `"${c}" = now() - $${i + 2}::interval`).join(", ");
-  await pool.query(`UPDATE "${table}" SET ${assignments} WHERE "id" = $1`, [id, ...Object.values(sets)]);
+// ageRow moves a row's timestamps back by the given milliseconds, standing
+// in for time going by; only columns Better-Auth itself wrote are changed.
+async function ageRow(table, id, ages) {
+  const names = Object.keys(ages);
+  const values = names.map((c) => {
+    const d = new Date(Date.now() - ages[c]);
+    return sqlitePath ? d.toISOString() : d;
+  });
+  await sql(`UPDATE "${table}" SET ${names.map((c) => `"${col(c)}" = ?`).join(", ")} WHERE "id" = ?`, [...values, id]);
 }
 
 switch (cmd) {
   case "setup": {
     await (await getMigrations(auth.options)).runMigrations();
-    if (snake) {
+    if (snake && !sqlitePath) {
       // Drizzle's PostgreSQL schema uses timestamp without time zone.
-      const { rows } = await pool.query(
+      const rows = await sql(
         `SELECT table_name, column_name FROM information_schema.columns
          WHERE table_schema = current_schema() AND data_type = 'timestamp with time zone'`);
       for (const r of rows) {
-        await pool.query(`ALTER TABLE "${r.table_name}" ALTER COLUMN "${r.column_name}" TYPE timestamp USING "${r.column_name}" AT TIME ZONE 'UTC'`);
+        await sql(`ALTER TABLE "${r.table_name}" ALTER COLUMN "${r.column_name}" TYPE timestamp USING "${r.column_name}" AT TIME ZONE 'UTC'`);
       }
     }
     const alice = await signUp("alice@example.com", "Alice");
@@ -115,19 +134,28 @@ switch (cmd) {
       const r = await auth.api.verifyApiKey({ body: { key: k.key } });
       if (!r.valid) throw new Error(`verify ${k.id}: ${JSON.stringify(r.error)}`);
     }
-    await ageRow(tables.apikey, keys.expired.id, { [tables.expiresAt]: "1 minute" });
+    await ageRow("apikey", keys.expired.id, { expiresAt: 60_000 });
     // The refill key last refilled two minutes ago; its interval is one.
-    await ageRow(tables.apikey, keys.refill.id, { [tables.createdAt]: "2 minutes" });
+    await ageRow("apikey", keys.refill.id, { createdAt: 120_000 });
 
     const expiredSession = await signUp("old@example.com", "Old");
-    await ageRow(tables.session, (await ctx.internalAdapter.findSession(expiredSession.token)).session.id, { [tables.expiresAt]: "1 minute" });
+    await ageRow("session", (await ctx.internalAdapter.findSession(expiredSession.token)).session.id, { expiresAt: 60_000 });
     const second = await auth.api.signInEmail({ body: { email: "alice@example.com", password: "password1234" }, asResponse: true });
     const aliceSession2 = second.headers.get("set-auth-token");
 
     if (withAdmin) await ctx.internalAdapter.updateUser(bob.id, { banned: true, banReason: "test" });
     const sessionIds = {};
     for (const [name, u] of Object.entries({ alice, eve, zoe, bob, expired: expiredSession })) {
-      sessionIds[name] = (await ctx.internalAdapter.findSession(u.token))?.session.id ?? null;
+      const [row] = await sql(`SELECT "id" FROM "session" WHERE "token" = ?`, [u.token]);
+      sessionIds[name] = row.id;
+    }
+    if (snake && sqlitePath) {
+      // Drizzle's SQLite schema keeps dates as epoch milliseconds.
+      for (const { name: table } of await sql(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`)) {
+        for (const { name: column } of await sql(`SELECT name FROM pragma_table_info(?) WHERE type = 'date'`, [table])) {
+          await sql(`UPDATE "${table}" SET "${column}" = CAST(ROUND((julianday("${column}") - 2440587.5) * 86400000) AS INTEGER) WHERE "${column}" IS NOT NULL`);
+        }
+      }
     }
     console.log(JSON.stringify({
       admin: withAdmin, naming: snake ? "snake" : "camel",
@@ -148,7 +176,14 @@ switch (cmd) {
   case "ban-user":
     await ctx.internalAdapter.updateUser(args[0], { banned: true, banReason: "test" });
     break;
+  case "verify-key":
+    console.log(JSON.stringify(await auth.api.verifyApiKey({ body: { key: args[0] } })));
+    break;
+  case "get-session":
+    console.log(JSON.stringify(await auth.api.getSession({ headers: new Headers({ authorization: `Bearer ${args[0]}` }) })));
+    break;
   default:
     throw new Error(`unknown command ${cmd}`);
 }
-await pool.end();
+if (sqlitePath) db.close();
+else await db.end();

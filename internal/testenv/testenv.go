@@ -122,17 +122,24 @@ type SeedOptions struct {
 	Snake   bool // Drizzle-style snake_case columns with timestamp
 	// Server is the PostgreSQL server's URL. Default: TEST_DATABASE_URL.
 	Server string
+	// SQLite puts the app's data in a new SQLite file instead (better-sqlite3).
+	SQLite bool
 }
 
 // Seed creates a database and has real Better-Auth build its schema and the
 // fixture rows in it.
 func Seed(t testing.TB, opts SeedOptions) *Fixture {
 	t.Helper()
-	server := opts.Server
-	if server == "" {
-		server = Require(t, "TEST_DATABASE_URL")
+	var db string
+	if opts.SQLite {
+		db = "sqlite://" + filepath.Join(t.TempDir(), "app.db")
+	} else {
+		server := opts.Server
+		if server == "" {
+			server = Require(t, "TEST_DATABASE_URL")
+		}
+		db = NewDatabaseOn(t, server)
 	}
-	db := NewDatabaseOn(t, server)
 	env := []string{}
 	if opts.NoAdmin {
 		env = append(env, "ADMIN=0")

@@ -1,0 +1,206 @@
+package schema
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+)
+
+// Rows is what the decoders need from pgx.Rows and *sql.Rows.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// DecodeAPIKey reads the result of Queries.APIKey. It returns nil when no
+// row matched, and duplicate when more than one did (apikey.key is indexed
+// but not unique: such a key must not be trusted).
+//
+// Values are scanned into interfaces and converted here, so that one decoder
+// serves every database and every way Better-Auth's adapters store a type:
+// booleans as bool or 0/1, dates as timestamps, ISO-8601 text or epoch
+// milliseconds.
+func DecodeAPIKey(rows Rows) (k *betterauth.APIKey, duplicate bool, err error) {
+	var v [9 + userColumns]any
+	n := 0
+	for rows.Next() {
+		if n++; n > 1 {
+			break
+		}
+		if err := rows.Scan(ptrs(v[:])...); err != nil {
+			return nil, false, fmt.Errorf("api key row: %w", err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, err
+	}
+	switch {
+	case n == 0:
+		return nil, false, nil
+	case n > 1:
+		return nil, true, nil
+	}
+	var d decoder
+	k = &betterauth.APIKey{
+		ID:        d.text(v[0], "apikey.id"),
+		ConfigID:  d.text(v[1], "apikey.configId"),
+		Enabled:   v[2] == nil || d.bool(v[2], "apikey.enabled"),
+		ExpiresAt: d.time(v[3], "apikey.expiresAt"),
+	}
+	if v[4] != nil {
+		k.HasRemaining, k.Remaining = true, d.int(v[4], "apikey.remaining")
+	}
+	if v[5] != nil {
+		k.RefillInterval = time.Duration(d.int(v[5], "apikey.refillInterval")) * time.Millisecond
+	}
+	if v[6] != nil {
+		k.HasRefillAmount, k.RefillAmount = true, d.int(v[6], "apikey.refillAmount")
+	}
+	k.LastRefillAt = d.time(v[7], "apikey.lastRefillAt")
+	k.CreatedAt = d.time(v[8], "apikey.createdAt")
+	k.User = d.user(v[9:])
+	if d.err != nil {
+		return nil, false, d.err
+	}
+	return k, false, nil
+}
+
+// DecodeSession reads the result of Queries.Session; nil when no row matched.
+func DecodeSession(rows Rows) (*betterauth.Session, error) {
+	var v [2 + userColumns]any
+	found := false
+	if rows.Next() { // session.token is unique
+		if err := rows.Scan(ptrs(v[:])...); err != nil {
+			return nil, fmt.Errorf("session row: %w", err)
+		}
+		found = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, nil
+	}
+	var d decoder
+	s := &betterauth.Session{
+		ID:        d.text(v[0], "session.id"),
+		ExpiresAt: d.time(v[1], "session.expiresAt"),
+		User:      d.user(v[2:]),
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if s.ExpiresAt.IsZero() {
+		return nil, fmt.Errorf("session.expiresAt is NULL")
+	}
+	return s, nil
+}
+
+const userColumns = 6
+
+func ptrs(v []any) []any {
+	p := make([]any, len(v))
+	for i := range v {
+		p[i] = &v[i]
+	}
+	return p
+}
+
+// decoder converts scanned values, keeping the first error.
+type decoder struct{ err error }
+
+func (d *decoder) fail(field string, v any) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%s: unexpected value of type %T", field, v)
+	}
+}
+
+func (d *decoder) user(v []any) *betterauth.User {
+	u := &betterauth.User{
+		ID:    d.text(v[0], "user.id"),
+		Email: d.text(v[1], "user.email"),
+		Name:  d.text(v[2], "user.name"),
+		Role:  d.text(v[3], "user.role"),
+	}
+	if v[4] != nil {
+		u.Banned = d.bool(v[4], "user.banned")
+	}
+	u.BanExpires = d.time(v[5], "user.banExpires")
+	return u
+}
+
+func (d *decoder) text(v any, field string) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case []byte:
+		return string(x)
+	case [16]byte: // PostgreSQL uuid ids (generateId: "uuid")
+		return fmt.Sprintf("%x-%x-%x-%x-%x", x[0:4], x[4:6], x[6:8], x[8:10], x[10:16])
+	}
+	d.fail(field, v)
+	return ""
+}
+
+func (d *decoder) bool(v any, field string) bool {
+	switch x := v.(type) {
+	case bool:
+		return x
+	case int64:
+		return x != 0
+	case int32:
+		return x != 0
+	case string:
+		if b, err := strconv.ParseBool(x); err == nil {
+			return b
+		}
+	}
+	d.fail(field, v)
+	return false
+}
+
+func (d *decoder) int(v any, field string) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case int32:
+		return int64(x)
+	case int16:
+		return int64(x)
+	case float64:
+		return int64(x)
+	case string:
+		if n, err := strconv.ParseInt(x, 10, 64); err == nil {
+			return n
+		}
+	}
+	d.fail(field, v)
+	return 0
+}
+
+// time reads a date as any adapter stores it; NULL is the zero time.
+func (d *decoder) time(v any, field string) time.Time {
+	switch x := v.(type) {
+	case nil:
+		return time.Time{}
+	case time.Time:
+		return x
+	case int64: // Drizzle on SQLite: epoch milliseconds
+		return time.UnixMilli(x).UTC()
+	case float64:
+		return time.UnixMilli(int64(x)).UTC()
+	case string: // Kysely on SQLite: ISO-8601 with milliseconds and Z
+		for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999"} {
+			if t, err := time.Parse(layout, x); err == nil {
+				return t
+			}
+		}
+	}
+	d.fail(field, v)
+	return time.Time{}
+}

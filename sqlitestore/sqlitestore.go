@@ -1,0 +1,220 @@
+// Package sqlitestore reads Better-Auth's tables in a SQLite file, with the
+// pure-Go modernc.org/sqlite driver (no cgo).
+//
+// The file is opened read-only with a busy timeout, so the gateway can sit
+// beside the Better-Auth app that writes it. The layout is detected on first
+// use (package schema): Better-Auth's own migrations, which store dates as
+// ISO-8601 text with milliseconds and booleans as 0/1, and Drizzle's, which
+// store dates as epoch milliseconds. The store never writes.
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/schema"
+)
+
+// DefaultBusyTimeout is how long a read waits for the app's write lock, in
+// milliseconds.
+const DefaultBusyTimeout = 5000
+
+// IsDSN reports whether a database setting names a SQLite file:
+// sqlite:///absolute/path.db, sqlite:relative.db or file:path.db.
+func IsDSN(dsn string) bool {
+	return strings.HasPrefix(dsn, "sqlite:") || strings.HasPrefix(dsn, "file:")
+}
+
+// Path returns the file a SQLite DSN names.
+func Path(dsn string) (string, error) {
+	rest, ok := strings.CutPrefix(dsn, "sqlite:")
+	if !ok {
+		rest, ok = strings.CutPrefix(dsn, "file:")
+	}
+	if !ok {
+		return "", errors.New("not a sqlite: or file: URL")
+	}
+	rest, _, _ = strings.Cut(rest, "?")
+	if strings.HasPrefix(rest, "//") { // sqlite:///abs/path or sqlite://rel/path
+		rest = strings.TrimPrefix(rest, "//")
+		if strings.HasPrefix(rest, "localhost/") {
+			rest = strings.TrimPrefix(rest, "localhost")
+		}
+	}
+	p, err := url.PathUnescape(rest)
+	if err != nil || p == "" {
+		return "", errors.New("no file path in the SQLite URL")
+	}
+	return p, nil
+}
+
+// Open opens a SQLite file read-only for a Store. It does no I/O: the file
+// is opened on first use, and a missing file is an error then.
+func Open(dsn string) (*sql.DB, error) {
+	path, err := Path(dsn)
+	if err != nil {
+		return nil, err
+	}
+	q := url.Values{}
+	q.Set("mode", "ro")
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", DefaultBusyTimeout))
+	q.Add("_pragma", "query_only(1)")
+	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: path}).EscapedPath(), RawQuery: q.Encode()}
+	return sql.Open("sqlite", u.String())
+}
+
+// Options configure a Store.
+type Options struct {
+	// Schema is what the operator configured; the rest is detected.
+	Schema schema.Config
+	// PlainKeys matches the api-key plugin's disableKeyHashing.
+	PlainKeys bool
+	// Logger receives the detected layout and warnings. Default: none.
+	Logger *zap.Logger
+}
+
+// Store implements betterauth.Store on SQLite. It does not own db.
+type Store struct {
+	db     *sql.DB
+	opts   Options
+	logger *zap.Logger
+	mu     sync.Mutex
+	ready  atomic.Pointer[prepared]
+}
+
+type prepared struct {
+	layout *schema.Layout
+	q      schema.Queries
+}
+
+// New returns a Store reading through db. It does no I/O.
+func New(db *sql.DB, opts Options) (*Store, error) {
+	if err := opts.Schema.Validate(); err != nil {
+		return nil, fmt.Errorf("sqlitestore: %w", err)
+	}
+	s := &Store{db: db, opts: opts, logger: opts.Logger}
+	if s.logger == nil {
+		s.logger = zap.NewNop()
+	}
+	return s, nil
+}
+
+// Catalog reads the columns of the candidate Better-Auth tables.
+func (s *Store) Catalog(ctx context.Context) (schema.Catalog, error) {
+	cat := schema.Catalog{}
+	for _, table := range s.opts.Schema.Candidates() {
+		rows, err := s.db.QueryContext(ctx, `SELECT name FROM pragma_table_info(?) ORDER BY cid`, table)
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: reading the catalog: %w", err)
+		}
+		for rows.Next() {
+			var col string
+			if err := rows.Scan(&col); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlitestore: reading the catalog: %w", err)
+			}
+			cat[table] = append(cat[table], col)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: reading the catalog: %w", err)
+		}
+	}
+	return cat, nil
+}
+
+// Layout returns the detected layout, reading the catalog on first use.
+func (s *Store) Layout(ctx context.Context) (*schema.Layout, error) {
+	p, err := s.prepare(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return p.layout, nil
+}
+
+func (s *Store) prepare(ctx context.Context) (*prepared, error) {
+	if p := s.ready.Load(); p != nil {
+		return p, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.ready.Load(); p != nil {
+		return p, nil
+	}
+	cat, err := s.Catalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	layout, err := s.opts.Schema.Resolve(cat)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: %w", err)
+	}
+	p := &prepared{layout: layout, q: layout.Build(schema.Dialect{Qualify: schema.QuoteIdent, Param: "?"})}
+	s.ready.Store(p)
+	s.logger.Info("better-auth schema detected", zap.String("layout", layout.Describe()))
+	return p, nil
+}
+
+// Lookup implements betterauth.Store.
+func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
+	p, err := s.prepare(ctx)
+	if err != nil {
+		return betterauth.Record{}, err
+	}
+	var rec betterauth.Record
+	if l.Mode != betterauth.ModeSession && p.q.APIKey != "" {
+		arg := l.KeyHash()
+		if s.opts.PlainKeys {
+			arg = l.Secret
+		}
+		if rec.APIKey, err = s.key(ctx, p.q.APIKey, arg); err != nil {
+			return betterauth.Record{}, err
+		}
+	}
+	if l.Mode != betterauth.ModeAPIKey && rec.APIKey == nil && p.q.Session != "" {
+		if rec.Session, err = s.session(ctx, p.q.Session, l.Secret); err != nil {
+			return betterauth.Record{}, err
+		}
+	}
+	return rec.Seal(), nil
+}
+
+func (s *Store) key(ctx context.Context, query, arg string) (*betterauth.APIKey, error) {
+	rows, err := s.db.QueryContext(ctx, query, arg)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: api key lookup: %w", err)
+	}
+	defer rows.Close()
+	k, duplicate, err := schema.DecodeAPIKey(rows)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: %w", err)
+	}
+	if duplicate {
+		s.logger.Warn("denying an API key whose hash matches more than one row")
+	}
+	return k, nil
+}
+
+func (s *Store) session(ctx context.Context, query, token string) (*betterauth.Session, error) {
+	rows, err := s.db.QueryContext(ctx, query, token)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: session lookup: %w", err)
+	}
+	defer rows.Close()
+	sess, err := schema.DecodeSession(rows)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: %w", err)
+	}
+	return sess, nil
+}

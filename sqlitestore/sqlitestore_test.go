@@ -1,0 +1,151 @@
+package sqlitestore_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/storetest"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
+	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
+	"github.com/caddy-betterauth/caddy-betterauth/schema"
+	"github.com/caddy-betterauth/caddy-betterauth/sqlitestore"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func open(t *testing.T, dsn string, opts sqlitestore.Options) *sqlitestore.Store {
+	t.Helper()
+	db, err := sqlitestore.Open(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	s, err := sqlitestore.New(db, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// The same credentials give the same decisions whether Better-Auth keeps
+// them in SQLite (Kysely's ISO-8601 text, or Drizzle's epoch milliseconds)
+// or in PostgreSQL.
+func TestBetterAuthSQLiteMatchesPostgres(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		seed testenv.SeedOptions
+	}{
+		{"kysely with admin plugin", testenv.SeedOptions{}},
+		{"kysely without admin plugin", testenv.SeedOptions{NoAdmin: true}},
+		{"drizzle epoch milliseconds", testenv.SeedOptions{Snake: true}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			lite := tt.seed
+			lite.SQLite = true
+			f := testenv.Seed(t, lite)
+			store := open(t, f.DatabaseURL, sqlitestore.Options{})
+			gotLite := storetest.Run(t, store, f)
+
+			layout, err := store.Layout(context.Background())
+			if err != nil || layout.Admin == tt.seed.NoAdmin || (layout.Naming == schema.SnakeCase) != tt.seed.Snake {
+				t.Errorf("layout %+v, %v", layout, err)
+			}
+			rec, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.ModeSession, f.Users.Alice.Token))
+			if err != nil || rec.Session == nil {
+				t.Fatalf("session: %+v %v", rec, err)
+			}
+			if left := time.Until(rec.Session.ExpiresAt); left < 7*24*time.Hour-5*time.Minute || left > 7*24*time.Hour {
+				t.Errorf("session expires in %v, want about 7 days", left)
+			}
+
+			pf := testenv.Seed(t, tt.seed)
+			pool, err := pgxpool.New(context.Background(), pf.DatabaseURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			pg, _ := pgstore.New(pool, pgstore.Options{})
+			gotPG := storetest.Run(t, pg, pf)
+			for name, r := range gotLite {
+				if gotPG[name] != r {
+					t.Errorf("%s: SQLite %v, PostgreSQL %v", name, r, gotPG[name])
+				}
+			}
+		})
+	}
+}
+
+func TestReadOnlyAndMissingFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	missing := "sqlite://" + filepath.Join(dir, "nope.db")
+	store := open(t, missing, sqlitestore.Options{})
+	if _, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.ModeAPIKey, "k")); err == nil {
+		t.Fatal("a missing file must be an error")
+	}
+	if _, err := filepath.Glob(filepath.Join(dir, "*")); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "*")); len(m) != 0 {
+		t.Fatalf("the store created %v", m)
+	}
+
+	// A file the gateway can open but not write.
+	path := filepath.Join(dir, "app.db")
+	rw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	if _, err := rw.Exec(`CREATE TABLE "user" (id text primary key, name text, email text); CREATE TABLE session (id text, token text, "userId" text, "expiresAt" date)`); err != nil {
+		t.Fatal(err)
+	}
+	db, _ := sqlitestore.Open("sqlite://" + path)
+	defer db.Close()
+	if _, err := db.Exec(`INSERT INTO "user" VALUES ('x', 'x', 'x')`); err == nil {
+		t.Fatal("the gateway's connection could write")
+	}
+}
+
+func TestUnusableSchemaNamesTheColumn(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "app.db")
+	rw, _ := sql.Open("sqlite", path)
+	defer rw.Close()
+	if _, err := rw.Exec(`CREATE TABLE "user" (id text primary key, name text, email text); CREATE TABLE apikey (id text, key text, "createdAt" date)`); err != nil {
+		t.Fatal(err)
+	}
+	store := open(t, "file:"+path, sqlitestore.Options{})
+	_, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.ModeAPIKey, "k"))
+	if !errors.Is(err, schema.ErrUnusable) || !strings.Contains(err.Error(), `table "apikey" has no column "enabled"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestPath(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"sqlite:///var/lib/app.db":          "/var/lib/app.db",
+		"sqlite://localhost/var/lib/app.db": "/var/lib/app.db",
+		"sqlite:app.db":                     "app.db",
+		"sqlite://data/app.db":              "data/app.db",
+		"file:/tmp/a%20b.db?mode=rw":        "/tmp/a b.db",
+		"file:app.db":                       "app.db",
+	} {
+		if got, err := sqlitestore.Path(in); err != nil || got != want {
+			t.Errorf("Path(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"postgres://x", "sqlite:", "sqlite://"} {
+		if _, err := sqlitestore.Path(bad); err == nil {
+			t.Errorf("Path(%q) accepted", bad)
+		}
+	}
+}
