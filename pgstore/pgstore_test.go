@@ -12,8 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
-	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/storetest"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
 )
