@@ -1,20 +1,17 @@
 package caddyauth
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
-	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
+	"github.com/caddy-betterauth/caddy-betterauth/store"
 )
 
 // config is the schema package's view of the configured schema; unset
@@ -48,15 +45,12 @@ type backendConfig struct {
 }
 
 type backend struct {
-	pool  *pgxpool.Pool
-	store *cache.Store
+	db    store.DB
+	cache *cache.Store
 }
 
-// Destruct closes the pool when the last handler using it is cleaned up.
-func (b *backend) Destruct() error {
-	b.pool.Close()
-	return nil
-}
+// Destruct closes the database when the last handler using it is cleaned up.
+func (b *backend) Destruct() error { return b.db.Close() }
 
 func loadBackend(cfg backendConfig, logger *zap.Logger) (*backend, string, error) {
 	raw, err := json.Marshal(cfg)
@@ -73,32 +67,17 @@ func loadBackend(cfg backendConfig, logger *zap.Logger) (*backend, string, error
 }
 
 func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
-	pcfg, err := pgxpool.ParseConfig(cfg.Database)
-	if err != nil {
-		// pgx's message can quote the URL; say only what is wrong with it.
-		return nil, fmt.Errorf("database: not a valid PostgreSQL URL or DSN")
-	}
-	if _, ok := pcfg.ConnConfig.RuntimeParams["application_name"]; !ok {
-		pcfg.ConnConfig.RuntimeParams["application_name"] = "caddy-better-auth"
-	}
-	// NewWithConfig does not connect: the first lookup does.
-	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
-	if err != nil {
-		return nil, fmt.Errorf("database: %w", err)
-	}
-	s := cfg.Schema
-	store, err := pgstore.New(pool, pgstore.Options{
+	db, err := store.Open(cfg.Database, store.Options{
+		Schema:    cfg.Schema.config(),
+		PGSchema:  cfg.Schema.PGSchema,
 		PlainKeys: cfg.PlainKeys,
-		Logger:    logger.Named("pgstore"),
-		PGSchema:  s.PGSchema,
-		Schema:    s.config(),
+		Logger:    logger,
 	})
 	if err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("schema: %w", err)
+		return nil, err
 	}
 	c := cfg.Cache
-	return &backend{pool: pool, store: cache.New(store, cache.Options{
+	return &backend{db: db, cache: cache.New(db, cache.Options{
 		TTL:           time.Duration(c.TTL),
 		NegativeTTL:   time.Duration(c.NegativeTTL),
 		MaxEntries:    c.MaxEntries,

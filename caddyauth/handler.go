@@ -58,12 +58,14 @@ func init() {
 //
 // and on a denied one {http.auth.better_auth.code}, the deny code.
 type Handler struct {
-	// The Better-Auth database, as a PostgreSQL URL
-	// (postgres://user:pass@host:5432/db). pgx pool settings go in the URL,
-	// for example `pool_max_conns=20`, or `default_query_exec_mode=exec`
-	// behind PgBouncer in transaction mode. Placeholders such as
-	// {env.DATABASE_URL} are replaced when the config loads, so the secret
-	// never appears in the adapted config. Required.
+	// The Better-Auth database: a PostgreSQL URL
+	// (postgres://user:pass@host:5432/db) or a SQLite file
+	// (sqlite:///var/lib/app/auth.db, or file:auth.db), which is opened
+	// read-only so the app can keep writing it. pgx pool settings go in the
+	// PostgreSQL URL, for example `pool_max_conns=20`, or
+	// `default_query_exec_mode=exec` behind PgBouncer in transaction mode.
+	// Placeholders such as {env.DATABASE_URL} are replaced when the config
+	// loads, so the secret never appears in the adapted config. Required.
 	Database string `json:"database,omitempty"`
 
 	// Better-Auth's secret (BETTER_AUTH_SECRET; with rotation, the first
@@ -208,7 +210,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.backendKey = key
 
-	if err := h.setup(b.store, repl.ReplaceAll(h.Secret, "")); err != nil {
+	if err := h.setup(b.cache, repl.ReplaceAll(h.Secret, "")); err != nil {
 		return err
 	}
 	h.warnAboutAccessLogs(ctx)

@@ -493,3 +493,34 @@ func TestLogsHoldNoSecret(t *testing.T) {
 		check(t, logs)
 	})
 }
+
+// The same gateway on a SQLite file that a Better-Auth app writes.
+func TestGatewayOnSQLite(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{SQLite: true})
+	up := newUpstream(t)
+	gw := gateway(t, f.DatabaseURL, up, "")
+	r := send(t, gw, "/", h("X-Api-Key", f.Keys.Valid.Key))
+	if got := up.headers(r.id); r.status != 200 || got.Get("X-Auth-User-Id") != f.Users.Alice.ID || got.Get("X-Auth-User-Role") != "user" {
+		t.Fatalf("status %d, headers %v", r.status, got)
+	}
+	for _, tc := range []struct {
+		hdr    http.Header
+		status int
+		code   string
+	}{
+		{h("X-Api-Key", f.Keys.Disabled.Key), 401, "KEY_DISABLED"},
+		{h("X-Api-Key", f.Keys.Exhausted.Key), 429, "USAGE_EXCEEDED"},
+		{h("Authorization", "Bearer "+f.Users.Expired.Signed), 401, "SESSION_EXPIRED"},
+		{h("Cookie", "better-auth.session_token="+url.QueryEscape(f.Users.Bob.Signed)), 403, "USER_BANNED"},
+	} {
+		if r := send(t, gw, "/", tc.hdr); r.status != tc.status || r.body.Code != tc.code {
+			t.Errorf("got %d %s, want %d %s", r.status, r.raw, tc.status, tc.code)
+		}
+	}
+	// Better-Auth keeps writing the file while the gateway reads it.
+	testenv.RunSeed(t, f.DatabaseURL, nil, "ban-user", f.Users.Zoe.ID)
+	if r := send(t, gw, "/", h("Authorization", "Bearer "+f.Users.Zoe.Signed)); r.status != 403 {
+		t.Errorf("after a ban written by Better-Auth: %d %s", r.status, r.raw)
+	}
+}

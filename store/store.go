@@ -1,0 +1,97 @@
+// Package store opens the Better-Auth database a DSN names: PostgreSQL
+// (postgres://, postgresql:// or a key=value DSN) through pgstore, or a
+// SQLite file (sqlite:, file:) through sqlitestore.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
+	"github.com/caddy-betterauth/caddy-betterauth/schema"
+	"github.com/caddy-betterauth/caddy-betterauth/sqlitestore"
+)
+
+// Options configure the store.
+type Options struct {
+	Schema schema.Config
+	// PGSchema is the PostgreSQL schema holding the tables.
+	PGSchema  string
+	PlainKeys bool
+	Logger    *zap.Logger
+}
+
+// DB is an open Better-Auth database.
+type DB interface {
+	betterauth.Store
+	// Catalog lists the columns of the candidate Better-Auth tables.
+	Catalog(ctx context.Context) (schema.Catalog, error)
+	// Layout is the detected layout (read on first use).
+	Layout(ctx context.Context) (*schema.Layout, error)
+	// Kind is "postgres" or "sqlite".
+	Kind() string
+	Close() error
+}
+
+// Open returns the store for dsn. It does no I/O: connections are made on
+// first use.
+func Open(dsn string, opts Options) (DB, error) {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if sqlitestore.IsDSN(dsn) {
+		if opts.PGSchema != "" {
+			return nil, fmt.Errorf("pg_schema applies to PostgreSQL only")
+		}
+		db, err := sqlitestore.Open(dsn)
+		if err != nil {
+			return nil, fmt.Errorf("database: %w", err)
+		}
+		s, err := sqlitestore.New(db, sqlitestore.Options{Schema: opts.Schema, PlainKeys: opts.PlainKeys, Logger: opts.Logger.Named("sqlite")})
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		return &sqliteDB{Store: s, db: db}, nil
+	}
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx's message can quote the URL, password included.
+		return nil, fmt.Errorf("database: not a PostgreSQL URL or DSN, nor a sqlite: or file: URL")
+	}
+	if _, ok := pcfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		pcfg.ConnConfig.RuntimeParams["application_name"] = "caddy-better-auth"
+	}
+	// NewWithConfig does not connect: the first lookup does.
+	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	s, err := pgstore.New(pool, pgstore.Options{Schema: opts.Schema, PGSchema: opts.PGSchema, PlainKeys: opts.PlainKeys, Logger: opts.Logger.Named("postgres")})
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return &pgDB{Store: s, pool: pool}, nil
+}
+
+type pgDB struct {
+	*pgstore.Store
+	pool *pgxpool.Pool
+}
+
+func (*pgDB) Kind() string   { return "postgres" }
+func (d *pgDB) Close() error { d.pool.Close(); return nil }
+
+type sqliteDB struct {
+	*sqlitestore.Store
+	db *sql.DB
+}
+
+func (*sqliteDB) Kind() string   { return "sqlite" }
+func (d *sqliteDB) Close() error { return d.db.Close() }
