@@ -6,6 +6,7 @@
 //   node seed.mjs delete-key <id> <signed session token of the owner>
 //   node seed.mjs revoke-session <token>
 //   node seed.mjs ban-user <userId>
+//   node seed.mjs ddl                          prints the SQL Better-Auth's migrations run
 //   node seed.mjs verify-key <key>             prints Better-Auth's verifyApiKey result
 //   node seed.mjs get-session <signed token>   prints Better-Auth's getSession result
 //
@@ -175,6 +176,9 @@ switch (cmd) {
     break;
   case "ban-user":
     await ctx.internalAdapter.updateUser(args[0], { banned: true, banReason: "test" });
+    break;
+  case "ddl":
+    console.log(await (await getMigrations(auth.options)).compileMigrations());
     break;
   case "verify-key":
     console.log(JSON.stringify(await auth.api.verifyApiKey({ body: { key: args[0] } })));

@@ -1,0 +1,109 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/caddy-betterauth/caddy-betterauth/schema"
+)
+
+// Inspector is what the doctor needs from a store.
+type Inspector interface {
+	Catalog(ctx context.Context) (schema.Catalog, error)
+	Layout(ctx context.Context) (*schema.Layout, error)
+	Kind() string
+}
+
+// Doctor connects to the database, prints the Better-Auth tables and
+// columns it finds, the layout the gateway will use, and for anything
+// missing, what to do. It exits 0 when the gateway can use the database, 1
+// when it cannot, and 2 when the database cannot be reached.
+func Doctor(ctx context.Context, db Inspector, cfg schema.Config, out, errOut io.Writer) int {
+	cat, err := db.Catalog(ctx)
+	if err != nil {
+		fmt.Fprintf(errOut, "doctor: cannot read the %s database: %v\n", db.Kind(), err)
+		fmt.Fprintln(errOut, "fix: check the URL, that the server is running and reachable, and the credentials")
+		return ExitError
+	}
+	fmt.Fprintf(out, "database: %s, reachable\n", db.Kind())
+	names := make([]string, 0, len(cat))
+	for t := range cat {
+		names = append(names, t)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		fmt.Fprintf(out, "tables: none of %s\n", strings.Join(cfg.Candidates(), ", "))
+	} else {
+		fmt.Fprintln(out, "tables:")
+	}
+	for _, t := range names {
+		fmt.Fprintf(out, "  %s: %s\n", t, strings.Join(cat[t], ", "))
+	}
+
+	layout, err := db.Layout(ctx)
+	if err != nil {
+		fmt.Fprintln(out, "problem:", strings.TrimPrefix(strings.TrimPrefix(err.Error(), "pgstore: "), "sqlitestore: "))
+		if errors.Is(err, schema.ErrUnusable) {
+			fmt.Fprintln(out, "fix:", fixFor(err.Error()))
+			return ExitDeny
+		}
+		return ExitError
+	}
+	fmt.Fprintln(out, "layout:", layout.Describe())
+	fmt.Fprintln(out, "matches:", versions(layout))
+	ok := true
+	if layout.APIKey == nil {
+		ok = false
+		fmt.Fprintln(out, "note: no api-key table, so API keys are all unknown; fix: add the @better-auth/api-key plugin to the app and run its migration (npx auth migrate)")
+	}
+	if layout.Session == nil {
+		fmt.Fprintln(out, "note: no session table, so session tokens are all unknown (sessions kept only in secondary storage are not read yet)")
+	}
+	if !layout.Admin {
+		fmt.Fprintln(out, "note: no admin plugin columns (role, banned, banExpires): no X-Auth-User-Role header and no bans to enforce")
+	}
+	if ok {
+		fmt.Fprintln(out, "ok: the gateway can use this database")
+	} else {
+		fmt.Fprintln(out, "ok: the gateway can use this database for sessions")
+	}
+	return ExitOK
+}
+
+// versions says which Better-Auth releases write this layout.
+func versions(l *schema.Layout) string {
+	var parts []string
+	switch l.Naming {
+	case schema.SnakeCase:
+		parts = append(parts, "Drizzle schema (snake_case)")
+	default:
+		parts = append(parts, "Better-Auth migrations or Prisma (camelCase)")
+	}
+	if l.APIKey != nil {
+		if l.Owner == schema.UserID {
+			parts = append(parts, "api-key plugin of better-auth 1.3/1.4 (userId, no configId)")
+		} else {
+			parts = append(parts, "@better-auth/api-key 1.5+ (referenceId, configId)")
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// fixFor turns a schema error into the fix to apply.
+func fixFor(msg string) string {
+	switch {
+	case strings.Contains(msg, "no user table"):
+		return "run Better-Auth's migration in the app (npx auth migrate, or your ORM's), or, if the table is renamed, set `schema { table user <name> }` in the better_auth block"
+	case strings.Contains(msg, "neither a session table"):
+		return "run Better-Auth's migration in the app, or name the tables with `schema { table session <name> }` / `schema { table api_key <name> }`"
+	case strings.Contains(msg, "has no column"):
+		return "if the app renamed that field, map it with `schema { column <model>.<field> <column> }`; otherwise run Better-Auth's migration (npx auth migrate) to add it"
+	case strings.Contains(msg, "no apikey table"), strings.Contains(msg, "no session table"):
+		return "check the table name set with `schema { table ... }`"
+	}
+	return "run Better-Auth's migration in the app (npx auth migrate)"
+}
