@@ -191,7 +191,7 @@ func TestDemoDatabaseIsBetterAuths(t *testing.T) {
 		t.Fatalf("Better-Auth's verifyApiKey: %s", out)
 	}
 	var session struct {
-		Session struct{ ID string } `json:"session"`
+		Session struct{ ID string }    `json:"session"`
 		User    struct{ Email string } `json:"user"`
 	}
 	signed := betterauth.NewSigner(testenv.Secret).Sign(again.SessionToken)
