@@ -16,6 +16,7 @@ import (
 	_ "embed"
 	"fmt"
 	"math/big"
+	"net/url"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -50,7 +51,8 @@ type Credentials struct {
 // tables if they are missing, the demo user if it is missing, and a new API
 // key and session for it, valid for a week.
 func Create(ctx context.Context, path string, now time.Time) (*Credentials, error) {
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: path}).EscapedPath(), RawQuery: "_pragma=busy_timeout(5000)"}
+	db, err := sql.Open("sqlite", u.String())
 	if err != nil {
 		return nil, err
 	}

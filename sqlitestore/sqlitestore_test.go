@@ -19,7 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-func open(t *testing.T, dsn string, opts sqlitestore.Options) *sqlitestore.Store {
+func open(t testing.TB, dsn string, opts sqlitestore.Options) *sqlitestore.Store {
 	t.Helper()
 	db, err := sqlitestore.Open(dsn)
 	if err != nil {
@@ -147,5 +147,39 @@ func TestPath(t *testing.T) {
 		if _, err := sqlitestore.Path(bad); err == nil {
 			t.Errorf("Path(%q) accepted", bad)
 		}
+	}
+}
+
+// An app that runs SQLite in WAL mode keeps a writer open; the gateway's
+// read-only connection still sees each committed change.
+func TestReadsAWALDatabaseWhileItIsWritten(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "wal.db")
+	rw, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(wal)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	rw.SetMaxOpenConns(1)
+	for _, q := range []string{
+		`CREATE TABLE "user" (id text primary key, name text, email text)`,
+		`CREATE TABLE session (id text, token text, "userId" text, "expiresAt" date)`,
+		`INSERT INTO "user" VALUES ('u1', 'U', 'u@example.com')`,
+	} {
+		if _, err := rw.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := open(t, "sqlite://"+path, sqlitestore.Options{})
+	ctx := context.Background()
+	token := strings.Repeat("t", 32)
+	if rec, err := store.Lookup(ctx, betterauth.NewLookup(betterauth.ModeSession, token)); err != nil || rec.Found() {
+		t.Fatalf("before the insert: %+v %v", rec, err)
+	}
+	if _, err := rw.Exec(`INSERT INTO session VALUES ('s1', ?, 'u1', ?)`, token, time.Now().Add(time.Hour).UTC().Format("2006-01-02T15:04:05.000Z")); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := store.Lookup(ctx, betterauth.NewLookup(betterauth.ModeSession, token)); err != nil || rec.Session == nil || rec.Session.User.Email != "u@example.com" {
+		t.Fatalf("after the insert: %+v %v", rec, err)
 	}
 }
