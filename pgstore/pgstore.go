@@ -15,8 +15,6 @@ package pgstore
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
@@ -53,15 +51,8 @@ type Store struct {
 	db        DBTX
 	opts      Options
 	logger    *zap.Logger
-	mu        sync.Mutex // serialises detection
-	ready     atomic.Pointer[prepared]
+	layout    schema.Lazy
 	plainKeys bool
-}
-
-// prepared is a detected layout and its queries.
-type prepared struct {
-	layout *schema.Layout
-	q      schema.Queries
 }
 
 // New returns a Store reading through db. It does no I/O.
@@ -73,6 +64,12 @@ func New(db DBTX, opts Options) (*Store, error) {
 	if s.logger == nil {
 		s.logger = zap.NewNop()
 	}
+	s.layout = schema.Lazy{
+		Config:   opts.Schema,
+		Dialect:  schema.Dialect{Qualify: s.qualify, Param: "$1"},
+		Catalog:  s.Catalog,
+		Resolved: func(l *schema.Layout) { s.logger.Info("better-auth schema detected", zap.String("layout", l.Describe())) },
+	}
 	return s, nil
 }
 
@@ -82,7 +79,7 @@ func (s *Store) Catalog(ctx context.Context) (schema.Catalog, error) {
 WHERE table_schema = COALESCE(NULLIF($1, ''), current_schema()) AND table_name = ANY($2)
 ORDER BY table_name, ordinal_position`, s.opts.PGSchema, s.opts.Schema.Candidates())
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: reading the catalog: %w", err)
+		return nil, fmt.Errorf("reading the catalog: %w", err)
 	}
 	cat := schema.Catalog{}
 	var table, column string
@@ -91,7 +88,7 @@ ORDER BY table_name, ordinal_position`, s.opts.PGSchema, s.opts.Schema.Candidate
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: reading the catalog: %w", err)
+		return nil, fmt.Errorf("reading the catalog: %w", err)
 	}
 	return cat, nil
 }
@@ -102,31 +99,14 @@ func (s *Store) Layout(ctx context.Context) (*schema.Layout, error) {
 	if err != nil {
 		return nil, err
 	}
-	return p.layout, nil
+	return p.Layout, nil
 }
 
-// prepare detects the layout once; a failure is returned (and retried on
-// the next lookup), never remembered.
-func (s *Store) prepare(ctx context.Context) (*prepared, error) {
-	if p := s.ready.Load(); p != nil {
-		return p, nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if p := s.ready.Load(); p != nil {
-		return p, nil
-	}
-	cat, err := s.Catalog(ctx)
-	if err != nil {
-		return nil, err
-	}
-	layout, err := s.opts.Schema.Resolve(cat)
+func (s *Store) prepare(ctx context.Context) (*schema.Prepared, error) {
+	p, err := s.layout.Get(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: %w", err)
 	}
-	p := &prepared{layout: layout, q: layout.Build(schema.Dialect{Qualify: s.qualify, Param: "$1"})}
-	s.ready.Store(p)
-	s.logger.Info("better-auth schema detected", zap.String("layout", layout.Describe()))
 	return p, nil
 }
 
@@ -143,7 +123,7 @@ func (s *Store) Queries(ctx context.Context) (schema.Queries, error) {
 	if err != nil {
 		return schema.Queries{}, err
 	}
-	return p.q, nil
+	return p.Queries, nil
 }
 
 // Lookup implements betterauth.Store.
@@ -152,7 +132,7 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 	if err != nil {
 		return betterauth.Record{}, err
 	}
-	keySQL, sessionSQL := p.q.APIKey, p.q.Session
+	keySQL, sessionSQL := p.Queries.APIKey, p.Queries.Session
 	switch {
 	case l.Mode == betterauth.ModeEither && keySQL != "" && sessionSQL != "":
 		return s.lookupEither(ctx, p, l)
@@ -175,10 +155,10 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 }
 
 // lookupEither sends both queries in one pipelined batch: one round trip.
-func (s *Store) lookupEither(ctx context.Context, p *prepared, l betterauth.Lookup) (betterauth.Record, error) {
+func (s *Store) lookupEither(ctx context.Context, p *schema.Prepared, l betterauth.Lookup) (betterauth.Record, error) {
 	var b pgx.Batch
-	b.Queue(p.q.APIKey, s.keyArg(l))
-	b.Queue(p.q.Session, l.Secret)
+	b.Queue(p.Queries.APIKey, s.keyArg(l))
+	b.Queue(p.Queries.Session, l.Secret)
 	br := s.db.SendBatch(ctx, &b)
 	defer br.Close()
 	rows, err := br.Query()

@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -150,5 +151,29 @@ func TestBuildQuotesAndFillsNulls(t *testing.T) {
 	}
 	if !strings.Contains(q.Session, `WHERE s."token" = $1`) {
 		t.Errorf("session query:\n%s", q.Session)
+	}
+}
+
+func TestLazyRetriesFailuresAndResolvesOnce(t *testing.T) {
+	t.Parallel()
+	calls, resolved := 0, 0
+	cat := Catalog{"user": camelUser}
+	z := &Lazy{
+		Dialect:  Dialect{Qualify: QuoteIdent, Param: "?"},
+		Catalog:  func(context.Context) (Catalog, error) { calls++; return cat, nil },
+		Resolved: func(*Layout) { resolved++ },
+	}
+	if _, err := z.Get(context.Background()); !errors.Is(err, ErrUnusable) {
+		t.Fatalf("err = %v", err)
+	}
+	cat["session"] = camelSession // the app ran its migration
+	for range 3 {
+		p, err := z.Get(context.Background())
+		if err != nil || p.Queries.Session == "" || p.Queries.APIKey != "" {
+			t.Fatalf("Get = %+v, %v", p, err)
+		}
+	}
+	if calls != 2 || resolved != 1 {
+		t.Fatalf("catalog read %d times, resolved %d times; want 2 and 1", calls, resolved)
 	}
 }

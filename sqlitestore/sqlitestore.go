@@ -15,8 +15,6 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"go.uber.org/zap"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -88,13 +86,7 @@ type Store struct {
 	db     *sql.DB
 	opts   Options
 	logger *zap.Logger
-	mu     sync.Mutex
-	ready  atomic.Pointer[prepared]
-}
-
-type prepared struct {
-	layout *schema.Layout
-	q      schema.Queries
+	layout schema.Lazy
 }
 
 // New returns a Store reading through db. It does no I/O.
@@ -106,6 +98,12 @@ func New(db *sql.DB, opts Options) (*Store, error) {
 	if s.logger == nil {
 		s.logger = zap.NewNop()
 	}
+	s.layout = schema.Lazy{
+		Config:   opts.Schema,
+		Dialect:  schema.Dialect{Qualify: schema.QuoteIdent, Param: "?"},
+		Catalog:  s.Catalog,
+		Resolved: func(l *schema.Layout) { s.logger.Info("better-auth schema detected", zap.String("layout", l.Describe())) },
+	}
 	return s, nil
 }
 
@@ -115,20 +113,20 @@ func (s *Store) Catalog(ctx context.Context) (schema.Catalog, error) {
 	for _, table := range s.opts.Schema.Candidates() {
 		rows, err := s.db.QueryContext(ctx, `SELECT name FROM pragma_table_info(?) ORDER BY cid`, table)
 		if err != nil {
-			return nil, fmt.Errorf("sqlitestore: reading the catalog: %w", err)
+			return nil, fmt.Errorf("reading the catalog: %w", err)
 		}
 		for rows.Next() {
 			var col string
 			if err := rows.Scan(&col); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("sqlitestore: reading the catalog: %w", err)
+				return nil, fmt.Errorf("reading the catalog: %w", err)
 			}
 			cat[table] = append(cat[table], col)
 		}
 		err = rows.Err()
 		rows.Close()
 		if err != nil {
-			return nil, fmt.Errorf("sqlitestore: reading the catalog: %w", err)
+			return nil, fmt.Errorf("reading the catalog: %w", err)
 		}
 	}
 	return cat, nil
@@ -140,29 +138,14 @@ func (s *Store) Layout(ctx context.Context) (*schema.Layout, error) {
 	if err != nil {
 		return nil, err
 	}
-	return p.layout, nil
+	return p.Layout, nil
 }
 
-func (s *Store) prepare(ctx context.Context) (*prepared, error) {
-	if p := s.ready.Load(); p != nil {
-		return p, nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if p := s.ready.Load(); p != nil {
-		return p, nil
-	}
-	cat, err := s.Catalog(ctx)
-	if err != nil {
-		return nil, err
-	}
-	layout, err := s.opts.Schema.Resolve(cat)
+func (s *Store) prepare(ctx context.Context) (*schema.Prepared, error) {
+	p, err := s.layout.Get(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: %w", err)
 	}
-	p := &prepared{layout: layout, q: layout.Build(schema.Dialect{Qualify: schema.QuoteIdent, Param: "?"})}
-	s.ready.Store(p)
-	s.logger.Info("better-auth schema detected", zap.String("layout", layout.Describe()))
 	return p, nil
 }
 
@@ -173,17 +156,17 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 		return betterauth.Record{}, err
 	}
 	var rec betterauth.Record
-	if l.Mode != betterauth.ModeSession && p.q.APIKey != "" {
+	if l.Mode != betterauth.ModeSession && p.Queries.APIKey != "" {
 		arg := l.KeyHash()
 		if s.opts.PlainKeys {
 			arg = l.Secret
 		}
-		if rec.APIKey, err = s.key(ctx, p.q.APIKey, arg); err != nil {
+		if rec.APIKey, err = s.key(ctx, p.Queries.APIKey, arg); err != nil {
 			return betterauth.Record{}, err
 		}
 	}
-	if l.Mode != betterauth.ModeAPIKey && rec.APIKey == nil && p.q.Session != "" {
-		if rec.Session, err = s.session(ctx, p.q.Session, l.Secret); err != nil {
+	if l.Mode != betterauth.ModeAPIKey && rec.APIKey == nil && p.Queries.Session != "" {
+		if rec.Session, err = s.session(ctx, p.Queries.Session, l.Secret); err != nil {
 			return betterauth.Record{}, err
 		}
 	}

@@ -1,0 +1,55 @@
+package schema
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+)
+
+// Prepared is a resolved layout and its queries.
+type Prepared struct {
+	Layout  *Layout
+	Queries Queries
+}
+
+// Lazy resolves a layout on first use, never at construction: stores are
+// built while Caddy loads its config, when the database may not be up. A
+// failure is returned to the caller and tried again on the next call, never
+// remembered, so fixing the database needs no restart.
+type Lazy struct {
+	Config  Config
+	Dialect Dialect
+	// Catalog reads the database's catalog.
+	Catalog func(ctx context.Context) (Catalog, error)
+	// Resolved, if set, is told about the layout once it is known.
+	Resolved func(*Layout)
+
+	mu    sync.Mutex // serialises resolution
+	ready atomic.Pointer[Prepared]
+}
+
+// Get returns the prepared layout, resolving it if it is not yet known.
+func (z *Lazy) Get(ctx context.Context) (*Prepared, error) {
+	if p := z.ready.Load(); p != nil {
+		return p, nil
+	}
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if p := z.ready.Load(); p != nil {
+		return p, nil
+	}
+	cat, err := z.Catalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	layout, err := z.Config.Resolve(cat)
+	if err != nil {
+		return nil, err
+	}
+	p := &Prepared{Layout: layout, Queries: layout.Build(z.Dialect)}
+	z.ready.Store(p)
+	if z.Resolved != nil {
+		z.Resolved(layout)
+	}
+	return p, nil
+}
