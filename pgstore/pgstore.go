@@ -65,10 +65,12 @@ func New(db DBTX, opts Options) (*Store, error) {
 		s.logger = zap.NewNop()
 	}
 	s.layout = schema.Lazy{
-		Config:   opts.Schema,
-		Dialect:  schema.Dialect{Qualify: s.qualify, Param: "$1"},
-		Catalog:  s.Catalog,
-		Resolved: func(l *schema.Layout) { s.logger.Info("better-auth schema detected", zap.String("layout", l.Describe())) },
+		Config:  opts.Schema,
+		Dialect: schema.Dialect{Qualify: s.qualify, Param: "$1"},
+		Catalog: s.Catalog,
+		Resolved: func(l *schema.Layout) {
+			s.logger.Info("better-auth schema detected", zap.String("layout", l.Describe()))
+		},
 	}
 	return s, nil
 }

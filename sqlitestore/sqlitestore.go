@@ -99,10 +99,12 @@ func New(db *sql.DB, opts Options) (*Store, error) {
 		s.logger = zap.NewNop()
 	}
 	s.layout = schema.Lazy{
-		Config:   opts.Schema,
-		Dialect:  schema.Dialect{Qualify: schema.QuoteIdent, Param: "?"},
-		Catalog:  s.Catalog,
-		Resolved: func(l *schema.Layout) { s.logger.Info("better-auth schema detected", zap.String("layout", l.Describe())) },
+		Config:  opts.Schema,
+		Dialect: schema.Dialect{Qualify: schema.QuoteIdent, Param: "?"},
+		Catalog: s.Catalog,
+		Resolved: func(l *schema.Layout) {
+			s.logger.Info("better-auth schema detected", zap.String("layout", l.Describe()))
+		},
 	}
 	return s, nil
 }
