@@ -354,5 +354,8 @@ func quoteAll(names []string) []string {
 	return out
 }
 
-// QuoteIdent quotes an SQL identifier for PostgreSQL and SQLite alike.
-func QuoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+// QuoteIdent quotes an SQL identifier for PostgreSQL and SQLite alike, as
+// pgx.Identifier.Sanitize does: quotes doubled, NUL bytes dropped.
+func QuoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(strings.ReplaceAll(s, "\x00", ""), `"`, `""`) + `"`
+}
