@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
@@ -47,6 +48,18 @@ type Options struct {
 	LookupTimeout time.Duration
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
+
+	// Remote, when set, is a cache shared with other gateways (Redis): read
+	// on an in-process miss, written after a database hit.
+	Remote Remote
+	// RemotePrefix starts every Remote key; gateways that share entries must
+	// use the same prefix, and gateways for different databases different
+	// ones.
+	RemotePrefix string
+	// RemoteTimeout bounds each Remote call. Default: DefaultRemoteTimeout.
+	RemoteTimeout time.Duration
+	// Logger receives rate-limited warnings about the Remote.
+	Logger *zap.Logger
 }
 
 // Store is a caching betterauth.Store.
@@ -59,6 +72,7 @@ type Store struct {
 
 	pos, neg table
 	flights  singleflight.Group
+	remote   *remoteTier // nil without a Remote
 }
 
 // New wraps inner.
@@ -78,6 +92,9 @@ func New(inner betterauth.Store, opts Options) *Store {
 	}
 	s.pos.init(orDefault(opts.MaxEntries, DefaultMaxEntries))
 	s.neg.init(orDefault(opts.MaxNegative, DefaultMaxNegative))
+	if opts.Remote != nil && s.ttl > 0 {
+		s.remote = newRemoteTier(opts.Remote, opts.RemotePrefix, opts.RemoteTimeout, opts.Logger)
+	}
 	return s
 }
 
@@ -121,6 +138,14 @@ func (s *Store) miss(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betterauth.Record, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
+	if s.remote != nil {
+		if rec, exp, ok := s.remote.get(ctx, k); ok {
+			if now := s.now(); exp.After(now) {
+				s.pos.put(k, rec, exp.UnixNano(), now.UnixNano())
+				return rec, nil
+			}
+		}
+	}
 	rec, err := s.inner.Lookup(ctx, l)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -143,6 +168,9 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 		}
 		if exp.After(now) {
 			s.pos.put(k, rec, exp.UnixNano(), now.UnixNano())
+			if s.remote != nil {
+				s.remote.put(ctx, k, rec, exp, now)
+			}
 		}
 	}
 	return rec, nil

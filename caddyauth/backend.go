@@ -4,12 +4,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
+	"github.com/caddy-betterauth/caddy-betterauth/rediscache"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
 	"github.com/caddy-betterauth/caddy-betterauth/store"
 )
@@ -42,15 +44,23 @@ type backendConfig struct {
 	Timeout   time.Duration
 	Schema    Schema
 	Cache     Cache
+	Redis     *Redis // with its URL resolved
 }
 
 type backend struct {
 	db    store.DB
+	redis io.Closer // nil without Redis
 	cache *cache.Store
 }
 
-// Destruct closes the database when the last handler using it is cleaned up.
-func (b *backend) Destruct() error { return b.db.Close() }
+// Destruct closes Redis and the database when the last handler using them
+// is cleaned up.
+func (b *backend) Destruct() error {
+	if b.redis != nil {
+		b.redis.Close()
+	}
+	return b.db.Close()
+}
 
 func loadBackend(cfg backendConfig, logger *zap.Logger) (*backend, string, error) {
 	raw, err := json.Marshal(cfg)
@@ -76,12 +86,30 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	b := &backend{db: db}
 	c := cfg.Cache
-	return &backend{db: db, cache: cache.New(db, cache.Options{
+	opts := cache.Options{
 		TTL:           time.Duration(c.TTL),
 		NegativeTTL:   time.Duration(c.NegativeTTL),
 		MaxEntries:    c.MaxEntries,
 		MaxNegative:   c.MaxNegative,
 		LookupTimeout: cfg.Timeout,
-	})}, nil
+		Logger:        logger.Named("cache"),
+	}
+	if r := cfg.Redis; r != nil {
+		client, err := rediscache.Open(rediscache.Options{URL: r.URL, SentinelMaster: r.SentinelMaster, Timeout: time.Duration(r.Timeout)})
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		b.redis = client
+		opts.Remote, opts.RemoteTimeout, opts.RemotePrefix = rediscache.New(client), time.Duration(r.Timeout), r.Prefix
+		if opts.RemotePrefix == "" {
+			// Gateways share entries only when they read the same database.
+			sum := sha256.Sum256([]byte(db.Identity()))
+			opts.RemotePrefix = "caddy-betterauth:" + hex.EncodeToString(sum[:4]) + ":"
+		}
+	}
+	b.cache = cache.New(db, opts)
+	return b, nil
 }

@@ -52,6 +52,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        max_entries  <n>
 //	        max_negative <n>
 //	    }
+//	    redis [<url>] {
+//	        url             <url>
+//	        sentinel_master <name>
+//	        prefix          <prefix>
+//	        timeout         <duration>
+//	    }
 //	}
 //
 // Placeholders such as {env.DATABASE_URL} are kept as written and replaced
@@ -100,6 +106,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "cache":
 			h.Cache = new(Cache)
 			err = h.Cache.unmarshal(d)
+		case "redis":
+			h.Redis = new(Redis)
+			err = h.Redis.unmarshal(d)
 		default:
 			return d.Errf("unrecognized subdirective '%s'", name)
 		}
@@ -210,6 +219,43 @@ func (c *Cache) unmarshal(d *caddyfile.Dispenser) error {
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+func (r *Redis) unmarshal(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		r.URL = d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	seen := map[string]bool{"url": r.URL != ""}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("%s already specified", name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "url":
+			err = oneArg(d, &r.URL)
+		case "sentinel_master":
+			err = oneArg(d, &r.SentinelMaster)
+		case "prefix":
+			err = oneArg(d, &r.Prefix)
+		case "timeout":
+			err = duration(d, &r.Timeout, false)
+		default:
+			return d.Errf("unrecognized redis subdirective '%s'", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if r.URL == "" {
+		return d.Err("redis needs a url")
 	}
 	return nil
 }

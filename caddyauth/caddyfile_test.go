@@ -44,6 +44,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			max_entries 500
 			max_negative 50
 		}
+		redis {env.REDIS_URL} {
+			prefix gw:
+			timeout 50ms
+			sentinel_master mymaster
+		}
 	}`)
 	var h Handler
 	if err := h.UnmarshalCaddyfile(d); err != nil {
@@ -57,6 +62,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		Schema: &Schema{PGSchema: "auth", Naming: "snake", UserTable: "users", APIKeyTable: "api_keys", UsePlural: true,
 			APIKeyOwner: "user_id", Columns: map[string]string{"user.email": "email_address", "apikey.key": "hashed_key"}},
 		Cache: &Cache{TTL: caddy.Duration(10e9), NegativeTTL: -1, MaxEntries: 500, MaxNegative: 50},
+		Redis: &Redis{URL: "{env.REDIS_URL}", Prefix: "gw:", Timeout: caddy.Duration(50e6), SentinelMaster: "mymaster"},
 	}
 	got, _ := json.Marshal(h)
 	exp, _ := json.Marshal(want)
@@ -86,6 +92,10 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		`better_auth { cache { ttl 0s } }`:                       "duration must be positive",
 		`better_auth { cache { flavour vanilla } }`:              "unrecognized cache subdirective",
 		`better_auth { schema { table user a ; table user b } }`: "table user already specified",
+		`better_auth { redis }`:                                  "redis needs a url",
+		`better_auth { redis a b }`:                              "wrong argument count",
+		`better_auth { redis redis://x { url redis://y } }`:      "url already specified",
+		`better_auth { redis { url redis://x ; bogus } }`:        "unrecognized redis subdirective",
 	} {
 		var h Handler
 		opened := strings.NewReplacer("{ ", "{\n", " }", "\n}", " ; ", "\n").Replace(input)

@@ -125,6 +125,12 @@ type Handler struct {
 	// The in-process cache of verified records.
 	Cache *Cache `json:"cache,omitempty"`
 
+	// A Redis shared by the gateway's replicas as a second cache level:
+	// read when a record is not in memory, written after the database
+	// answers. Optional; any Redis error or timeout falls through to the
+	// database and never fails a request.
+	Redis *Redis `json:"redis,omitempty"`
+
 	backendKey string
 	extractor  *betterauth.Extractor
 	verifier   *betterauth.Verifier
@@ -177,6 +183,22 @@ type Cache struct {
 	MaxNegative int `json:"max_negative,omitempty"`
 }
 
+// Redis configures the shared cache.
+type Redis struct {
+	// redis://[user:pass@]host:port[/db], or rediss:// for TLS; cluster
+	// nodes as more addr parameters (?addr=host2:6379). Placeholders are
+	// replaced when the config loads. Required.
+	URL string `json:"url,omitempty"`
+	// Treat the URL's hosts as Sentinels of this master.
+	SentinelMaster string `json:"sentinel_master,omitempty"`
+	// Starts every key. Gateways share entries when their prefixes match.
+	// Default: "caddy-betterauth:" and a short hash of the database's
+	// address, so that gateways for different databases never share.
+	Prefix string `json:"prefix,omitempty"`
+	// Bound on each Redis call; a slower Redis is skipped. Default: 100ms.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+}
+
 // CaddyModule returns the Caddy module information.
 func (Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
@@ -203,6 +225,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if h.Cache != nil {
 		cfg.Cache = *h.Cache
+	}
+	if h.Redis != nil {
+		r := *h.Redis
+		if r.URL = repl.ReplaceAll(r.URL, ""); r.URL == "" {
+			return errors.New("redis: url is required (is its environment variable set?)")
+		}
+		cfg.Redis = &r
 	}
 	b, key, err := loadBackend(cfg, h.logger)
 	if err != nil {

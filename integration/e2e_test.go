@@ -524,3 +524,64 @@ func TestGatewayOnSQLite(t *testing.T) {
 		t.Errorf("after a ban written by Better-Auth: %d %s", r.status, r.raw)
 	}
 }
+
+// Two gateways share a real Redis: what one verified, the other serves
+// without the database; with Redis gone, both keep deciding correctly from
+// the database.
+func TestGatewaysShareRedis(t *testing.T) {
+	t.Parallel()
+	redisURL := testenv.Require(t, "TEST_REDIS_URL")
+	pg := testenv.StartPostgres(t)
+	f := testenv.Seed(t, testenv.SeedOptions{Server: pg.URL})
+	up := newUpstream(t)
+	prefix := "test-" + strings.ToLower(rand.Text()[:8]) + ":"
+	block := fmt.Sprintf("redis {env.REDIS_URL} {\n\t\t\tprefix %s\n\t\t}", prefix)
+	start := func() *testenv.Caddy {
+		return testenv.StartCaddy(t, "", fmt.Sprintf(`
+	better_auth {
+		database {env.DATABASE_URL}
+		secret {env.BETTER_AUTH_SECRET}
+		%s
+	}
+	reverse_proxy %s`, block, up.addr()),
+			"DATABASE_URL="+f.DatabaseURL, "BETTER_AUTH_SECRET="+testenv.Secret, "REDIS_URL="+redisURL)
+	}
+	a, b := start(), start()
+	key, session := h("X-Api-Key", f.Keys.Valid.Key), h("Authorization", "Bearer "+f.Users.Alice.Signed)
+	for _, hdr := range []http.Header{key, session} {
+		if r := send(t, a, "/", hdr); r.status != 200 {
+			t.Fatalf("gateway A: %d %s", r.status, r.raw)
+		}
+	}
+	// The database goes away: B has never seen these credentials, yet
+	// serves them from what A shared before answering; an unseen one fails
+	// closed.
+	pg.Stop(t)
+	for _, hdr := range []http.Header{key, session} {
+		r := send(t, b, "/", hdr)
+		if got := up.headers(r.id); r.status != 200 || got.Get("X-Auth-User-Id") != f.Users.Alice.ID {
+			t.Fatalf("gateway B with the database down: %d %s", r.status, r.raw)
+		}
+	}
+	if r := send(t, b, "/", h("X-Api-Key", f.Keys.Valid2.Key)); r.status != 503 {
+		t.Fatalf("unshared key with the database down: %d", r.status)
+	}
+	pg.Start(t)
+	// Redis gone: decisions come from the database, promptly and correctly.
+	redisDown := testenv.FreePort(t)
+	c := testenv.StartCaddy(t, "", fmt.Sprintf(`
+	better_auth {
+		database {env.DATABASE_URL}
+		secret {env.BETTER_AUTH_SECRET}
+		redis redis://127.0.0.1:%d
+	}
+	reverse_proxy %s`, redisDown, up.addr()), "DATABASE_URL="+f.DatabaseURL, "BETTER_AUTH_SECRET="+testenv.Secret)
+	for _, tc := range []struct {
+		hdr    http.Header
+		status int
+	}{{key, 200}, {h("X-Api-Key", f.Keys.Disabled.Key), 401}, {session, 200}, {h("X-Api-Key", "ba_unknown"), 401}} {
+		if r := send(t, c, "/", tc.hdr); r.status != tc.status {
+			t.Errorf("Redis down: %d %s, want %d", r.status, r.raw, tc.status)
+		}
+	}
+}

@@ -14,6 +14,7 @@ ensure_packages() {
   local missing=()
   pg_bin >/dev/null || missing+=(postgresql)
   command -v node >/dev/null || missing+=(nodejs npm)
+  command -v redis-server >/dev/null || missing+=(redis-server)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     apt-get update -qq
@@ -42,6 +43,23 @@ start_postgres() {
   export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
   export PGDATA_DIR="$dir/data" PG_BIN="$bin" PG_PORT="$port" PG_SOCKET_DIR="$dir"
   export PG_CTL_AS="${as[*]}"
+}
+
+# start_redis exports TEST_REDIS_URL for a new, unpersisted Redis, and
+# REDIS_PORT.
+start_redis() {
+  local dir port
+  dir=$(mktemp -d /tmp/caddy-betterauth-redis.XXXXXX)
+  port=$(free_port)
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+  local i
+  for i in $(seq 50); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  PG_CLEANUP+=("redis-cli -p $port shutdown nosave >/dev/null 2>&1; rm -rf $dir")
+  export TEST_REDIS_URL="redis://127.0.0.1:$port/0" REDIS_PORT="$port"
 }
 
 PG_CLEANUP=()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what is missing (PostgreSQL
-# server binaries, Node), starts a throwaway PostgreSQL on loopback, installs
+# server binaries, Redis, Node), starts a throwaway PostgreSQL and Redis on
+# loopback, installs
 # the pinned Better-Auth packages, builds cmd/caddy, then runs gofmt, go vet,
 # staticcheck, the race-enabled unit tests and the integration tests against
 # the real services. Everything it starts is stopped on exit.
@@ -16,7 +17,8 @@ step() { printf '\n== %s (%ss)\n' "$1" "$SECONDS"; }
 step "services"
 ensure_packages
 start_postgres
-echo "PostgreSQL on port $PG_PORT"
+start_redis
+echo "PostgreSQL on port $PG_PORT, Redis on port $REDIS_PORT"
 
 step "npm ci (pinned Better-Auth)"
 (cd integration/seed && npm ci --no-audit --no-fund --loglevel=error)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"path/filepath"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
@@ -35,6 +36,9 @@ type DB interface {
 	Layout(ctx context.Context) (*schema.Layout, error)
 	// Kind is "postgres" or "sqlite".
 	Kind() string
+	// Identity names the database without credentials
+	// (postgres://host:port/db, sqlite:/path), to tell databases apart.
+	Identity() string
 	Close() error
 }
 
@@ -57,7 +61,11 @@ func Open(dsn string, opts Options) (DB, error) {
 			db.Close()
 			return nil, err
 		}
-		return &sqliteDB{Store: s, db: db}, nil
+		path, _ := sqlitestore.Path(dsn)
+		if abs, err := filepath.Abs(path); err == nil {
+			path = abs
+		}
+		return &sqliteDB{Store: s, db: db, identity: "sqlite:" + path}, nil
 	}
 	pcfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -77,21 +85,26 @@ func Open(dsn string, opts Options) (DB, error) {
 		pool.Close()
 		return nil, err
 	}
-	return &pgDB{Store: s, pool: pool}, nil
+	c := pcfg.ConnConfig
+	return &pgDB{Store: s, pool: pool, identity: fmt.Sprintf("postgres://%s:%d/%s?schema=%s", c.Host, c.Port, c.Database, opts.PGSchema)}, nil
 }
 
 type pgDB struct {
 	*pgstore.Store
-	pool *pgxpool.Pool
+	pool     *pgxpool.Pool
+	identity string
 }
 
-func (*pgDB) Kind() string   { return "postgres" }
-func (d *pgDB) Close() error { d.pool.Close(); return nil }
+func (*pgDB) Kind() string       { return "postgres" }
+func (d *pgDB) Identity() string { return d.identity }
+func (d *pgDB) Close() error     { d.pool.Close(); return nil }
 
 type sqliteDB struct {
 	*sqlitestore.Store
-	db *sql.DB
+	db       *sql.DB
+	identity string
 }
 
-func (*sqliteDB) Kind() string   { return "sqlite" }
-func (d *sqliteDB) Close() error { return d.db.Close() }
+func (*sqliteDB) Kind() string       { return "sqlite" }
+func (d *sqliteDB) Identity() string { return d.identity }
+func (d *sqliteDB) Close() error     { return d.db.Close() }

@@ -1,0 +1,119 @@
+package cache
+
+import (
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+)
+
+// codecVersion is part of every shared-cache key, so that a gateway with a
+// different encoding never reads another's entries.
+const codecVersion = "v1"
+
+// The shared-cache value of a record: its facts and when the entry expires.
+// It holds no secret: no key hash, no session token.
+type wireRecord struct {
+	Expires int64       `json:"exp"` // unix milliseconds
+	Key     *wireKey    `json:"k,omitempty"`
+	Session *wireSess   `json:"s,omitempty"`
+	User    wireUserRec `json:"u"`
+}
+
+type wireKey struct {
+	ID             string `json:"id"`
+	ConfigID       string `json:"cfg,omitempty"`
+	Enabled        bool   `json:"on"`
+	ExpiresAt      int64  `json:"exp,omitempty"`
+	Remaining      *int64 `json:"rem,omitempty"`
+	RefillInterval int64  `json:"rint,omitempty"` // milliseconds
+	RefillAmount   *int64 `json:"ramt,omitempty"`
+	LastRefillAt   int64  `json:"rlast,omitempty"`
+	CreatedAt      int64  `json:"created,omitempty"`
+}
+
+type wireSess struct {
+	ID        string `json:"id"`
+	ExpiresAt int64  `json:"exp"`
+}
+
+type wireUserRec struct {
+	ID         string `json:"id"`
+	Email      string `json:"email,omitempty"`
+	Name       string `json:"name,omitempty"`
+	Role       string `json:"role,omitempty"`
+	Banned     bool   `json:"banned,omitempty"`
+	BanExpires int64  `json:"banExp,omitempty"`
+}
+
+func millis(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMillis(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// encode writes a found record and the time its entry expires.
+func encode(r betterauth.Record, expires time.Time) ([]byte, error) {
+	w := wireRecord{Expires: expires.UnixMilli()}
+	var u *betterauth.User
+	switch {
+	case r.APIKey != nil:
+		k := r.APIKey
+		wk := &wireKey{ID: k.ID, ConfigID: k.ConfigID, Enabled: k.Enabled, ExpiresAt: millis(k.ExpiresAt),
+			RefillInterval: k.RefillInterval.Milliseconds(), LastRefillAt: millis(k.LastRefillAt), CreatedAt: millis(k.CreatedAt)}
+		if k.HasRemaining {
+			wk.Remaining = &k.Remaining
+		}
+		if k.HasRefillAmount {
+			wk.RefillAmount = &k.RefillAmount
+		}
+		w.Key, u = wk, k.User
+	case r.Session != nil:
+		w.Session, u = &wireSess{ID: r.Session.ID, ExpiresAt: millis(r.Session.ExpiresAt)}, r.Session.User
+	default:
+		return nil, errors.New("cache: encoding an empty record")
+	}
+	w.User = wireUserRec{ID: u.ID, Email: u.Email, Name: u.Name, Role: u.Role, Banned: u.Banned, BanExpires: millis(u.BanExpires)}
+	return json.Marshal(w)
+}
+
+// decode reads a shared-cache value back into a sealed record.
+func decode(b []byte) (betterauth.Record, time.Time, error) {
+	var w wireRecord
+	if err := json.Unmarshal(b, &w); err != nil {
+		return betterauth.Record{}, time.Time{}, err
+	}
+	u := &betterauth.User{ID: w.User.ID, Email: w.User.Email, Name: w.User.Name, Role: w.User.Role,
+		Banned: w.User.Banned, BanExpires: fromMillis(w.User.BanExpires)}
+	var r betterauth.Record
+	switch {
+	case w.Key != nil:
+		k := &betterauth.APIKey{ID: w.Key.ID, ConfigID: w.Key.ConfigID, Enabled: w.Key.Enabled, ExpiresAt: fromMillis(w.Key.ExpiresAt),
+			RefillInterval: time.Duration(w.Key.RefillInterval) * time.Millisecond, LastRefillAt: fromMillis(w.Key.LastRefillAt),
+			CreatedAt: fromMillis(w.Key.CreatedAt), User: u}
+		if w.Key.Remaining != nil {
+			k.HasRemaining, k.Remaining = true, *w.Key.Remaining
+		}
+		if w.Key.RefillAmount != nil {
+			k.HasRefillAmount, k.RefillAmount = true, *w.Key.RefillAmount
+		}
+		r.APIKey = k
+	case w.Session != nil:
+		r.Session = &betterauth.Session{ID: w.Session.ID, ExpiresAt: fromMillis(w.Session.ExpiresAt), User: u}
+	default:
+		return betterauth.Record{}, time.Time{}, errors.New("cache: shared entry holds no record")
+	}
+	if u.ID == "" {
+		return betterauth.Record{}, time.Time{}, errors.New("cache: shared entry has no user")
+	}
+	return r.Seal(), time.UnixMilli(w.Expires), nil
+}

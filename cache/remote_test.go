@@ -1,0 +1,161 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+)
+
+// fakeRemote is a map with switchable failure; sets arrive on a channel.
+type fakeRemote struct {
+	mu   sync.Mutex
+	m    map[string][]byte
+	ttl  map[string]time.Duration
+	err  error
+	gets int
+	sets chan string
+}
+
+func newFakeRemote() *fakeRemote {
+	return &fakeRemote{m: map[string][]byte{}, ttl: map[string]time.Duration{}, sets: make(chan string, 16)}
+}
+
+func (f *fakeRemote) Get(_ context.Context, k string) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gets++
+	if f.err != nil {
+		return nil, f.err
+	}
+	return f.m[k], nil
+}
+
+func (f *fakeRemote) Set(_ context.Context, k string, v []byte, ttl time.Duration) error {
+	f.mu.Lock()
+	err := f.err
+	if err == nil {
+		f.m[k], f.ttl[k] = v, ttl
+	}
+	f.mu.Unlock()
+	f.sets <- k
+	return err
+}
+
+const secretKey = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
+
+func TestRemoteSharesRecordsBetweenGateways(t *testing.T) {
+	t.Parallel()
+	clk := &clock{t0}
+	remote := newFakeRemote()
+	rec := betterauth.Record{APIKey: &betterauth.APIKey{ID: "k1", ConfigID: "default", Enabled: true, CreatedAt: t0,
+		User: &betterauth.User{ID: "u1", Email: "a@example.com", Name: "Zoë", Role: "admin", Banned: true, BanExpires: t0.Add(time.Hour)}}}
+	innerA := &countingStore{rec: rec}
+	a := New(innerA, Options{TTL: 10 * time.Second, Now: clk.now, Remote: remote, RemotePrefix: "gw:db1:"})
+	if _, err := a.Lookup(context.Background(), lookup(secretKey)); err != nil {
+		t.Fatal(err)
+	}
+	key := <-remote.sets
+	if !strings.HasPrefix(key, "gw:db1:v1:k:") || strings.Contains(key, secretKey) || !strings.HasSuffix(key, betterauth.HashAPIKey(secretKey)) {
+		t.Fatalf("shared key %q", key)
+	}
+	if v := string(remote.m[key]); strings.Contains(v, secretKey) || strings.Contains(v, betterauth.HashAPIKey(secretKey)) {
+		t.Fatalf("shared value holds the key or its hash: %s", v)
+	}
+	if remote.ttl[key] != 10*time.Second {
+		t.Fatalf("shared TTL %v", remote.ttl[key])
+	}
+
+	// A second gateway: served from the shared cache, then from its own.
+	innerB := &countingStore{}
+	b := New(innerB, Options{TTL: 10 * time.Second, Now: clk.now, Remote: remote, RemotePrefix: "gw:db1:"})
+	clk.advance(4 * time.Second)
+	for range 2 {
+		got, err := b.Lookup(context.Background(), lookup(secretKey))
+		if err != nil || got.APIKey == nil || got.APIKey.User.Name != "Zoë" || !got.APIKey.User.BanExpires.Equal(t0.Add(time.Hour)) {
+			t.Fatalf("gateway B: %+v, %v", got, err)
+		}
+	}
+	if innerB.calls.Load() != 0 || remote.gets != 2 { // A's miss, B's miss
+		t.Fatalf("database calls %d, shared reads %d", innerB.calls.Load(), remote.gets)
+	}
+	// B keeps the entry only as long as A's would have lived.
+	clk.advance(6 * time.Second)
+	b.Lookup(context.Background(), lookup(secretKey))
+	if innerB.calls.Load() != 1 {
+		t.Fatalf("B served the entry past its shared expiry")
+	}
+}
+
+func TestRemoteFailureFallsThroughToTheDatabase(t *testing.T) {
+	t.Parallel()
+	remote := newFakeRemote()
+	remote.err = errors.New("dial tcp 127.0.0.1:6379: connection refused")
+	inner := &countingStore{rec: keyRecord(time.Time{})}
+	s := New(inner, Options{Remote: remote})
+	rec, err := s.Lookup(context.Background(), lookup("k"))
+	if err != nil || rec.APIKey == nil || inner.calls.Load() != 1 {
+		t.Fatalf("%+v %v (database calls %d)", rec, err, inner.calls.Load())
+	}
+	if len(remote.sets) != 1 {
+		t.Fatal("the write was not tried")
+	}
+}
+
+func TestRemoteIgnoresUnknownAndExpiredEntries(t *testing.T) {
+	t.Parallel()
+	clk := &clock{t0}
+	remote := newFakeRemote()
+	inner := &countingStore{rec: keyRecord(time.Time{})}
+	s := New(inner, Options{Now: clk.now, Remote: remote})
+	k := s.remote.keyFor(keyOf(lookup("k")))
+	old, _ := encode(keyRecord(time.Time{}), t0.Add(-time.Second))
+	remote.m[k] = old
+	remote.m[s.remote.keyFor(keyOf(lookup("junk")))] = []byte("{not json")
+	for _, secret := range []string{"k", "junk"} {
+		if rec, err := s.Lookup(context.Background(), lookup(secret)); err != nil || rec.APIKey == nil {
+			t.Fatalf("%s: %+v %v", secret, rec, err)
+		}
+	}
+	if inner.calls.Load() != 2 {
+		t.Fatalf("database calls %d, want 2", inner.calls.Load())
+	}
+}
+
+func TestCodecRoundTrip(t *testing.T) {
+	t.Parallel()
+	five := int64(5)
+	recs := []betterauth.Record{
+		{APIKey: &betterauth.APIKey{ID: "k", ConfigID: "org", Enabled: false, ExpiresAt: t0, Remaining: 0, HasRemaining: true,
+			RefillInterval: time.Minute, RefillAmount: five, HasRefillAmount: true, LastRefillAt: t0, CreatedAt: t0,
+			User: &betterauth.User{ID: "u", Email: "e", Name: "n\r\n", Role: "r"}}},
+		{Session: &betterauth.Session{ID: "s", ExpiresAt: t0, User: &betterauth.User{ID: "u"}}},
+	}
+	for _, r := range recs {
+		b, err := encode(r, t0.Add(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, exp, err := decode(b)
+		if err != nil || !exp.Equal(t0.Add(time.Minute)) {
+			t.Fatalf("decode: %v %v", exp, err)
+		}
+		want := r.Seal()
+		if r.APIKey != nil {
+			g, w := *got.APIKey, *want.APIKey
+			if g.User.Name != w.User.Name || g.Remaining != w.Remaining || !g.HasRemaining || g.RefillAmount != 5 ||
+				g.RefillInterval != time.Minute || !g.ExpiresAt.Equal(t0) || g.Enabled || g.ConfigID != "org" {
+				t.Errorf("key round trip: %+v", g)
+			}
+		} else if got.Session.ID != "s" || !got.Session.ExpiresAt.Equal(t0) {
+			t.Errorf("session round trip: %+v", got.Session)
+		}
+	}
+	if _, err := encode(betterauth.Record{}, t0); err == nil {
+		t.Error("empty record encoded")
+	}
+}

@@ -1,0 +1,91 @@
+// Package rediscache is the Redis side of the shared cache: a cache.Remote
+// over a go-redis universal client (one node, Sentinel or Cluster).
+package rediscache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-betterauth/caddy-betterauth/cache"
+)
+
+// Options configure a client.
+type Options struct {
+	// URL is redis://[user:pass@]host:port[/db], or rediss:// for TLS. More
+	// nodes of a cluster go in addr parameters:
+	// redis://h1:6379?addr=h2:6379&addr=h3:6379.
+	URL string
+	// SentinelMaster, when set, makes the URL's hosts Sentinels of that
+	// master.
+	SentinelMaster string
+	// Timeout bounds dialing, reading and writing. Default:
+	// cache.DefaultRemoteTimeout.
+	Timeout time.Duration
+}
+
+// Open returns a client for opts. It does not connect: the first command
+// does.
+func Open(opts Options) (redis.UniversalClient, error) {
+	u, err := url.Parse(opts.URL)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+		// The URL may hold a password: do not repeat it.
+		return nil, errors.New("redis: want a redis:// or rediss:// URL")
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = cache.DefaultRemoteTimeout
+	}
+	uo := &redis.UniversalOptions{MasterName: opts.SentinelMaster}
+	if u.Query().Has("addr") {
+		co, err := redis.ParseClusterURL(opts.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis: cluster URL: %s", redact(err))
+		}
+		uo.Addrs, uo.Username, uo.Password, uo.TLSConfig = co.Addrs, co.Username, co.Password, co.TLSConfig
+	} else {
+		o, err := redis.ParseURL(opts.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis: URL: %s", redact(err))
+		}
+		uo.Addrs, uo.Username, uo.Password, uo.DB, uo.TLSConfig = []string{o.Addr}, o.Username, o.Password, o.DB, o.TLSConfig
+	}
+	uo.DialTimeout, uo.ReadTimeout, uo.WriteTimeout = timeout, timeout, timeout
+	uo.MaxRetries = -1 // a slow Redis must not slow requests: fall through to the database instead
+	return redis.NewUniversalClient(uo), nil
+}
+
+// redact keeps go-redis's reason without any URL it quotes.
+func redact(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return "invalid"
+}
+
+// Remote adapts a client to cache.Remote.
+type Remote struct{ c redis.UniversalClient }
+
+// New returns the cache.Remote over c.
+func New(c redis.UniversalClient) *Remote { return &Remote{c: c} }
+
+// Get implements cache.Remote.
+func (r *Remote) Get(ctx context.Context, key string) ([]byte, error) {
+	b, err := r.c.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// Set implements cache.Remote.
+func (r *Remote) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	return r.c.Set(ctx, key, value, ttl).Err()
+}
+
+var _ cache.Remote = (*Remote)(nil)
