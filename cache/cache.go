@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -73,6 +74,11 @@ type Store struct {
 	pos, neg table
 	flights  singleflight.Group
 	remote   *remoteTier // nil without a Remote
+
+	// gen counts invalidations. A load remembers it when it starts and
+	// stores its result only if no invalidation came meanwhile, so a lookup
+	// that raced a revocation can never put the revoked record back.
+	gen atomic.Uint64
 }
 
 // New wraps inner.
@@ -138,10 +144,15 @@ func (s *Store) miss(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betterauth.Record, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
+	gen := s.gen.Load()
+	var epoch uint64
 	if s.remote != nil {
-		if rec, exp, ok := s.remote.get(ctx, k); ok {
+		var rec betterauth.Record
+		var exp time.Time
+		var ok bool
+		if rec, exp, epoch, ok = s.remote.get(ctx, k); ok {
 			if now := s.now(); exp.After(now) {
-				s.pos.put(k, rec, exp.UnixNano(), now.UnixNano())
+				s.pos.put(k, rec, exp.UnixNano(), now.UnixNano(), &s.gen, gen)
 				return rec, nil
 			}
 		}
@@ -157,7 +168,7 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 	now := s.now()
 	if !rec.Found() {
 		if s.negTTL > 0 {
-			s.neg.put(k, rec, now.Add(s.negTTL).UnixNano(), now.UnixNano())
+			s.neg.put(k, rec, now.Add(s.negTTL).UnixNano(), now.UnixNano(), &s.gen, gen)
 		}
 		return rec, nil
 	}
@@ -166,11 +177,8 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 		if e := expiryOf(rec); !e.IsZero() && e.Before(exp) {
 			exp = e
 		}
-		if exp.After(now) {
-			s.pos.put(k, rec, exp.UnixNano(), now.UnixNano())
-			if s.remote != nil {
-				s.remote.put(ctx, k, rec, exp, now)
-			}
+		if exp.After(now) && s.pos.put(k, rec, exp.UnixNano(), now.UnixNano(), &s.gen, gen) && s.remote != nil {
+			s.remote.put(ctx, k, rec, exp, now, epoch)
 		}
 	}
 	return rec, nil
@@ -186,6 +194,48 @@ func expiryOf(r betterauth.Record) time.Time {
 		return r.Session.ExpiresAt
 	}
 	return time.Time{}
+}
+
+// Target is what an invalidation names.
+type Target uint8
+
+// Targets.
+const (
+	TargetAPIKey  Target = iota + 1 // one API key, by id
+	TargetSession                   // one session, by id
+	TargetUser                      // everything of one user, by user id
+)
+
+// Invalidate drops what a revocation makes stale, here and in the shared
+// cache, and keeps lookups already in flight from storing it again. It
+// returns the number of in-process entries dropped.
+func (s *Store) Invalidate(ctx context.Context, target Target, id string) int {
+	s.gen.Add(1)
+	n := s.pos.deleteWhere(func(r betterauth.Record) bool {
+		switch {
+		case r.APIKey != nil:
+			return (target == TargetAPIKey && r.APIKey.ID == id) || (target == TargetUser && r.APIKey.User.ID == id)
+		case r.Session != nil:
+			return (target == TargetSession && r.Session.ID == id) || (target == TargetUser && r.Session.User.ID == id)
+		}
+		return false
+	})
+	if s.remote != nil {
+		s.remote.bump(ctx)
+	}
+	return n
+}
+
+// Purge drops everything, for when revocations may have been missed (the
+// listener reconnected).
+func (s *Store) Purge(ctx context.Context) {
+	s.gen.Add(1)
+	all := func(betterauth.Record) bool { return true }
+	s.pos.deleteWhere(all)
+	s.neg.deleteWhere(all)
+	if s.remote != nil {
+		s.remote.bump(ctx)
+	}
 }
 
 // TimeoutError reports a lookup that took longer than LookupTimeout.
@@ -252,14 +302,38 @@ func (t *table) get(k key, now int64) (betterauth.Record, bool) {
 	return e.rec, true
 }
 
-func (t *table) put(k key, rec betterauth.Record, expires, now int64) {
+// put stores an entry unless gen has moved past want: checked under the
+// shard lock, so an invalidation either sees the entry and drops it, or
+// has already moved gen and the entry is not stored.
+func (t *table) put(k key, rec betterauth.Record, expires, now int64, gen *atomic.Uint64, want uint64) bool {
 	sh := t.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	if gen.Load() != want {
+		return false
+	}
 	if _, ok := sh.m[k]; !ok && len(sh.m) >= t.perShard {
 		sh.makeRoom(t.perShard, now)
 	}
 	sh.m[k] = entry{rec: rec, expires: expires}
+	return true
+}
+
+// deleteWhere drops the entries whose record matches.
+func (t *table) deleteWhere(match func(betterauth.Record) bool) int {
+	n := 0
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for k, e := range sh.m {
+			if match(e.rec) {
+				delete(sh.m, k)
+				n++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return n
 }
 
 // makeRoom drops expired entries, and if that frees nothing, about an eighth

@@ -16,6 +16,7 @@ const codecVersion = "v1"
 // It holds no secret: no key hash, no session token.
 type wireRecord struct {
 	Expires int64       `json:"exp"` // unix milliseconds
+	Epoch   uint64      `json:"ep"`  // the Remote's epoch when it was loaded
 	Key     *wireKey    `json:"k,omitempty"`
 	Session *wireSess   `json:"s,omitempty"`
 	User    wireUserRec `json:"u"`
@@ -61,9 +62,10 @@ func fromMillis(ms int64) time.Time {
 	return time.UnixMilli(ms).UTC()
 }
 
-// encode writes a found record and the time its entry expires.
-func encode(r betterauth.Record, expires time.Time) ([]byte, error) {
-	w := wireRecord{Expires: expires.UnixMilli()}
+// encode writes a found record, the time its entry expires and the epoch
+// it was loaded under.
+func encode(r betterauth.Record, expires time.Time, epoch uint64) ([]byte, error) {
+	w := wireRecord{Expires: expires.UnixMilli(), Epoch: epoch}
 	var u *betterauth.User
 	switch {
 	case r.APIKey != nil:
@@ -87,10 +89,10 @@ func encode(r betterauth.Record, expires time.Time) ([]byte, error) {
 }
 
 // decode reads a shared-cache value back into a sealed record.
-func decode(b []byte) (betterauth.Record, time.Time, error) {
+func decode(b []byte) (betterauth.Record, time.Time, uint64, error) {
 	var w wireRecord
 	if err := json.Unmarshal(b, &w); err != nil {
-		return betterauth.Record{}, time.Time{}, err
+		return betterauth.Record{}, time.Time{}, 0, err
 	}
 	u := &betterauth.User{ID: w.User.ID, Email: w.User.Email, Name: w.User.Name, Role: w.User.Role,
 		Banned: w.User.Banned, BanExpires: fromMillis(w.User.BanExpires)}
@@ -110,10 +112,10 @@ func decode(b []byte) (betterauth.Record, time.Time, error) {
 	case w.Session != nil:
 		r.Session = &betterauth.Session{ID: w.Session.ID, ExpiresAt: fromMillis(w.Session.ExpiresAt), User: u}
 	default:
-		return betterauth.Record{}, time.Time{}, errors.New("cache: shared entry holds no record")
+		return betterauth.Record{}, time.Time{}, 0, errors.New("cache: shared entry holds no record")
 	}
 	if u.ID == "" {
-		return betterauth.Record{}, time.Time{}, errors.New("cache: shared entry has no user")
+		return betterauth.Record{}, time.Time{}, 0, errors.New("cache: shared entry has no user")
 	}
-	return r.Seal(), time.UnixMilli(w.Expires), nil
+	return r.Seal(), time.UnixMilli(w.Expires), w.Epoch, nil
 }

@@ -13,7 +13,8 @@ import (
 
 // fakeRemote is a map with switchable failure; sets arrive on a channel.
 type fakeRemote struct {
-	mu   sync.Mutex
+	mu     sync.Mutex
+	epochs map[string]uint64
 	m    map[string][]byte
 	ttl  map[string]time.Duration
 	err  error
@@ -22,17 +23,27 @@ type fakeRemote struct {
 }
 
 func newFakeRemote() *fakeRemote {
-	return &fakeRemote{m: map[string][]byte{}, ttl: map[string]time.Duration{}, sets: make(chan string, 16)}
+	return &fakeRemote{m: map[string][]byte{}, ttl: map[string]time.Duration{}, epochs: map[string]uint64{}, sets: make(chan string, 16)}
 }
 
-func (f *fakeRemote) Get(_ context.Context, k string) ([]byte, error) {
+func (f *fakeRemote) Get(_ context.Context, k, epochKey string) ([]byte, uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gets++
 	if f.err != nil {
-		return nil, f.err
+		return nil, 0, f.err
 	}
-	return f.m[k], nil
+	return f.m[k], f.epochs[epochKey], nil
+}
+
+func (f *fakeRemote) Bump(_ context.Context, epochKey string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	f.epochs[epochKey]++
+	return nil
 }
 
 func (f *fakeRemote) Set(_ context.Context, k string, v []byte, ttl time.Duration) error {
@@ -113,7 +124,7 @@ func TestRemoteIgnoresUnknownAndExpiredEntries(t *testing.T) {
 	inner := &countingStore{rec: keyRecord(time.Time{})}
 	s := New(inner, Options{Now: clk.now, Remote: remote})
 	k := s.remote.keyFor(keyOf(lookup("k")))
-	old, _ := encode(keyRecord(time.Time{}), t0.Add(-time.Second))
+	old, _ := encode(keyRecord(time.Time{}), t0.Add(-time.Second), 0)
 	remote.m[k] = old
 	remote.m[s.remote.keyFor(keyOf(lookup("junk")))] = []byte("{not json")
 	for _, secret := range []string{"k", "junk"} {
@@ -136,12 +147,12 @@ func TestCodecRoundTrip(t *testing.T) {
 		{Session: &betterauth.Session{ID: "s", ExpiresAt: t0, User: &betterauth.User{ID: "u"}}},
 	}
 	for _, r := range recs {
-		b, err := encode(r, t0.Add(time.Minute))
+		b, err := encode(r, t0.Add(time.Minute), 7)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, exp, err := decode(b)
-		if err != nil || !exp.Equal(t0.Add(time.Minute)) {
+		got, exp, epoch, err := decode(b)
+		if err != nil || !exp.Equal(t0.Add(time.Minute)) || epoch != 7 {
 			t.Fatalf("decode: %v %v", exp, err)
 		}
 		want := r.Seal()
@@ -155,7 +166,7 @@ func TestCodecRoundTrip(t *testing.T) {
 			t.Errorf("session round trip: %+v", got.Session)
 		}
 	}
-	if _, err := encode(betterauth.Record{}, t0); err == nil {
+	if _, err := encode(betterauth.Record{}, t0, 0); err == nil {
 		t.Error("empty record encoded")
 	}
 }

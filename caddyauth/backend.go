@@ -1,16 +1,22 @@
 package caddyauth
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
+	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 	"github.com/caddy-betterauth/caddy-betterauth/rediscache"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
 	"github.com/caddy-betterauth/caddy-betterauth/store"
@@ -39,23 +45,33 @@ var backends = caddy.NewUsagePool()
 // backendConfig is everything that shapes a backend; its hash is the pool
 // key. It holds the resolved DSN, so it is never logged.
 type backendConfig struct {
-	Database  string
-	PlainKeys bool
-	Timeout   time.Duration
-	Schema    Schema
-	Cache     Cache
-	Redis     *Redis // with its URL resolved
+	Database   string
+	PlainKeys  bool
+	Timeout    time.Duration
+	Schema     Schema
+	Cache      Cache
+	Redis      *Redis // with its URL resolved
+	NoListener bool
 }
 
 type backend struct {
 	db    store.DB
 	redis io.Closer // nil without Redis
 	cache *cache.Store
+	store betterauth.Store // what handlers read: the cache, starting the listener on first use
+
+	stop    context.CancelFunc // ends the revocation listener
+	started atomic.Bool        // the listener was started
+	done    chan struct{}      // closed when a started listener has ended
 }
 
-// Destruct closes Redis and the database when the last handler using them
-// is cleaned up.
+// Destruct stops the listener and closes Redis and the database when the
+// last handler using them is cleaned up.
 func (b *backend) Destruct() error {
+	b.stop()
+	if b.started.Load() {
+		<-b.done
+	}
 	if b.redis != nil {
 		b.redis.Close()
 	}
@@ -111,5 +127,50 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 		}
 	}
 	b.cache = cache.New(db, opts)
+	b.store = b.cache
+	// The listener gets its own context: the backend outlives the Caddy
+	// config (and context) that created it.
+	ctx, stop := context.WithCancel(context.Background())
+	b.stop, b.done = stop, make(chan struct{})
+	if db.Kind() != "postgres" || cfg.NoListener {
+		return b, nil
+	}
+	listen := func() {
+		b.started.Store(true)
+		go func() {
+			defer close(b.done)
+			pgstore.Listen(ctx, pgstore.ListenOptions{
+				DSN:    cfg.Database,
+				Logger: logger.Named("revocations"),
+				OnReset: func() {
+					b.cache.Purge(ctx)
+				},
+				OnInvalidate: func(inv pgstore.Invalidation) {
+					target, ok := map[string]cache.Target{"apikey": cache.TargetAPIKey, "session": cache.TargetSession, "user": cache.TargetUser}[inv.Kind]
+					if !ok {
+						return
+					}
+					n := b.cache.Invalidate(ctx, target, inv.ID)
+					if c := logger.Check(zapcore.DebugLevel, "revoked"); c != nil {
+						c.Write(zap.String("kind", inv.Kind), zap.String("id", inv.ID), zap.Int("entries", n))
+					}
+				},
+			})
+		}()
+	}
+	// Provision does no network I/O: the listener connects on first use.
+	b.store = &firstUse{Store: b.cache, start: listen}
 	return b, nil
+}
+
+// firstUse runs start once, on the first lookup.
+type firstUse struct {
+	betterauth.Store
+	once  sync.Once
+	start func()
+}
+
+func (f *firstUse) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
+	f.once.Do(f.start)
+	return f.Store.Lookup(ctx, l)
 }

@@ -38,6 +38,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    keep_credential
 //	    realm               <realm>
 //	    lookup_timeout      <duration>
+//	    no_revocation_listener
 //	    schema {
 //	        pg_schema     <name>
 //	        naming        camel|snake
@@ -92,6 +93,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = flag(d, &h.DisableKeyHashing)
 		case "keep_credential":
 			err = flag(d, &h.KeepCredential)
+		case "no_revocation_listener":
+			err = flag(d, &h.NoRevocationListener)
 		case "api_key_header":
 			err = args(d, &h.APIKeyHeaders)
 		case "api_key_prefix":

@@ -17,11 +17,13 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/cli"
 	"github.com/caddy-betterauth/caddy-betterauth/demo"
+	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
 	"github.com/caddy-betterauth/caddy-betterauth/store"
 )
@@ -40,13 +42,17 @@ Tools for the better_auth gateway:
              gateway would
   doctor     inspect a database and say whether the gateway can use it
   hash-key   print the hash Better-Auth stores for an API key read from stdin
+  install-triggers, uninstall-triggers
+             add (or remove) the PostgreSQL triggers that tell gateways at
+             once when a key, session or user changes
 
 Credentials are read from stdin or a file, never from the command line, so
 they stay out of shell history and process lists. The database URL is taken
 from --database or, better, from the DATABASE_URL environment variable.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(demoCommand(), checkCommand(), doctorCommand(), hashKeyCommand())
+			cmd.AddCommand(demoCommand(), checkCommand(), doctorCommand(), hashKeyCommand(),
+				triggersCommand(true), triggersCommand(false))
 		},
 	})
 }
@@ -165,6 +171,82 @@ Exit status: 0 usable, 1 not usable, 2 unreachable.`,
 	}
 	databaseFlags(cmd)
 	return cmd
+}
+
+func triggersCommand(install bool) *cobra.Command {
+	name, short := "install-triggers", "Add the PostgreSQL triggers that push revocations to gateways (idempotent)"
+	if !install {
+		name, short = "uninstall-triggers", "Remove the revocation triggers"
+	}
+	cmd := &cobra.Command{
+		Use:   name,
+		Short: short,
+		Long: short + `.
+
+The triggers run after an update or delete of a row of the api-key, session
+and user tables, and NOTIFY the gateways' listeners on the channel
+"` + pgstore.Channel + `" with the row's kind, id and user id: never a key, a
+key hash or a token. The table and column names come from the detected
+layout. --print writes the SQL instead of running it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			code := runTriggers(cmd, install)
+			return exit(code)
+		},
+	}
+	databaseFlags(cmd)
+	cmd.Flags().Bool("print", false, "print the SQL instead of running it")
+	return cmd
+}
+
+func runTriggers(cmd *cobra.Command, install bool) int {
+	db, ctx, cancel, err := openDatabase(cmd)
+	if err != nil {
+		fmt.Fprintln(cmd.ErrOrStderr(), err)
+		return cli.ExitError
+	}
+	defer cancel()
+	defer db.Close()
+	if db.Kind() != "postgres" {
+		fmt.Fprintln(cmd.ErrOrStderr(), "triggers are for PostgreSQL; SQLite databases are read within the cache TTL")
+		return cli.ExitError
+	}
+	layout, err := db.Layout(ctx)
+	if err != nil {
+		fmt.Fprintln(cmd.ErrOrStderr(), err)
+		return cli.ExitError
+	}
+	pgSchema, _ := cmd.Flags().GetString("pg-schema")
+	in, un := pgstore.Triggers(layout, pgSchema)
+	sqlText := in
+	if !install {
+		sqlText = un
+	}
+	if p, _ := cmd.Flags().GetBool("print"); p {
+		fmt.Fprint(cmd.OutOrStdout(), sqlText)
+		return cli.ExitOK
+	}
+	dsn, _ := cmd.Flags().GetString("database")
+	if dsn == "" {
+		dsn = os.Getenv("DATABASE_URL")
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		fmt.Fprintln(cmd.ErrOrStderr(), "connecting:", err)
+		return cli.ExitError
+	}
+	defer conn.Close(context.Background())
+	// One implicit transaction: all of it or nothing.
+	if _, err := conn.Exec(ctx, sqlText); err != nil {
+		fmt.Fprintln(cmd.ErrOrStderr(), err)
+		return cli.ExitError
+	}
+	if install {
+		fmt.Fprintf(cmd.OutOrStdout(), "installed the revocation triggers (%s)\n", layout.Describe())
+	} else {
+		fmt.Fprintln(cmd.OutOrStdout(), "removed the revocation triggers")
+	}
+	return cli.ExitOK
 }
 
 func demoCommand() *cobra.Command {

@@ -125,6 +125,13 @@ type Handler struct {
 	// The in-process cache of verified records.
 	Cache *Cache `json:"cache,omitempty"`
 
+	// Turn off the PostgreSQL revocation listener. By default the gateway
+	// holds one connection that LISTENs for the notifications the triggers
+	// of `caddy better-auth install-triggers` send, and drops a revoked key,
+	// session or user's records at once (the cache TTL stays the backstop).
+	// Without the triggers it simply never hears anything.
+	NoRevocationListener bool `json:"no_revocation_listener,omitempty"`
+
 	// A Redis shared by the gateway's replicas as a second cache level:
 	// read when a record is not in memory, written after the database
 	// answers. Optional; any Redis error or timeout falls through to the
@@ -213,9 +220,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	repl := caddy.NewReplacer()
 	cfg := backendConfig{
-		Database:  repl.ReplaceAll(h.Database, ""),
-		PlainKeys: h.DisableKeyHashing,
-		Timeout:   time.Duration(h.LookupTimeout),
+		Database:   repl.ReplaceAll(h.Database, ""),
+		PlainKeys:  h.DisableKeyHashing,
+		Timeout:    time.Duration(h.LookupTimeout),
+		NoListener: h.NoRevocationListener,
 	}
 	if cfg.Database == "" {
 		return errors.New("database is required (is its environment variable set?)")
@@ -239,7 +247,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.backendKey = key
 
-	if err := h.setup(b.cache, repl.ReplaceAll(h.Secret, "")); err != nil {
+	if err := h.setup(b.store, repl.ReplaceAll(h.Secret, "")); err != nil {
 		return err
 	}
 	h.warnAboutAccessLogs(ctx)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -74,13 +75,31 @@ type Remote struct{ c redis.UniversalClient }
 // New returns the cache.Remote over c.
 func New(c redis.UniversalClient) *Remote { return &Remote{c: c} }
 
-// Get implements cache.Remote.
-func (r *Remote) Get(ctx context.Context, key string) ([]byte, error) {
-	b, err := r.c.Get(ctx, key).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
+// Get implements cache.Remote: one MGET of the entry and the epoch.
+//
+// In a Redis Cluster the two keys must hash to one slot; the cache's keys
+// share their prefix, so give it a hash tag there ({caddy-betterauth}:).
+func (r *Remote) Get(ctx context.Context, key, epochKey string) ([]byte, uint64, error) {
+	vals, err := r.c.MGet(ctx, key, epochKey).Result()
+	if err != nil {
+		return nil, 0, err
 	}
-	return b, err
+	var epoch uint64
+	if s, ok := vals[1].(string); ok {
+		if epoch, err = strconv.ParseUint(s, 10, 64); err != nil {
+			return nil, 0, fmt.Errorf("redis: epoch: %w", err)
+		}
+	}
+	s, ok := vals[0].(string)
+	if !ok {
+		return nil, epoch, nil
+	}
+	return []byte(s), epoch, nil
+}
+
+// Bump implements cache.Remote.
+func (r *Remote) Bump(ctx context.Context, epochKey string) error {
+	return r.c.Incr(ctx, epochKey).Err()
 }
 
 // Set implements cache.Remote.

@@ -19,20 +19,25 @@ func TestRemoteAgainstARedisProtocolServer(t *testing.T) {
 	defer c.Close()
 	r := New(c)
 	ctx := context.Background()
-	if b, err := r.Get(ctx, "missing"); b != nil || err != nil {
-		t.Fatalf("miss: %q %v", b, err)
+	if b, ep, err := r.Get(ctx, "missing", "epoch"); b != nil || ep != 0 || err != nil {
+		t.Fatalf("miss: %q %d %v", b, ep, err)
 	}
 	if err := r.Set(ctx, "k", []byte("v"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := r.Get(ctx, "k"); string(b) != "v" || err != nil {
-		t.Fatalf("hit: %q %v", b, err)
+	for range 2 {
+		if err := r.Bump(ctx, "epoch"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, ep, err := r.Get(ctx, "k", "epoch"); string(b) != "v" || ep != 2 || err != nil {
+		t.Fatalf("hit: %q %d %v", b, ep, err)
 	}
 	if ttl := mr.TTL("k"); ttl != time.Minute {
 		t.Fatalf("TTL %v", ttl)
 	}
 	mr.Close()
-	if _, err := r.Get(ctx, "k"); err == nil {
+	if _, _, err := r.Get(ctx, "k", "epoch"); err == nil {
 		t.Fatal("no error with the server gone")
 	}
 }

@@ -4,6 +4,7 @@
 //
 //   node seed.mjs setup                  create the schema and the fixture; prints it as JSON
 //   node seed.mjs delete-key <id> <signed session token of the owner>
+//   node seed.mjs disable-key <id> <userId>
 //   node seed.mjs revoke-session <token>
 //   node seed.mjs ban-user <userId>
 //   node seed.mjs ddl                          prints the SQL Better-Auth's migrations run
@@ -171,6 +172,9 @@ switch (cmd) {
     await auth.api.deleteApiKey({ body: { keyId }, headers: new Headers({ authorization: `Bearer ${signed}` }) });
     break;
   }
+  case "disable-key":
+    await auth.api.updateApiKey({ body: { keyId: args[0], userId: args[1], enabled: false } });
+    break;
   case "revoke-session":
     await ctx.internalAdapter.deleteSession(args[0]);
     break;

@@ -1,0 +1,111 @@
+package cache
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+)
+
+// byMode is a store with one user's key and session.
+type twoRecords struct{ key, session betterauth.Record }
+
+func (s twoRecords) Lookup(_ context.Context, l betterauth.Lookup) (betterauth.Record, error) {
+	if l.Mode == betterauth.ModeAPIKey {
+		return s.key, nil
+	}
+	return s.session, nil
+}
+
+func TestInvalidateDropsOnlyWhatItNames(t *testing.T) {
+	t.Parallel()
+	u := &betterauth.User{ID: "u1"}
+	other := &betterauth.User{ID: "u2"}
+	inner := twoRecords{
+		key:     betterauth.Record{APIKey: &betterauth.APIKey{ID: "k1", Enabled: true, User: u}},
+		session: betterauth.Record{Session: &betterauth.Session{ID: "s1", ExpiresAt: t0.Add(time.Hour), User: u}},
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		target Target
+		id     string
+		drops  int
+	}{
+		{TargetAPIKey, "k1", 1}, {TargetSession, "s1", 1}, {TargetUser, "u1", 2},
+		{TargetAPIKey, "s1", 0}, {TargetUser, other.ID, 0}, {TargetSession, "k1", 0},
+	} {
+		s := New(inner, Options{Now: (&clock{t0}).now})
+		s.Lookup(ctx, betterauth.NewLookup(betterauth.ModeAPIKey, "key"))
+		s.Lookup(ctx, betterauth.NewLookup(betterauth.ModeSession, "token"))
+		if n := s.Invalidate(ctx, tc.target, tc.id); n != tc.drops {
+			t.Errorf("Invalidate(%d, %s) dropped %d, want %d", tc.target, tc.id, n, tc.drops)
+		}
+		if pos, _ := s.Len(); pos != 2-tc.drops {
+			t.Errorf("Invalidate(%d, %s) left %d entries", tc.target, tc.id, pos)
+		}
+	}
+}
+
+// The race: a lookup reads the database, a revocation lands, then the
+// lookup finishes. The record it read must not be cached.
+func TestInvalidationDuringALookupIsNotUndone(t *testing.T) {
+	t.Parallel()
+	inner := gated(keyRecord(time.Time{}))
+	s := New(inner, Options{})
+	ctx := context.Background()
+	done := make(chan betterauth.Record)
+	go func() {
+		rec, _ := s.Lookup(ctx, lookup("k"))
+		done <- rec
+	}()
+	<-inner.entered // the lookup has read the (soon revoked) row
+	s.Invalidate(ctx, TargetAPIKey, "k1")
+	close(inner.gate)
+	if rec := <-done; rec.APIKey == nil {
+		t.Fatal("the lookup in flight got nothing")
+	}
+	if pos, _ := s.Len(); pos != 0 {
+		t.Fatal("the revoked record was cached after the revocation")
+	}
+	s.Lookup(ctx, lookup("k"))
+	if n := inner.calls.Load(); n != 2 {
+		t.Fatalf("database calls %d, want 2: the next lookup must ask again", n)
+	}
+}
+
+func TestPurgeDropsEverything(t *testing.T) {
+	t.Parallel()
+	inner := &countingStore{rec: keyRecord(time.Time{})}
+	s := New(inner, Options{})
+	ctx := context.Background()
+	s.Lookup(ctx, lookup("k"))
+	inner.rec = betterauth.Record{}
+	s.Lookup(ctx, lookup("unknown"))
+	s.Purge(ctx)
+	if pos, neg := s.Len(); pos != 0 || neg != 0 {
+		t.Fatalf("after Purge: %d positive, %d negative", pos, neg)
+	}
+}
+
+// A revocation seen by one gateway makes the shared entries stale for all.
+func TestInvalidationMakesSharedEntriesStale(t *testing.T) {
+	t.Parallel()
+	remote := newFakeRemote()
+	ctx := context.Background()
+	a := New(&countingStore{rec: keyRecord(time.Time{})}, Options{Remote: remote})
+	a.Lookup(ctx, lookup("k"))
+	<-remote.sets
+	a.Invalidate(ctx, TargetAPIKey, "k1")
+	innerB := &countingStore{rec: keyRecord(time.Time{})}
+	b := New(innerB, Options{Remote: remote})
+	b.Lookup(ctx, lookup("k"))
+	if innerB.calls.Load() != 1 {
+		t.Fatal("gateway B used a shared entry written before the revocation")
+	}
+	<-remote.sets // B shares what it read, under the new epoch
+	c := New(&countingStore{}, Options{Remote: remote})
+	if rec, _ := c.Lookup(ctx, lookup("k")); rec.APIKey == nil {
+		t.Fatal("gateway C did not get B's fresh entry")
+	}
+}

@@ -1,0 +1,159 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+
+	"github.com/caddy-betterauth/caddy-betterauth/schema"
+)
+
+// Channel is the NOTIFY channel the triggers use.
+const Channel = "caddy_betterauth"
+
+// notifyFunction is installed once per schema. It sends, on every update or
+// delete of a watched row, just enough to find the cache entries: the kind of
+// row, its id and its user's id. Never a key, a key hash or a token.
+const notifyFunction = `CREATE OR REPLACE FUNCTION %[1]s() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+	r jsonb := to_jsonb(OLD);
+BEGIN
+	PERFORM pg_notify('` + Channel + `', json_build_object(
+		'k', TG_ARGV[0],
+		'id', r ->> TG_ARGV[1],
+		'u', CASE WHEN TG_ARGV[2] = '' THEN NULL ELSE r ->> TG_ARGV[2] END
+	)::text);
+	RETURN NULL;
+END
+$fn$`
+
+// Triggers returns the SQL that installs (and that removes) the revocation
+// triggers for a layout. Installing is idempotent; both are one transaction
+// each when run with Exec.
+func Triggers(l *schema.Layout, pgSchema string) (install, uninstall string) {
+	qualify := func(name string) string {
+		if pgSchema != "" {
+			return pgx.Identifier{pgSchema, name}.Sanitize()
+		}
+		return pgx.Identifier{name}.Sanitize()
+	}
+	fn := qualify("caddy_betterauth_notify")
+	lit := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+	var in, un []string
+	in = append(in, fmt.Sprintf(notifyFunction, fn))
+	add := func(kind string, t *schema.Table, userField string) {
+		if t == nil {
+			return
+		}
+		trigger := pgx.Identifier{"caddy_betterauth_" + kind}.Sanitize()
+		user := ""
+		if userField != "" {
+			user = t.Col(userField)
+		}
+		un = append(un, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", trigger, qualify(t.Name)))
+		in = append(in, un[len(un)-1], fmt.Sprintf(
+			"CREATE TRIGGER %s AFTER UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s(%s, %s, %s)",
+			trigger, qualify(t.Name), fn, lit(kind), lit(t.Col("id")), lit(user)))
+	}
+	add("apikey", l.APIKey, l.OwnerField())
+	add("session", l.Session, "userId")
+	add("user", &l.User, "")
+	un = append(un, "DROP FUNCTION IF EXISTS "+fn+"()")
+	return strings.Join(in, ";\n") + ";\n", strings.Join(un, ";\n") + ";\n"
+}
+
+// Invalidation is one notification: a row that changed or went away.
+type Invalidation struct {
+	Kind   string `json:"k"` // apikey, session or user
+	ID     string `json:"id"`
+	UserID string `json:"u"`
+}
+
+// ListenOptions configure Listen.
+type ListenOptions struct {
+	// DSN of the database; the listener holds one connection of its own.
+	DSN string
+	// OnInvalidate is called for each notification.
+	OnInvalidate func(Invalidation)
+	// OnReset is called after each (re)connection, before notifications
+	// flow: whatever changed while no one listened is unknown, so everything
+	// cached must go.
+	OnReset func()
+	Logger  *zap.Logger
+	// Backoff bounds: the first and the longest wait between reconnections.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Listen holds a LISTEN on Channel until ctx ends, reconnecting with
+// exponential backoff.
+func Listen(ctx context.Context, opts ListenOptions) {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 100 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 5 * time.Second
+	}
+	wait := opts.MinBackoff
+	for ctx.Err() == nil {
+		connected, err := listenOnce(ctx, opts)
+		if ctx.Err() != nil {
+			return
+		}
+		if connected {
+			wait = opts.MinBackoff
+		}
+		opts.Logger.Warn("revocation listener disconnected; reconnecting", zap.Error(err), zap.Duration("in", wait))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, opts.MaxBackoff)
+	}
+}
+
+func listenOnce(ctx context.Context, opts ListenOptions) (connected bool, err error) {
+	cfg, err := pgx.ParseConfig(opts.DSN)
+	if err != nil {
+		return false, errors.New("not a PostgreSQL URL")
+	}
+	cfg.RuntimeParams["application_name"] = "caddy-better-auth revocations"
+	dialCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	conn, err := pgx.ConnectConfig(dialCtx, cfg)
+	cancel()
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+		return false, err
+	}
+	if opts.OnReset != nil {
+		opts.OnReset()
+	}
+	opts.Logger.Info("listening for revocations", zap.String("channel", Channel))
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return true, err
+		}
+		var inv Invalidation
+		if err := json.Unmarshal([]byte(n.Payload), &inv); err != nil || inv.Kind == "" {
+			opts.Logger.Warn("ignoring a malformed revocation notification")
+			continue
+		}
+		if opts.OnInvalidate != nil {
+			opts.OnInvalidate(inv)
+		}
+	}
+}

@@ -1,0 +1,126 @@
+package pgstore_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
+	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
+)
+
+func installTriggers(t *testing.T, dsn string, store *pgstore.Store) (uninstall string) {
+	t.Helper()
+	layout, err := store.Layout(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, un := pgstore.Triggers(layout, "")
+	for range 2 { // idempotent
+		testenv.Exec(t, dsn, in)
+	}
+	return un
+}
+
+// Better-Auth's own writes fire the triggers; the notifications name rows,
+// never secrets.
+func TestTriggersNotifyWithoutSecrets(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	store, _ := pgstore.New(newPool(t, f.DatabaseURL, nil), pgstore.Options{})
+	uninstall := installTriggers(t, f.DatabaseURL, store)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, f.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+pgstore.Channel); err != nil {
+		t.Fatal(err)
+	}
+	testenv.RunSeed(t, f.DatabaseURL, nil, "disable-key", f.Keys.Valid.ID, f.Users.Alice.ID)
+	testenv.RunSeed(t, f.DatabaseURL, nil, "revoke-session", f.Users.Zoe.Token)
+	testenv.RunSeed(t, f.DatabaseURL, nil, "ban-user", f.Users.Eve.ID)
+
+	want := map[pgstore.Invalidation]bool{
+		{Kind: "apikey", ID: f.Keys.Valid.ID, UserID: f.Users.Alice.ID}: false,
+		{Kind: "session", ID: f.SessionIDs["zoe"], UserID: f.Users.Zoe.ID}: false,
+		{Kind: "user", ID: f.Users.Eve.ID}:                                 false,
+	}
+	secrets := []string{f.Keys.Valid.Key, betterauth.HashAPIKey(f.Keys.Valid.Key), f.Users.Zoe.Token, f.Users.Zoe.Signed}
+	for seen := 0; seen < len(want); {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			t.Fatalf("waiting for notifications (have %v): %v", want, err)
+		}
+		for _, s := range secrets {
+			if strings.Contains(n.Payload, s) {
+				t.Fatalf("a notification carries a secret: %s", n.Payload)
+			}
+		}
+		var inv pgstore.Invalidation
+		if err := json.Unmarshal([]byte(n.Payload), &inv); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := want[inv]; ok && !got {
+			want[inv] = true
+			seen++
+		}
+	}
+
+	testenv.Exec(t, f.DatabaseURL, uninstall)
+	testenv.Exec(t, f.DatabaseURL, uninstall) // idempotent too
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'caddy_betterauth_%'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d triggers left after uninstall (%v)", n, err)
+	}
+}
+
+// The listener reconnects after the server restarts, and says so (so the
+// cache can drop what it may have missed), then delivers notifications.
+func TestListenerReconnects(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	resets := make(chan struct{}, 4)
+	invs := make(chan pgstore.Invalidation, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pgstore.Listen(ctx, pgstore.ListenOptions{
+			DSN: pg.URL, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+			OnReset:      func() { resets <- struct{}{} },
+			OnInvalidate: func(i pgstore.Invalidation) { invs <- i },
+		})
+	}()
+	wait := func(what string, ch <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("no %s", what)
+		}
+	}
+	wait("first connection", resets)
+	pg.Stop(t)
+	pg.Start(t)
+	wait("reconnection", resets)
+	testenv.Exec(t, pg.URL, `SELECT pg_notify('caddy_betterauth', '{"k":"apikey","id":"k1","u":"u1"}')`)
+	select {
+	case inv := <-invs:
+		if inv != (pgstore.Invalidation{Kind: "apikey", ID: "k1", UserID: "u1"}) {
+			t.Fatalf("got %+v", inv)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no notification after reconnecting")
+	}
+	cancel()
+	wait("listener exit", done)
+}

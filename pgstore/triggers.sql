@@ -1,0 +1,24 @@
+-- Revocation triggers for Better-Auth's default PostgreSQL schema (its own
+-- migrations: "user", "session", "apikey" with camelCase columns). They NOTIFY
+-- the gateways on channel caddy_betterauth with a row's kind, id and user id
+-- after every update or delete. Idempotent. For other layouts, let the
+-- gateway write them: caddy better-auth install-triggers [--print].
+CREATE OR REPLACE FUNCTION "caddy_betterauth_notify"() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+	r jsonb := to_jsonb(OLD);
+BEGIN
+	PERFORM pg_notify('caddy_betterauth', json_build_object(
+		'k', TG_ARGV[0],
+		'id', r ->> TG_ARGV[1],
+		'u', CASE WHEN TG_ARGV[2] = '' THEN NULL ELSE r ->> TG_ARGV[2] END
+	)::text);
+	RETURN NULL;
+END
+$fn$;
+DROP TRIGGER IF EXISTS "caddy_betterauth_apikey" ON "apikey";
+CREATE TRIGGER "caddy_betterauth_apikey" AFTER UPDATE OR DELETE ON "apikey" FOR EACH ROW EXECUTE FUNCTION "caddy_betterauth_notify"('apikey', 'id', 'referenceId');
+DROP TRIGGER IF EXISTS "caddy_betterauth_session" ON "session";
+CREATE TRIGGER "caddy_betterauth_session" AFTER UPDATE OR DELETE ON "session" FOR EACH ROW EXECUTE FUNCTION "caddy_betterauth_notify"('session', 'id', 'userId');
+DROP TRIGGER IF EXISTS "caddy_betterauth_user" ON "user";
+CREATE TRIGGER "caddy_betterauth_user" AFTER UPDATE OR DELETE ON "user" FOR EACH ROW EXECUTE FUNCTION "caddy_betterauth_notify"('user', 'id', '');
