@@ -15,11 +15,11 @@ import (
 type fakeRemote struct {
 	mu     sync.Mutex
 	epochs map[string]uint64
-	m    map[string][]byte
-	ttl  map[string]time.Duration
-	err  error
-	gets int
-	sets chan string
+	m      map[string][]byte
+	ttl    map[string]time.Duration
+	err    error
+	gets   int
+	sets   chan string
 }
 
 func newFakeRemote() *fakeRemote {

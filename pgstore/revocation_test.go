@@ -50,7 +50,7 @@ func TestTriggersNotifyWithoutSecrets(t *testing.T) {
 	testenv.RunSeed(t, f.DatabaseURL, nil, "ban-user", f.Users.Eve.ID)
 
 	want := map[pgstore.Invalidation]bool{
-		{Kind: "apikey", ID: f.Keys.Valid.ID, UserID: f.Users.Alice.ID}: false,
+		{Kind: "apikey", ID: f.Keys.Valid.ID, UserID: f.Users.Alice.ID}:    false,
 		{Kind: "session", ID: f.SessionIDs["zoe"], UserID: f.Users.Zoe.ID}: false,
 		{Kind: "user", ID: f.Users.Eve.ID}:                                 false,
 	}
