@@ -547,6 +547,13 @@ func TestGatewaysShareRedis(t *testing.T) {
 			"DATABASE_URL="+f.DatabaseURL, "BETTER_AUTH_SECRET="+testenv.Secret, "REDIS_URL="+redisURL)
 	}
 	a, b := start(), start()
+	// Each gateway's revocation listener starts with its first lookup and,
+	// when it connects, makes the shared entries stale (it cannot know what
+	// it missed before). Let both connect before sharing anything.
+	for _, gw := range []*testenv.Caddy{a, b} {
+		send(t, gw, "/", h("X-Api-Key", "ba_start_the_listener"))
+		gw.WaitForLog(t, "listening for revocations", 10*time.Second)
+	}
 	key, session := h("X-Api-Key", f.Keys.Valid.Key), h("Authorization", "Bearer "+f.Users.Alice.Signed)
 	for _, hdr := range []http.Header{key, session} {
 		if r := send(t, a, "/", hdr); r.status != 200 {

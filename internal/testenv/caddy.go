@@ -62,10 +62,32 @@ func FreePort(t testing.TB) int {
 type Caddy struct {
 	URL string // http://127.0.0.1:port
 
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
-	done chan struct{}
+	cmd     *exec.Cmd
+	mu      sync.Mutex
+	logs    bytes.Buffer
+	newLine chan struct{} // closed and replaced on every line logged
+	done    chan struct{}
+}
+
+// WaitForLog waits until Caddy has logged a line containing s.
+func (c *Caddy) WaitForLog(t testing.TB, s string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		c.mu.Lock()
+		found, next := strings.Contains(c.logs.String(), s), c.newLine
+		c.mu.Unlock()
+		if found {
+			return
+		}
+		select {
+		case <-next:
+		case <-c.done:
+			t.Fatalf("caddy exited before logging %q", s)
+		case <-deadline:
+			t.Fatalf("caddy did not log %q within %v", s, timeout)
+		}
+	}
 }
 
 // Logs returns everything Caddy has logged so far.
@@ -105,7 +127,7 @@ http://127.0.0.1:%d {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Caddy{URL: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, done: make(chan struct{})}
+	c := &Caddy{URL: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, done: make(chan struct{}), newLine: make(chan struct{})}
 	cmd.Stdout = nil
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -120,6 +142,8 @@ http://127.0.0.1:%d {
 			c.mu.Lock()
 			c.logs.Write(sc.Bytes())
 			c.logs.WriteByte('\n')
+			close(c.newLine)
+			c.newLine = make(chan struct{})
 			c.mu.Unlock()
 			if !signalled && strings.Contains(sc.Text(), "serving initial configuration") {
 				signalled = true
