@@ -99,14 +99,21 @@ type Decision struct {
 
 	// User is the verified owner; set when Reason is Allowed.
 	User *User
-	// CredentialID is the API key's or the session's row id, pre-encoded for
-	// headers; set when Reason is Allowed.
+	// CredentialID is the API key's or the session's row id; set when
+	// Reason is Allowed.
 	CredentialID string
+	// ExpiresAt is when the credential expires (zero: never); set when
+	// Reason is Allowed.
+	ExpiresAt time.Time
+	credHdr   string // CredentialID, encoded for headers
 
 	// RetryAfter, when positive, is how long until the denial may lift (a key
 	// that refills).
 	RetryAfter time.Duration
 }
+
+// CredentialHeader returns CredentialID encoded as in the headers.
+func (d Decision) CredentialHeader() string { return d.credHdr }
 
 // Allowed reports whether the request may proceed.
 func (d Decision) Allowed() bool { return d.Reason == Allowed }

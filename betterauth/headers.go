@@ -71,9 +71,9 @@ func (d Decision) AppendHeaders(dst []Header) []Header {
 	dst = append(dst, Header{HeaderMethod, d.Method.String()})
 	switch d.Method {
 	case MethodAPIKey:
-		dst = append(dst, Header{HeaderKeyID, d.CredentialID})
+		dst = append(dst, Header{HeaderKeyID, d.credHdr})
 	case MethodSession:
-		dst = append(dst, Header{HeaderSessionID, d.CredentialID})
+		dst = append(dst, Header{HeaderSessionID, d.credHdr})
 	}
 	return dst
 }

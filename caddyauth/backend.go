@@ -55,10 +55,11 @@ type backendConfig struct {
 }
 
 type backend struct {
-	db    store.DB
-	redis io.Closer // nil without Redis
-	cache *cache.Store
-	store betterauth.Store // what handlers read: the cache, starting the listener on first use
+	db      store.DB
+	redis   io.Closer // nil without Redis
+	cache   *cache.Store
+	store   betterauth.Store // what handlers read: the cache, starting the listener on first use
+	streams *streams         // open streams, ended on revocation
 
 	stop    context.CancelFunc // ends the revocation listener
 	started atomic.Bool        // the listener was started
@@ -102,7 +103,7 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &backend{db: db}
+	b := &backend{db: db, streams: newStreams()}
 	c := cfg.Cache
 	opts := cache.Options{
 		TTL:           time.Duration(c.TTL),
@@ -151,6 +152,7 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 						return
 					}
 					n := b.cache.Invalidate(ctx, target, inv.ID)
+					b.streams.revoked(target, inv.ID)
 					if c := logger.Check(zapcore.DebugLevel, "revoked"); c != nil {
 						c.Write(zap.String("kind", inv.Kind), zap.String("id", inv.ID), zap.Int("entries", n))
 					}

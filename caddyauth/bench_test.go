@@ -40,3 +40,11 @@ func BenchmarkServeHTTPAPIKeyHit(b *testing.B) {
 	h := newHandler(b, &Handler{}, cache.New(newFakeStore(), cache.Options{}))
 	benchRequests(b, func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r, nopNext{}) })
 }
+
+// The same with streams watched, as for MCP requests, which accept an event
+// stream: the request is tied to its credential's life.
+func BenchmarkServeHTTPAPIKeyHitWatched(b *testing.B) {
+	h := newHandler(b, &Handler{}, cache.New(newFakeStore(), cache.Options{}))
+	h.streams = newStreams()
+	benchRequests(b, func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r, nopNext{}) })
+}

@@ -39,6 +39,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    realm               <realm>
 //	    lookup_timeout      <duration>
 //	    no_revocation_listener
+//	    keep_revoked_streams
 //	    schema {
 //	        pg_schema     <name>
 //	        naming        camel|snake
@@ -95,6 +96,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = flag(d, &h.KeepCredential)
 		case "no_revocation_listener":
 			err = flag(d, &h.NoRevocationListener)
+		case "keep_revoked_streams":
+			err = flag(d, &h.KeepRevokedStreams)
 		case "api_key_header":
 			err = args(d, &h.APIKeyHeaders)
 		case "api_key_prefix":

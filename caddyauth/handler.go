@@ -132,6 +132,14 @@ type Handler struct {
 	// Without the triggers it simply never hears anything.
 	NoRevocationListener bool `json:"no_revocation_listener,omitempty"`
 
+	// Leave open the streams (server-sent events, WebSockets) whose
+	// credential expires or is revoked. By default a request that accepts an
+	// event stream or upgrades is tied to its credential: it ends when the
+	// key or session expires, and, with the revocation triggers installed,
+	// within moments of a revocation or ban (the credential is checked
+	// again first, since not every change revokes).
+	KeepRevokedStreams bool `json:"keep_revoked_streams,omitempty"`
+
 	// A Redis shared by the gateway's replicas as a second cache level:
 	// read when a record is not in memory, written after the database
 	// answers. Optional; any Redis error or timeout falls through to the
@@ -139,6 +147,7 @@ type Handler struct {
 	Redis *Redis `json:"redis,omitempty"`
 
 	backendKey string
+	streams    *streams // nil: streams are not watched
 	extractor  *betterauth.Extractor
 	verifier   *betterauth.Verifier
 	responses  [betterauth.NumReasons]response
@@ -246,6 +255,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.backendKey = key
+	if !h.KeepRevokedStreams {
+		h.streams = b.streams
+	}
 
 	if err := h.setup(b.store, repl.ReplaceAll(h.Secret, "")); err != nil {
 		return err
@@ -368,7 +380,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !h.KeepCredential {
 		h.removeCredential(r.Header, cred)
 	}
+	if h.streams != nil && isStream(r) {
+		var st *stream
+		r, st = h.watch(r, cred, d)
+		defer st.release()
+	}
 	err = next.ServeHTTP(w, r)
+	if why := streamCut(r); why != nil {
+		// The response was already streaming: end it, and say why in the log.
+		if c := h.logger.Check(zapcore.InfoLevel, "closed a stream"); c != nil {
+			c.Write(zap.String("reason", why.Error()), zap.String("user_id", d.User.ID))
+		}
+		return nil
+	}
 	if err != nil && cred.Source == betterauth.SourceAPIKeyHeader {
 		return h.containError(w, r, err)
 	}
@@ -397,11 +421,11 @@ func placeholders(d betterauth.Decision) caddy.ReplacerFunc {
 			return d.Method.String(), true
 		case "key_id":
 			if d.Method == betterauth.MethodAPIKey {
-				return d.CredentialID, true
+				return d.CredentialHeader(), true
 			}
 		case "session_id":
 			if d.Method == betterauth.MethodSession {
-				return d.CredentialID, true
+				return d.CredentialHeader(), true
 			}
 		}
 		return nil, false

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -345,5 +346,62 @@ func TestClientThatLeftGetsNoAnswer(t *testing.T) {
 	next := &recorder{}
 	if err := h.ServeHTTP(w, req.WithContext(ctx), next); err != nil || next.called || w.Body.Len() != 0 {
 		t.Fatalf("err %v, next %v, body %q", err, next.called, w.Body)
+	}
+}
+
+// blockingNext holds the request until its context ends, and reports why.
+type blockingNext struct{ cause chan error }
+
+func (b blockingNext) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	w.WriteHeader(http.StatusOK)
+	<-r.Context().Done()
+	b.cause <- context.Cause(r.Context())
+	return r.Context().Err()
+}
+
+func TestStreamsEndWithTheirCredential(t *testing.T) {
+	t.Parallel()
+	store := newFakeStore()
+	h := newHandler(t, &Handler{}, store)
+	h.streams = newStreams()
+	serve := func(hdr http.Header) (chan error, chan error) {
+		req, _ := newRequest(hdr)
+		next := blockingNext{cause: make(chan error, 1)}
+		ret := make(chan error, 1)
+		go func() { ret <- h.ServeHTTP(httptest.NewRecorder(), req, next) }()
+		return next.cause, ret
+	}
+	waitStreams := func(n int) {
+		t.Helper()
+		for i := 0; ; i++ {
+			h.streams.mu.Lock()
+			got := len(h.streams.set)
+			h.streams.mu.Unlock()
+			if got == n {
+				return
+			}
+			if i > 1e6 {
+				t.Fatalf("%d streams watched, want %d", got, n)
+			}
+			runtime.Gosched()
+		}
+	}
+
+	cause, ret := serve(http.Header{"X-Api-Key": {testKey}, "Accept": {"application/json, text/event-stream"}})
+	waitStreams(1)
+	store.key.Enabled = false // what the database now says
+	h.streams.revoked(cache.TargetAPIKey, "k1")
+	if c := <-cause; !errors.Is(c, errRevoked) {
+		t.Fatalf("cause %v", c)
+	}
+	if err := <-ret; err != nil {
+		t.Fatalf("a cut stream must end quietly, got %v", err)
+	}
+	waitStreams(0)
+
+	store.key.Enabled, store.key.ExpiresAt = true, time.Now().Add(50*time.Millisecond)
+	cause, _ = serve(http.Header{"X-Api-Key": {testKey}, "Accept": {"text/event-stream"}})
+	if c := <-cause; !errors.Is(c, errExpired) {
+		t.Fatalf("cause %v", c)
 	}
 }

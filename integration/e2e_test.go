@@ -39,7 +39,26 @@ func newUpstream(t *testing.T) *upstream {
 			w.Header().Set("Content-Type", "text/event-stream")
 			fmt.Fprint(w, "event: hello\ndata: first\n\n")
 			w.(http.Flusher).Flush()
-			<-u.release
+			if r.URL.Query().Has("ticks") { // an event every 20 ms until the client goes
+				tick := time.NewTicker(20 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-tick.C:
+						fmt.Fprint(w, "event: tick\ndata: tick\n\n")
+						w.(http.Flusher).Flush()
+					case <-r.Context().Done():
+						return
+					case <-u.release:
+						return
+					}
+				}
+			}
+			select {
+			case <-u.release:
+			case <-r.Context().Done():
+				return
+			}
 			fmt.Fprint(w, "event: bye\ndata: last\n\n")
 			return
 		}

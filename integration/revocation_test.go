@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"net/http"
 	"slices"
 	"strings"
@@ -82,4 +83,84 @@ func TestRevocationIsPushed(t *testing.T) {
 	t.Logf("revocation latency over %d disables: min %v, p50 %v, p90 %v, max %v", len(lat),
 		lat[0].Round(time.Microsecond), lat[len(lat)/2].Round(time.Microsecond),
 		lat[len(lat)*9/10].Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
+}
+
+// An open event stream lives only as long as its credential: a benign
+// update of the key leaves it open, disabling the key ends it, and a key
+// that expires ends its stream when it expires.
+func TestStreamsEndWithTheirCredential(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	if _, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + f.DatabaseURL}, "install-triggers"); code != 0 {
+		t.Fatalf("install-triggers: %s", errOut)
+	}
+	up := newUpstream(t)
+	gw := gateway(t, f.DatabaseURL, up, "cache {\n\t\t\tttl 1h\n\t\t}")
+	// Start the listener and let it connect before streams open.
+	send(t, gw, "/", h("X-Api-Key", "ba_start_the_listener"))
+	gw.WaitForLog(t, "listening for revocations", 10*time.Second)
+
+	// open starts a ticking event stream and returns a channel that is
+	// closed when the stream ends, and one that receives each tick.
+	open := func(t *testing.T, key string) (ticks <-chan struct{}, ended <-chan struct{}) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, gw.URL+"/sse?ticks", nil)
+		req.Header.Set("X-Api-Key", key)
+		req.Header.Set("Accept", "text/event-stream")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("opening the stream: %v %v", resp, err)
+		}
+		tk, end := make(chan struct{}, 1000), make(chan struct{})
+		go func() {
+			defer close(end)
+			defer resp.Body.Close()
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				if sc.Text() == "data: tick" {
+					tk <- struct{}{}
+				}
+			}
+		}()
+		return tk, end
+	}
+	waitTicks := func(t *testing.T, ticks <-chan struct{}, ended <-chan struct{}, n int) {
+		t.Helper()
+		for range n {
+			select {
+			case <-ticks:
+			case <-ended:
+				t.Fatal("the stream ended")
+			case <-time.After(5 * time.Second):
+				t.Fatal("no tick")
+			}
+		}
+	}
+	endsWithin := func(t *testing.T, ended <-chan struct{}, since time.Time, bound time.Duration) {
+		t.Helper()
+		select {
+		case <-ended:
+			t.Logf("stream ended %v after the change", time.Since(since).Round(time.Millisecond))
+		case <-time.After(bound):
+			t.Fatalf("the stream is still open %v after the change", bound)
+		}
+	}
+
+	t.Run("revoked", func(t *testing.T) {
+		ticks, ended := open(t, f.Keys.Valid.Key)
+		waitTicks(t, ticks, ended, 2)
+		// Better-Auth touches keys all the time; that is not a revocation.
+		testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET "updatedAt" = now() WHERE id = $1`, f.Keys.Valid.ID)
+		waitTicks(t, ticks, ended, 10) // 200 ms more of a stream that stays open
+		testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET enabled = false WHERE id = $1`, f.Keys.Valid.ID)
+		endsWithin(t, ended, time.Now(), time.Second)
+		gw.WaitForLog(t, "the credential was revoked", 5*time.Second)
+	})
+	t.Run("expired", func(t *testing.T) {
+		testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET "expiresAt" = now() + interval '1500 milliseconds' WHERE id = $1`, f.Keys.Valid2.ID)
+		ticks, ended := open(t, f.Keys.Valid2.Key)
+		waitTicks(t, ticks, ended, 2)
+		start := time.Now()
+		endsWithin(t, ended, start, 3*time.Second)
+	})
 }
