@@ -2,6 +2,8 @@ package integration
 
 import (
 	"bufio"
+	"crypto/rand"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -163,4 +165,58 @@ func TestStreamsEndWithTheirCredential(t *testing.T) {
 		start := time.Now()
 		endsWithin(t, ended, start, 3*time.Second)
 	})
+}
+
+// Three gateways share one PostgreSQL and one Redis. A key cached by all of
+// them is rejected by all of them once Better-Auth deletes it, also after
+// the database restarted under their listeners.
+func TestRevocationReachesEveryReplica(t *testing.T) {
+	t.Parallel()
+	redisURL := testenv.Require(t, "TEST_REDIS_URL")
+	pg := testenv.StartPostgres(t)
+	f := testenv.Seed(t, testenv.SeedOptions{Server: pg.URL})
+	if _, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + f.DatabaseURL}, "install-triggers"); code != 0 {
+		t.Fatalf("install-triggers: %s", errOut)
+	}
+	up := newUpstream(t)
+	extra := fmt.Sprintf("cache {\n\t\t\tttl 1h\n\t\t}\n\t\tredis %s {\n\t\t\tprefix replicas-%s:\n\t\t}", redisURL, strings.ToLower(rand.Text()[:8]))
+	var gws []*testenv.Caddy
+	for range 3 {
+		gw := gateway(t, f.DatabaseURL, up, extra)
+		send(t, gw, "/", h("X-Api-Key", "ba_start_the_listener"))
+		gw.WaitForLog(t, "listening for revocations", 10*time.Second)
+		gws = append(gws, gw)
+	}
+	everywhere := func(t *testing.T, hdr http.Header, want int, bound time.Duration) {
+		t.Helper()
+		since := time.Now()
+		for i, gw := range gws {
+			for {
+				r := send(t, gw, "/", hdr)
+				if r.status == want {
+					break
+				}
+				if time.Since(since) > bound {
+					t.Fatalf("gateway %d: %d %s, want %d within %v", i, r.status, r.raw, want, bound)
+				}
+			}
+		}
+	}
+
+	key := h("X-Api-Key", f.Keys.Deletable.Key)
+	everywhere(t, key, 200, time.Second)
+	testenv.RunSeed(t, f.DatabaseURL, nil, "delete-key", f.Keys.Deletable.ID, f.Users.Alice.Signed)
+	everywhere(t, key, 401, time.Second)
+
+	// The database restarts: every listener reconnects (and drops what it
+	// may have missed), and revocations flow again.
+	pg.Stop(t)
+	pg.Start(t)
+	for _, gw := range gws {
+		gw.WaitForLogCount(t, "listening for revocations", 2, 30*time.Second)
+	}
+	session := h("Authorization", "Bearer "+f.Users.Zoe.Signed)
+	everywhere(t, session, 200, time.Second)
+	testenv.RunSeed(t, f.DatabaseURL, nil, "revoke-session", f.Users.Zoe.Token)
+	everywhere(t, session, 401, time.Second)
 }

@@ -72,10 +72,16 @@ type Caddy struct {
 // WaitForLog waits until Caddy has logged a line containing s.
 func (c *Caddy) WaitForLog(t testing.TB, s string, timeout time.Duration) {
 	t.Helper()
+	c.WaitForLogCount(t, s, 1, timeout)
+}
+
+// WaitForLogCount waits until Caddy has logged n lines containing s.
+func (c *Caddy) WaitForLogCount(t testing.TB, s string, n int, timeout time.Duration) {
+	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		c.mu.Lock()
-		found, next := strings.Contains(c.logs.String(), s), c.newLine
+		found, next := strings.Count(c.logs.String(), s) >= n, c.newLine
 		c.mu.Unlock()
 		if found {
 			return
