@@ -13,6 +13,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,14 +31,31 @@ const (
 	DefaultMaxEntries    = 100_000
 	DefaultMaxNegative   = 10_000
 	DefaultLookupTimeout = 3 * time.Second
+	DefaultJitter        = 0.1
 )
 
 // Options configure a Store.
 type Options struct {
 	// TTL bounds how long a record is served from memory, and so how long a
-	// key deleted in Better-Auth keeps working. A record's own expiry caps it
-	// further. Negative disables positive caching. Default: DefaultTTL.
+	// key deleted in Better-Auth keeps working when no revocation is pushed.
+	// A record's own expiry caps it further. Negative disables positive
+	// caching. Default: DefaultTTL.
 	TTL time.Duration
+	// APIKeyTTL and SessionTTL, when set, replace TTL for that kind.
+	APIKeyTTL, SessionTTL time.Duration
+	// Jitter shortens each entry's TTL by a random fraction up to this, so
+	// that replicas do not all reload a popular credential at once.
+	// Negative disables it. Default: DefaultJitter.
+	Jitter float64
+	// StaleWhileRevalidate serves an entry for this long past its TTL while
+	// one background lookup refreshes it, so that popular credentials never
+	// wait for the database. It widens the revocation bound when no
+	// revocation is pushed. Default: 0 (off).
+	StaleWhileRevalidate time.Duration
+	// StaleIfError serves an entry for this long past its TTL when the
+	// database cannot answer, instead of failing with 503. Default: 0 (off:
+	// fail closed).
+	StaleIfError time.Duration
 	// NegativeTTL is how long "no such credential" is remembered. Negative
 	// disables it. Default: DefaultNegativeTTL.
 	NegativeTTL time.Duration
@@ -67,6 +85,11 @@ type Options struct {
 type Store struct {
 	inner   betterauth.Store
 	ttl     time.Duration
+	keyTTL  time.Duration
+	sessTTL time.Duration
+	jitter  float64
+	swr     int64 // stale-while-revalidate window, nanoseconds
+	sie     int64 // stale-if-error window, nanoseconds
 	negTTL  time.Duration
 	timeout time.Duration
 	now     func() time.Time
@@ -74,6 +97,10 @@ type Store struct {
 	pos, neg table
 	flights  singleflight.Group
 	remote   *remoteTier // nil without a Remote
+
+	logger       *zap.Logger
+	lastStaleLog atomic.Int64
+	loaded       func() // tests: called when a load has stored its result
 
 	// gen counts invalidations. A load remembers it when it starts and
 	// stores its result only if no invalidation came meanwhile, so a lookup
@@ -96,12 +123,29 @@ func New(inner betterauth.Store, opts Options) *Store {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.keyTTL, s.sessTTL = cmpOr(opts.APIKeyTTL, s.ttl), cmpOr(opts.SessionTTL, s.ttl)
+	s.jitter = opts.Jitter
+	if s.jitter == 0 {
+		s.jitter = DefaultJitter
+	}
+	s.swr, s.sie = int64(max(opts.StaleWhileRevalidate, 0)), int64(max(opts.StaleIfError, 0))
 	s.pos.init(orDefault(opts.MaxEntries, DefaultMaxEntries))
 	s.neg.init(orDefault(opts.MaxNegative, DefaultMaxNegative))
+	s.logger = opts.Logger
+	if s.logger == nil {
+		s.logger = zap.NewNop()
+	}
 	if opts.Remote != nil && s.ttl > 0 {
 		s.remote = newRemoteTier(opts.Remote, opts.RemotePrefix, opts.RemoteTimeout, opts.Logger)
 	}
 	return s
+}
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
 }
 
 func orDefault(n, def int) int {
@@ -115,13 +159,39 @@ func orDefault(n, def int) int {
 func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
 	k := keyOf(l)
 	now := s.now().UnixNano()
-	if rec, ok := s.pos.get(k, now); ok {
+	rec, expires, ok := s.pos.get(k, now)
+	if ok && now < expires {
 		return rec, nil
 	}
-	if _, ok := s.neg.get(k, now); ok {
+	if ok && now < expires+s.swr {
+		s.refresh(k, l)
+		return rec, nil
+	}
+	if _, _, ok := s.neg.get(k, now); ok {
 		return betterauth.Record{}, nil
 	}
-	return s.miss(ctx, k, l)
+	fresh, err := s.miss(ctx, k, l)
+	if err != nil && ok && now < expires+s.sie {
+		s.logStale(err)
+		return rec, nil
+	}
+	return fresh, err
+}
+
+// refresh starts the one background lookup of k, unless one is running.
+func (s *Store) refresh(k key, l betterauth.Lookup) {
+	s.flights.DoChan(string(k[:]), func() (any, error) { return s.load(context.Background(), k, l) })
+}
+
+// logStale says, at most once per remoteLogEvery, that the database is down
+// and stale entries are served.
+func (s *Store) logStale(err error) {
+	now := time.Now().UnixNano()
+	last := s.lastStaleLog.Load()
+	if now-last < int64(remoteLogEvery) || !s.lastStaleLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.logger.Warn("the database cannot answer; serving recently verified records (stale_if_error)", zap.Error(err))
 }
 
 // miss joins or starts the one lookup for k. It is a separate function so
@@ -144,6 +214,9 @@ func (s *Store) miss(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betterauth.Record, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
+	if s.loaded != nil {
+		defer s.loaded()
+	}
 	gen := s.gen.Load()
 	var epoch uint64
 	if s.remote != nil {
@@ -152,7 +225,7 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 		var ok bool
 		if rec, exp, epoch, ok = s.remote.get(ctx, k); ok {
 			if now := s.now(); exp.After(now) {
-				s.pos.put(k, rec, exp.UnixNano(), now.UnixNano(), &s.gen, gen)
+				s.pos.put(k, rec, exp.UnixNano(), s.keep(exp.UnixNano()), now.UnixNano(), &s.gen, gen)
 				return rec, nil
 			}
 		}
@@ -168,21 +241,40 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 	now := s.now()
 	if !rec.Found() {
 		if s.negTTL > 0 {
-			s.neg.put(k, rec, now.Add(s.negTTL).UnixNano(), now.UnixNano(), &s.gen, gen)
+			exp := now.Add(s.negTTL).UnixNano()
+			s.neg.put(k, rec, exp, exp, now.UnixNano(), &s.gen, gen)
 		}
 		return rec, nil
 	}
-	if s.ttl > 0 {
-		exp := now.Add(s.ttl)
+	if ttl := s.ttlFor(rec); ttl > 0 {
+		exp := now.Add(ttl)
 		if e := expiryOf(rec); !e.IsZero() && e.Before(exp) {
 			exp = e
 		}
-		if exp.After(now) && s.pos.put(k, rec, exp.UnixNano(), now.UnixNano(), &s.gen, gen) && s.remote != nil {
+		if exp.After(now) && s.pos.put(k, rec, exp.UnixNano(), s.keep(exp.UnixNano()), now.UnixNano(), &s.gen, gen) && s.remote != nil {
 			s.remote.put(ctx, k, rec, exp, now, epoch)
 		}
 	}
 	return rec, nil
 }
+
+// ttlFor is the TTL of a record's kind, shortened by jitter.
+func (s *Store) ttlFor(r betterauth.Record) time.Duration {
+	ttl := s.ttl
+	switch {
+	case r.APIKey != nil:
+		ttl = s.keyTTL
+	case r.Session != nil:
+		ttl = s.sessTTL
+	}
+	if ttl > 0 && s.jitter > 0 {
+		ttl -= time.Duration(rand.Float64() * min(s.jitter, 1) * float64(ttl))
+	}
+	return ttl
+}
+
+// keep is how long an entry fresh until expires stays usable as stale.
+func (s *Store) keep(expires int64) int64 { return expires + max(s.swr, s.sie) }
 
 // expiryOf returns when the record stops being valid on its own, so that an
 // expired row is not kept for long (it is denied on every hit regardless).
@@ -276,7 +368,8 @@ type shard struct {
 
 type entry struct {
 	rec     betterauth.Record
-	expires int64 // unix nanoseconds
+	expires int64 // fresh until, unix nanoseconds
+	keep    int64 // usable as stale until (>= expires)
 }
 
 func (t *table) init(max int) {
@@ -291,21 +384,23 @@ func (t *table) init(max int) {
 
 func (t *table) shard(k key) *shard { return &t.shards[k[1]%shards] }
 
-func (t *table) get(k key, now int64) (betterauth.Record, bool) {
+// get returns an entry that is still usable (fresh or stale) and when its
+// freshness ends.
+func (t *table) get(k key, now int64) (betterauth.Record, int64, bool) {
 	sh := t.shard(k)
 	sh.mu.RLock()
 	e, ok := sh.m[k]
 	sh.mu.RUnlock()
-	if !ok || now >= e.expires {
-		return betterauth.Record{}, false
+	if !ok || now >= e.keep {
+		return betterauth.Record{}, 0, false
 	}
-	return e.rec, true
+	return e.rec, e.expires, true
 }
 
 // put stores an entry unless gen has moved past want: checked under the
 // shard lock, so an invalidation either sees the entry and drops it, or
 // has already moved gen and the entry is not stored.
-func (t *table) put(k key, rec betterauth.Record, expires, now int64, gen *atomic.Uint64, want uint64) bool {
+func (t *table) put(k key, rec betterauth.Record, expires, keep, now int64, gen *atomic.Uint64, want uint64) bool {
 	sh := t.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -315,7 +410,7 @@ func (t *table) put(k key, rec betterauth.Record, expires, now int64, gen *atomi
 	if _, ok := sh.m[k]; !ok && len(sh.m) >= t.perShard {
 		sh.makeRoom(t.perShard, now)
 	}
-	sh.m[k] = entry{rec: rec, expires: expires}
+	sh.m[k] = entry{rec: rec, expires: expires, keep: keep}
 	return true
 }
 
@@ -341,7 +436,7 @@ func (t *table) deleteWhere(match func(betterauth.Record) bool) int {
 // rarely rather than on every insert. As in Caddy's basic-auth cache.
 func (sh *shard) makeRoom(limit int, now int64) {
 	for k, e := range sh.m {
-		if now >= e.expires {
+		if now >= e.keep {
 			delete(sh.m, k)
 		}
 	}

@@ -66,7 +66,7 @@ func TestRemoteSharesRecordsBetweenGateways(t *testing.T) {
 	rec := betterauth.Record{APIKey: &betterauth.APIKey{ID: "k1", ConfigID: "default", Enabled: true, CreatedAt: t0,
 		User: &betterauth.User{ID: "u1", Email: "a@example.com", Name: "Zoë", Role: "admin", Banned: true, BanExpires: t0.Add(time.Hour)}}}
 	innerA := &countingStore{rec: rec}
-	a := New(innerA, Options{TTL: 10 * time.Second, Now: clk.now, Remote: remote, RemotePrefix: "gw:db1:"})
+	a := New(innerA, Options{TTL: 10 * time.Second, Jitter: -1, Now: clk.now, Remote: remote, RemotePrefix: "gw:db1:"})
 	if _, err := a.Lookup(context.Background(), lookup(secretKey)); err != nil {
 		t.Fatal(err)
 	}

@@ -106,12 +106,17 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 	b := &backend{db: db, streams: newStreams()}
 	c := cfg.Cache
 	opts := cache.Options{
-		TTL:           time.Duration(c.TTL),
-		NegativeTTL:   time.Duration(c.NegativeTTL),
-		MaxEntries:    c.MaxEntries,
-		MaxNegative:   c.MaxNegative,
-		LookupTimeout: cfg.Timeout,
-		Logger:        logger.Named("cache"),
+		TTL:                  time.Duration(c.TTL),
+		APIKeyTTL:            time.Duration(c.APIKeyTTL),
+		SessionTTL:           time.Duration(c.SessionTTL),
+		Jitter:               c.Jitter,
+		StaleWhileRevalidate: time.Duration(c.StaleWhileRevalidate),
+		StaleIfError:         time.Duration(c.StaleIfError),
+		NegativeTTL:          time.Duration(c.NegativeTTL),
+		MaxEntries:           c.MaxEntries,
+		MaxNegative:          c.MaxNegative,
+		LookupTimeout:        cfg.Timeout,
+		Logger:               logger.Named("cache"),
 	}
 	if r := cfg.Redis; r != nil {
 		client, err := rediscache.Open(rediscache.Options{URL: r.URL, SentinelMaster: r.SentinelMaster, Timeout: time.Duration(r.Timeout)})

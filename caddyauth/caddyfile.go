@@ -49,7 +49,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        column        <model>.<field> <name>
 //	    }
 //	    cache {
-//	        ttl          <duration>|off
+//	        ttl                    <duration>|off
+//	        api_key_ttl            <duration>
+//	        session_ttl            <duration>
+//	        jitter                 <fraction>|off
+//	        stale_while_revalidate <duration>
+//	        stale_if_error         <duration>
 //	        negative_ttl <duration>|off
 //	        max_entries  <n>
 //	        max_negative <n>
@@ -213,6 +218,28 @@ func (c *Cache) unmarshal(d *caddyfile.Dispenser) error {
 		switch name {
 		case "ttl":
 			err = duration(d, &c.TTL, true)
+		case "api_key_ttl":
+			err = duration(d, &c.APIKeyTTL, false)
+		case "session_ttl":
+			err = duration(d, &c.SessionTTL, false)
+		case "stale_while_revalidate":
+			err = duration(d, &c.StaleWhileRevalidate, false)
+		case "stale_if_error":
+			err = duration(d, &c.StaleIfError, false)
+		case "jitter":
+			var v string
+			if err = oneArg(d, &v); err != nil {
+				return err
+			}
+			if v == "off" {
+				c.Jitter = -1
+				break
+			}
+			f, perr := strconv.ParseFloat(v, 64)
+			if perr != nil || f <= 0 || f > 1 {
+				return d.Errf("jitter takes a fraction between 0 and 1, or off, not %q", v)
+			}
+			c.Jitter = f
 		case "negative_ttl":
 			err = duration(d, &c.NegativeTTL, true)
 		case "max_entries":

@@ -40,6 +40,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		}
 		cache {
 			ttl 10s
+			api_key_ttl 20s
+			session_ttl 5s
+			jitter 0.25
+			stale_while_revalidate 3s
+			stale_if_error 1m
 			negative_ttl off
 			max_entries 500
 			max_negative 50
@@ -61,7 +66,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		KeepCredential: true, Realm: "mcp", LookupTimeout: caddy.Duration(2e9),
 		Schema: &Schema{PGSchema: "auth", Naming: "snake", UserTable: "users", APIKeyTable: "api_keys", UsePlural: true,
 			APIKeyOwner: "user_id", Columns: map[string]string{"user.email": "email_address", "apikey.key": "hashed_key"}},
-		Cache: &Cache{TTL: caddy.Duration(10e9), NegativeTTL: -1, MaxEntries: 500, MaxNegative: 50},
+		Cache: &Cache{TTL: caddy.Duration(10e9), APIKeyTTL: caddy.Duration(20e9), SessionTTL: caddy.Duration(5e9), Jitter: 0.25,
+			StaleWhileRevalidate: caddy.Duration(3e9), StaleIfError: caddy.Duration(60e9), NegativeTTL: -1, MaxEntries: 500, MaxNegative: 50},
 		Redis: &Redis{URL: "{env.REDIS_URL}", Prefix: "gw:", Timeout: caddy.Duration(50e6), SentinelMaster: "mymaster"},
 	}
 	got, _ := json.Marshal(h)
@@ -90,6 +96,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		`better_auth { schema { bogus } }`:                       "unrecognized schema subdirective",
 		`better_auth { cache { max_entries -3 } }`:               "positive whole number",
 		`better_auth { cache { ttl 0s } }`:                       "duration must be positive",
+		`better_auth { cache { jitter 2 } }`:                     "jitter takes a fraction",
 		`better_auth { cache { flavour vanilla } }`:              "unrecognized cache subdirective",
 		`better_auth { schema { table user a ; table user b } }`: "table user already specified",
 		`better_auth { redis }`:                                  "redis needs a url",

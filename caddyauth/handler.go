@@ -192,6 +192,20 @@ type Cache struct {
 	// How long an unknown credential is remembered. Negative disables it.
 	// Default: 5s.
 	NegativeTTL caddy.Duration `json:"negative_ttl,omitempty"`
+	// Replace ttl for API keys or for sessions.
+	APIKeyTTL  caddy.Duration `json:"api_key_ttl,omitempty"`
+	SessionTTL caddy.Duration `json:"session_ttl,omitempty"`
+	// Shorten each entry's TTL by a random fraction up to this (0 to 1), so
+	// that replicas do not reload a popular credential all at once.
+	// Negative disables it. Default: 0.1.
+	Jitter float64 `json:"jitter,omitempty"`
+	// Serve an entry this long past its TTL while one background lookup
+	// refreshes it. Widens the revocation bound without the triggers.
+	// Default: 0 (off).
+	StaleWhileRevalidate caddy.Duration `json:"stale_while_revalidate,omitempty"`
+	// Serve an entry verified this long ago (past its TTL) when the database
+	// cannot answer, instead of 503. Default: 0 (off: fail closed).
+	StaleIfError caddy.Duration `json:"stale_if_error,omitempty"`
 	// Bound on cached records. Default: 100000.
 	MaxEntries int `json:"max_entries,omitempty"`
 	// Bound on remembered unknown credentials, kept apart so that a flood of
