@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 	"github.com/caddy-betterauth/caddy-betterauth/rediscache"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
+	"github.com/caddy-betterauth/caddy-betterauth/secondary"
 	"github.com/caddy-betterauth/caddy-betterauth/store"
 )
 
@@ -50,16 +52,18 @@ type backendConfig struct {
 	Timeout    time.Duration
 	Schema     Schema
 	Cache      Cache
-	Redis      *Redis // with its URL resolved
+	Redis      *Redis            // with its URL resolved
+	Secondary  *SecondaryStorage // with its URL resolved
 	NoListener bool
 }
 
 type backend struct {
-	db      store.DB
-	redis   io.Closer // nil without Redis
-	cache   *cache.Store
-	store   betterauth.Store // what handlers read: the cache, starting the listener on first use
-	streams *streams         // open streams, ended on revocation
+	db        store.DB
+	redis     io.Closer // nil without Redis
+	secondary io.Closer // nil without secondary storage
+	cache     *cache.Store
+	store     betterauth.Store // what handlers read: the cache, starting the listener on first use
+	streams   *streams         // open streams, ended on revocation
 
 	stop    context.CancelFunc // ends the revocation listener
 	started atomic.Bool        // the listener was started
@@ -72,6 +76,9 @@ func (b *backend) Destruct() error {
 	b.stop()
 	if b.started.Load() {
 		<-b.done
+	}
+	if b.secondary != nil {
+		b.secondary.Close()
 	}
 	if b.redis != nil {
 		b.redis.Close()
@@ -103,7 +110,10 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &backend{db: db, streams: newStreams()}
+	// The listener gets its own context: the backend outlives the Caddy
+	// config (and context) that created it.
+	ctx, stop := context.WithCancel(context.Background())
+	b := &backend{db: db, streams: newStreams(), stop: stop, done: make(chan struct{})}
 	c := cfg.Cache
 	opts := cache.Options{
 		TTL:                  time.Duration(c.TTL),
@@ -121,7 +131,7 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 	if r := cfg.Redis; r != nil {
 		client, err := rediscache.Open(rediscache.Options{URL: r.URL, SentinelMaster: r.SentinelMaster, Timeout: time.Duration(r.Timeout)})
 		if err != nil {
-			db.Close()
+			b.Destruct()
 			return nil, err
 		}
 		b.redis = client
@@ -132,12 +142,27 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 			opts.RemotePrefix = "caddy-betterauth:" + hex.EncodeToString(sum[:4]) + ":"
 		}
 	}
-	b.cache = cache.New(db, opts)
+	var inner betterauth.Store = db
+	if ss := cfg.Secondary; ss != nil {
+		timeout := time.Duration(ss.Timeout)
+		if timeout <= 0 {
+			timeout = time.Second
+		}
+		client, err := rediscache.Open(rediscache.Options{URL: ss.URL, Timeout: timeout})
+		if err != nil {
+			b.Destruct()
+			return nil, fmt.Errorf("secondary_storage: %w", err)
+		}
+		b.secondary = client
+		if inner, err = secondary.New(client, db, secondary.Options{
+			Prefix: ss.Prefix, Sessions: secondary.Mode(ss.Sessions), APIKeys: secondary.Mode(ss.APIKeys), PlainKeys: cfg.PlainKeys,
+		}); err != nil {
+			b.Destruct()
+			return nil, fmt.Errorf("secondary_storage: %w", err)
+		}
+	}
+	b.cache = cache.New(inner, opts)
 	b.store = b.cache
-	// The listener gets its own context: the backend outlives the Caddy
-	// config (and context) that created it.
-	ctx, stop := context.WithCancel(context.Background())
-	b.stop, b.done = stop, make(chan struct{})
 	if db.Kind() != "postgres" || cfg.NoListener {
 		return b, nil
 	}

@@ -59,6 +59,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        max_entries  <n>
 //	        max_negative <n>
 //	    }
+//	    secondary_storage [<url>] {
+//	        url      <url>
+//	        prefix   <prefix>
+//	        sessions storage|storage_then_database|database
+//	        api_keys database|storage|storage_then_database
+//	        timeout  <duration>
+//	    }
 //	    redis [<url>] {
 //	        url             <url>
 //	        sentinel_master <name>
@@ -120,6 +127,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "redis":
 			h.Redis = new(Redis)
 			err = h.Redis.unmarshal(d)
+		case "secondary_storage":
+			h.SecondaryStorage = new(SecondaryStorage)
+			err = h.SecondaryStorage.unmarshal(d)
 		default:
 			return d.Errf("unrecognized subdirective '%s'", name)
 		}
@@ -252,6 +262,52 @@ func (c *Cache) unmarshal(d *caddyfile.Dispenser) error {
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+func (ss *SecondaryStorage) unmarshal(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		ss.URL = d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	seen := map[string]bool{"url": ss.URL != ""}
+	modes := map[string]bool{"storage": true, "storage_then_database": true, "database": true}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("%s already specified", name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "url":
+			err = oneArg(d, &ss.URL)
+		case "prefix":
+			var p string
+			err = oneArg(d, &p)
+			ss.Prefix = &p
+		case "sessions", "api_keys":
+			dst := &ss.Sessions
+			if name == "api_keys" {
+				dst = &ss.APIKeys
+			}
+			if err = oneArg(d, dst); err == nil && !modes[*dst] {
+				return d.Errf("%s must be storage, storage_then_database or database, not %q", name, *dst)
+			}
+		case "timeout":
+			err = duration(d, &ss.Timeout, false)
+		default:
+			return d.Errf("unrecognized secondary_storage subdirective '%s'", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if ss.URL == "" {
+		return d.Err("secondary_storage needs a url")
 	}
 	return nil
 }

@@ -49,6 +49,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			max_entries 500
 			max_negative 50
 		}
+		secondary_storage {env.APP_REDIS_URL} {
+			prefix ""
+			sessions storage_then_database
+			api_keys storage
+			timeout 2s
+		}
 		redis {env.REDIS_URL} {
 			prefix gw:
 			timeout 50ms
@@ -69,6 +75,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		Cache: &Cache{TTL: caddy.Duration(10e9), APIKeyTTL: caddy.Duration(20e9), SessionTTL: caddy.Duration(5e9), Jitter: 0.25,
 			StaleWhileRevalidate: caddy.Duration(3e9), StaleIfError: caddy.Duration(60e9), NegativeTTL: -1, MaxEntries: 500, MaxNegative: 50},
 		Redis: &Redis{URL: "{env.REDIS_URL}", Prefix: "gw:", Timeout: caddy.Duration(50e6), SentinelMaster: "mymaster"},
+		SecondaryStorage: &SecondaryStorage{URL: "{env.APP_REDIS_URL}", Prefix: new(string), Sessions: "storage_then_database",
+			APIKeys: "storage", Timeout: caddy.Duration(2e9)},
 	}
 	got, _ := json.Marshal(h)
 	exp, _ := json.Marshal(want)
@@ -100,6 +108,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		`better_auth { cache { flavour vanilla } }`:              "unrecognized cache subdirective",
 		`better_auth { schema { table user a ; table user b } }`: "table user already specified",
 		`better_auth { redis }`:                                  "redis needs a url",
+		`better_auth { secondary_storage { sessions redis } }`:   "sessions must be storage",
+		`better_auth { secondary_storage }`:                      "secondary_storage needs a url",
 		`better_auth { redis a b }`:                              "wrong argument count",
 		`better_auth { redis redis://x { url redis://y } }`:      "url already specified",
 		`better_auth { redis { url redis://x ; bogus } }`:        "unrecognized redis subdirective",

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/secondary"
 )
 
 func init() {
@@ -132,6 +133,11 @@ type Handler struct {
 	// Without the triggers it simply never hears anything.
 	NoRevocationListener bool `json:"no_revocation_listener,omitempty"`
 
+	// Where the Better-Auth app keeps sessions (and, with the api-key
+	// plugin's storage: "secondary-storage", API keys) in Redis through its
+	// secondaryStorage option. Users are always read from SQL.
+	SecondaryStorage *SecondaryStorage `json:"secondary_storage,omitempty"`
+
 	// Leave open the streams (server-sent events, WebSockets) whose
 	// credential expires or is revoked. By default a request that accepts an
 	// event stream or upgrades is tied to its credential: it ends when the
@@ -213,6 +219,28 @@ type Cache struct {
 	MaxNegative int `json:"max_negative,omitempty"`
 }
 
+// SecondaryStorage says how to read the app's Better-Auth secondary storage.
+type SecondaryStorage struct {
+	// The app's Redis: redis://[user:pass@]host:port[/db] or rediss://.
+	// Placeholders are replaced when the config loads. Required.
+	URL string `json:"url,omitempty"`
+	// The storage's key prefix. Default: "better-auth:", as
+	// @better-auth/redis-storage writes; "" for a hand-written storage
+	// without one.
+	Prefix *string `json:"prefix,omitempty"`
+	// Where sessions are read: "storage" (secondaryStorage alone, or with
+	// preserveSessionInDatabase), "storage_then_database" (with
+	// storeSessionInDatabase) or "database". Default: "storage".
+	Sessions string `json:"sessions,omitempty"`
+	// Where API keys are read: "database" (the plugin's default),
+	// "storage" (storage: "secondary-storage") or "storage_then_database"
+	// (with fallbackToDatabase). Default: "database".
+	APIKeys string `json:"api_keys,omitempty"`
+	// Bound on each Redis call. This Redis is a source of truth: a failure
+	// answers 503. Default: 1s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+}
+
 // Redis configures the shared cache.
 type Redis struct {
 	// redis://[user:pass@]host:port[/db], or rediss:// for TLS; cluster
@@ -256,6 +284,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if h.Cache != nil {
 		cfg.Cache = *h.Cache
+	}
+	if h.SecondaryStorage != nil {
+		ss := *h.SecondaryStorage
+		if ss.URL = repl.ReplaceAll(ss.URL, ""); ss.URL == "" {
+			return errors.New("secondary_storage: url is required (is its environment variable set?)")
+		}
+		if ss.Sessions == "" {
+			ss.Sessions = string(secondary.Storage)
+		}
+		cfg.Secondary = &ss
 	}
 	if h.Redis != nil {
 		r := *h.Redis

@@ -611,3 +611,41 @@ func TestGatewaysShareRedis(t *testing.T) {
 		}
 	}
 }
+
+// An app that keeps sessions and API keys in Redis through Better-Auth's
+// secondary storage, behind the gateway.
+func TestGatewayOnSecondaryStorage(t *testing.T) {
+	t.Parallel()
+	redisURL := testenv.Require(t, "TEST_REDIS_URL")
+	prefix := "app-" + strings.ToLower(rand.Text()[:8]) + ":"
+	f := testenv.Seed(t, testenv.SeedOptions{Redis: redisURL, RedisPrefix: prefix, KeysInRedis: true})
+	up := newUpstream(t)
+	gw := testenv.StartCaddy(t, "", fmt.Sprintf(`
+	better_auth {
+		database {env.DATABASE_URL}
+		secret {env.BETTER_AUTH_SECRET}
+		secondary_storage {env.APP_REDIS_URL} {
+			prefix %s
+			api_keys storage
+		}
+	}
+	reverse_proxy %s`, prefix, up.addr()),
+		"DATABASE_URL="+f.DatabaseURL, "BETTER_AUTH_SECRET="+testenv.Secret, "APP_REDIS_URL="+redisURL)
+	testenv.RunSeed(t, f.DatabaseURL, []string{"REDIS_URL=" + redisURL, "REDIS_PREFIX=" + prefix}, "revoke-session", f.Users.Zoe.Token)
+	for _, tc := range []struct {
+		hdr    http.Header
+		status int
+		user   string
+	}{
+		{h("X-Api-Key", f.Keys.Valid.Key), 200, f.Users.Alice.ID},
+		{h("X-Api-Key", f.Keys.Disabled.Key), 401, ""},
+		{h("Authorization", "Bearer "+f.Users.Alice.Signed), 200, f.Users.Alice.ID},
+		{h("Authorization", "Bearer "+f.Users.Expired.Signed), 401, ""},
+		{h("Authorization", "Bearer "+f.Users.Zoe.Signed), 401, ""}, // revoked through Better-Auth
+	} {
+		r := send(t, gw, "/", tc.hdr)
+		if r.status != tc.status || (tc.user != "" && up.headers(r.id).Get("X-Auth-User-Id") != tc.user) {
+			t.Errorf("%v: %d %s, want %d", tc.hdr, r.status, r.raw, tc.status)
+		}
+	}
+}

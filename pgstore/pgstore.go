@@ -188,6 +188,24 @@ func (s *Store) lookupEither(ctx context.Context, p *schema.Prepared, l betterau
 	return betterauth.Record{APIKey: k, Session: sess}.Seal(), nil
 }
 
+// User reads one user by id.
+func (s *Store) User(ctx context.Context, id string) (*betterauth.User, error) {
+	p, err := s.prepare(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.Query(ctx, p.Queries.User, id)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: user lookup: %w", err)
+	}
+	defer rows.Close()
+	u, err := schema.DecodeUser(rows)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: %w", err)
+	}
+	return u, nil
+}
+
 func (s *Store) keyArg(l betterauth.Lookup) string {
 	if s.plainKeys {
 		return l.Secret

@@ -17,6 +17,9 @@ import (
 // empty when the database has no such table.
 type Queries struct {
 	APIKey, Session string
+	// User reads one user by id, for records kept outside SQL (Better-Auth's
+	// secondary storage).
+	User string
 }
 
 // Dialect is what differs between the databases.
@@ -42,7 +45,9 @@ func (l *Layout) Build(d Dialect) Queries {
 		col("u", u, "id"), col("u", u, "email"), col("u", u, "name"),
 		col("u", u, "role"), col("u", u, "banned"), col("u", u, "banExpires"),
 	}, ", ")
-	var q Queries
+	q := Queries{User: fmt.Sprintf(`SELECT %s
+FROM %s u
+WHERE u.%s = %s`, user, qualify(u.Name), QuoteIdent(u.Col("id")), param)}
 	if k := l.APIKey; k != nil {
 		q.APIKey = fmt.Sprintf(`SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
 FROM %s k

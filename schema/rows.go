@@ -99,6 +99,20 @@ func DecodeSession(rows Rows) (*betterauth.Session, error) {
 	return s, nil
 }
 
+// DecodeUser reads the result of Queries.User; nil when no row matched.
+func DecodeUser(rows Rows) (*betterauth.User, error) {
+	var v [userColumns]any
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	if err := rows.Scan(ptrs(v[:])...); err != nil {
+		return nil, fmt.Errorf("user row: %w", err)
+	}
+	var d decoder
+	u := d.user(v[:])
+	return u, d.err
+}
+
 const userColumns = 6
 
 func ptrs(v []any) []any {

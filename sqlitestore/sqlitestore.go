@@ -175,6 +175,24 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 	return rec.Seal(), nil
 }
 
+// User reads one user by id.
+func (s *Store) User(ctx context.Context, id string) (*betterauth.User, error) {
+	p, err := s.prepare(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, p.Queries.User, id)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: user lookup: %w", err)
+	}
+	defer rows.Close()
+	u, err := schema.DecodeUser(rows)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: %w", err)
+	}
+	return u, nil
+}
+
 func (s *Store) key(ctx context.Context, query, arg string) (*betterauth.APIKey, error) {
 	rows, err := s.db.QueryContext(ctx, query, arg)
 	if err != nil {

@@ -34,6 +34,8 @@ type DB interface {
 	Catalog(ctx context.Context) (schema.Catalog, error)
 	// Layout is the detected layout (read on first use).
 	Layout(ctx context.Context) (*schema.Layout, error)
+	// User reads one user by id (nil when there is none).
+	User(ctx context.Context, id string) (*betterauth.User, error)
 	// Kind is "postgres" or "sqlite".
 	Kind() string
 	// Identity names the database without credentials

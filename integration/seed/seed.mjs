@@ -13,6 +13,11 @@
 //
 // DATABASE_URL is a PostgreSQL URL, or sqlite:<path> for a SQLite file
 // (better-sqlite3).
+//
+// REDIS_URL adds Better-Auth's secondary storage (@better-auth/redis-storage,
+// key prefix REDIS_PREFIX, default "better-auth:"): sessions then live only in
+// Redis, unless STORE_SESSIONS_IN_DB=1; KEY_STORAGE=secondary keeps API keys
+// there too (apiKey({ storage: "secondary-storage" })).
 // ADMIN=0 leaves out the admin plugin (no role, banned, banExpires columns).
 // NAMING=snake maps every column to snake_case and stores dates as Drizzle's
 // generator does: timestamp (UTC wall time) on PostgreSQL, epoch-millisecond
@@ -43,14 +48,23 @@ async function sql(text, params = []) {
   let i = 0;
   return (await db.query(text.replace(/\?/g, () => `$${++i}`), params)).rows;
 }
+const redisURL = process.env.REDIS_URL;
+const redisPrefix = process.env.REDIS_PREFIX ?? "better-auth:";
+const redis = redisURL ? new (await import("ioredis")).Redis(redisURL) : null;
+const secondaryStorage = redis ? (await import("@better-auth/redis-storage")).redisStorage({ client: redis, keyPrefix: redisPrefix }) : undefined;
+const keysInRedis = process.env.KEY_STORAGE === "secondary";
 const auth = betterAuth({
+  secondaryStorage,
   secret: process.env.BETTER_AUTH_SECRET,
   baseURL: "http://localhost:3000",
   database: db,
   logger: { disabled: true },
   emailAndPassword: { enabled: true },
   user: { fields: fieldsOf(["emailVerified", "createdAt", "updatedAt"]) },
-  session: { fields: fieldsOf(["expiresAt", "createdAt", "updatedAt", "ipAddress", "userAgent", "userId"]) },
+  session: {
+    fields: fieldsOf(["expiresAt", "createdAt", "updatedAt", "ipAddress", "userAgent", "userId"]),
+    storeSessionInDatabase: process.env.STORE_SESSIONS_IN_DB === "1",
+  },
   account: {
     fields: fieldsOf(["accountId", "providerId", "userId", "accessToken", "refreshToken", "idToken",
       "accessTokenExpiresAt", "refreshTokenExpiresAt", "createdAt", "updatedAt"]),
@@ -60,6 +74,7 @@ const auth = betterAuth({
     bearer(),
     apiKey({
       enableMetadata: true,
+      ...(keysInRedis ? { storage: "secondary-storage" } : {}),
       schema: snake ? { apikey: { fields: fieldsOf(["configId", "referenceId", "refillInterval", "refillAmount",
         "lastRefillAt", "rateLimitEnabled", "rateLimitTimeWindow", "rateLimitMax", "requestCount", "lastRequest",
         "expiresAt", "createdAt", "updatedAt"]) } } : undefined,
@@ -87,6 +102,16 @@ async function newKey(userId, body = {}) {
 }
 
 const col = (field) => (snake ? toSnake(field) : field);
+
+// ageRedis moves dates of a JSON value in secondary storage back, as ageRow
+// does for rows. path picks the object inside the value that holds them.
+async function ageRedis(key, ages, path = (v) => v) {
+  const raw = await redis.get(redisPrefix + key);
+  if (raw === null) throw new Error(`no ${key} in secondary storage`);
+  const value = JSON.parse(raw);
+  for (const [field, ms] of Object.entries(ages)) path(value)[field] = new Date(Date.now() - ms).toISOString();
+  await redis.set(redisPrefix + key, JSON.stringify(value)); // without the TTL, so it is still there to be refused
+}
 
 // ageRow moves a row's timestamps back by the given milliseconds, standing
 // in for time going by; only columns Better-Auth itself wrote are changed.
@@ -136,20 +161,44 @@ switch (cmd) {
       const r = await auth.api.verifyApiKey({ body: { key: k.key } });
       if (!r.valid) throw new Error(`verify ${k.id}: ${JSON.stringify(r.error)}`);
     }
-    await ageRow("apikey", keys.expired.id, { expiresAt: 60_000 });
-    // The refill key last refilled two minutes ago; its interval is one.
-    await ageRow("apikey", keys.refill.id, { createdAt: 120_000 });
+    if (keysInRedis) {
+      const { defaultKeyHasher } = await import("@better-auth/api-key");
+      await ageRedis(`api-key:${await defaultKeyHasher(keys.expired.key)}`, { expiresAt: 60_000 });
+      await ageRedis(`api-key:${await defaultKeyHasher(keys.refill.key)}`, { createdAt: 120_000 });
+    } else {
+      await ageRow("apikey", keys.expired.id, { expiresAt: 60_000 });
+      // The refill key last refilled two minutes ago; its interval is one.
+      await ageRow("apikey", keys.refill.id, { createdAt: 120_000 });
+    }
 
     const expiredSession = await signUp("old@example.com", "Old");
-    await ageRow("session", (await ctx.internalAdapter.findSession(expiredSession.token)).session.id, { expiresAt: 60_000 });
+    const sessionsInDB = !redis || process.env.STORE_SESSIONS_IN_DB === "1";
+    if (sessionsInDB) {
+      await ageRow("session", (await ctx.internalAdapter.findSession(expiredSession.token)).session.id, { expiresAt: 60_000 });
+    }
+    if (redis) await ageRedis(expiredSession.token, { expiresAt: 60_000 }, (v) => v.session);
     const second = await auth.api.signInEmail({ body: { email: "alice@example.com", password: "password1234" }, asResponse: true });
     const aliceSession2 = second.headers.get("set-auth-token");
 
     if (withAdmin) await ctx.internalAdapter.updateUser(bob.id, { banned: true, banReason: "test" });
+    if (redis && withAdmin) {
+      // A ban revokes the user's sessions in Better-Auth; keep Bob's
+      // session in storage, updated, so that the gateway has to refuse it.
+      const raw = await redis.get(redisPrefix + bob.token);
+      if (raw) {
+        const v = JSON.parse(raw);
+        v.user.banned = true;
+        await redis.set(redisPrefix + bob.token, JSON.stringify(v));
+      }
+    }
     const sessionIds = {};
     for (const [name, u] of Object.entries({ alice, eve, zoe, bob, expired: expiredSession })) {
-      const [row] = await sql(`SELECT "id" FROM "session" WHERE "token" = ?`, [u.token]);
-      sessionIds[name] = row.id;
+      if (sessionsInDB) {
+        const [row] = await sql(`SELECT "id" FROM "session" WHERE "token" = ?`, [u.token]);
+        sessionIds[name] = row.id;
+      } else {
+        sessionIds[name] = JSON.parse(await redis.get(redisPrefix + u.token)).session.id;
+      }
     }
     if (snake && sqlitePath) {
       // Drizzle's SQLite schema keeps dates as epoch milliseconds.
@@ -195,3 +244,4 @@ switch (cmd) {
 }
 if (sqlitePath) db.close();
 else await db.end();
+if (redis) redis.disconnect();

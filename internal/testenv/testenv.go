@@ -124,6 +124,11 @@ type SeedOptions struct {
 	Server string
 	// SQLite puts the app's data in a new SQLite file instead (better-sqlite3).
 	SQLite bool
+	// Redis gives the app secondary storage (@better-auth/redis-storage) at
+	// this URL with this key prefix: sessions live there (only there unless
+	// SessionsInDB), and API keys too with KeysInRedis.
+	Redis, RedisPrefix        string
+	SessionsInDB, KeysInRedis bool
 }
 
 // Seed creates a database and has real Better-Auth build its schema and the
@@ -146,6 +151,15 @@ func Seed(t testing.TB, opts SeedOptions) *Fixture {
 	}
 	if opts.Snake {
 		env = append(env, "NAMING=snake")
+	}
+	if opts.Redis != "" {
+		env = append(env, "REDIS_URL="+opts.Redis, "REDIS_PREFIX="+opts.RedisPrefix)
+		if opts.SessionsInDB {
+			env = append(env, "STORE_SESSIONS_IN_DB=1")
+		}
+		if opts.KeysInRedis {
+			env = append(env, "KEY_STORAGE=secondary")
+		}
 	}
 	out := RunSeed(t, db, env, "setup")
 	f := &Fixture{DatabaseURL: db}

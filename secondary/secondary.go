@@ -1,0 +1,275 @@
+// Package secondary reads what a Better-Auth app keeps in its secondary
+// storage (Redis, as @better-auth/redis-storage writes it): sessions, when
+// the app configures secondaryStorage, and API keys, with the api-key
+// plugin's storage: "secondary-storage". SQL stays the source of users, and
+// of whatever the app keeps there.
+//
+// Layout (before the storage's key prefix, "better-auth:" by default):
+//
+//	<token>                          {"session": {...}, "user": {...}}
+//	revoked-sessions-before-<userId>  epoch milliseconds (Better-Auth 1.7.16+)
+//	api-key:<stored hash>            the api-key record as JSON
+//
+// Unlike the gateway's own Redis cache, this Redis is a source of truth:
+// when it cannot answer, the lookup fails (503).
+package secondary
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+)
+
+// Mode is where a kind of credential is read.
+type Mode string
+
+// Modes, named after Better-Auth's options.
+const (
+	// Database reads SQL only (Better-Auth's default for API keys).
+	Database Mode = "database"
+	// Storage reads secondary storage only: sessions with secondaryStorage
+	// and no storeSessionInDatabase (or with preserveSessionInDatabase,
+	// which makes storage authoritative); API keys with storage:
+	// "secondary-storage".
+	Storage Mode = "storage"
+	// StorageThenDatabase reads storage, then SQL when storage has nothing:
+	// sessions with storeSessionInDatabase; API keys with
+	// fallbackToDatabase.
+	StorageThenDatabase Mode = "storage_then_database"
+)
+
+// DefaultPrefix is @better-auth/redis-storage's key prefix.
+const DefaultPrefix = "better-auth:"
+
+// SQL is what the store needs from the database.
+type SQL interface {
+	betterauth.Store
+	User(ctx context.Context, id string) (*betterauth.User, error)
+}
+
+// Options configure a Store.
+type Options struct {
+	// Prefix of every key. Default: DefaultPrefix. A hand-written
+	// secondaryStorage usually has none: set it to "".
+	Prefix   *string
+	Sessions Mode
+	APIKeys  Mode
+	// PlainKeys matches the api-key plugin's disableKeyHashing.
+	PlainKeys bool
+}
+
+// Store reads secondary storage and SQL as the options say.
+type Store struct {
+	redis    redis.UniversalClient
+	sql      SQL
+	prefix   string
+	sessions Mode
+	keys     Mode
+	plain    bool
+}
+
+// New returns a Store. It does no I/O.
+func New(client redis.UniversalClient, sql SQL, opts Options) (*Store, error) {
+	s := &Store{redis: client, sql: sql, prefix: DefaultPrefix, sessions: opts.Sessions, keys: opts.APIKeys, plain: opts.PlainKeys}
+	if opts.Prefix != nil {
+		s.prefix = *opts.Prefix
+	}
+	for _, m := range []*Mode{&s.sessions, &s.keys} {
+		switch *m {
+		case "":
+			*m = Database
+		case Database, Storage, StorageThenDatabase:
+		default:
+			return nil, fmt.Errorf("secondary storage mode must be %q, %q or %q, not %q", Database, Storage, StorageThenDatabase, *m)
+		}
+	}
+	if s.sessions == "" {
+		s.sessions = Database
+	}
+	return s, nil
+}
+
+// Lookup implements betterauth.Store.
+func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
+	var rec betterauth.Record
+	if l.Mode != betterauth.ModeSession {
+		k, err := s.apiKey(ctx, l)
+		if err != nil {
+			return betterauth.Record{}, err
+		}
+		rec.APIKey = k
+	}
+	if l.Mode != betterauth.ModeAPIKey && rec.APIKey == nil {
+		sess, err := s.session(ctx, l)
+		if err != nil {
+			return betterauth.Record{}, err
+		}
+		rec.Session = sess
+	}
+	return rec.Seal(), nil
+}
+
+func (s *Store) apiKey(ctx context.Context, l betterauth.Lookup) (*betterauth.APIKey, error) {
+	one := betterauth.Lookup{Mode: betterauth.ModeAPIKey, Secret: l.Secret, Digest: l.Digest}
+	if s.keys == Database {
+		rec, err := s.sql.Lookup(ctx, one)
+		return rec.APIKey, err
+	}
+	hash := l.KeyHash()
+	if s.plain {
+		hash = l.Secret
+	}
+	raw, err := s.get(ctx, "api-key:"+hash)
+	if err != nil {
+		return nil, err
+	}
+	if raw == nil {
+		if s.keys == StorageThenDatabase {
+			rec, err := s.sql.Lookup(ctx, one)
+			return rec.APIKey, err
+		}
+		return nil, nil
+	}
+	var w wireKey
+	if err := json.Unmarshal(raw, &w); err != nil {
+		return nil, fmt.Errorf("secondary storage: api key: %w", err)
+	}
+	owner := w.ReferenceID
+	if owner == "" {
+		owner = w.UserID // the 1.3/1.4 plugin
+	}
+	user, err := s.sql.User(ctx, owner)
+	if err != nil || user == nil {
+		return nil, err // no owner: an unknown key, as with SQL's join
+	}
+	k := &betterauth.APIKey{
+		ID: w.ID, ConfigID: w.ConfigID, Enabled: w.Enabled == nil || *w.Enabled,
+		ExpiresAt: w.ExpiresAt.t, LastRefillAt: w.LastRefillAt.t, CreatedAt: w.CreatedAt.t, User: user,
+	}
+	if w.Remaining != nil {
+		k.HasRemaining, k.Remaining = true, *w.Remaining
+	}
+	if w.RefillInterval != nil {
+		k.RefillInterval = time.Duration(*w.RefillInterval) * time.Millisecond
+	}
+	if w.RefillAmount != nil {
+		k.HasRefillAmount, k.RefillAmount = true, *w.RefillAmount
+	}
+	return k, nil
+}
+
+func (s *Store) session(ctx context.Context, l betterauth.Lookup) (*betterauth.Session, error) {
+	one := betterauth.Lookup{Mode: betterauth.ModeSession, Secret: l.Secret, Digest: l.Digest}
+	if s.sessions == Database {
+		rec, err := s.sql.Lookup(ctx, one)
+		return rec.Session, err
+	}
+	raw, err := s.get(ctx, l.Secret)
+	if err != nil {
+		return nil, err
+	}
+	if raw == nil {
+		if s.sessions == StorageThenDatabase {
+			rec, err := s.sql.Lookup(ctx, one)
+			return rec.Session, err
+		}
+		return nil, nil
+	}
+	var w wireSession
+	if err := json.Unmarshal(raw, &w); err != nil {
+		return nil, fmt.Errorf("secondary storage: session: %w", err)
+	}
+	if w.Session.Token != l.Secret || w.User.ID == "" {
+		return nil, nil // not a session record
+	}
+	// "Revoke all sessions" (1.7.16+) marks the user instead of deleting
+	// every session: older sessions count as missing.
+	before, err := s.get(ctx, "revoked-sessions-before-"+w.User.ID)
+	if err != nil {
+		return nil, err
+	}
+	if before != nil {
+		ms, err := strconv.ParseInt(string(before), 10, 64)
+		if err == nil && w.Session.CreatedAt.t.UnixMilli() < ms {
+			return nil, nil
+		}
+	}
+	return &betterauth.Session{
+		ID: w.Session.ID, ExpiresAt: w.Session.ExpiresAt.t,
+		User: &betterauth.User{ID: w.User.ID, Email: w.User.Email, Name: w.User.Name, Role: w.User.Role,
+			Banned: w.User.Banned, BanExpires: w.User.BanExpires.t},
+	}, nil
+}
+
+// get reads one key; nil when absent.
+func (s *Store) get(ctx context.Context, key string) ([]byte, error) {
+	b, err := s.redis.Get(ctx, s.prefix+key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("secondary storage: %w", err)
+	}
+	return b, nil
+}
+
+// isoTime reads Better-Auth's JSON dates: ISO-8601 strings or null.
+type isoTime struct{ t time.Time }
+
+func (i *isoTime) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var ms int64 // some storages keep epoch milliseconds
+		if err := json.Unmarshal(b, &ms); err != nil {
+			return err
+		}
+		i.t = time.UnixMilli(ms).UTC()
+		return nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	i.t = t
+	return err
+}
+
+type wireUser struct {
+	ID         string  `json:"id"`
+	Email      string  `json:"email"`
+	Name       string  `json:"name"`
+	Role       string  `json:"role"`
+	Banned     bool    `json:"banned"`
+	BanExpires isoTime `json:"banExpires"`
+}
+
+type wireSession struct {
+	Session struct {
+		ID        string  `json:"id"`
+		Token     string  `json:"token"`
+		ExpiresAt isoTime `json:"expiresAt"`
+		CreatedAt isoTime `json:"createdAt"`
+	} `json:"session"`
+	User wireUser `json:"user"`
+}
+
+type wireKey struct {
+	ID             string  `json:"id"`
+	ConfigID       string  `json:"configId"`
+	ReferenceID    string  `json:"referenceId"`
+	UserID         string  `json:"userId"`
+	Enabled        *bool   `json:"enabled"`
+	ExpiresAt      isoTime `json:"expiresAt"`
+	Remaining      *int64  `json:"remaining"`
+	RefillInterval *int64  `json:"refillInterval"`
+	RefillAmount   *int64  `json:"refillAmount"`
+	LastRefillAt   isoTime `json:"lastRefillAt"`
+	CreatedAt      isoTime `json:"createdAt"`
+}
