@@ -318,6 +318,23 @@ func (s *Store) Invalidate(ctx context.Context, target Target, id string) int {
 	return n
 }
 
+// Forget drops the entries of one credential, named by its digest (SHA-256
+// of the API key or session token) in every lookup mode, here and in the
+// shared cache: for a source that reports changes by key rather than by row
+// (Better-Auth's secondary storage).
+func (s *Store) Forget(ctx context.Context, digest [32]byte) int {
+	s.gen.Add(1)
+	n := 0
+	for _, m := range []betterauth.Mode{betterauth.ModeAPIKey, betterauth.ModeSession, betterauth.ModeEither} {
+		k := keyOf(betterauth.Lookup{Mode: m, Digest: digest})
+		n += s.pos.delete(k) + s.neg.delete(k)
+	}
+	if s.remote != nil {
+		s.remote.bump(ctx)
+	}
+	return n
+}
+
 // Purge drops everything, for when revocations may have been missed (the
 // listener reconnected).
 func (s *Store) Purge(ctx context.Context) {
@@ -412,6 +429,18 @@ func (t *table) put(k key, rec betterauth.Record, expires, keep, now int64, gen 
 	}
 	sh.m[k] = entry{rec: rec, expires: expires, keep: keep}
 	return true
+}
+
+// delete drops one entry; it returns 1 if there was one.
+func (t *table) delete(k key) int {
+	sh := t.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.m[k]; !ok {
+		return 0
+	}
+	delete(sh.m, k)
+	return 1
 }
 
 // deleteWhere drops the entries whose record matches.

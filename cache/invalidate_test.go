@@ -109,3 +109,20 @@ func TestInvalidationMakesSharedEntriesStale(t *testing.T) {
 		t.Fatal("gateway C did not get B's fresh entry")
 	}
 }
+
+func TestForgetDropsOneCredentialInEveryMode(t *testing.T) {
+	t.Parallel()
+	inner := &countingStore{rec: keyRecord(time.Time{})}
+	s := New(inner, Options{})
+	ctx := context.Background()
+	for _, m := range []betterauth.Mode{betterauth.ModeAPIKey, betterauth.ModeEither} {
+		s.Lookup(ctx, betterauth.NewLookup(m, "k"))
+		s.Lookup(ctx, betterauth.NewLookup(m, "other"))
+	}
+	if n := s.Forget(ctx, betterauth.NewLookup(betterauth.ModeAPIKey, "k").Digest); n != 2 {
+		t.Fatalf("Forget dropped %d entries, want 2", n)
+	}
+	if pos, _ := s.Len(); pos != 2 {
+		t.Fatalf("%d entries left, want the other credential's 2", pos)
+	}
+}

@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -65,18 +65,15 @@ type backend struct {
 	store     betterauth.Store // what handlers read: the cache, starting the listener on first use
 	streams   *streams         // open streams, ended on revocation
 
-	stop    context.CancelFunc // ends the revocation listener
-	started atomic.Bool        // the listener was started
-	done    chan struct{}      // closed when a started listener has ended
+	stop    context.CancelFunc // ends the revocation watchers
+	running sync.WaitGroup     // the watchers started
 }
 
 // Destruct stops the listener and closes Redis and the database when the
 // last handler using them is cleaned up.
 func (b *backend) Destruct() error {
 	b.stop()
-	if b.started.Load() {
-		<-b.done
-	}
+	b.running.Wait()
 	if b.secondary != nil {
 		b.secondary.Close()
 	}
@@ -113,7 +110,7 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 	// The listener gets its own context: the backend outlives the Caddy
 	// config (and context) that created it.
 	ctx, stop := context.WithCancel(context.Background())
-	b := &backend{db: db, streams: newStreams(), stop: stop, done: make(chan struct{})}
+	b := &backend{db: db, streams: newStreams(), stop: stop}
 	c := cfg.Cache
 	opts := cache.Options{
 		TTL:                  time.Duration(c.TTL),
@@ -163,19 +160,16 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 	}
 	b.cache = cache.New(inner, opts)
 	b.store = b.cache
-	if db.Kind() != "postgres" || cfg.NoListener {
+	if cfg.NoListener {
 		return b, nil
 	}
-	listen := func() {
-		b.started.Store(true)
-		go func() {
-			defer close(b.done)
+	var watchers []func()
+	if db.Kind() == "postgres" {
+		watchers = append(watchers, func() {
 			pgstore.Listen(ctx, pgstore.ListenOptions{
-				DSN:    cfg.Database,
-				Logger: logger.Named("revocations"),
-				OnReset: func() {
-					b.cache.Purge(ctx)
-				},
+				DSN:     cfg.Database,
+				Logger:  logger.Named("revocations"),
+				OnReset: func() { b.cache.Purge(ctx) },
 				OnInvalidate: func(inv pgstore.Invalidation) {
 					target, ok := map[string]cache.Target{"apikey": cache.TargetAPIKey, "session": cache.TargetSession, "user": cache.TargetUser}[inv.Kind]
 					if !ok {
@@ -188,10 +182,33 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 					}
 				},
 			})
-		}()
+		})
 	}
-	// Provision does no network I/O: the listener connects on first use.
-	b.store = &firstUse{Store: b.cache, start: listen}
+	if client, ok := b.secondary.(redis.UniversalClient); ok {
+		prefix := secondary.DefaultPrefix
+		if cfg.Secondary.Prefix != nil {
+			prefix = *cfg.Secondary.Prefix
+		}
+		watchers = append(watchers, func() {
+			secondary.Watch(ctx, client, secondary.WatchOptions{
+				Prefix: prefix, PlainKeys: cfg.PlainKeys, Logger: logger.Named("secondary_storage"),
+				Forget: func(d [32]byte) { b.cache.Forget(ctx, d) },
+				ForgetUser: func(id string) {
+					b.cache.Invalidate(ctx, cache.TargetUser, id)
+					b.streams.revoked(cache.TargetUser, id)
+				},
+			})
+		})
+	}
+	if len(watchers) == 0 {
+		return b, nil
+	}
+	// Provision does no network I/O: the watchers connect on first use.
+	b.store = &firstUse{Store: b.cache, start: func() {
+		for _, w := range watchers {
+			b.running.Go(w)
+		}
+	}}
 	return b, nil
 }
 

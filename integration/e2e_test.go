@@ -5,6 +5,7 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
 )
@@ -628,6 +631,9 @@ func TestGatewayOnSecondaryStorage(t *testing.T) {
 			prefix %s
 			api_keys storage
 		}
+		cache {
+			ttl 1h
+		}
 	}
 	reverse_proxy %s`, prefix, up.addr()),
 		"DATABASE_URL="+f.DatabaseURL, "BETTER_AUTH_SECRET="+testenv.Secret, "APP_REDIS_URL="+redisURL)
@@ -648,4 +654,41 @@ func TestGatewayOnSecondaryStorage(t *testing.T) {
 			t.Errorf("%v: %d %s, want %d", tc.hdr, r.status, r.raw, tc.status)
 		}
 	}
+
+	// With keyspace notifications on, a session Better-Auth deletes from
+	// storage leaves the gateway's cache at once, TTL or not.
+	rdb := redisClient(t, redisURL)
+	if err := rdb.ConfigSet(context.Background(), "notify-keyspace-events", "Kg$x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	gw.WaitForLog(t, "watching secondary storage for revocations", 10*time.Second)
+	session := h("Authorization", "Bearer "+f.AliceSession2.Signed)
+	for range 2 {
+		if r := send(t, gw, "/", session); r.status != 200 {
+			t.Fatalf("second session: %d %s", r.status, r.raw)
+		}
+	}
+	testenv.RunSeed(t, f.DatabaseURL, []string{"REDIS_URL=" + redisURL, "REDIS_PREFIX=" + prefix}, "revoke-session", f.AliceSession2.Token)
+	revoked := time.Now()
+	for {
+		r := send(t, gw, "/", session)
+		if r.status == 401 {
+			t.Logf("a session deleted from secondary storage was refused %v after Better-Auth returned", time.Since(revoked).Round(time.Millisecond))
+			break
+		}
+		if time.Since(revoked) > time.Second {
+			t.Fatalf("still %d a second after the session was deleted from storage", r.status)
+		}
+	}
+}
+
+func redisClient(t *testing.T, url string) *redis.Client {
+	t.Helper()
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	t.Cleanup(func() { c.Close() })
+	return c
 }

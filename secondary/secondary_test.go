@@ -100,3 +100,54 @@ func TestStorageDownIsAnError(t *testing.T) {
 		t.Fatal("bad mode accepted")
 	}
 }
+
+// Keyspace notifications name the storage key; the watcher turns it into
+// the credential's digest without needing the credential.
+func TestWatchMapsKeysToDigests(t *testing.T) {
+	t.Parallel()
+	redisURL := testenv.Require(t, "TEST_REDIS_URL")
+	ropts, _ := redis.ParseURL(redisURL)
+	client := redis.NewClient(ropts)
+	defer client.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := client.ConfigSet(ctx, "notify-keyspace-events", "Kg$x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	prefix := "w-" + strings.ToLower(rand.Text()[:8]) + "*:" // a glob character in the prefix, escaped
+	digests, users := make(chan [32]byte, 8), make(chan string, 8)
+	done, ready := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		secondary.Watch(ctx, client, secondary.WatchOptions{Prefix: prefix, Ready: func() { close(ready) },
+			Forget: func(d [32]byte) { digests <- d }, ForgetUser: func(id string) { users <- id }})
+	}()
+	<-ready
+	const key, token = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp", "aoJx7uLCwsPeAyLVHnBVFjacXa1LpN7M"
+	client.Set(ctx, prefix+"api-key:"+betterauth.HashAPIKey(key), "{}", 0)
+	client.Set(ctx, prefix+"api-key:by-id:k1", "{}", 0) // an index: ignored
+	client.Del(ctx, prefix+token)
+	client.Set(ctx, prefix+token, "{}", 0)
+	client.Set(ctx, prefix+"revoked-sessions-before-u1", "1", 0)
+	client.Set(ctx, "elsewhere:"+token, "{}", 0) // another prefix: ignored
+	for _, want := range [][32]byte{betterauth.NewLookup(betterauth.ModeAPIKey, key).Digest, betterauth.NewLookup(betterauth.ModeSession, token).Digest} {
+		select {
+		case d := <-digests:
+			if d != want {
+				t.Fatalf("digest %x, want %x", d, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no notification")
+		}
+	}
+	select {
+	case u := <-users:
+		if u != "u1" {
+			t.Fatalf("user %q", u)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no user notification")
+	}
+	cancel()
+	<-done
+}
