@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -691,4 +692,81 @@ func redisClient(t *testing.T, url string) *redis.Client {
 	c := redis.NewClient(opts)
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// Redis stops in the middle of a run: every decision stays right (from the
+// database), and once Redis is back the gateway uses it again, without a
+// restart.
+func TestSharedRedisStopsAndComesBack(t *testing.T) {
+	t.Parallel()
+	rs := testenv.StartRedis(t)
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	up := newUpstream(t)
+	gw := testenv.StartCaddy(t, "", fmt.Sprintf(`
+	better_auth {
+		database {env.DATABASE_URL}
+		secret {env.BETTER_AUTH_SECRET}
+		redis {env.CACHE_REDIS_URL} {
+			prefix stop-start:
+			timeout 100ms
+		}
+		cache {
+			ttl 200ms
+		}
+	}
+	reverse_proxy %s`, up.addr()), "DATABASE_URL="+f.DatabaseURL, "BETTER_AUTH_SECRET="+testenv.Secret, "CACHE_REDIS_URL="+rs.URL)
+	rdb := redisClient(t, rs.URL)
+	shared := func() int {
+		keys, err := rdb.Keys(context.Background(), "stop-start:v1:?:*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(keys)
+	}
+	// The revocation listener empties the cache when it connects: let it.
+	send(t, gw, "/", h("X-Api-Key", "ba_start_the_listener"))
+	gw.WaitForLog(t, "listening for revocations", 10*time.Second)
+	if r := send(t, gw, "/", h("X-Api-Key", f.Keys.Valid.Key)); r.status != 200 || shared() != 1 {
+		t.Fatalf("with Redis: %d, %d shared entries", r.status, shared())
+	}
+
+	rs.Stop(t)
+	var lat []time.Duration
+	for i := range 40 {
+		start := time.Now()
+		r := send(t, gw, "/", h("X-Api-Key", fmt.Sprintf("ba_unknown_%d", i)))
+		lat = append(lat, time.Since(start))
+		if r.status != 401 {
+			t.Fatalf("unknown key with Redis down: %d %s", r.status, r.raw)
+		}
+	}
+	for _, tc := range []struct {
+		hdr    http.Header
+		status int
+	}{
+		{h("X-Api-Key", f.Keys.Valid2.Key), 200}, {h("X-Api-Key", f.Keys.Disabled.Key), 401},
+		{h("Authorization", "Bearer "+f.Users.Alice.Signed), 200}, {h("X-Api-Key", f.Keys.Banned.Key), 403},
+	} {
+		if r := send(t, gw, "/", tc.hdr); r.status != tc.status {
+			t.Errorf("Redis down: %d %s, want %d", r.status, r.raw, tc.status)
+		}
+	}
+	slices.Sort(lat)
+	t.Logf("misses with Redis down: p50 %v, p99 %v (Redis timeout 100ms)", lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond))
+
+	rs.Start(t)
+	// Back, and empty: once the client has reconnected (go-redis redials in
+	// the background), the next miss is shared again. The short TTL makes
+	// every request after it a miss.
+	key := h("X-Api-Key", f.Keys.Valid2.Key)
+	back := time.Now()
+	for shared() == 0 {
+		if time.Since(back) > 10*time.Second {
+			t.Fatal("the gateway did not use Redis again")
+		}
+		if r := send(t, gw, "/", key); r.status != 200 {
+			t.Fatalf("after Redis came back: %d %s", r.status, r.raw)
+		}
+	}
+	t.Logf("Redis used again %v after it came back", time.Since(back).Round(time.Millisecond))
 }

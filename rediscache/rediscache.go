@@ -56,7 +56,10 @@ func Open(opts Options) (redis.UniversalClient, error) {
 		uo.Addrs, uo.Username, uo.Password, uo.DB, uo.TLSConfig = []string{o.Addr}, o.Username, o.Password, o.DB, o.TLSConfig
 	}
 	uo.DialTimeout, uo.ReadTimeout, uo.WriteTimeout = timeout, timeout, timeout
-	uo.MaxRetries = -1 // a slow Redis must not slow requests: fall through to the database instead
+	// A slow or absent Redis must not slow requests: no command retries and
+	// one dial attempt (go-redis would otherwise redial until the timeout),
+	// then fall through to the database.
+	uo.MaxRetries, uo.DialerRetries = -1, 1
 	return redis.NewUniversalClient(uo), nil
 }
 

@@ -245,3 +245,62 @@ func (p *Postgres) Stop(t testing.TB) {
 	t.Helper()
 	p.run(t, "pg_ctl", "-D", p.dir+"/data", "-w", "-m", "immediate", "stop")
 }
+
+// Redis is a redis-server owned by one test, which may stop and restart it.
+type Redis struct {
+	URL  string
+	port int
+	dir  string
+	cmd  *exec.Cmd
+}
+
+// StartRedis starts a private Redis on a free port.
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		Require(t, "TEST_REDIS_URL") // skip, or fail under the test script
+	}
+	r := &Redis{port: FreePort(t), dir: t.TempDir()}
+	r.URL = fmt.Sprintf("redis://127.0.0.1:%d/0", r.port)
+	r.Start(t)
+	t.Cleanup(func() { r.Stop(t) })
+	return r
+}
+
+// Start (re)starts the server and waits until it answers.
+func (r *Redis) Start(t testing.TB) {
+	t.Helper()
+	r.cmd = exec.Command("redis-server", "--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", r.dir)
+	stdout, err := r.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		signalled := false
+		for sc.Scan() {
+			if !signalled && strings.Contains(sc.Text(), "Ready to accept connections") {
+				signalled = true
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("redis-server did not start")
+	}
+}
+
+// Stop kills the server.
+func (r *Redis) Stop(t testing.TB) {
+	if r.cmd == nil || r.cmd.Process == nil || r.cmd.ProcessState != nil {
+		return
+	}
+	r.cmd.Process.Kill()
+	r.cmd.Wait()
+}
