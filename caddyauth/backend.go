@@ -2,6 +2,7 @@ package caddyauth
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -62,8 +63,11 @@ type backend struct {
 	redis     io.Closer // nil without Redis
 	secondary io.Closer // nil without secondary storage
 	cache     *cache.Store
-	store     betterauth.Store // what handlers read: the cache, starting the listener on first use
-	streams   *streams         // open streams, ended on revocation
+	bus       *rediscache.Remote // the shared Redis, for broadcasting invalidations
+	channel   string             // where invalidations are broadcast
+	instance  string             // this backend's id on the bus
+	store     betterauth.Store   // what handlers read: the cache, starting the listener on first use
+	streams   *streams           // open streams, ended on revocation
 
 	stop    context.CancelFunc // ends the revocation watchers
 	running sync.WaitGroup     // the watchers started
@@ -132,7 +136,8 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 			return nil, err
 		}
 		b.redis = client
-		opts.Remote, opts.RemoteTimeout, opts.RemotePrefix = rediscache.New(client), time.Duration(r.Timeout), r.Prefix
+		b.bus = rediscache.New(client)
+		opts.Remote, opts.RemoteTimeout, opts.RemotePrefix = b.bus, time.Duration(r.Timeout), r.Prefix
 		if opts.RemotePrefix == "" {
 			// Gateways share entries only when they read the same database.
 			sum := sha256.Sum256([]byte(db.Identity()))
@@ -160,10 +165,33 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 	}
 	b.cache = cache.New(inner, opts)
 	b.store = b.cache
+	var watchers []func()
+	if b.bus != nil {
+		b.instance = rand.Text()
+		channel := opts.RemotePrefix + "v1:invalidations"
+		b.channel = channel
+		watchers = append(watchers, func() {
+			for ctx.Err() == nil {
+				err := b.bus.Subscribe(ctx, channel, func() {
+					logger.Info("listening for invalidations from other gateways", zap.String("channel", channel))
+				}, func(raw []byte) { b.receive(ctx, raw) })
+				if err != nil && ctx.Err() == nil {
+					logger.Warn("cannot hear other gateways; retrying", zap.Error(err))
+					select {
+					case <-ctx.Done():
+					case <-time.After(time.Second):
+					}
+				}
+			}
+		})
+	}
 	if cfg.NoListener {
+		// Without its own listeners a gateway still hears the others.
+		if len(watchers) > 0 {
+			b.store = &firstUse{Store: b.cache, start: func() { b.running.Go(watchers[0]) }}
+		}
 		return b, nil
 	}
-	var watchers []func()
 	if db.Kind() == "postgres" {
 		watchers = append(watchers, func() {
 			pgstore.Listen(ctx, pgstore.ListenOptions{
@@ -175,8 +203,7 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 					if !ok {
 						return
 					}
-					n := b.cache.Invalidate(ctx, target, inv.ID)
-					b.streams.revoked(target, inv.ID)
+					n := b.invalidate(ctx, busMessage{Target: target, ID: inv.ID}, true)
 					if c := logger.Check(zapcore.DebugLevel, "revoked"); c != nil {
 						c.Write(zap.String("kind", inv.Kind), zap.String("id", inv.ID), zap.Int("entries", n))
 					}
@@ -192,11 +219,8 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 		watchers = append(watchers, func() {
 			secondary.Watch(ctx, client, secondary.WatchOptions{
 				Prefix: prefix, PlainKeys: cfg.PlainKeys, Logger: logger.Named("secondary_storage"),
-				Forget: func(d [32]byte) { b.cache.Forget(ctx, d) },
-				ForgetUser: func(id string) {
-					b.cache.Invalidate(ctx, cache.TargetUser, id)
-					b.streams.revoked(cache.TargetUser, id)
-				},
+				Forget:     func(d [32]byte) { b.invalidate(ctx, busMessage{Digest: d[:]}, true) },
+				ForgetUser: func(id string) { b.invalidate(ctx, busMessage{Target: cache.TargetUser, ID: id}, true) },
 			})
 		})
 	}
@@ -210,6 +234,46 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 		}
 	}}
 	return b, nil
+}
+
+// busMessage is one invalidation, applied here and sent to the other
+// gateways on the shared Redis: a key, session or user by id, or a
+// credential by its digest. It holds no secret.
+type busMessage struct {
+	From   string       `json:"from"`
+	Target cache.Target `json:"t,omitempty"`
+	ID     string       `json:"id,omitempty"`
+	Digest []byte       `json:"d,omitempty"`
+}
+
+// invalidate drops what m names from the cache and ends the streams it
+// concerns; with broadcast, it tells the other gateways too.
+func (b *backend) invalidate(ctx context.Context, m busMessage, broadcast bool) int {
+	var n int
+	if len(m.Digest) == 32 {
+		n = b.cache.Forget(ctx, [32]byte(m.Digest))
+	} else if m.Target != 0 && m.ID != "" {
+		n = b.cache.Invalidate(ctx, m.Target, m.ID)
+		b.streams.revoked(m.Target, m.ID)
+	}
+	if broadcast && b.bus != nil {
+		m.From = b.instance
+		if raw, err := json.Marshal(m); err == nil {
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			b.bus.Publish(pctx, b.channel, raw)
+			cancel()
+		}
+	}
+	return n
+}
+
+// receive applies another gateway's invalidation.
+func (b *backend) receive(ctx context.Context, raw []byte) {
+	var m busMessage
+	if json.Unmarshal(raw, &m) != nil || m.From == b.instance {
+		return
+	}
+	b.invalidate(ctx, m, false)
 }
 
 // firstUse runs start once, on the first lookup.

@@ -220,3 +220,41 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	testenv.RunSeed(t, f.DatabaseURL, nil, "revoke-session", f.Users.Zoe.Token)
 	everywhere(t, session, 401, time.Second)
 }
+
+// A gateway that does not listen to the database itself (its listener off,
+// or down) still hears revocations from the others, over the shared Redis.
+func TestGatewaysRelayRevocations(t *testing.T) {
+	t.Parallel()
+	redisURL := testenv.Require(t, "TEST_REDIS_URL")
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	if _, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + f.DatabaseURL}, "install-triggers"); code != 0 {
+		t.Fatalf("install-triggers: %s", errOut)
+	}
+	up := newUpstream(t)
+	prefix := "relay-" + strings.ToLower(rand.Text()[:8]) + ":"
+	shared := fmt.Sprintf("cache {\n\t\t\tttl 1h\n\t\t}\n\t\tredis %s {\n\t\t\tprefix %s\n\t\t}", redisURL, prefix)
+	listening := gateway(t, f.DatabaseURL, up, shared)
+	deaf := gateway(t, f.DatabaseURL, up, "no_revocation_listener\n\t\t"+shared)
+	send(t, listening, "/", h("X-Api-Key", "ba_start_the_listener"))
+	listening.WaitForLog(t, "listening for revocations", 10*time.Second)
+	send(t, deaf, "/", h("X-Api-Key", "ba_start_the_listener"))
+	deaf.WaitForLog(t, "listening for invalidations from other gateways", 10*time.Second)
+
+	key := h("X-Api-Key", f.Keys.Valid.Key)
+	for range 2 {
+		if r := send(t, deaf, "/", key); r.status != 200 {
+			t.Fatalf("before: %d %s", r.status, r.raw)
+		}
+	}
+	testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET enabled = false WHERE id = $1`, f.Keys.Valid.ID)
+	since := time.Now()
+	for {
+		if r := send(t, deaf, "/", key); r.status == 401 {
+			break
+		}
+		if time.Since(since) > time.Second {
+			t.Fatal("the gateway without a listener still accepts the key a second later")
+		}
+	}
+	t.Logf("relayed revocation took %v", time.Since(since).Round(time.Microsecond))
+}

@@ -111,3 +111,34 @@ func (r *Remote) Set(ctx context.Context, key string, value []byte, ttl time.Dur
 }
 
 var _ cache.Remote = (*Remote)(nil)
+
+// Publish sends msg on channel.
+func (r *Remote) Publish(ctx context.Context, channel string, msg []byte) error {
+	return r.c.Publish(ctx, channel, msg).Err()
+}
+
+// Subscribe calls handle for every message on channel until ctx ends;
+// ready, if set, is called once Redis has confirmed the subscription.
+// go-redis resubscribes by itself after a connection loss.
+func (r *Remote) Subscribe(ctx context.Context, channel string, ready func(), handle func([]byte)) error {
+	ps := r.c.Subscribe(ctx, channel)
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil {
+		return err
+	}
+	if ready != nil {
+		ready()
+	}
+	ch := ps.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			handle([]byte(m.Payload))
+		}
+	}
+}
