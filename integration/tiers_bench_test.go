@@ -1,0 +1,63 @@
+package integration
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/cache"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
+	"github.com/caddy-betterauth/caddy-betterauth/rediscache"
+	"github.com/caddy-betterauth/caddy-betterauth/store"
+)
+
+// BenchmarkTiers times one API-key lookup served by each tier, and reports
+// the 50th and 99th percentiles: the in-process cache (L1), the shared
+// Redis (L2: a gateway that has not seen the key, while another has) and
+// PostgreSQL (a miss everywhere). Each lookup is timed alone, so the
+// percentiles are latencies, not throughput.
+//
+//	go test -run '^$' -bench Tiers -benchtime 2000x ./integration/
+func BenchmarkTiers(b *testing.B) {
+	redisURL := testenv.Require(b, "TEST_REDIS_URL")
+	f := testenv.Seed(b, testenv.SeedOptions{})
+	db, err := store.Open(f.DatabaseURL, store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	client, err := rediscache.Open(rediscache.Options{URL: redisURL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	remote := rediscache.New(client)
+	ctx := context.Background()
+	l := betterauth.NewLookup(betterauth.ModeAPIKey, f.Keys.Valid.Key)
+	opts := cache.Options{TTL: time.Hour, Jitter: -1, Remote: remote, RemotePrefix: "tiers-" + f.Keys.Valid.ID + ":"}
+	warm := cache.New(db, opts)
+	if rec, err := warm.Lookup(ctx, l); err != nil || rec.APIKey == nil {
+		b.Fatal(rec, err)
+	}
+
+	run := func(b *testing.B, setup func() betterauth.Store) {
+		lat := make([]time.Duration, 0, b.N)
+		for b.Loop() {
+			s := setup()
+			start := time.Now()
+			rec, err := s.Lookup(ctx, l)
+			lat = append(lat, time.Since(start))
+			if err != nil || rec.APIKey == nil {
+				b.Fatal(rec, err)
+			}
+		}
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50-µs")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
+	}
+	b.Run("l1_hit", func(b *testing.B) { run(b, func() betterauth.Store { return warm }) })
+	b.Run("l2_hit", func(b *testing.B) { run(b, func() betterauth.Store { return cache.New(db, opts) }) })
+	b.Run("database", func(b *testing.B) { run(b, func() betterauth.Store { return db }) })
+}
