@@ -165,15 +165,30 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 	}
 	b.cache = cache.New(inner, opts)
 	b.store = b.cache
-	var watchers []func()
 	if b.bus != nil {
-		b.instance = rand.Text()
-		channel := opts.RemotePrefix + "v1:invalidations"
-		b.channel = channel
-		watchers = append(watchers, func() {
+		b.instance, b.channel = rand.Text(), opts.RemotePrefix+"v1:invalidations"
+	}
+	if watchers := b.watchers(ctx, cfg, logger); len(watchers) > 0 {
+		// Provision does no network I/O: the watchers connect on first use.
+		b.store = &firstUse{Store: b.cache, start: func() {
+			for _, w := range watchers {
+				b.running.Go(w)
+			}
+		}}
+	}
+	return b, nil
+}
+
+// watchers are the goroutines that tell the cache about revocations: the
+// other gateways over the shared Redis, and unless turned off, the
+// PostgreSQL listener and the secondary storage's keyspace events.
+func (b *backend) watchers(ctx context.Context, cfg backendConfig, logger *zap.Logger) []func() {
+	var ws []func()
+	if b.bus != nil {
+		ws = append(ws, func() {
 			for ctx.Err() == nil {
-				err := b.bus.Subscribe(ctx, channel, func() {
-					logger.Info("listening for invalidations from other gateways", zap.String("channel", channel))
+				err := b.bus.Subscribe(ctx, b.channel, func() {
+					logger.Info("listening for invalidations from other gateways", zap.String("channel", b.channel))
 				}, func(raw []byte) { b.receive(ctx, raw) })
 				if err != nil && ctx.Err() == nil {
 					logger.Warn("cannot hear other gateways; retrying", zap.Error(err))
@@ -186,26 +201,21 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 		})
 	}
 	if cfg.NoListener {
-		// Without its own listeners a gateway still hears the others.
-		if len(watchers) > 0 {
-			b.store = &firstUse{Store: b.cache, start: func() { b.running.Go(watchers[0]) }}
-		}
-		return b, nil
+		return ws
 	}
-	if db.Kind() == "postgres" {
-		watchers = append(watchers, func() {
+	if b.db.Kind() == "postgres" {
+		targets := map[string]cache.Target{"apikey": cache.TargetAPIKey, "session": cache.TargetSession, "user": cache.TargetUser}
+		ws = append(ws, func() {
 			pgstore.Listen(ctx, pgstore.ListenOptions{
 				DSN:     cfg.Database,
 				Logger:  logger.Named("revocations"),
 				OnReset: func() { b.cache.Purge(ctx) },
 				OnInvalidate: func(inv pgstore.Invalidation) {
-					target, ok := map[string]cache.Target{"apikey": cache.TargetAPIKey, "session": cache.TargetSession, "user": cache.TargetUser}[inv.Kind]
-					if !ok {
-						return
-					}
-					n := b.invalidate(ctx, busMessage{Target: target, ID: inv.ID}, true)
-					if c := logger.Check(zapcore.DebugLevel, "revoked"); c != nil {
-						c.Write(zap.String("kind", inv.Kind), zap.String("id", inv.ID), zap.Int("entries", n))
+					if target, ok := targets[inv.Kind]; ok {
+						n := b.invalidate(ctx, busMessage{Target: target, ID: inv.ID}, true)
+						if c := logger.Check(zapcore.DebugLevel, "revoked"); c != nil {
+							c.Write(zap.String("kind", inv.Kind), zap.String("id", inv.ID), zap.Int("entries", n))
+						}
 					}
 				},
 			})
@@ -216,7 +226,7 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 		if cfg.Secondary.Prefix != nil {
 			prefix = *cfg.Secondary.Prefix
 		}
-		watchers = append(watchers, func() {
+		ws = append(ws, func() {
 			secondary.Watch(ctx, client, secondary.WatchOptions{
 				Prefix: prefix, PlainKeys: cfg.PlainKeys, Logger: logger.Named("secondary_storage"),
 				Forget:     func(d [32]byte) { b.invalidate(ctx, busMessage{Digest: d[:]}, true) },
@@ -224,16 +234,7 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 			})
 		})
 	}
-	if len(watchers) == 0 {
-		return b, nil
-	}
-	// Provision does no network I/O: the watchers connect on first use.
-	b.store = &firstUse{Store: b.cache, start: func() {
-		for _, w := range watchers {
-			b.running.Go(w)
-		}
-	}}
-	return b, nil
+	return ws
 }
 
 // busMessage is one invalidation, applied here and sent to the other

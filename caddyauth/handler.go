@@ -126,11 +126,13 @@ type Handler struct {
 	// The in-process cache of verified records.
 	Cache *Cache `json:"cache,omitempty"`
 
-	// Turn off the PostgreSQL revocation listener. By default the gateway
-	// holds one connection that LISTENs for the notifications the triggers
-	// of `caddy better-auth install-triggers` send, and drops a revoked key,
-	// session or user's records at once (the cache TTL stays the backstop).
-	// Without the triggers it simply never hears anything.
+	// Turn off the revocation listeners. By default the gateway holds one
+	// PostgreSQL connection that LISTENs for the notifications the triggers
+	// of `caddy better-auth install-triggers` send (and, with
+	// secondary_storage, follows its Redis keyspace events), and drops a
+	// revoked key, session or user's records at once; the cache TTL stays
+	// the backstop. Without the triggers it simply never hears anything. A
+	// gateway with a shared redis still hears the other gateways.
 	NoRevocationListener bool `json:"no_revocation_listener,omitempty"`
 
 	// Where the Better-Auth app keeps sessions (and, with the api-key
