@@ -267,59 +267,57 @@ func (c *Cache) unmarshal(d *caddyfile.Dispenser) error {
 }
 
 func (ss *SecondaryStorage) unmarshal(d *caddyfile.Dispenser) error {
-	if d.NextArg() {
-		ss.URL = d.Val()
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-	}
-	seen := map[string]bool{"url": ss.URL != ""}
 	modes := map[string]bool{"storage": true, "storage_then_database": true, "database": true}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if seen[name] {
-			return d.Errf("%s already specified", name)
-		}
-		seen[name] = true
-		var err error
+	return urlBlock(d, "secondary_storage", &ss.URL, func(name string) error {
 		switch name {
-		case "url":
-			err = oneArg(d, &ss.URL)
 		case "prefix":
 			var p string
-			err = oneArg(d, &p)
+			err := oneArg(d, &p)
 			ss.Prefix = &p
+			return err
 		case "sessions", "api_keys":
 			dst := &ss.Sessions
 			if name == "api_keys" {
 				dst = &ss.APIKeys
 			}
-			if err = oneArg(d, dst); err == nil && !modes[*dst] {
+			if err := oneArg(d, dst); err != nil {
+				return err
+			}
+			if !modes[*dst] {
 				return d.Errf("%s must be storage, storage_then_database or database, not %q", name, *dst)
 			}
+			return nil
 		case "timeout":
-			err = duration(d, &ss.Timeout, false)
-		default:
-			return d.Errf("unrecognized secondary_storage subdirective '%s'", name)
+			return duration(d, &ss.Timeout, false)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	if ss.URL == "" {
-		return d.Err("secondary_storage needs a url")
-	}
-	return nil
+		return d.Errf("unrecognized secondary_storage subdirective '%s'", name)
+	})
 }
 
 func (r *Redis) unmarshal(d *caddyfile.Dispenser) error {
+	return urlBlock(d, "redis", &r.URL, func(name string) error {
+		switch name {
+		case "sentinel_master":
+			return oneArg(d, &r.SentinelMaster)
+		case "prefix":
+			return oneArg(d, &r.Prefix)
+		case "timeout":
+			return duration(d, &r.Timeout, false)
+		}
+		return d.Errf("unrecognized redis subdirective '%s'", name)
+	})
+}
+
+// urlBlock parses `<directive> [<url>] { url <url> ... }`: the URL on the
+// line or in the block, once, and each other subdirective, once, by sub.
+func urlBlock(d *caddyfile.Dispenser, directive string, url *string, sub func(name string) error) error {
 	if d.NextArg() {
-		r.URL = d.Val()
+		*url = d.Val()
 		if d.NextArg() {
 			return d.ArgErr()
 		}
 	}
-	seen := map[string]bool{"url": r.URL != ""}
+	seen := map[string]bool{"url": *url != ""}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
 		if seen[name] {
@@ -327,24 +325,17 @@ func (r *Redis) unmarshal(d *caddyfile.Dispenser) error {
 		}
 		seen[name] = true
 		var err error
-		switch name {
-		case "url":
-			err = oneArg(d, &r.URL)
-		case "sentinel_master":
-			err = oneArg(d, &r.SentinelMaster)
-		case "prefix":
-			err = oneArg(d, &r.Prefix)
-		case "timeout":
-			err = duration(d, &r.Timeout, false)
-		default:
-			return d.Errf("unrecognized redis subdirective '%s'", name)
+		if name == "url" {
+			err = oneArg(d, url)
+		} else {
+			err = sub(name)
 		}
 		if err != nil {
 			return err
 		}
 	}
-	if r.URL == "" {
-		return d.Err("redis needs a url")
+	if *url == "" {
+		return d.Errf("%s needs a url", directive)
 	}
 	return nil
 }
