@@ -264,3 +264,22 @@ func RemoveCookies(headers []string, drop func(name string) bool) string {
 	}
 	return b.String()
 }
+
+// SessionCookieMatcher matches the cookies that carry a session: the token
+// cookies, and the cookie cache (<prefix>.session_data and its .0, .1 ...
+// chunks, with or without __Secure-), which holds the token too.
+func SessionCookieMatcher(prefix string, tokenNames []string) func(string) bool {
+	if prefix == "" {
+		prefix = DefaultCookiePrefix
+	}
+	data := prefix + ".session_data"
+	return func(name string) bool {
+		for _, n := range tokenNames {
+			if name == n {
+				return true
+			}
+		}
+		name = strings.TrimPrefix(name, "__Secure-")
+		return name == data || strings.HasPrefix(name, data+".")
+	}
+}

@@ -7,7 +7,6 @@
 package caddyauth
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -158,7 +157,7 @@ type Handler struct {
 	streams    *streams // nil: streams are not watched
 	extractor  *betterauth.Extractor
 	verifier   *betterauth.Verifier
-	responses  [betterauth.NumReasons]response
+	answers    *betterauth.Answers
 	cookieDrop func(string) bool
 	logger     *zap.Logger
 }
@@ -341,8 +340,8 @@ func (h *Handler) setup(store betterauth.Store, secret string) error {
 		RequireSignature: h.RequireSignature,
 		CookieNames:      cookieNames,
 	})
-	h.cookieDrop = sessionCookies(h.CookiePrefix, cookieNames)
-	h.responses = buildResponses(h.Realm)
+	h.cookieDrop = betterauth.SessionCookieMatcher(h.CookiePrefix, cookieNames)
+	h.answers = betterauth.NewAnswers(h.Realm)
 	return nil
 }
 
@@ -512,25 +511,6 @@ func (h *Handler) removeCredential(hdr http.Header, c betterauth.Credential) {
 	}
 }
 
-// sessionCookies matches the cookies that carry the session: the token and
-// the cookie cache (session_data, and its .0, .1 ... chunks), which holds the
-// token too.
-func sessionCookies(prefix string, tokenNames []string) func(string) bool {
-	if prefix == "" {
-		prefix = betterauth.DefaultCookiePrefix
-	}
-	data := prefix + ".session_data"
-	return func(name string) bool {
-		for _, n := range tokenNames {
-			if name == n {
-				return true
-			}
-		}
-		name = strings.TrimPrefix(name, "__Secure-")
-		return name == data || strings.HasPrefix(name, data+".")
-	}
-}
-
 // containError keeps a failing upstream from putting the API key in Caddy's
 // error log. Caddy logs the copy of the request it took before any handler
 // ran, headers included, at error level for 5xx; only Authorization and
@@ -560,62 +540,21 @@ func (h *Handler) containError(w http.ResponseWriter, r *http.Request, err error
 	return nil
 }
 
-// response is a precomputed deny answer.
-type response struct {
-	status    int
-	code      string
-	body      []byte
-	challenge string // WWW-Authenticate, for 401s
-}
-
-func buildResponses(realm string) [betterauth.NumReasons]response {
-	if realm == "" {
-		realm = "better-auth"
-	}
-	realm = strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(realm)
-	var out [betterauth.NumReasons]response
-	for _, r := range betterauth.Reasons() {
-		o := r.Outcome()
-		body, _ := json.Marshal(struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		}{o.Code, o.Message})
-		resp := response{status: o.Status, code: o.Code, body: body}
-		if o.Status == http.StatusUnauthorized {
-			resp.challenge = `Bearer realm="` + realm + `"`
-			if r != betterauth.MissingCredential {
-				// RFC 6750 §3.1: no error code when no credential was sent.
-				resp.challenge += `, error="invalid_token", error_description="` + o.Message + `"`
-			}
-		}
-		out[r] = resp
-	}
-	return out
-}
-
-// deny writes the JSON answer for a denied request.
+// deny writes the answer to a denied request.
 func (h *Handler) deny(w http.ResponseWriter, repl *caddy.Replacer, d betterauth.Decision) error {
-	resp := h.responses[d.Reason]
 	if repl != nil {
-		repl.Set("http.auth.better_auth.code", resp.code)
+		repl.Set("http.auth.better_auth.code", d.Reason.String())
 	}
+	status, headers, body := h.answers.For(d)
 	hdr := w.Header()
-	hdr.Set("Content-Type", "application/json")
-	hdr.Set("Cache-Control", "no-store")
-	if resp.challenge != "" {
-		hdr.Set("WWW-Authenticate", resp.challenge)
+	for _, hd := range headers {
+		hdr.Set(hd.Name, hd.Value)
 	}
-	switch {
-	case d.Reason == betterauth.BackendUnavailable:
-		hdr.Set("Retry-After", "1")
-	case d.RetryAfter > 0:
-		hdr.Set("Retry-After", strconv.FormatInt(int64((d.RetryAfter+time.Second-1)/time.Second), 10))
-	}
-	hdr.Set("Content-Length", strconv.Itoa(len(resp.body)))
-	w.WriteHeader(resp.status)
+	hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
 	// A failed write means the client left; returning it would only make
 	// Caddy log the request, headers included.
-	_, _ = w.Write(resp.body)
+	_, _ = w.Write(body)
 	return nil
 }
 

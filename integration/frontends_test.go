@@ -1,0 +1,251 @@
+package integration
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/cache"
+	"github.com/caddy-betterauth/caddy-betterauth/caddyauth"
+	"github.com/caddy-betterauth/caddy-betterauth/demo"
+	"github.com/caddy-betterauth/caddy-betterauth/extauthz"
+	"github.com/caddy-betterauth/caddy-betterauth/store"
+)
+
+// verdict is what a front end did with one request.
+type verdict struct {
+	status    int
+	code      string            // the JSON body's code, on deny
+	set       map[string]string // identity headers set, lower-case names
+	removed   []string          // request headers removed, lower-case, sorted
+	challenge string
+}
+
+type frontEnd func(t *testing.T, hdr http.Header) verdict
+
+// One table of requests, answered alike by the Caddy handler, the ext_authz
+// gRPC server (called the way Envoy calls it) and the HTTP mode.
+func TestFrontEndsAgree(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "auth.db")
+	creds, err := demo.Create(context.Background(), path, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	disabled, err := demo.Create(context.Background(), path, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw, _ := sql.Open("sqlite", "file:"+path)
+	if _, err := rw.Exec(`UPDATE apikey SET enabled = 0 WHERE id = ?`, disabled.KeyID); err != nil {
+		t.Fatal(err)
+	}
+	rw.Close()
+	const secret = "frontends-secret-0123456789abcdefghijklmnop"
+	signed := betterauth.NewSigner(secret).Sign(creds.SessionToken)
+	dsn := "sqlite://" + path
+
+	// The Caddy handler, provisioned as Caddy would.
+	cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	handler := &caddyauth.Handler{Database: dsn, Secret: secret}
+	if err := handler.Provision(cctx); err != nil {
+		t.Fatal(err)
+	}
+	defer handler.Cleanup()
+	viaCaddy := func(t *testing.T, hdr http.Header) verdict {
+		req := httptest.NewRequest(http.MethodGet, "/mcp", nil)
+		req.Header = hdr.Clone()
+		before := names(req.Header)
+		repl := caddy.NewReplacer()
+		req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+		w := httptest.NewRecorder()
+		var seen http.Header
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			seen = r.Header.Clone()
+			return nil
+		})
+		if err := handler.ServeHTTP(w, req, next); err != nil {
+			t.Fatal(err)
+		}
+		if seen == nil {
+			return denied(w.Code, w.Header(), w.Body.Bytes())
+		}
+		v := verdict{status: 200, set: map[string]string{}}
+		for name, vs := range seen {
+			if betterauth.IsOwnedHeader(name) {
+				v.set[strings.ToLower(name)] = vs[0]
+			}
+		}
+		for _, name := range before {
+			if _, ok := seen[http.CanonicalHeaderKey(name)]; !ok {
+				v.removed = append(v.removed, name)
+			}
+		}
+		slices.Sort(v.removed)
+		return v
+	}
+
+	// The ext_authz server, on a real gRPC server and client over loopback.
+	db, err := store.Open(dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	verifier, _ := betterauth.NewVerifier(betterauth.Options{Store: cache.New(db, cache.Options{}), Secret: secret})
+	srv := extauthz.New(extauthz.Options{Verifier: verifier})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(gs, srv)
+	go gs.Serve(lis)
+	defer gs.GracefulStop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	viaGRPC := func(t *testing.T, hdr http.Header) verdict {
+		// As Envoy sends it: lower-case names, repeated values joined.
+		m := map[string]string{}
+		for k, vs := range hdr {
+			sep := ","
+			if strings.EqualFold(k, "cookie") {
+				sep = "; "
+			}
+			m[strings.ToLower(k)] = strings.Join(vs, sep)
+		}
+		req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/mcp", Headers: m},
+		}}}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := client.Check(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := resp.GetDeniedResponse(); d != nil {
+			h := http.Header{}
+			for _, o := range d.GetHeaders() {
+				h.Set(o.GetHeader().GetKey(), o.GetHeader().GetValue())
+			}
+			if codes.Code(resp.GetStatus().GetCode()) == codes.OK {
+				t.Fatal("a denial with gRPC status OK")
+			}
+			return denied(int(d.GetStatus().GetCode()), h, []byte(d.GetBody()))
+		}
+		ok := resp.GetOkResponse()
+		v := verdict{status: 200, set: map[string]string{}, removed: slices.Clone(ok.GetHeadersToRemove())}
+		for _, o := range ok.GetHeaders() {
+			if o.GetHeader().GetKey() == "cookie" {
+				continue // the filtered cookie, checked below
+			}
+			v.set[o.GetHeader().GetKey()] = o.GetHeader().GetValue()
+		}
+		slices.Sort(v.removed)
+		return v
+	}
+
+	// The HTTP mode, as forward-auth callers use it.
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	viaHTTP := func(t *testing.T, hdr http.Header) verdict {
+		req, _ := http.NewRequest(http.MethodGet, hs.URL+"/", nil)
+		req.Header = hdr.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return denied(resp.StatusCode, resp.Header, body)
+		}
+		v := verdict{status: 200, set: map[string]string{}}
+		for name, vs := range resp.Header {
+			if betterauth.IsOwnedHeader(name) {
+				v.set[strings.ToLower(name)] = vs[0]
+			}
+		}
+		if rm := resp.Header.Get("X-Envoy-Auth-Headers-To-Remove"); rm != "" {
+			v.removed = strings.Split(rm, ",")
+		}
+		slices.Sort(v.removed)
+		return v
+	}
+
+	cases := []struct {
+		name string
+		hdr  http.Header
+		want verdict
+	}{
+		{"x-api-key", http.Header{"X-Api-Key": {creds.APIKey}, "X-Auth-User-Id": {"forged"}, "X-Auth-Anything": {"x"}}, verdict{status: 200,
+			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "api_key", "x-auth-key-id": creds.KeyID},
+			removed: []string{"x-api-key", "x-auth-anything"}}},
+		{"bearer session", http.Header{"Authorization": {"Bearer " + signed}}, verdict{status: 200,
+			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "session", "x-auth-session-id": creds.SessionID},
+			removed: []string{"authorization"}}},
+		{"cookie only", http.Header{"Cookie": {"better-auth.session_token=" + strings.ReplaceAll(signed, "=", "%3D")}}, verdict{status: 200,
+			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "session", "x-auth-session-id": creds.SessionID},
+			removed: []string{"cookie"}}},
+		{"missing", http.Header{"X-Auth-User-Id": {"forged"}}, verdict{status: 401, code: "MISSING_CREDENTIAL", challenge: `Bearer realm="better-auth"`}},
+		{"unknown key", http.Header{"X-Api-Key": {"ba_nope"}}, verdict{status: 401, code: "INVALID_API_KEY", challenge: "Bearer realm"}},
+		{"disabled key", http.Header{"X-Api-Key": {disabled.APIKey}}, verdict{status: 401, code: "KEY_DISABLED", challenge: "Bearer realm"}},
+		{"bad signature", http.Header{"Authorization": {"Bearer " + creds.SessionToken + ".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}, verdict{status: 401, code: "INVALID_SESSION", challenge: "Bearer realm"}},
+	}
+	fronts := map[string]frontEnd{"caddy": viaCaddy, "grpc": viaGRPC, "http": viaHTTP}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for name, fe := range fronts {
+				got := fe(t, tc.hdr)
+				w := tc.want
+				if got.status != w.status || got.code != w.code || !strings.HasPrefix(got.challenge, w.challenge) {
+					t.Errorf("%s: %d %s %q, want %d %s %q", name, got.status, got.code, got.challenge, w.status, w.code, w.challenge)
+				}
+				for k, v := range w.set {
+					if got.set[k] != v {
+						t.Errorf("%s: %s = %q, want %q (all: %v)", name, k, got.set[k], v, got.set)
+					}
+				}
+				if w.status == 200 && (len(got.set) < len(w.set) || !slices.Equal(got.removed, w.removed)) {
+					t.Errorf("%s: set %v removed %v, want removed %v", name, got.set, got.removed, w.removed)
+				}
+			}
+		})
+	}
+}
+
+func denied(status int, h http.Header, body []byte) verdict {
+	var b struct{ Code string }
+	json.Unmarshal(body, &b)
+	return verdict{status: status, code: b.Code, challenge: h.Get("WWW-Authenticate")}
+}
+
+func names(h http.Header) []string {
+	var out []string
+	for k := range h {
+		out = append(out, strings.ToLower(k))
+	}
+	return out
+}
