@@ -1,0 +1,119 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/caddy-betterauth/caddy-betterauth/demo"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
+)
+
+// The standalone server, started as a process: health-checked, sent real
+// Check calls, and stopped cleanly.
+func TestStandaloneExtAuthz(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "betterauth-extauthz")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/betterauth-extauthz")
+	build.Dir = testenv.RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	db := filepath.Join(dir, "auth.db")
+	creds, err := demo.Create(context.Background(), db, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cmd := exec.Command(bin, "-grpc", grpcAddr, "-http", httpAddr, "-api-key-prefix", demo.KeyPrefix)
+	cmd.Env = append(os.Environ(), "DATABASE_URL=sqlite://"+db, "BETTER_AUTH_SECRET=standalone-secret-0123456789abcdefghijkl")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	ready := make(chan struct{})
+	var logs strings.Builder
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		signalled := false
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+			if !signalled && strings.Contains(sc.Text(), "serving ext_authz HTTP") {
+				signalled = true
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the server did not start")
+	}
+
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hr, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
+	if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v %v", hr, err)
+	}
+	client := authv3.NewAuthorizationClient(conn)
+	check := func(headers map[string]string) *authv3.CheckResponse {
+		resp, err := client.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/mcp", Headers: headers},
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if r := check(map[string]string{"authorization": "Bearer " + creds.APIKey}); codes.Code(r.GetStatus().GetCode()) != codes.OK || r.GetOkResponse() == nil {
+		t.Fatalf("valid key: %v", r)
+	}
+	if r := check(map[string]string{}); codes.Code(r.GetStatus().GetCode()) != codes.Unauthenticated || r.GetDeniedResponse().GetStatus().GetCode() != 401 {
+		t.Fatalf("no key: %v", r)
+	}
+	if resp, err := http.Get("http://" + httpAddr + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz: %v %v", resp, err)
+	}
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, logs.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("did not stop on SIGTERM")
+	}
+	for _, addr := range []string{grpcAddr, httpAddr} {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			t.Fatalf("%s still listens", addr)
+		}
+	}
+}
