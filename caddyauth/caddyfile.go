@@ -81,6 +81,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	return h.unmarshalBlock(d, nil)
+}
+
+// unmarshalBlock parses the block's subdirectives; extra, when set, may
+// claim more (the global option's listeners).
+func (h *Handler) unmarshalBlock(d *caddyfile.Dispenser, extra func(name string) (bool, error)) error {
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		name := d.Val()
@@ -131,7 +137,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.SecondaryStorage = new(SecondaryStorage)
 			err = h.SecondaryStorage.unmarshal(d)
 		default:
-			return d.Errf("unrecognized subdirective '%s'", name)
+			handled := false
+			if extra != nil {
+				handled, err = extra(name)
+			}
+			if !handled && err == nil {
+				return d.Errf("unrecognized subdirective '%s'", name)
+			}
 		}
 		if err != nil {
 			return err

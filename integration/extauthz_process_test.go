@@ -117,3 +117,62 @@ func TestStandaloneExtAuthz(t *testing.T) {
 		}
 	}
 }
+
+// The same service from inside Caddy, configured as a global option; the
+// site's handler shares its database pool and cache.
+func TestCaddyServesExtAuthz(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db := filepath.Join(dir, "auth.db")
+	creds, err := demo.Create(context.Background(), db, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	up := newUpstream(t)
+	gw := testenv.StartCaddy(t, fmt.Sprintf(`better_auth {
+		database {env.DATABASE_URL}
+		secret {env.BETTER_AUTH_SECRET}
+		grpc %s
+		http %s
+	}`, grpcAddr, httpAddr), fmt.Sprintf(`
+	better_auth {
+		database {env.DATABASE_URL}
+		secret {env.BETTER_AUTH_SECRET}
+	}
+	reverse_proxy %s`, up.addr()), "DATABASE_URL=sqlite://"+db, "BETTER_AUTH_SECRET=app-secret-0123456789abcdefghijklmnopqrstu")
+	gw.WaitForLog(t, "serving ext_authz HTTP", 10*time.Second)
+
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if hr, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v %v", hr, err)
+	}
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Headers: map[string]string{"x-api-key": creds.APIKey}},
+	}}})
+	if err != nil || codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+		t.Fatalf("Check: %v %v", resp, err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+httpAddr+"/", nil)
+	req.Header.Set("X-Api-Key", "ba_wrong")
+	if r, err := http.DefaultClient.Do(req); err != nil || r.StatusCode != 401 {
+		t.Fatalf("HTTP mode: %v %v", r, err)
+	}
+	if r := send(t, gw, "/", h("X-Api-Key", creds.APIKey)); r.status != 200 {
+		t.Fatalf("the site's handler: %d %s", r.status, r.raw)
+	}
+	gw.Stop(t)
+	for _, addr := range []string{grpcAddr, httpAddr} {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			t.Fatalf("%s still listens after Caddy stopped", addr)
+		}
+	}
+}
