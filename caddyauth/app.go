@@ -15,6 +15,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -41,6 +42,9 @@ type App struct {
 	GRPC string `json:"grpc,omitempty"`
 	// Address of the HTTP-mode listener, e.g. 127.0.0.1:9192.
 	HTTP string `json:"http,omitempty"`
+	// PEM certificate and key files: serve the gRPC listener over TLS.
+	TLSCert string `json:"tls_cert,omitempty"`
+	TLSKey  string `json:"tls_key,omitempty"`
 
 	srv     *extauthz.Server
 	ctx     caddy.Context
@@ -101,7 +105,15 @@ func (a *App) Start() error {
 		if err != nil {
 			return err
 		}
-		a.grpcSrv = grpc.NewServer()
+		var opts []grpc.ServerOption
+		if a.TLSCert != "" || a.TLSKey != "" {
+			creds, err := credentials.NewServerTLSFromFile(a.TLSCert, a.TLSKey)
+			if err != nil {
+				return fmt.Errorf("better_auth app: tls: %w", err)
+			}
+			opts = append(opts, grpc.Creds(creds))
+		}
+		a.grpcSrv = grpc.NewServer(opts...)
 		authv3.RegisterAuthorizationServer(a.grpcSrv, a.srv)
 		hs := health.NewServer()
 		hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -153,6 +165,7 @@ func (a *App) Cleanup() error { return a.Handler.Cleanup() }
 //	    better_auth {
 //	        grpc <address>
 //	        http <address>
+//	        tls  <cert.pem> <key.pem>   # gRPC over TLS
 //	        # and every subdirective of the better_auth handler
 //	    }
 //	}
@@ -168,6 +181,13 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 			return true, oneArg(d, &a.GRPC)
 		case "http":
 			return true, oneArg(d, &a.HTTP)
+		case "tls":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return true, d.ArgErr()
+			}
+			a.TLSCert, a.TLSKey = args[0], args[1]
+			return true, nil
 		}
 		return false, nil
 	})

@@ -3,7 +3,15 @@ package integration
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	cryptorand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +25,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -24,10 +33,10 @@ import (
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
 )
 
-// The standalone server, started as a process: health-checked, sent real
-// Check calls, and stopped cleanly.
-func TestStandaloneExtAuthz(t *testing.T) {
-	t.Parallel()
+// startExtAuthz builds and starts the standalone server with args, on a
+// SQLite database the demo writes, and waits until it serves.
+func startExtAuthz(t *testing.T, args ...string) (*exec.Cmd, *demo.Credentials, *strings.Builder) {
+	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "betterauth-extauthz")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/betterauth-extauthz")
@@ -40,9 +49,7 @@ func TestStandaloneExtAuthz(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	grpcAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	cmd := exec.Command(bin, "-grpc", grpcAddr, "-http", httpAddr, "-api-key-prefix", demo.KeyPrefix)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "DATABASE_URL=sqlite://"+db, "BETTER_AUTH_SECRET=standalone-secret-0123456789abcdefghijkl")
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -50,13 +57,13 @@ func TestStandaloneExtAuthz(t *testing.T) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
 	ready := make(chan struct{})
-	var logs strings.Builder
+	logs := &strings.Builder{}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		signalled := false
 		for sc.Scan() {
 			logs.WriteString(sc.Text() + "\n")
-			if !signalled && strings.Contains(sc.Text(), "serving ext_authz HTTP") {
+			if !signalled && strings.Contains(sc.Text(), "serving ext_authz") {
 				signalled = true
 				close(ready)
 			}
@@ -67,6 +74,16 @@ func TestStandaloneExtAuthz(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the server did not start")
 	}
+	return cmd, creds, logs
+}
+
+// The standalone server, started as a process: health-checked, sent real
+// Check calls, and stopped cleanly.
+func TestStandaloneExtAuthz(t *testing.T) {
+	t.Parallel()
+	grpcAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cmd, creds, logs := startExtAuthz(t, "-grpc", grpcAddr, "-http", httpAddr, "-api-key-prefix", demo.KeyPrefix)
 
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -174,5 +191,46 @@ func TestCaddyServesExtAuthz(t *testing.T) {
 			c.Close()
 			t.Fatalf("%s still listens after Caddy stopped", addr)
 		}
+	}
+}
+
+// With -tls-cert and -tls-key the gRPC listener speaks TLS only.
+func TestStandaloneExtAuthzTLS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), cryptorand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ext-authz"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(cryptorand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	grpcAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	startExtAuthz(t, "-grpc", grpcAddr, "-http", "", "-tls-cert", certFile, "-tls-key", keyFile)
+
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tlsConn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tlsConn.Close()
+	if hr, err := healthpb.NewHealthClient(tlsConn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health over TLS: %v %v", hr, err)
+	}
+	plain, _ := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	defer plain.Close()
+	pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer pcancel()
+	if _, err := healthpb.NewHealthClient(plain).Check(pctx, &healthpb.HealthCheckRequest{}); err == nil {
+		t.Fatal("a plaintext client was served")
 	}
 }

@@ -25,6 +25,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -48,6 +49,8 @@ func run() error {
 	keep := flag.Bool("keep-credential", false, "forward the credential upstream")
 	ttl := flag.Duration("cache-ttl", cache.DefaultTTL, "how long a verified record is cached")
 	timeout := flag.Duration("lookup-timeout", cache.DefaultLookupTimeout, "bound on one database lookup; then 503")
+	tlsCert := flag.String("tls-cert", "", "PEM certificate for the gRPC listener (with -tls-key): serve TLS")
+	tlsKey := flag.String("tls-key", "", "PEM private key for the gRPC listener")
 	flag.Parse()
 
 	dsn := os.Getenv("DATABASE_URL")
@@ -88,7 +91,15 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		gs = grpc.NewServer()
+		var opts []grpc.ServerOption
+		if *tlsCert != "" || *tlsKey != "" {
+			creds, err := credentials.NewServerTLSFromFile(*tlsCert, *tlsKey)
+			if err != nil {
+				return fmt.Errorf("tls: %w", err)
+			}
+			opts = append(opts, grpc.Creds(creds))
+		}
+		gs = grpc.NewServer(opts...)
 		authv3.RegisterAuthorizationServer(gs, srv)
 		hs := health.NewServer()
 		hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
