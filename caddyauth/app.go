@@ -12,12 +12,9 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/extauthz"
@@ -113,12 +110,7 @@ func (a *App) Start() error {
 			}
 			opts = append(opts, grpc.Creds(creds))
 		}
-		a.grpcSrv = grpc.NewServer(opts...)
-		authv3.RegisterAuthorizationServer(a.grpcSrv, a.srv)
-		hs := health.NewServer()
-		hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-		hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-		healthpb.RegisterHealthServer(a.grpcSrv, hs)
+		a.grpcSrv = extauthz.NewGRPCServer(a.srv, opts...)
 		go a.grpcSrv.Serve(ln)
 		a.appLog.Info("serving ext_authz gRPC", zap.String("address", ln.Addr().String()))
 	}
@@ -142,13 +134,7 @@ func (a *App) Stop() error {
 		a.httpSrv.Shutdown(ctx)
 	}
 	if a.grpcSrv != nil {
-		done := make(chan struct{})
-		go func() { a.grpcSrv.GracefulStop(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			a.grpcSrv.Stop()
-		}
+		extauthz.GracefulStop(ctx, a.grpcSrv)
 	}
 	for _, l := range a.closers {
 		l.Close()

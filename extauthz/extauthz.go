@@ -15,7 +15,10 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.uber.org/zap"
 	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 )
@@ -222,3 +225,26 @@ var (
 	_ authv3.AuthorizationServer = (*Server)(nil)
 	_ http.Handler               = (*Server)(nil)
 )
+
+// NewGRPCServer returns a gRPC server with the ext_authz service and the
+// grpc.health.v1 service reporting it as serving.
+func NewGRPCServer(s *Server, opts ...grpc.ServerOption) *grpc.Server {
+	gs := grpc.NewServer(opts...)
+	authv3.RegisterAuthorizationServer(gs, s)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	return gs
+}
+
+// GracefulStop stops gs, letting calls in flight finish until ctx ends.
+func GracefulStop(ctx context.Context, gs *grpc.Server) {
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		gs.Stop()
+	}
+}

@@ -22,12 +22,9 @@ import (
 	"syscall"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
@@ -99,12 +96,7 @@ func run() error {
 			}
 			opts = append(opts, grpc.Creds(creds))
 		}
-		gs = grpc.NewServer(opts...)
-		authv3.RegisterAuthorizationServer(gs, srv)
-		hs := health.NewServer()
-		hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-		hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-		healthpb.RegisterHealthServer(gs, hs)
+		gs = extauthz.NewGRPCServer(srv, opts...)
 		go func() { errs <- gs.Serve(lis) }()
 		logger.Info("serving ext_authz gRPC", zap.String("address", lis.Addr().String()))
 	}
@@ -137,13 +129,7 @@ func run() error {
 		hsrv.Shutdown(sctx)
 	}
 	if gs != nil {
-		done := make(chan struct{})
-		go func() { gs.GracefulStop(); close(done) }()
-		select {
-		case <-done:
-		case <-sctx.Done():
-			gs.Stop()
-		}
+		extauthz.GracefulStop(sctx, gs)
 	}
 	return nil
 }
