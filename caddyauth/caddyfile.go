@@ -229,49 +229,57 @@ func (c *Cache) unmarshal(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := map[string]bool{}
+	return subBlock(d, nil, func(name string) error {
+		switch name {
+		case "ttl":
+			return duration(d, &c.TTL, true)
+		case "api_key_ttl":
+			return duration(d, &c.APIKeyTTL, false)
+		case "session_ttl":
+			return duration(d, &c.SessionTTL, false)
+		case "stale_while_revalidate":
+			return duration(d, &c.StaleWhileRevalidate, false)
+		case "stale_if_error":
+			return duration(d, &c.StaleIfError, false)
+		case "jitter":
+			var v string
+			if err := oneArg(d, &v); err != nil {
+				return err
+			}
+			if v == "off" {
+				c.Jitter = -1
+				return nil
+			}
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f <= 0 || f > 1 {
+				return d.Errf("jitter takes a fraction between 0 and 1, or off, not %q", v)
+			}
+			c.Jitter = f
+			return nil
+		case "negative_ttl":
+			return duration(d, &c.NegativeTTL, true)
+		case "max_entries":
+			return count(d, &c.MaxEntries)
+		case "max_negative":
+			return count(d, &c.MaxNegative)
+		}
+		return d.Errf("unrecognized cache subdirective '%s'", name)
+	})
+}
+
+// subBlock calls sub for each subdirective of the block at the cursor,
+// rejecting repeats; seen may list names already given.
+func subBlock(d *caddyfile.Dispenser, seen map[string]bool, sub func(name string) error) error {
+	if seen == nil {
+		seen = map[string]bool{}
+	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
 		if seen[name] {
 			return d.Errf("%s already specified", name)
 		}
 		seen[name] = true
-		var err error
-		switch name {
-		case "ttl":
-			err = duration(d, &c.TTL, true)
-		case "api_key_ttl":
-			err = duration(d, &c.APIKeyTTL, false)
-		case "session_ttl":
-			err = duration(d, &c.SessionTTL, false)
-		case "stale_while_revalidate":
-			err = duration(d, &c.StaleWhileRevalidate, false)
-		case "stale_if_error":
-			err = duration(d, &c.StaleIfError, false)
-		case "jitter":
-			var v string
-			if err = oneArg(d, &v); err != nil {
-				return err
-			}
-			if v == "off" {
-				c.Jitter = -1
-				break
-			}
-			f, perr := strconv.ParseFloat(v, 64)
-			if perr != nil || f <= 0 || f > 1 {
-				return d.Errf("jitter takes a fraction between 0 and 1, or off, not %q", v)
-			}
-			c.Jitter = f
-		case "negative_ttl":
-			err = duration(d, &c.NegativeTTL, true)
-		case "max_entries":
-			err = count(d, &c.MaxEntries)
-		case "max_negative":
-			err = count(d, &c.MaxNegative)
-		default:
-			return d.Errf("unrecognized cache subdirective '%s'", name)
-		}
-		if err != nil {
+		if err := sub(name); err != nil {
 			return err
 		}
 	}
@@ -329,22 +337,14 @@ func urlBlock(d *caddyfile.Dispenser, directive string, url *string, sub func(na
 			return d.ArgErr()
 		}
 	}
-	seen := map[string]bool{"url": *url != ""}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if seen[name] {
-			return d.Errf("%s already specified", name)
-		}
-		seen[name] = true
-		var err error
+	err := subBlock(d, map[string]bool{"url": *url != ""}, func(name string) error {
 		if name == "url" {
-			err = oneArg(d, url)
-		} else {
-			err = sub(name)
+			return oneArg(d, url)
 		}
-		if err != nil {
-			return err
-		}
+		return sub(name)
+	})
+	if err != nil {
+		return err
 	}
 	if *url == "" {
 		return d.Errf("%s needs a url", directive)
