@@ -65,6 +65,7 @@ func New(db DBTX, opts Options) (*Store, error) {
 		s.logger = zap.NewNop()
 	}
 	s.layout = schema.Lazy{
+		Name:    "pgstore",
 		Config:  opts.Schema,
 		Dialect: schema.Dialect{Qualify: s.qualify, Param: "$1"},
 		Catalog: s.Catalog,
@@ -96,21 +97,9 @@ ORDER BY table_name, ordinal_position`, s.opts.PGSchema, s.opts.Schema.Candidate
 }
 
 // Layout returns the detected layout, reading the catalog on first use.
-func (s *Store) Layout(ctx context.Context) (*schema.Layout, error) {
-	p, err := s.prepare(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return p.Layout, nil
-}
+func (s *Store) Layout(ctx context.Context) (*schema.Layout, error) { return s.layout.Layout(ctx) }
 
-func (s *Store) prepare(ctx context.Context) (*schema.Prepared, error) {
-	p, err := s.layout.Get(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("pgstore: %w", err)
-	}
-	return p, nil
-}
+func (s *Store) prepare(ctx context.Context) (*schema.Prepared, error) { return s.layout.Get(ctx) }
 
 func (s *Store) qualify(table string) string {
 	if s.opts.PGSchema != "" {

@@ -2,6 +2,7 @@ package schema
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 )
@@ -17,6 +18,8 @@ type Prepared struct {
 // failure is returned to the caller and tried again on the next call, never
 // remembered, so fixing the database needs no restart.
 type Lazy struct {
+	// Name starts the errors Get returns ("pgstore").
+	Name    string
 	Config  Config
 	Dialect Dialect
 	// Catalog reads the database's catalog.
@@ -39,17 +42,33 @@ func (z *Lazy) Get(ctx context.Context) (*Prepared, error) {
 		return p, nil
 	}
 	cat, err := z.Catalog(ctx)
+	if err == nil {
+		var layout *Layout
+		if layout, err = z.Config.Resolve(cat); err == nil {
+			return z.store(layout), nil
+		}
+	}
+	if z.Name != "" {
+		err = fmt.Errorf("%s: %w", z.Name, err)
+	}
+	return nil, err
+}
+
+// Layout returns the resolved layout, resolving it if it is not yet known.
+func (z *Lazy) Layout(ctx context.Context) (*Layout, error) {
+	p, err := z.Get(ctx)
 	if err != nil {
 		return nil, err
 	}
-	layout, err := z.Config.Resolve(cat)
-	if err != nil {
-		return nil, err
-	}
+	return p.Layout, nil
+}
+
+// store keeps a resolved layout; the caller holds z.mu.
+func (z *Lazy) store(layout *Layout) *Prepared {
 	p := &Prepared{Layout: layout, Queries: layout.Build(z.Dialect)}
 	z.ready.Store(p)
 	if z.Resolved != nil {
 		z.Resolved(layout)
 	}
-	return p, nil
+	return p
 }

@@ -99,6 +99,7 @@ func New(db *sql.DB, opts Options) (*Store, error) {
 		s.logger = zap.NewNop()
 	}
 	s.layout = schema.Lazy{
+		Name:    "sqlitestore",
 		Config:  opts.Schema,
 		Dialect: schema.Dialect{Qualify: schema.QuoteIdent, Param: "?"},
 		Catalog: s.Catalog,
@@ -135,21 +136,9 @@ func (s *Store) Catalog(ctx context.Context) (schema.Catalog, error) {
 }
 
 // Layout returns the detected layout, reading the catalog on first use.
-func (s *Store) Layout(ctx context.Context) (*schema.Layout, error) {
-	p, err := s.prepare(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return p.Layout, nil
-}
+func (s *Store) Layout(ctx context.Context) (*schema.Layout, error) { return s.layout.Layout(ctx) }
 
-func (s *Store) prepare(ctx context.Context) (*schema.Prepared, error) {
-	p, err := s.layout.Get(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: %w", err)
-	}
-	return p, nil
-}
+func (s *Store) prepare(ctx context.Context) (*schema.Prepared, error) { return s.layout.Get(ctx) }
 
 // Lookup implements betterauth.Store.
 func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
