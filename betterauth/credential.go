@@ -3,6 +3,7 @@ package betterauth
 import (
 	"net/textproto"
 	"strings"
+	"unicode/utf8"
 )
 
 // Source is where a credential was found.
@@ -72,16 +73,22 @@ type ExtractorConfig struct {
 	// headers, as Better-Auth's bearer({requireSignature: true}) does.
 	RequireSignature bool
 	// CookieNames are the session cookie names, most specific first.
-	// Default: __Secure-better-auth.session_token, better-auth.session_token.
+	// Default: SessionCookieNames(CookiePrefix, "").
 	CookieNames []string
+	// CookiePrefix is Better-Auth's advanced.cookiePrefix; it names the
+	// cookie cache (<prefix>.session_data) removed with the session cookie.
+	// Default: DefaultCookiePrefix.
+	CookiePrefix string
 }
 
-// Extractor finds the one credential of a request.
+// Extractor finds the one credential of a request, and the credentials a
+// front end must remove before the request goes on.
 type Extractor struct {
 	apiKeyHeaders  []string
 	apiKeyPrefixes []string
 	requireSig     bool
 	cookieNames    []string
+	sessionCookie  func(name string) bool
 }
 
 // DefaultCookiePrefix is Better-Auth's advanced.cookiePrefix default.
@@ -114,8 +121,9 @@ func NewExtractor(cfg ExtractorConfig) *Extractor {
 		e.apiKeyHeaders = []string{"X-Api-Key"}
 	}
 	if len(e.cookieNames) == 0 {
-		e.cookieNames = SessionCookieNames("", "")
+		e.cookieNames = SessionCookieNames(cfg.CookiePrefix, "")
 	}
+	e.sessionCookie = SessionCookieMatcher(cfg.CookiePrefix, e.cookieNames)
 	return e
 }
 
@@ -160,10 +168,12 @@ func (e *Extractor) Extract(h HeaderGetter) Credential {
 	return Credential{}
 }
 
-// bounded sets the trimmed value, rejecting an oversized one.
+// bounded sets the trimmed value, rejecting one that no Better-Auth
+// database can hold: oversized, not UTF-8 (PostgreSQL refuses such text,
+// and the query would fail as if the database were down), or with a NUL.
 func bounded(c Credential, v string) Credential {
 	v = strings.TrimSpace(v)
-	if len(v) > MaxCredentialLen {
+	if len(v) > MaxCredentialLen || !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0 {
 		return invalid(c)
 	}
 	c.Value = v

@@ -9,6 +9,7 @@ package caddyauth
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -140,11 +141,11 @@ type Handler struct {
 	SecondaryStorage *SecondaryStorage `json:"secondary_storage,omitempty"`
 
 	// Leave open the streams (server-sent events, WebSockets) whose
-	// credential expires or is revoked. By default a request that accepts an
-	// event stream or upgrades is tied to its credential: it ends when the
-	// key or session expires, and, with the revocation triggers installed,
-	// within moments of a revocation or ban (the credential is checked
-	// again first, since not every change revokes).
+	// credential expires or is revoked. By default every allowed request is
+	// tied to its credential, since any response may turn out to stream: it
+	// ends when the key or session expires, and, with the revocation
+	// triggers installed, within moments of a revocation or ban (the
+	// credential is checked again first, since not every change revokes).
 	KeepRevokedStreams bool `json:"keep_revoked_streams,omitempty"`
 
 	// A Redis shared by the gateway's replicas as a second cache level:
@@ -158,7 +159,6 @@ type Handler struct {
 	extractor  *betterauth.Extractor
 	verifier   *betterauth.Verifier
 	answers    *betterauth.Answers
-	cookieDrop func(string) bool
 	logger     *zap.Logger
 }
 
@@ -339,8 +339,8 @@ func (h *Handler) setup(store betterauth.Store, secret string) error {
 		APIKeyPrefixes:   h.APIKeyPrefixes,
 		RequireSignature: h.RequireSignature,
 		CookieNames:      cookieNames,
+		CookiePrefix:     h.CookiePrefix,
 	})
-	h.cookieDrop = betterauth.SessionCookieMatcher(h.CookiePrefix, cookieNames)
 	h.answers = betterauth.NewAnswers(h.Realm)
 	return nil
 }
@@ -431,9 +431,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Map(placeholders(d))
 	}
 	if !h.KeepCredential {
-		h.removeCredential(r.Header, cred)
+		h.extractor.RemoveCredentials(betterauth.HTTPHeader(r.Header))
 	}
-	if h.streams != nil && isStream(r) {
+	h.protect(r)
+	if h.streams != nil {
 		var st *stream
 		r, st = h.watch(r, cred, d)
 		defer st.release()
@@ -494,21 +495,50 @@ func stripOwnedHeaders(h http.Header) {
 	}
 }
 
-// removeCredential drops the credential that was used, so that it does not
-// reach the upstream.
-func (h *Handler) removeCredential(hdr http.Header, c betterauth.Credential) {
-	switch c.Source {
-	case betterauth.SourceAPIKeyHeader:
-		delete(hdr, c.Name)
-	case betterauth.SourceBearer:
-		delete(hdr, "Authorization")
-	case betterauth.SourceCookie:
-		if rest := betterauth.RemoveCookies(hdr["Cookie"], h.cookieDrop); rest != "" {
-			hdr["Cookie"] = []string{rest}
-		} else {
-			delete(hdr, "Cookie")
+// protect keeps the client from shaping what reaches the upstream beside
+// the identity headers: a Connection header naming them would make
+// reverse_proxy delete them after they were set, and request trailers
+// arrive after this handler has run. Both lose every protected name.
+func (h *Handler) protect(r *http.Request) {
+	if vs := r.Header["Connection"]; len(vs) > 0 {
+		if rest, changed := h.extractor.FilterConnection(vs); changed {
+			if rest == "" {
+				delete(r.Header, "Connection")
+			} else {
+				r.Header["Connection"] = []string{rest}
+			}
 		}
 	}
+	if r.Trailer != nil && r.Body != nil && r.Body != http.NoBody {
+		// Declared trailers share this map with the server, which fills in
+		// their values when the body reaches EOF: scrub them then, before
+		// reverse_proxy copies them.
+		h.scrubTrailers(r.Trailer)
+		r.Body = &trailerScrubber{ReadCloser: r.Body, trailer: r.Trailer, scrub: h.scrubTrailers}
+	}
+}
+
+func (h *Handler) scrubTrailers(t http.Header) {
+	for name := range t {
+		if h.extractor.Protected(name) {
+			delete(t, name)
+		}
+	}
+}
+
+// trailerScrubber removes protected trailers as the body ends.
+type trailerScrubber struct {
+	io.ReadCloser
+	trailer http.Header
+	scrub   func(http.Header)
+}
+
+func (b *trailerScrubber) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.scrub(b.trailer)
+	}
+	return n, err
 }
 
 // containError keeps a failing upstream from putting the API key in Caddy's

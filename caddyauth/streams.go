@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -18,9 +17,13 @@ var (
 	errExpired = errors.New("better_auth: the credential expired")
 )
 
-// streams tracks the open long-lived requests (server-sent events,
-// WebSockets) of a backend, so that a revocation can end them: a client
-// must not keep a stream that its key, session or user no longer allows.
+// streams tracks the allowed requests in flight of a backend, so that a
+// revocation can end them: a client must not keep a stream (server-sent
+// events, a WebSocket, an extended CONNECT) that its key, session or user no
+// longer allows. Every allowed request is tracked, because whether a
+// response streams is the upstream's choice: MCP servers stream for
+// "Accept: */*" and for any letter case, and WebSockets over HTTP/2 and
+// HTTP/3 carry no Upgrade header.
 type streams struct {
 	mu  sync.Mutex
 	set map[*stream]struct{}
@@ -85,21 +88,6 @@ func (s *streams) revoked(target cache.Target, id string) {
 			}
 		}()
 	}
-}
-
-// isStream reports whether a request asks for a long-lived response: an
-// event stream (MCP clients accept one on every request) or a protocol
-// upgrade.
-func isStream(r *http.Request) bool {
-	if r.Header.Get("Upgrade") != "" {
-		return true
-	}
-	for _, v := range r.Header["Accept"] {
-		if strings.Contains(v, "text/event-stream") {
-			return true
-		}
-	}
-	return false
 }
 
 // watch ties r to the credential's life: its context ends when the

@@ -44,7 +44,6 @@ type Server struct {
 	extractor *betterauth.Extractor
 	answers   *betterauth.Answers
 	keep      bool
-	dropCk    func(string) bool
 	logger    *zap.Logger
 }
 
@@ -56,10 +55,12 @@ func New(opts Options) *Server {
 	if len(opts.Extract.CookieNames) == 0 {
 		opts.Extract.CookieNames = betterauth.SessionCookieNames(opts.CookiePrefix, "")
 	}
+	if opts.Extract.CookiePrefix == "" {
+		opts.Extract.CookiePrefix = opts.CookiePrefix
+	}
 	return &Server{
 		verifier: opts.Verifier, extractor: betterauth.NewExtractor(opts.Extract),
-		answers: betterauth.NewAnswers(opts.Realm), keep: opts.KeepCredential,
-		dropCk: betterauth.SessionCookieMatcher(opts.CookiePrefix, opts.Extract.CookieNames), logger: opts.Logger,
+		answers: betterauth.NewAnswers(opts.Realm), keep: opts.KeepCredential, logger: opts.Logger,
 	}
 }
 
@@ -74,8 +75,12 @@ type Result struct {
 	// every client-supplied X-Auth-* header the gateway does not set.
 	Remove []string
 	// Cookie, when set, replaces the Cookie header (the session cookies
-	// removed, the others kept); Remove then holds "cookie" if none is left.
+	// removed, the others kept); Remove holds "cookie" if none is left.
 	Cookie *string
+	// cookie is the request's Cookie header as the upstream should get it,
+	// for the HTTP mode, whose callers (nginx) cannot tell a header left
+	// alone from one to drop.
+	cookie string
 }
 
 // Decide verifies the request described by its headers (any letter case).
@@ -105,21 +110,39 @@ func (s *Server) Decide(ctx context.Context, headers map[string][]string) Result
 		}
 	}
 	if !s.keep {
-		switch cred.Source {
-		case betterauth.SourceAPIKeyHeader:
-			r.Remove = append(r.Remove, strings.ToLower(cred.Name))
-		case betterauth.SourceBearer:
-			r.Remove = append(r.Remove, "authorization")
-		case betterauth.SourceCookie:
-			rest := betterauth.RemoveCookies(h["cookie"], s.dropCk)
-			if rest == "" {
-				r.Remove = append(r.Remove, "cookie")
-			} else {
-				r.Cookie = &rest
-			}
-		}
+		ed := &editor{h: h}
+		s.extractor.RemoveCredentials(ed)
+		r.Remove = append(r.Remove, ed.removed...)
+		r.Cookie = ed.cookie
+	}
+	if r.Cookie != nil {
+		r.cookie = *r.Cookie
+	} else if cs := h["cookie"]; len(cs) > 0 {
+		r.cookie = strings.Join(cs, "; ")
 	}
 	return r
+}
+
+// editor records what RemoveCredentials takes out of a request, for the
+// front end to tell Envoy.
+type editor struct {
+	h       lowerHeaders
+	removed []string
+	cookie  *string
+}
+
+func (e *editor) Values(name string) []string { return e.h.Values(name) }
+
+func (e *editor) Del(name string) {
+	name = strings.ToLower(name)
+	delete(e.h, name)
+	e.removed = append(e.removed, name)
+}
+
+func (e *editor) Set(name, value string) {
+	if strings.EqualFold(name, "Cookie") {
+		e.cookie = &value
+	}
 }
 
 // lowerHeaders is a HeaderGetter over header names in any case.
@@ -205,9 +228,10 @@ func grpcCode(status int) codes.Code {
 
 // ServeHTTP is the HTTP mode: the request's own headers are the original
 // request's (Envoy's http_service and forward-auth callers pass them on).
-// Allowed: 200 with the identity headers and, for Envoy,
-// x-envoy-auth-headers-to-remove; denied: the same answer as the Caddy
-// handler.
+// Allowed: 200 with the identity headers, the Cookie header the upstream
+// should get (without the session cookies) when the request had cookies,
+// and, for Envoy, x-envoy-auth-headers-to-remove; denied: the same answer as
+// the Caddy handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	res := s.Decide(r.Context(), r.Header)
 	hdr := w.Header()
@@ -216,6 +240,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if res.Allowed && len(res.Remove) > 0 {
 		hdr.Set("X-Envoy-Auth-Headers-To-Remove", strings.Join(res.Remove, ","))
+	}
+	if res.Allowed && res.cookie != "" {
+		// The cookies the upstream may see: Envoy (allowed_upstream_headers)
+		// and nginx (auth_request_set) copy this over the client's.
+		hdr.Set("Cookie", res.cookie)
 	}
 	w.WriteHeader(res.Status)
 	w.Write(res.Body)

@@ -28,17 +28,24 @@ import (
 // sent, and streams server-sent events on /sse.
 type upstream struct {
 	*httptest.Server
-	mu      sync.Mutex
-	seen    map[string]http.Header
-	release chan struct{} // closed to let /sse finish
+	mu       sync.Mutex
+	seen     map[string]http.Header
+	trailers map[string]http.Header // the request trailers, once the body was read
+	release  chan struct{}          // closed to let /sse finish
 }
 
 func newUpstream(t *testing.T) *upstream {
-	u := &upstream{seen: map[string]http.Header{}, release: make(chan struct{})}
+	u := &upstream{seen: map[string]http.Header{}, trailers: map[string]http.Header{}, release: make(chan struct{})}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
 		u.seen[r.Header.Get("X-Test-Id")] = r.Header.Clone()
 		u.mu.Unlock()
+		if r.Method == http.MethodPost {
+			io.Copy(io.Discard, r.Body)
+			u.mu.Lock()
+			u.trailers[r.Header.Get("X-Test-Id")] = r.Trailer.Clone()
+			u.mu.Unlock()
+		}
 		if r.URL.Path == "/sse" {
 			w.Header().Set("Content-Type", "text/event-stream")
 			fmt.Fprint(w, "event: hello\ndata: first\n\n")
@@ -85,6 +92,13 @@ func (u *upstream) headers(id string) http.Header {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.seen[id]
+}
+
+// trailer returns the request trailers the upstream received for a test id.
+func (u *upstream) trailer(id string) http.Header {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.trailers[id]
 }
 
 func (u *upstream) addr() string { return strings.TrimPrefix(u.URL, "http://") }

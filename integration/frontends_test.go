@@ -13,9 +13,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -35,6 +37,7 @@ type verdict struct {
 	code      string            // the JSON body's code, on deny
 	set       map[string]string // identity headers set, lower-case names
 	removed   []string          // request headers removed, lower-case, sorted
+	cookie    string            // the Cookie header the upstream gets
 	challenge string
 }
 
@@ -61,6 +64,7 @@ func TestFrontEndsAgree(t *testing.T) {
 	rw.Close()
 	const secret = "frontends-secret-0123456789abcdefghijklmnop"
 	signed := betterauth.NewSigner(secret).Sign(creds.SessionToken)
+	cookieSigned := strings.ReplaceAll(signed, "=", "%3D")
 	dsn := "sqlite://" + path
 
 	// The Caddy handler, provisioned as Caddy would.
@@ -101,6 +105,7 @@ func TestFrontEndsAgree(t *testing.T) {
 			}
 		}
 		slices.Sort(v.removed)
+		v.cookie = strings.Join(seen.Values("Cookie"), "; ")
 		return v
 	}
 
@@ -136,9 +141,17 @@ func TestFrontEndsAgree(t *testing.T) {
 			}
 			m[strings.ToLower(k)] = strings.Join(vs, sep)
 		}
-		req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
-			Http: &authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/mcp", Headers: m},
-		}}}
+		httpReq := &authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/mcp", Headers: m}
+		for k, v := range m {
+			if !utf8.ValidString(v) { // protobuf strings are UTF-8: Envoy sends raw bytes in header_map
+				delete(m, k)
+				if httpReq.HeaderMap == nil {
+					httpReq.HeaderMap = &corev3.HeaderMap{}
+				}
+				httpReq.HeaderMap.Headers = append(httpReq.HeaderMap.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
+			}
+		}
+		req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: httpReq}}}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		resp, err := client.Check(ctx, req)
@@ -157,9 +170,13 @@ func TestFrontEndsAgree(t *testing.T) {
 		}
 		ok := resp.GetOkResponse()
 		v := verdict{status: 200, set: map[string]string{}, removed: slices.Clone(ok.GetHeadersToRemove())}
+		if !slices.Contains(v.removed, "cookie") {
+			v.cookie = m["cookie"]
+		}
 		for _, o := range ok.GetHeaders() {
 			if o.GetHeader().GetKey() == "cookie" {
-				continue // the filtered cookie, checked below
+				v.cookie = o.GetHeader().GetValue() // Envoy overwrites the client's
+				continue
 			}
 			v.set[o.GetHeader().GetKey()] = o.GetHeader().GetValue()
 		}
@@ -192,6 +209,9 @@ func TestFrontEndsAgree(t *testing.T) {
 			v.removed = strings.Split(rm, ",")
 		}
 		slices.Sort(v.removed)
+		// What nginx (auth_request_set) and Envoy (allowed_upstream_headers)
+		// copy over the client's cookies.
+		v.cookie = resp.Header.Get("Cookie")
 		return v
 	}
 
@@ -206,11 +226,28 @@ func TestFrontEndsAgree(t *testing.T) {
 		{"bearer session", http.Header{"Authorization": {"Bearer " + signed}}, verdict{status: 200,
 			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "session", "x-auth-session-id": creds.SessionID},
 			removed: []string{"authorization"}}},
-		{"cookie only", http.Header{"Cookie": {"better-auth.session_token=" + strings.ReplaceAll(signed, "=", "%3D")}}, verdict{status: 200,
+		{"cookie only", http.Header{"Cookie": {"better-auth.session_token=" + cookieSigned}}, verdict{status: 200,
 			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "session", "x-auth-session-id": creds.SessionID},
 			removed: []string{"cookie"}}},
+		// Every credential Better-Auth would accept goes, whichever one was
+		// used; other cookies and other Authorization schemes stay.
+		{"x-api-key with a browser's session cookies", http.Header{"X-Api-Key": {creds.APIKey},
+			"Cookie": {"theme=dark; better-auth.session_token=" + cookieSigned + "; better-auth.session_data=e30; lang=fr"}}, verdict{status: 200,
+			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "api_key"},
+			removed: []string{"x-api-key"}, cookie: "theme=dark; lang=fr"}},
+		{"bearer session with cookies beside", http.Header{"Authorization": {"Bearer " + signed},
+			"Cookie": {"__Secure-better-auth.session_data.0=e30", "theme=dark"}}, verdict{status: 200,
+			set:     map[string]string{"x-auth-method": "session"},
+			removed: []string{"authorization"}, cookie: "theme=dark"}},
+		{"session cookie beside another", http.Header{"Cookie": {"theme=dark; better-auth.session_token=" + cookieSigned}}, verdict{status: 200,
+			set: map[string]string{"x-auth-method": "session"}, cookie: "theme=dark"}},
+		{"x-api-key with a bearer value beside", http.Header{"X-Api-Key": {creds.APIKey}, "Authorization": {"Bearer junk"}}, verdict{status: 200,
+			set: map[string]string{"x-auth-method": "api_key"}, removed: []string{"authorization", "x-api-key"}}},
+		{"x-api-key with basic auth beside", http.Header{"X-Api-Key": {creds.APIKey}, "Authorization": {"Basic dXNlcjpwYXNz"}}, verdict{status: 200,
+			set: map[string]string{"x-auth-method": "api_key"}, removed: []string{"x-api-key"}}},
 		{"missing", http.Header{"X-Auth-User-Id": {"forged"}}, verdict{status: 401, code: "MISSING_CREDENTIAL", challenge: `Bearer realm="better-auth"`}},
 		{"unknown key", http.Header{"X-Api-Key": {"ba_nope"}}, verdict{status: 401, code: "INVALID_API_KEY", challenge: "Bearer realm"}},
+		{"key no database can hold", http.Header{"X-Api-Key": {"ba_\xff\xfe"}}, verdict{status: 401, code: "INVALID_API_KEY", challenge: "Bearer realm"}},
 		{"disabled key", http.Header{"X-Api-Key": {disabled.APIKey}}, verdict{status: 401, code: "KEY_DISABLED", challenge: "Bearer realm"}},
 		{"bad signature", http.Header{"Authorization": {"Bearer " + creds.SessionToken + ".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}, verdict{status: 401, code: "INVALID_SESSION", challenge: "Bearer realm"}},
 	}
@@ -230,6 +267,9 @@ func TestFrontEndsAgree(t *testing.T) {
 				}
 				if w.status == 200 && (len(got.set) < len(w.set) || !slices.Equal(got.removed, w.removed)) {
 					t.Errorf("%s: set %v removed %v, want removed %v", name, got.set, got.removed, w.removed)
+				}
+				if w.status == 200 && got.cookie != w.cookie {
+					t.Errorf("%s: the upstream gets Cookie %q, want %q", name, got.cookie, w.cookie)
 				}
 			}
 		})

@@ -104,11 +104,13 @@ func TestStreamsEndWithTheirCredential(t *testing.T) {
 
 	// open starts a ticking event stream and returns a channel that is
 	// closed when the stream ends, and one that receives each tick.
-	open := func(t *testing.T, key string) (ticks <-chan struct{}, ended <-chan struct{}) {
+	open := func(t *testing.T, key, accept string) (ticks <-chan struct{}, ended <-chan struct{}) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodGet, gw.URL+"/sse?ticks", nil)
 		req.Header.Set("X-Api-Key", key)
-		req.Header.Set("Accept", "text/event-stream")
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("opening the stream: %v %v", resp, err)
@@ -148,23 +150,30 @@ func TestStreamsEndWithTheirCredential(t *testing.T) {
 		}
 	}
 
-	t.Run("revoked", func(t *testing.T) {
-		ticks, ended := open(t, f.Keys.Valid.Key)
-		waitTicks(t, ticks, ended, 2)
-		// Better-Auth touches keys all the time; that is not a revocation.
-		testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET "updatedAt" = now() WHERE id = $1`, f.Keys.Valid.ID)
-		waitTicks(t, ticks, ended, 10) // 200 ms more of a stream that stays open
-		testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET enabled = false WHERE id = $1`, f.Keys.Valid.ID)
-		endsWithin(t, ended, time.Now(), time.Second)
-		gw.WaitForLog(t, "the credential was revoked", 5*time.Second)
-	})
-	t.Run("expired", func(t *testing.T) {
-		testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET "expiresAt" = now() + interval '1500 milliseconds' WHERE id = $1`, f.Keys.Valid2.ID)
-		ticks, ended := open(t, f.Keys.Valid2.Key)
-		waitTicks(t, ticks, ended, 2)
-		start := time.Now()
-		endsWithin(t, ended, start, 3*time.Second)
-	})
+	// Whether a response streams is the upstream's choice, not the
+	// client's Accept: every one of these gets an event stream, and each
+	// must end with its credential.
+	for _, accept := range append([]string{"text/event-stream"}, sseAccept...) {
+		t.Run("revoked/"+acceptName(accept), func(t *testing.T) {
+			ticks, ended := open(t, f.Keys.Valid.Key, accept)
+			waitTicks(t, ticks, ended, 2)
+			// Better-Auth touches keys all the time; that is not a revocation.
+			testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET "updatedAt" = now() WHERE id = $1`, f.Keys.Valid.ID)
+			waitTicks(t, ticks, ended, 10) // 200 ms more of a stream that stays open
+			testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET enabled = false WHERE id = $1`, f.Keys.Valid.ID)
+			endsWithin(t, ended, time.Now(), time.Second)
+			testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET enabled = true WHERE id = $1`, f.Keys.Valid.ID)
+		})
+		t.Run("expired/"+acceptName(accept), func(t *testing.T) {
+			testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET "expiresAt" = now() + interval '1500 milliseconds' WHERE id = $1`, f.Keys.Valid2.ID)
+			ticks, ended := open(t, f.Keys.Valid2.Key, accept)
+			waitTicks(t, ticks, ended, 2)
+			start := time.Now()
+			endsWithin(t, ended, start, 3*time.Second)
+			testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET "expiresAt" = NULL WHERE id = $1`, f.Keys.Valid2.ID)
+		})
+	}
+	gw.WaitForLog(t, "the credential was revoked", 5*time.Second)
 }
 
 // Three gateways share one PostgreSQL and one Redis. A key cached by all of
