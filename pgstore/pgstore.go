@@ -10,6 +10,12 @@
 // Every lookup is one query (one network round trip once pgx has prepared
 // it); a lookup that may be either an API key or a session sends both queries
 // in one pipelined batch. The store never writes.
+//
+// A read that fails because its connection is gone (the server restarted,
+// the socket was reset) is run once more on a new connection, after
+// resetting the pool, whose idle connections died with the server: a
+// PostgreSQL restart costs no request. Query errors, timeouts and
+// cancellations are never retried.
 package pgstore
 
 import (
@@ -117,8 +123,13 @@ func (s *Store) Queries(ctx context.Context) (schema.Queries, error) {
 	return p.Queries, nil
 }
 
-// Lookup implements betterauth.Store.
+// Lookup implements betterauth.Store. A lookup whose connection turns out
+// to be gone (see ConnectionLost) is tried once more on a new connection.
 func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
+	return retryRead(ctx, s, func() (betterauth.Record, error) { return s.lookup(ctx, l) })
+}
+
+func (s *Store) lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
 	p, err := s.prepare(ctx)
 	if err != nil {
 		return betterauth.Record{}, err
@@ -177,8 +188,12 @@ func (s *Store) lookupEither(ctx context.Context, p *schema.Prepared, l betterau
 	return betterauth.Record{APIKey: k, Session: sess}.Seal(), nil
 }
 
-// User reads one user by id.
+// User reads one user by id, retrying once as Lookup does.
 func (s *Store) User(ctx context.Context, id string) (*betterauth.User, error) {
+	return retryRead(ctx, s, func() (*betterauth.User, error) { return s.user(ctx, id) })
+}
+
+func (s *Store) user(ctx context.Context, id string) (*betterauth.User, error) {
 	p, err := s.prepare(ctx)
 	if err != nil {
 		return nil, err

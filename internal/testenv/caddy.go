@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 var (
@@ -95,6 +97,9 @@ func (c *Caddy) WaitForLogCount(t testing.TB, s string, n int, timeout time.Dura
 		}
 	}
 }
+
+// Pid returns the Caddy process's id.
+func (c *Caddy) Pid() int { return c.cmd.Process.Pid }
 
 // Logs returns everything Caddy has logged so far.
 func (c *Caddy) Logs() string {
@@ -240,9 +245,15 @@ func (p *Postgres) Start(t testing.TB) {
 		fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c synchronous_commit=off", p.port, p.dir), "start")
 }
 
-// Stop shuts the server down at once, as a crash would.
+// Stop shuts the server down at once, as a crash would. What was committed
+// is checkpointed first: the test servers run with synchronous_commit off,
+// and crash recovery would otherwise lose the latest commits (the seed's).
 func (p *Postgres) Stop(t testing.TB) {
 	t.Helper()
+	if c, err := pgx.Connect(context.Background(), p.URL); err == nil {
+		c.Exec(context.Background(), "CHECKPOINT")
+		c.Close(context.Background())
+	}
 	p.run(t, "pg_ctl", "-D", p.dir+"/data", "-w", "-m", "immediate", "stop")
 }
 
