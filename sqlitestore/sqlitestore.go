@@ -6,6 +6,13 @@
 // use (package schema): Better-Auth's own migrations, which store dates as
 // ISO-8601 text with milliseconds and booleans as 0/1, and Drizzle's, which
 // store dates as epoch milliseconds. The store never writes.
+//
+// Connections are bounded: each one holds a file descriptor on the database
+// (and one on its -wal file in WAL mode), and a flood of cache misses would
+// otherwise open one per concurrent request. At most max(4, GOMAXPROCS) are
+// open, all of which may stay idle; the URL's max_conns parameter
+// (sqlite:///path/auth.db?max_conns=8) sets another bound. Lookups beyond it
+// wait for a free connection, within the gateway's lookup_timeout.
 package sqlitestore
 
 import (
@@ -14,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"runtime"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -56,10 +65,19 @@ func Path(dsn string) (string, error) {
 	return p, nil
 }
 
-// Open opens a SQLite file read-only for a Store. It does no I/O: the file
-// is opened on first use, and a missing file is an error then.
+// DefaultMaxConns is the bound on open connections when the URL sets no
+// max_conns: max(4, GOMAXPROCS).
+func DefaultMaxConns() int { return max(4, runtime.GOMAXPROCS(0)) }
+
+// Open opens a SQLite file read-only for a Store, with at most
+// DefaultMaxConns connections, or the URL's max_conns. It does no I/O: the
+// file is opened on first use, and a missing file is an error then.
 func Open(dsn string) (*sql.DB, error) {
 	path, err := Path(dsn)
+	if err != nil {
+		return nil, err
+	}
+	conns, err := maxConns(dsn)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +86,32 @@ func Open(dsn string) (*sql.DB, error) {
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", DefaultBusyTimeout))
 	q.Add("_pragma", "query_only(1)")
 	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: path}).EscapedPath(), RawQuery: q.Encode()}
-	return sql.Open("sqlite", u.String())
+	db, err := sql.Open("sqlite", u.String())
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(conns)
+	db.SetMaxIdleConns(conns)
+	return db, nil
+}
+
+// maxConns reads the max_conns parameter of a SQLite URL. Other parameters
+// are ignored.
+func maxConns(dsn string) (int, error) {
+	_, query, ok := strings.Cut(dsn, "?")
+	if !ok {
+		return DefaultMaxConns(), nil
+	}
+	params, _ := url.ParseQuery(query)
+	v, ok := params["max_conns"]
+	if !ok {
+		return DefaultMaxConns(), nil
+	}
+	n, err := strconv.Atoi(v[len(v)-1])
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("max_conns must be a positive number, not %q", v[len(v)-1])
+	}
+	return n, nil
 }
 
 // Options configure a Store.

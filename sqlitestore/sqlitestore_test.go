@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -181,5 +182,62 @@ func TestReadsAWALDatabaseWhileItIsWritten(t *testing.T) {
 	}
 	if rec, err := store.Lookup(ctx, betterauth.NewLookup(betterauth.ModeSession, token)); err != nil || rec.Session == nil || rec.Session.User.Email != "u@example.com" {
 		t.Fatalf("after the insert: %+v %v", rec, err)
+	}
+}
+
+// The pool is bounded (each connection is a file descriptor), and as many
+// connections as the bound may stay idle, so a busy gateway does not reopen
+// the file for every miss.
+func TestConnectionsAreBounded(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "app.db")
+	rw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	if _, err := rw.Exec(`CREATE TABLE "user" (id text primary key)`); err != nil {
+		t.Fatal(err)
+	}
+	if d := sqlitestore.DefaultMaxConns(); d != max(4, runtime.GOMAXPROCS(0)) {
+		t.Fatalf("DefaultMaxConns() = %d", d)
+	}
+	ctx := context.Background()
+	for dsn, want := range map[string]int{
+		"sqlite://" + path:                      sqlitestore.DefaultMaxConns(),
+		"sqlite://" + path + "?max_conns=2":     2,
+		"file:" + path + "?mode=ro&max_conns=7": 7,
+	} {
+		db, err := sqlitestore.Open(dsn)
+		if err != nil {
+			t.Fatalf("Open(%q): %v", dsn, err)
+		}
+		if got := db.Stats().MaxOpenConnections; got != want {
+			t.Errorf("Open(%q): at most %d connections, want %d", dsn, got, want)
+		}
+		var conns []*sql.Conn
+		for range want {
+			c, err := db.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.PingContext(ctx); err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+		if s := db.Stats(); s.OpenConnections != want || s.Idle != want {
+			t.Errorf("Open(%q): %d open and %d idle after use, want %d of each", dsn, s.OpenConnections, s.Idle, want)
+		}
+		db.Close()
+	}
+	for _, bad := range []string{"?max_conns=0", "?max_conns=-1", "?max_conns=many", "?max_conns="} {
+		if db, err := sqlitestore.Open("sqlite://" + path + bad); err == nil {
+			db.Close()
+			t.Errorf("Open with %s accepted", bad)
+		}
 	}
 }
