@@ -14,9 +14,12 @@ import (
 	"crypto/rand"
 	"database/sql"
 	_ "embed"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net/url"
+	"os"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -50,7 +53,26 @@ type Credentials struct {
 // Create opens (or creates) the SQLite file at path, creates Better-Auth's
 // tables if they are missing, the demo user if it is missing, and a new API
 // key and session for it, valid for a week.
+//
+// The file holds session tokens and key hashes: it is created for its
+// owner only (mode 0600, whatever the umask), and an existing file that
+// group or others may read is made private; so are SQLite's -wal, -shm and
+// -journal files beside it, which SQLite creates with the database's mode.
 func Create(ctx context.Context, path string, now time.Time) (*Credentials, error) {
+	if err := makePrivate(path); err != nil {
+		return nil, err
+	}
+	c, err := create(ctx, path, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := makeSidecarsPrivate(path); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func create(ctx context.Context, path string, now time.Time) (*Credentials, error) {
 	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: path}).EscapedPath(), RawQuery: "_pragma=busy_timeout(5000)"}
 	db, err := sql.Open("sqlite", u.String())
 	if err != nil {
@@ -104,6 +126,48 @@ VALUES (?, 'default', 'demo', ?, ?, ?, ?, NULL, NULL, NULL, 1, 1, 86400000, 10, 
 		return nil, err
 	}
 	return c, nil
+}
+
+// makePrivate creates the database file with mode 0600 if it does not
+// exist, before SQLite opens it (SQLite would create it with the umask's
+// mode), and takes group and other permissions away from an existing one.
+func makePrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		return f.Close()
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	return restrict(path)
+}
+
+// makeSidecarsPrivate restricts the journal files SQLite may have left
+// beside the database.
+func makeSidecarsPrivate(path string) error {
+	for _, suffix := range []string{"-wal", "-shm", "-journal"} {
+		if err := restrict(path + suffix); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restrict removes group and other permissions from an existing file.
+func restrict(path string) error {
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		if err := os.Chmod(path, perm&^0o077); err != nil {
+			return fmt.Errorf("making %s private: %w", path, err)
+		}
+	}
+	return nil
 }
 
 // timestamp writes a date as Better-Auth's Kysely adapter does on SQLite.

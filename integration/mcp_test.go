@@ -208,7 +208,8 @@ func TestDemoCommand(t *testing.T) {
 	port := testenv.FreePort(t)
 	listen := fmt.Sprintf("127.0.0.1:%d", port)
 	dir := t.TempDir()
-	cmd := exec.Command(testenv.CaddyBinary(t), "better-auth", "demo", "--listen", listen, "--db", filepath.Join(dir, "demo.db"))
+	dbPath := filepath.Join(dir, "demo.db")
+	cmd := exec.Command(testenv.CaddyBinary(t), "better-auth", "demo", "--listen", listen, "--db", dbPath)
 	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir)
 	stdout, _ := cmd.StdoutPipe()
 	var stderr strings.Builder
@@ -257,6 +258,13 @@ read:
 	}()
 	if !strings.HasPrefix(key, demo.KeyPrefix) || len(key) != len(demo.KeyPrefix)+64 || session == "" {
 		t.Fatalf("key %q, session %q", key, session)
+	}
+	// The database it made holds the key's hash and the session token: its
+	// owner alone may read it, whatever the umask.
+	if fi, err := os.Stat(dbPath); err != nil {
+		t.Fatal(err)
+	} else if m := fi.Mode().Perm(); m != 0o600 {
+		t.Fatalf("the demo database has mode %#o, want 0600", m)
 	}
 	endpoint := "http://" + listen + "/mcp"
 	cs, err := connect(t, endpoint, http.Header{"X-Api-Key": {key}}, nil)
