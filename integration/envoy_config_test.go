@@ -4,12 +4,15 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -46,5 +49,54 @@ func TestEnvoyExamplesDecode(t *testing.T) {
 		if err := b.ValidateAll(); err != nil {
 			t.Fatalf("%s: %v", filepath.Base(f), err)
 		}
+		checkEnvoyHardening(t, filepath.Base(f), &b)
+	}
+}
+
+// checkEnvoyHardening checks that every HTTP connection manager refuses
+// header names with "_" (x_auth_user_role), and that an http_service
+// ext_authz filter copies the gateway's identity headers and filtered Cookie
+// upstream.
+func checkEnvoyHardening(t *testing.T, name string, b *bootstrapv3.Bootstrap) {
+	t.Helper()
+	managers, httpServices := 0, 0
+	for _, l := range b.GetStaticResources().GetListeners() {
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				var hcm hcmv3.HttpConnectionManager
+				if f.GetTypedConfig().UnmarshalTo(&hcm) != nil {
+					continue
+				}
+				managers++
+				if a := hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction(); a != corev3.HttpProtocolOptions_REJECT_REQUEST {
+					t.Errorf("%s: listener %s: headers_with_underscores_action = %v, want REJECT_REQUEST", name, l.GetName(), a)
+				}
+				for _, hf := range hcm.GetHttpFilters() {
+					var ea extauthzv3.ExtAuthz
+					if hf.GetTypedConfig().UnmarshalTo(&ea) != nil || ea.GetHttpService() == nil {
+						continue
+					}
+					var exact, prefix []string
+					for _, p := range ea.GetHttpService().GetAuthorizationResponse().GetAllowedUpstreamHeaders().GetPatterns() {
+						if v := p.GetExact(); v != "" {
+							exact = append(exact, v)
+						}
+						if v := p.GetPrefix(); v != "" {
+							prefix = append(prefix, v)
+						}
+					}
+					if !slices.Contains(exact, "cookie") || !slices.Contains(prefix, "x-auth-") {
+						t.Errorf("%s: allowed_upstream_headers: exact %q, prefix %q; want cookie and x-auth-", name, exact, prefix)
+					}
+					httpServices++
+				}
+			}
+		}
+	}
+	if managers == 0 {
+		t.Errorf("%s: no HTTP connection manager", name)
+	}
+	if strings.Contains(name, "http") && httpServices == 0 {
+		t.Errorf("%s: no ext_authz http_service", name)
 	}
 }

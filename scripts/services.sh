@@ -15,11 +15,25 @@ ensure_packages() {
   pg_bin >/dev/null || missing+=(postgresql)
   command -v node >/dev/null || missing+=(nodejs npm)
   command -v redis-server >/dev/null || missing+=(redis-server)
+  # nginx, for the test of examples/nginx.conf; it needs the auth_request
+  # module (Debian's nginx has it built in).
+  nginx_bin >/dev/null || missing+=(nginx)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
+  local nginx
+  nginx=$(nginx_bin) || { echo "nginx is not installed" >&2; return 1; }
+  "$nginx" -V 2>&1 | grep -q http_auth_request_module \
+    || { echo "$nginx has no auth_request module" >&2; return 1; }
+}
+
+# nginx_bin prints the nginx binary's path.
+nginx_bin() {
+  command -v nginx 2>/dev/null && return 0
+  [ -x /usr/sbin/nginx ] && { echo /usr/sbin/nginx; return 0; }
+  return 1
 }
 
 free_port() {
