@@ -69,12 +69,20 @@ type Options struct {
 	Now func() time.Time
 
 	// Remote, when set, is a cache shared with other gateways (Redis): read
-	// on an in-process miss, written after a database hit.
+	// on an in-process miss, written after a database hit. It needs Sealer.
 	Remote Remote
+	// Sealer authenticates shared entries; required with Remote. Without
+	// it, New ignores the Remote and logs why.
+	Sealer *Sealer
 	// RemotePrefix starts every Remote key; gateways that share entries must
 	// use the same prefix, and gateways for different databases different
-	// ones.
+	// ones. When empty, RemoteScope names the prefix on first use (see
+	// DefaultPrefix).
 	RemotePrefix string
+	// RemoteScope, when set, returns a description of the rows the gateway
+	// reads (database, user, schema, layout); it is called once, on first
+	// use of the shared tier, and retried until it succeeds.
+	RemoteScope func(context.Context) (string, error)
 	// RemoteTimeout bounds each Remote call. Default: DefaultRemoteTimeout.
 	RemoteTimeout time.Duration
 	// Logger receives rate-limited warnings about the Remote.
@@ -136,7 +144,11 @@ func New(inner betterauth.Store, opts Options) *Store {
 		s.logger = zap.NewNop()
 	}
 	if opts.Remote != nil && s.ttl > 0 {
-		s.remote = newRemoteTier(opts.Remote, opts.RemotePrefix, opts.RemoteTimeout, opts.Logger)
+		if opts.Sealer == nil {
+			s.logger.Error("the shared cache is off: its entries cannot be authenticated without a key")
+		} else {
+			s.remote = newRemoteTier(opts)
+		}
 	}
 	return s
 }
@@ -218,15 +230,22 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 		defer s.loaded()
 	}
 	gen := s.gen.Load()
-	var epoch uint64
+	var sh shared
 	if s.remote != nil {
-		var rec betterauth.Record
-		var exp time.Time
-		var ok bool
-		if rec, exp, epoch, ok = s.remote.get(ctx, k); ok {
-			if now := s.now(); exp.After(now) {
-				s.pos.put(k, rec, exp.UnixNano(), s.keep(exp.UnixNano()), now.UnixNano(), &s.gen, gen)
-				return rec, nil
+		if sh = s.remote.get(ctx, k); sh.hit {
+			// Never kept past this gateway's own TTL, nor the record's
+			// expiry, whatever the shared entry says.
+			now := s.now()
+			exp := sh.expires
+			if e := now.Add(s.ttlFor(sh.rec)); e.Before(exp) {
+				exp = e
+			}
+			if e := expiryOf(sh.rec); !e.IsZero() && e.Before(exp) {
+				exp = e
+			}
+			if exp.After(now) {
+				s.pos.put(k, sh.rec, exp.UnixNano(), s.keep(exp.UnixNano()), now.UnixNano(), &s.gen, gen)
+				return sh.rec, nil
 			}
 		}
 	}
@@ -252,7 +271,7 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 			exp = e
 		}
 		if exp.After(now) && s.pos.put(k, rec, exp.UnixNano(), s.keep(exp.UnixNano()), now.UnixNano(), &s.gen, gen) && s.remote != nil {
-			s.remote.put(ctx, k, rec, exp, now, epoch)
+			s.remote.put(ctx, sh, k, rec, exp, now)
 		}
 	}
 	return rec, nil
@@ -293,58 +312,143 @@ type Target uint8
 
 // Targets.
 const (
-	TargetAPIKey  Target = iota + 1 // one API key, by id
-	TargetSession                   // one session, by id
-	TargetUser                      // everything of one user, by user id
+	TargetAPIKey     Target = iota + 1 // one API key, by id
+	TargetSession                      // one session, by id
+	TargetUser                         // everything of one user, by user id
+	TargetCredential                   // one credential in every lookup mode, by digest
+	TargetAll                          // everything, unknown credentials included
 )
 
-// Invalidate drops what a revocation makes stale, here and in the shared
-// cache, and keeps lookups already in flight from storing it again. It
-// returns the number of in-process entries dropped.
+// Revocation names records that changed or went away.
+type Revocation struct {
+	Target Target
+	// ID is the key's, session's or user's id.
+	ID string
+	// Digest is SHA-256 of the API key or session token, for
+	// TargetCredential: for sources that report changes by key rather than
+	// by row (Better-Auth's secondary storage).
+	Digest [32]byte
+}
+
+// Revoke drops what the revocations name, here and in the shared cache, and
+// keeps lookups already in flight from storing it again. The shared step
+// comes between two local ones: the local entries go first, so that nothing
+// revoked is served from memory; then the shared epoch is advanced (reads of
+// the shared tier go to the database meanwhile) and the shared entries this
+// gateway can name are deleted; then whatever a lookup took from the shared
+// tier in between goes too. It returns the number of entries dropped here
+// and the shared epoch reached (0 without a shared cache, or when it could
+// not be advanced: the shared tier is then left unread until it can).
+func (s *Store) Revoke(ctx context.Context, revs ...Revocation) (dropped int, epoch uint64) {
+	if len(revs) == 0 {
+		return 0, 0
+	}
+	m := newMatcher(revs)
+	s.gen.Add(1)
+	names, n := s.drop(m)
+	if s.remote == nil {
+		return n, 0
+	}
+	epoch = s.remote.revoke(ctx, names)
+	s.gen.Add(1)
+	_, again := s.drop(m)
+	return n + again, epoch
+}
+
+// Relayed applies revocations another gateway made and announced, at the
+// shared epoch it reached: no shared entry older than that epoch is
+// accepted from now on, and the local entries go. With epoch 0 (the other
+// gateway could not advance it) this gateway revokes in full itself.
+func (s *Store) Relayed(ctx context.Context, epoch uint64, revs ...Revocation) int {
+	if epoch == 0 || s.remote == nil {
+		n, _ := s.Revoke(ctx, revs...)
+		return n
+	}
+	s.remote.observe(epoch)
+	s.gen.Add(1)
+	names, n := s.drop(newMatcher(revs))
+	if prefix, ok := s.remote.keyPrefix(ctx); ok {
+		s.remote.del(ctx, prefix, names)
+	}
+	return n
+}
+
+// Invalidate revokes one key, session or user by id; see Revoke.
 func (s *Store) Invalidate(ctx context.Context, target Target, id string) int {
-	s.gen.Add(1)
-	n := s.pos.deleteWhere(func(r betterauth.Record) bool {
-		switch {
-		case r.APIKey != nil:
-			return (target == TargetAPIKey && r.APIKey.ID == id) || (target == TargetUser && r.APIKey.User.ID == id)
-		case r.Session != nil:
-			return (target == TargetSession && r.Session.ID == id) || (target == TargetUser && r.Session.User.ID == id)
-		}
-		return false
-	})
-	if s.remote != nil {
-		s.remote.bump(ctx)
-	}
+	n, _ := s.Revoke(ctx, Revocation{Target: target, ID: id})
 	return n
 }
 
-// Forget drops the entries of one credential, named by its digest (SHA-256
-// of the API key or session token) in every lookup mode, here and in the
-// shared cache: for a source that reports changes by key rather than by row
-// (Better-Auth's secondary storage).
+// Forget revokes one credential, named by its digest (SHA-256 of the API
+// key or session token), in every lookup mode; see Revoke.
 func (s *Store) Forget(ctx context.Context, digest [32]byte) int {
-	s.gen.Add(1)
-	n := 0
-	for _, m := range []betterauth.Mode{betterauth.ModeAPIKey, betterauth.ModeSession, betterauth.ModeEither} {
-		k := keyOf(betterauth.Lookup{Mode: m, Digest: digest})
-		n += s.pos.delete(k) + s.neg.delete(k)
-	}
-	if s.remote != nil {
-		s.remote.bump(ctx)
-	}
+	n, _ := s.Revoke(ctx, Revocation{Target: TargetCredential, Digest: digest})
 	return n
 }
 
-// Purge drops everything, for when revocations may have been missed (the
-// listener reconnected).
+// Purge drops everything, for when revocations may have been missed (a
+// listener reconnected), and makes every shared entry stale.
 func (s *Store) Purge(ctx context.Context) {
-	s.gen.Add(1)
-	all := func(betterauth.Record) bool { return true }
-	s.pos.deleteWhere(all)
-	s.neg.deleteWhere(all)
-	if s.remote != nil {
-		s.remote.bump(ctx)
+	s.Revoke(ctx, Revocation{Target: TargetAll})
+}
+
+// drop removes the matching entries from both spaces and returns the keys
+// of those that were shared-cache candidates (found records), to delete
+// there too.
+func (s *Store) drop(m *matcher) (names []key, n int) {
+	names, n = s.pos.deleteWhere(m.matches, names)
+	if m.all {
+		names = nil // the epoch makes every shared entry stale: nothing to name
 	}
+	if m.all || len(m.digests) > 0 {
+		_, nn := s.neg.deleteWhere(m.matches, nil)
+		n += nn
+	}
+	for d := range m.digests {
+		// Named even when not held here: another gateway may have shared it.
+		for _, mode := range []betterauth.Mode{betterauth.ModeAPIKey, betterauth.ModeSession, betterauth.ModeEither} {
+			names = append(names, keyOf(betterauth.Lookup{Mode: mode, Digest: d}))
+		}
+	}
+	return names, n
+}
+
+// matcher tells which entries a batch of revocations names.
+type matcher struct {
+	all                  bool
+	keys, sessions, user map[string]bool
+	digests              map[[32]byte]bool
+}
+
+func newMatcher(revs []Revocation) *matcher {
+	m := &matcher{keys: map[string]bool{}, sessions: map[string]bool{}, user: map[string]bool{}, digests: map[[32]byte]bool{}}
+	for _, r := range revs {
+		switch r.Target {
+		case TargetAll:
+			m.all = true
+		case TargetAPIKey:
+			m.keys[r.ID] = true
+		case TargetSession:
+			m.sessions[r.ID] = true
+		case TargetUser:
+			m.user[r.ID] = true
+		case TargetCredential:
+			m.digests[r.Digest] = true
+		}
+	}
+	return m
+}
+
+func (m *matcher) matches(k key, r betterauth.Record) bool {
+	switch {
+	case m.all || m.digests[[32]byte(k[1:])]:
+		return true
+	case r.APIKey != nil:
+		return m.keys[r.APIKey.ID] || m.user[r.APIKey.User.ID]
+	case r.Session != nil:
+		return m.sessions[r.Session.ID] || m.user[r.Session.User.ID]
+	}
+	return false
 }
 
 // TimeoutError reports a lookup that took longer than LookupTimeout.
@@ -431,33 +535,22 @@ func (t *table) put(k key, rec betterauth.Record, expires, keep, now int64, gen 
 	return true
 }
 
-// delete drops one entry; it returns 1 if there was one.
-func (t *table) delete(k key) int {
-	sh := t.shard(k)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if _, ok := sh.m[k]; !ok {
-		return 0
-	}
-	delete(sh.m, k)
-	return 1
-}
-
-// deleteWhere drops the entries whose record matches.
-func (t *table) deleteWhere(match func(betterauth.Record) bool) int {
+// deleteWhere drops the entries that match, appending their keys to names.
+func (t *table) deleteWhere(match func(key, betterauth.Record) bool, names []key) ([]key, int) {
 	n := 0
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
 		for k, e := range sh.m {
-			if match(e.rec) {
+			if match(k, e.rec) {
 				delete(sh.m, k)
+				names = append(names, k)
 				n++
 			}
 		}
 		sh.mu.Unlock()
 	}
-	return n
+	return names, n
 }
 
 // makeRoom drops expired entries, and if that frees nothing, about an eighth

@@ -9,8 +9,9 @@ import (
 )
 
 // codecVersion is part of every shared-cache key, so that a gateway with a
-// different encoding never reads another's entries.
-const codecVersion = "v1"
+// different encoding never reads another's entries. v2 entries are sealed
+// (see Sealer); v1 entries, which were not, are never read.
+const codecVersion = "v2"
 
 // The shared-cache value of a record: its facts and when the entry expires.
 // It holds no secret: no key hash, no session token.

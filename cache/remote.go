@@ -2,7 +2,11 @@ package cache
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -13,24 +17,34 @@ import (
 
 // Remote is a second cache level shared by several gateways, such as Redis.
 // It is an optimisation only: the Store falls through to the database on
-// any error and never fails a request for it.
+// any error and never fails a request for it. It is not trusted either:
+// every entry is sealed (see Sealer), and what someone with write access to
+// it can do is limited to making entries miss.
 //
 // An epoch, a counter kept beside the entries, makes revocation cheap: a
 // gateway that learns of a revocation advances it, and every value written
-// under an earlier epoch is stale from then on, on every replica.
+// under an earlier epoch is stale from then on, on every replica. A gateway
+// never accepts an epoch lower than one it has seen, so setting the counter
+// back cannot revive what a revocation made stale.
 type Remote interface {
 	// Get returns the value at key (nil when absent) and the epoch at
 	// epochKey (0 when absent), in one round trip.
 	Get(ctx context.Context, key, epochKey string) (value []byte, epoch uint64, err error)
 	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
-	// Bump advances the epoch at epochKey.
-	Bump(ctx context.Context, epochKey string) error
+	// Bump advances the epoch at epochKey past both its value and floor,
+	// atomically, and returns the new epoch.
+	Bump(ctx context.Context, epochKey string, floor uint64) (uint64, error)
+	// Del removes keys.
+	Del(ctx context.Context, keys ...string) error
 }
 
 // Remote defaults.
 const (
 	DefaultRemoteTimeout = 100 * time.Millisecond
 	remoteLogEvery       = 10 * time.Second
+	// resumeEvery spaces the attempts to advance an epoch that could not be
+	// advanced, or that was found set back.
+	resumeEvery = time.Second
 )
 
 // remoteTier reads records from the Remote on an in-process miss and writes
@@ -39,82 +53,282 @@ const (
 // already shared when its client hears back.
 type remoteTier struct {
 	r       Remote
-	prefix  string
+	sealer  *Sealer
 	timeout time.Duration
 	logger  *zap.Logger
-	lastLog atomic.Int64 // unix nanoseconds of the last error logged
+	now     func() time.Time
+
+	prefixOnce sync.Mutex
+	prefix     atomic.Pointer[string]
+	scope      func(context.Context) (string, error) // resolves the default prefix on first use
+
+	maxEpoch atomic.Uint64 // the highest epoch seen; lower ones are refused
+	// suspended is set when a revocation could not advance the epoch, or
+	// the epoch was found set back: entries written before may be revoked,
+	// so nothing is read until an advance succeeds.
+	suspended  atomic.Bool
+	lastResume atomic.Int64 // by the store's clock, unix nanoseconds
+	// revoking counts revocations advancing the epoch; nothing is read
+	// meanwhile, since what is there may be what they revoke.
+	revoking atomic.Int32
+
+	forged     atomic.Uint64 // entries whose seal did not match
+	lastLog    atomic.Int64  // unix nanoseconds of the last error logged
+	lastForged atomic.Int64
 }
 
-func newRemoteTier(r Remote, prefix string, timeout time.Duration, logger *zap.Logger) *remoteTier {
-	if timeout <= 0 {
-		timeout = DefaultRemoteTimeout
+func newRemoteTier(opts Options) *remoteTier {
+	t := &remoteTier{r: opts.Remote, sealer: opts.Sealer, timeout: opts.RemoteTimeout, logger: opts.Logger, scope: opts.RemoteScope, now: opts.Now}
+	if t.now == nil {
+		t.now = time.Now
 	}
-	if logger == nil {
-		logger = zap.NewNop()
+	if t.timeout <= 0 {
+		t.timeout = DefaultRemoteTimeout
 	}
-	return &remoteTier{r: r, prefix: prefix + codecVersion + ":", timeout: timeout, logger: logger}
+	if t.logger == nil {
+		t.logger = zap.NewNop()
+	}
+	if opts.RemotePrefix != "" || t.scope == nil {
+		p := opts.RemotePrefix + codecVersion + ":"
+		t.prefix.Store(&p)
+	}
+	return t
+}
+
+// DefaultPrefix is the shared-cache prefix of gateways that read the rows
+// scope names (see Options.RemoteScope), without the codec version.
+func DefaultPrefix(scope string) string {
+	sum := sha256.Sum256([]byte(scope))
+	return "caddy-betterauth:" + hex.EncodeToString(sum[:6]) + ":"
+}
+
+// keyPrefix returns the prefix of every key, resolving the default one on
+// first use: it names the rows the gateway reads, which only the database
+// can tell (the schema a search_path resolves to).
+func (t *remoteTier) keyPrefix(ctx context.Context) (string, bool) {
+	if p := t.prefix.Load(); p != nil {
+		return *p, true
+	}
+	t.prefixOnce.Lock()
+	defer t.prefixOnce.Unlock()
+	if p := t.prefix.Load(); p != nil {
+		return *p, true
+	}
+	scope, err := t.scope(ctx)
+	if err != nil {
+		t.fail("cannot name the shared cache's entries yet; using the database", err)
+		return "", false
+	}
+	p := DefaultPrefix(scope) + codecVersion + ":"
+	t.prefix.Store(&p)
+	return p, true
+}
+
+// Shared reports whether the store has a shared tier.
+func (s *Store) Shared() bool { return s.remote != nil }
+
+// Prefix returns the shared-cache prefix (without the codec version), for
+// other users of the same Redis, such as the invalidation channel.
+func (s *Store) Prefix(ctx context.Context) (string, error) {
+	if s.remote == nil {
+		return "", errors.New("no shared cache")
+	}
+	p, ok := s.remote.keyPrefix(ctx)
+	if !ok {
+		return "", errors.New("the shared cache's prefix is not resolved yet")
+	}
+	return p[:len(p)-len(codecVersion)-1], nil
 }
 
 // keyFor is the shared-cache key of a lookup: the prefix, the codec version,
 // the lookup mode and the SHA-256 of the secret (for API keys, what
 // Better-Auth itself stores), never the secret.
-func (t *remoteTier) keyFor(k key) string {
-	return t.prefix + string("?kse"[k[0]%4]) + ":" + base64.RawURLEncoding.EncodeToString(k[1:])
+func keyFor(prefix string, k key) string {
+	return prefix + string("?kse"[k[0]%4]) + ":" + base64.RawURLEncoding.EncodeToString(k[1:])
 }
 
-func (t *remoteTier) epochKey() string { return t.prefix + "epoch" }
+func epochKey(prefix string) string { return prefix + "epoch" }
 
-// get reads a record written under the current epoch. ok is false on a
-// miss, a stale or bad value, or an error; epoch is the current epoch (0
-// when Redis could not answer), under which a record loaded now may be
-// written.
-func (t *remoteTier) get(ctx context.Context, k key) (rec betterauth.Record, expires time.Time, epoch uint64, ok bool) {
+// shared is what one read of the shared tier found, and whether a record
+// loaded from the database may be written back under its epoch.
+type shared struct {
+	rec      betterauth.Record
+	expires  time.Time
+	hit      bool
+	epoch    uint64
+	writable bool
+	prefix   string
+}
+
+// get reads a record written under the current epoch.
+func (t *remoteTier) get(ctx context.Context, k key) shared {
+	if t.revoking.Load() > 0 {
+		return shared{}
+	}
+	if t.suspended.Load() {
+		t.resume(ctx)
+		return shared{}
+	}
+	prefix, ok := t.keyPrefix(ctx)
+	if !ok {
+		return shared{}
+	}
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	b, epoch, err := t.r.Get(ctx, t.keyFor(k), t.epochKey())
+	name := keyFor(prefix, k)
+	b, epoch, err := t.r.Get(ctx, name, epochKey(prefix))
 	if err != nil {
 		t.fail("shared cache read failed; using the database", err)
-		return betterauth.Record{}, time.Time{}, 0, false
+		return shared{}
 	}
+	if !t.see(epoch) {
+		// Set back (by a Redis that lost its data, or by someone else):
+		// what is there now may predate revocations this gateway knows of.
+		t.suspend("the shared cache's epoch went backwards; reading the database until it is advanced")
+		return shared{}
+	}
+	res := shared{epoch: epoch, writable: true, prefix: prefix}
 	if b == nil {
-		return betterauth.Record{}, time.Time{}, epoch, false
+		return res
 	}
-	rec, exp, written, err := decode(b)
+	payload, ok := t.sealer.Open(name, b)
+	if !ok {
+		t.forgery()
+		return res
+	}
+	rec, exp, written, err := decode(payload)
 	if err != nil {
 		t.fail("shared cache entry unreadable; using the database", err)
-		return betterauth.Record{}, time.Time{}, epoch, false
+		return res
 	}
 	if written != epoch {
-		return betterauth.Record{}, time.Time{}, epoch, false // revoked since
+		return res // revoked since
 	}
-	return rec, exp, epoch, true
+	res.rec, res.expires, res.hit = rec, exp, true
+	return res
 }
 
-// bump makes every shared entry stale.
-func (t *remoteTier) bump(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, t.timeout)
-	defer cancel()
-	if err := t.r.Bump(ctx, t.epochKey()); err != nil {
-		t.fail("shared cache revocation failed; entries expire with their TTL", err)
+// see records an epoch read from the Remote; false if it is lower than one
+// seen before.
+func (t *remoteTier) see(epoch uint64) bool {
+	for {
+		m := t.maxEpoch.Load()
+		if epoch < m {
+			return false
+		}
+		if epoch == m || t.maxEpoch.CompareAndSwap(m, epoch) {
+			return true
+		}
 	}
 }
 
 // put shares a found record until its entry expires. A failure only means
 // the entry is not shared.
-func (t *remoteTier) put(ctx context.Context, k key, rec betterauth.Record, expires, now time.Time, epoch uint64) {
+func (t *remoteTier) put(ctx context.Context, sh shared, k key, rec betterauth.Record, expires, now time.Time) {
 	ttl := expires.Sub(now)
-	if ttl < time.Millisecond {
+	if !sh.writable || ttl < time.Millisecond {
 		return
 	}
-	b, err := encode(rec, expires, epoch)
+	payload, err := encode(rec, expires, sh.epoch)
 	if err != nil {
 		return
 	}
+	name := keyFor(sh.prefix, k)
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	if err := t.r.Set(ctx, t.keyFor(k), b, ttl); err != nil {
+	if err := t.r.Set(ctx, name, t.sealer.Seal(name, payload), ttl); err != nil {
 		t.fail("shared cache write failed", err)
 	}
+}
+
+// revoke makes every shared entry stale by advancing the epoch, and deletes
+// the entries it can name. Reads of the shared tier wait it out (they go to
+// the database), and if the epoch cannot be advanced the tier stays unread
+// until it can. It returns the new epoch, or 0.
+func (t *remoteTier) revoke(ctx context.Context, names []key) uint64 {
+	t.revoking.Add(1)
+	defer t.revoking.Add(-1)
+	prefix, ok := t.keyPrefix(ctx)
+	var epoch uint64
+	if ok {
+		epoch, ok = t.advance(ctx, prefix)
+		t.del(ctx, prefix, names)
+	}
+	if !ok {
+		t.suspend("a revocation could not advance the shared cache's epoch; reading the database until it can")
+		return 0
+	}
+	return epoch
+}
+
+// advance bumps the epoch past every one seen.
+func (t *remoteTier) advance(ctx context.Context, prefix string) (uint64, bool) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	epoch, err := t.r.Bump(ctx, epochKey(prefix), t.maxEpoch.Load())
+	if err != nil {
+		t.fail("shared cache epoch could not be advanced", err)
+		return 0, false
+	}
+	t.see(epoch)
+	return epoch, true
+}
+
+// del removes named entries, best effort: the epoch has made them stale.
+func (t *remoteTier) del(ctx context.Context, prefix string, names []key) {
+	if len(names) == 0 {
+		return
+	}
+	keys := make([]string, len(names))
+	for i, k := range names {
+		keys[i] = keyFor(prefix, k)
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	if err := t.r.Del(ctx, keys...); err != nil {
+		t.fail("shared cache entries could not be deleted; they are stale by epoch", err)
+	}
+}
+
+// observe records an epoch another gateway reached (from an authenticated
+// message), so that nothing older is accepted from now on.
+func (t *remoteTier) observe(epoch uint64) { t.see(epoch) }
+
+func (t *remoteTier) suspend(msg string) {
+	if !t.suspended.Swap(true) {
+		t.logger.Warn(msg)
+	}
+}
+
+// resume tries, at most once per resumeEvery, to advance the epoch so that
+// the shared tier can be read again.
+func (t *remoteTier) resume(ctx context.Context) {
+	now := t.now().UnixNano()
+	last := t.lastResume.Load()
+	if now-last < int64(resumeEvery) || !t.lastResume.CompareAndSwap(last, now) {
+		return
+	}
+	prefix, ok := t.keyPrefix(ctx)
+	if !ok {
+		return
+	}
+	if _, ok := t.advance(ctx, prefix); ok && t.suspended.Swap(false) {
+		t.logger.Info("the shared cache's epoch was advanced; reading it again")
+	}
+}
+
+// forgery counts an entry whose seal did not match and says so at most
+// once per remoteLogEvery, without its contents.
+func (t *remoteTier) forgery() {
+	n := t.forged.Add(1)
+	now := time.Now().UnixNano()
+	last := t.lastForged.Load()
+	if now-last < int64(remoteLogEvery) || !t.lastForged.CompareAndSwap(last, now) {
+		return
+	}
+	t.logger.Warn("ignored shared cache entries that failed authentication: written without this gateway's key, "+
+		"or tampered with; is something else writing to this Redis, or do the gateways' secrets differ?",
+		zap.Uint64("total", n))
 }
 
 // fail logs a Remote error at most once per remoteLogEvery: an outage must
@@ -126,4 +340,24 @@ func (t *remoteTier) fail(msg string, err error) {
 		return
 	}
 	t.logger.Warn(msg, zap.Error(err))
+}
+
+// Stats are counters about the shared tier.
+type Stats struct {
+	// ForgedEntries counts shared entries ignored because their seal did
+	// not match.
+	ForgedEntries uint64
+	// Epoch is the highest shared epoch seen.
+	Epoch uint64
+	// Suspended is true while the shared tier is not read (an epoch could
+	// not be advanced, or went backwards).
+	Suspended bool
+}
+
+// Stats returns the shared tier's counters (zero without one).
+func (s *Store) Stats() Stats {
+	if s.remote == nil {
+		return Stats{}
+	}
+	return Stats{ForgedEntries: s.remote.forged.Load(), Epoch: s.remote.maxEpoch.Load(), Suspended: s.remote.suspended.Load()}
 }

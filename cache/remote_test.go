@@ -12,14 +12,20 @@ import (
 )
 
 // fakeRemote is a map with switchable failure; sets arrive on a channel.
+// bumpGate, when set, holds every Bump until it is closed; bumpErr fails
+// Bump alone.
 type fakeRemote struct {
-	mu     sync.Mutex
-	epochs map[string]uint64
-	m      map[string][]byte
-	ttl    map[string]time.Duration
-	err    error
-	gets   int
-	sets   chan string
+	mu       sync.Mutex
+	epochs   map[string]uint64
+	m        map[string][]byte
+	ttl      map[string]time.Duration
+	err      error
+	bumpErr  error
+	bumpGate chan struct{}
+	bumping  chan struct{} // receives when a Bump starts, if bumpGate is set
+	gets     int
+	dels     []string
+	sets     chan string
 }
 
 func newFakeRemote() *fakeRemote {
@@ -36,14 +42,25 @@ func (f *fakeRemote) Get(_ context.Context, k, epochKey string) ([]byte, uint64,
 	return f.m[k], f.epochs[epochKey], nil
 }
 
-func (f *fakeRemote) Bump(_ context.Context, epochKey string) error {
+func (f *fakeRemote) Bump(ctx context.Context, epochKey string, floor uint64) (uint64, error) {
+	if f.bumpGate != nil {
+		f.bumping <- struct{}{}
+		select {
+		case <-f.bumpGate:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
-		return f.err
+		return 0, f.err
 	}
-	f.epochs[epochKey]++
-	return nil
+	if f.bumpErr != nil {
+		return 0, f.bumpErr
+	}
+	f.epochs[epochKey] = max(f.epochs[epochKey], floor) + 1
+	return f.epochs[epochKey], nil
 }
 
 func (f *fakeRemote) Set(_ context.Context, k string, v []byte, ttl time.Duration) error {
@@ -57,6 +74,49 @@ func (f *fakeRemote) Set(_ context.Context, k string, v []byte, ttl time.Duratio
 	return err
 }
 
+func (f *fakeRemote) Del(_ context.Context, keys ...string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	for _, k := range keys {
+		delete(f.m, k)
+		f.dels = append(f.dels, k)
+	}
+	return nil
+}
+
+func (f *fakeRemote) value(k string) []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m[k]
+}
+
+func (f *fakeRemote) setRaw(k string, v []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.m[k] = v
+}
+
+func (f *fakeRemote) setEpoch(k string, v uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.epochs[k] = v
+}
+
+// testSealer seals as every gateway of these tests does.
+var testSealer, _ = NewSealer("shared-secret-0123456789abcdefghijklmnop")
+
+// sharedOpts are the options of a gateway on remote with the test key.
+func sharedOpts(remote Remote, o Options) Options {
+	o.Remote, o.Sealer = remote, testSealer
+	if o.RemotePrefix == "" {
+		o.RemotePrefix = "gw:"
+	}
+	return o
+}
+
 const secretKey = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
 
 func TestRemoteSharesRecordsBetweenGateways(t *testing.T) {
@@ -66,12 +126,12 @@ func TestRemoteSharesRecordsBetweenGateways(t *testing.T) {
 	rec := betterauth.Record{APIKey: &betterauth.APIKey{ID: "k1", ConfigID: "default", Enabled: true, CreatedAt: t0,
 		User: &betterauth.User{ID: "u1", Email: "a@example.com", Name: "Zoë", Role: "admin", Banned: true, BanExpires: t0.Add(time.Hour)}}}
 	innerA := &countingStore{rec: rec}
-	a := New(innerA, Options{TTL: 10 * time.Second, Jitter: -1, Now: clk.now, Remote: remote, RemotePrefix: "gw:db1:"})
+	a := New(innerA, sharedOpts(remote, Options{TTL: 10 * time.Second, Jitter: -1, Now: clk.now, RemotePrefix: "gw:db1:"}))
 	if _, err := a.Lookup(context.Background(), lookup(secretKey)); err != nil {
 		t.Fatal(err)
 	}
 	key := <-remote.sets
-	if !strings.HasPrefix(key, "gw:db1:v1:k:") || strings.Contains(key, secretKey) || !strings.HasSuffix(key, betterauth.HashAPIKey(secretKey)) {
+	if !strings.HasPrefix(key, "gw:db1:v2:k:") || strings.Contains(key, secretKey) || !strings.HasSuffix(key, betterauth.HashAPIKey(secretKey)) {
 		t.Fatalf("shared key %q", key)
 	}
 	if v := string(remote.m[key]); strings.Contains(v, secretKey) || strings.Contains(v, betterauth.HashAPIKey(secretKey)) {
@@ -83,7 +143,7 @@ func TestRemoteSharesRecordsBetweenGateways(t *testing.T) {
 
 	// A second gateway: served from the shared cache, then from its own.
 	innerB := &countingStore{}
-	b := New(innerB, Options{TTL: 10 * time.Second, Now: clk.now, Remote: remote, RemotePrefix: "gw:db1:"})
+	b := New(innerB, sharedOpts(remote, Options{TTL: 10 * time.Second, Jitter: -1, Now: clk.now, RemotePrefix: "gw:db1:"}))
 	clk.advance(4 * time.Second)
 	for range 2 {
 		got, err := b.Lookup(context.Background(), lookup(secretKey))
@@ -107,13 +167,13 @@ func TestRemoteFailureFallsThroughToTheDatabase(t *testing.T) {
 	remote := newFakeRemote()
 	remote.err = errors.New("dial tcp 127.0.0.1:6379: connection refused")
 	inner := &countingStore{rec: keyRecord(time.Time{})}
-	s := New(inner, Options{Remote: remote})
+	s := New(inner, sharedOpts(remote, Options{}))
 	rec, err := s.Lookup(context.Background(), lookup("k"))
 	if err != nil || rec.APIKey == nil || inner.calls.Load() != 1 {
 		t.Fatalf("%+v %v (database calls %d)", rec, err, inner.calls.Load())
 	}
-	if len(remote.sets) != 1 {
-		t.Fatal("the write was not tried")
+	if len(remote.sets) != 0 {
+		t.Fatal("a write was tried after the read failed: a failing Redis is left alone")
 	}
 }
 
@@ -122,11 +182,12 @@ func TestRemoteIgnoresUnknownAndExpiredEntries(t *testing.T) {
 	clk := &clock{t0}
 	remote := newFakeRemote()
 	inner := &countingStore{rec: keyRecord(time.Time{})}
-	s := New(inner, Options{Now: clk.now, Remote: remote})
-	k := s.remote.keyFor(keyOf(lookup("k")))
+	s := New(inner, sharedOpts(remote, Options{Now: clk.now}))
+	k := keyFor("gw:v2:", keyOf(lookup("k")))
 	old, _ := encode(keyRecord(time.Time{}), t0.Add(-time.Second), 0)
-	remote.m[k] = old
-	remote.m[s.remote.keyFor(keyOf(lookup("junk")))] = []byte("{not json")
+	remote.m[k] = testSealer.Seal(k, old)
+	junk := keyFor("gw:v2:", keyOf(lookup("junk")))
+	remote.m[junk] = testSealer.Seal(junk, []byte("{not json"))
 	for _, secret := range []string{"k", "junk"} {
 		if rec, err := s.Lookup(context.Background(), lookup(secret)); err != nil || rec.APIKey == nil {
 			t.Fatalf("%s: %+v %v", secret, rec, err)

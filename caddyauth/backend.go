@@ -53,9 +53,11 @@ type backendConfig struct {
 	Timeout    time.Duration
 	Schema     Schema
 	Cache      Cache
-	Redis      *Redis            // with its URL resolved
+	Redis      *Redis            // with its URL resolved, and Key the sealer's fingerprint
 	Secondary  *SecondaryStorage // with its URL resolved
 	NoListener bool
+
+	sealer *cache.Sealer // authenticates what goes through Redis; set with Redis
 }
 
 type backend struct {
@@ -63,11 +65,14 @@ type backend struct {
 	redis     io.Closer // nil without Redis
 	secondary io.Closer // nil without secondary storage
 	cache     *cache.Store
-	bus       *rediscache.Remote // the shared Redis, for broadcasting invalidations
-	channel   string             // where invalidations are broadcast
-	instance  string             // this backend's id on the bus
-	store     betterauth.Store   // what handlers read: the cache, starting the listener on first use
-	streams   *streams           // open streams, ended on revocation
+	bus       *rediscache.Remote // the shared Redis, for relaying invalidations
+	sealer    *cache.Sealer
+	instance  string           // this backend's id on the bus
+	store     betterauth.Store // what handlers read: the cache, starting the watchers on first use
+	streams   *streams         // open streams, ended on revocation
+	revoker   *revoker
+	rejected  rateLimitedWarning // relayed messages that failed authentication
+	logger    *zap.Logger
 
 	stop    context.CancelFunc // ends the revocation watchers
 	running sync.WaitGroup     // the watchers started
@@ -111,10 +116,10 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The listener gets its own context: the backend outlives the Caddy
+	// The watchers get their own context: the backend outlives the Caddy
 	// config (and context) that created it.
 	ctx, stop := context.WithCancel(context.Background())
-	b := &backend{db: db, streams: newStreams(), stop: stop}
+	b := &backend{db: db, streams: newStreams(), stop: stop, logger: logger}
 	c := cfg.Cache
 	opts := cache.Options{
 		TTL:                  time.Duration(c.TTL),
@@ -135,13 +140,12 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 			b.Destruct()
 			return nil, err
 		}
-		b.redis = client
+		b.redis, b.sealer = client, cfg.sealer
 		b.bus = rediscache.New(client)
-		opts.Remote, opts.RemoteTimeout, opts.RemotePrefix = b.bus, time.Duration(r.Timeout), r.Prefix
+		opts.Remote, opts.Sealer, opts.RemoteTimeout, opts.RemotePrefix = b.bus, cfg.sealer, time.Duration(r.Timeout), r.Prefix
 		if opts.RemotePrefix == "" {
-			// Gateways share entries only when they read the same database.
-			sum := sha256.Sum256([]byte(db.Identity()))
-			opts.RemotePrefix = "caddy-betterauth:" + hex.EncodeToString(sum[:4]) + ":"
+			// Gateways share entries only when they read the same rows.
+			opts.RemoteScope = db.Scope
 		}
 	}
 	var inner betterauth.Store = db
@@ -166,39 +170,28 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 	b.cache = cache.New(inner, opts)
 	b.store = b.cache
 	if b.bus != nil {
-		b.instance, b.channel = rand.Text(), opts.RemotePrefix+"v1:invalidations"
+		b.instance = rand.Text()
 	}
-	if watchers := b.watchers(ctx, cfg, logger); len(watchers) > 0 {
-		// Provision does no network I/O: the watchers connect on first use.
-		b.store = &firstUse{Store: b.cache, start: func() {
-			for _, w := range watchers {
-				b.running.Go(w)
-			}
-		}}
-	}
+	b.revoker = newRevoker(b.apply, logger)
+	watchers := append(b.watchers(ctx, cfg, logger), func() { b.revoker.run(ctx) })
+	// Provision does no network I/O: the watchers connect on first use.
+	b.store = &firstUse{Store: b.cache, start: func() {
+		for _, w := range watchers {
+			b.running.Go(w)
+		}
+	}}
 	return b, nil
 }
 
 // watchers are the goroutines that tell the cache about revocations: the
 // other gateways over the shared Redis, and unless turned off, the
-// PostgreSQL listener and the secondary storage's keyspace events.
+// PostgreSQL listener and the secondary storage's keyspace events. Each
+// of them forgets everything cached when it (re)connects: what changed
+// while it was not listening is unknown.
 func (b *backend) watchers(ctx context.Context, cfg backendConfig, logger *zap.Logger) []func() {
 	var ws []func()
-	if b.bus != nil {
-		ws = append(ws, func() {
-			for ctx.Err() == nil {
-				err := b.bus.Subscribe(ctx, b.channel, func() {
-					logger.Info("listening for invalidations from other gateways", zap.String("channel", b.channel))
-				}, func(raw []byte) { b.receive(ctx, raw) })
-				if err != nil && ctx.Err() == nil {
-					logger.Warn("cannot hear other gateways; retrying", zap.Error(err))
-					select {
-					case <-ctx.Done():
-					case <-time.After(time.Second):
-					}
-				}
-			}
-		})
+	if b.bus != nil && b.cache.Shared() {
+		ws = append(ws, func() { b.relay(ctx, logger) })
 	}
 	if cfg.NoListener {
 		return ws
@@ -211,11 +204,8 @@ func (b *backend) watchers(ctx context.Context, cfg backendConfig, logger *zap.L
 				Logger:  logger.Named("revocations"),
 				OnReset: func() { b.cache.Purge(ctx) },
 				OnInvalidate: func(inv pgstore.Invalidation) {
-					if target, ok := targets[inv.Kind]; ok {
-						n := b.invalidate(ctx, busMessage{Target: target, ID: inv.ID}, true)
-						if c := logger.Check(zapcore.DebugLevel, "revoked"); c != nil {
-							c.Write(zap.String("kind", inv.Kind), zap.String("id", inv.ID), zap.Int("entries", n))
-						}
+					if target, ok := targets[inv.Kind]; ok && inv.ID != "" {
+						b.revoker.add(cache.Revocation{Target: target, ID: inv.ID}, true)
 					}
 				},
 			})
@@ -229,52 +219,38 @@ func (b *backend) watchers(ctx context.Context, cfg backendConfig, logger *zap.L
 		ws = append(ws, func() {
 			secondary.Watch(ctx, client, secondary.WatchOptions{
 				Prefix: prefix, PlainKeys: cfg.PlainKeys, Logger: logger.Named("secondary_storage"),
-				Forget:     func(d [32]byte) { b.invalidate(ctx, busMessage{Digest: d[:]}, true) },
-				ForgetUser: func(id string) { b.invalidate(ctx, busMessage{Target: cache.TargetUser, ID: id}, true) },
+				Ready:  func() { b.cache.Purge(ctx) },
+				Forget: func(d [32]byte) { b.revoker.add(cache.Revocation{Target: cache.TargetCredential, Digest: d}, true) },
+				ForgetUser: func(id string) {
+					b.revoker.add(cache.Revocation{Target: cache.TargetUser, ID: id}, true)
+				},
 			})
 		})
 	}
 	return ws
 }
 
-// busMessage is one invalidation, applied here and sent to the other
-// gateways on the shared Redis: a key, session or user by id, or a
-// credential by its digest. It holds no secret.
-type busMessage struct {
-	From   string       `json:"from"`
-	Target cache.Target `json:"t,omitempty"`
-	ID     string       `json:"id,omitempty"`
-	Digest []byte       `json:"d,omitempty"`
+// apply carries out one batch of revocations: the cache (here and shared),
+// the open streams they concern, and, for those heard here, the other
+// gateways.
+func (b *backend) apply(ctx context.Context, revs []cache.Revocation, relay []cache.Revocation) {
+	n, epoch := b.cache.Revoke(ctx, revs...)
+	b.endStreams(revs)
+	if c := b.logger.Check(zapcore.DebugLevel, "revoked"); c != nil {
+		c.Write(zap.Int("revocations", len(revs)), zap.Int("entries", n), zap.Uint64("shared_epoch", epoch))
+	}
+	if len(relay) > 0 && b.bus != nil {
+		b.publish(ctx, busMessage{From: b.instance, Epoch: epoch, Revs: wireRevs(relay)})
+	}
 }
 
-// invalidate drops what m names from the cache and ends the streams it
-// concerns; with broadcast, it tells the other gateways too.
-func (b *backend) invalidate(ctx context.Context, m busMessage, broadcast bool) int {
-	var n int
-	if len(m.Digest) == 32 {
-		n = b.cache.Forget(ctx, [32]byte(m.Digest))
-	} else if m.Target != 0 && m.ID != "" {
-		n = b.cache.Invalidate(ctx, m.Target, m.ID)
-		b.streams.revoked(m.Target, m.ID)
-	}
-	if broadcast && b.bus != nil {
-		m.From = b.instance
-		if raw, err := json.Marshal(m); err == nil {
-			pctx, cancel := context.WithTimeout(ctx, time.Second)
-			b.bus.Publish(pctx, b.channel, raw)
-			cancel()
+func (b *backend) endStreams(revs []cache.Revocation) {
+	for _, r := range revs {
+		switch r.Target {
+		case cache.TargetAPIKey, cache.TargetSession, cache.TargetUser:
+			b.streams.revoked(r.Target, r.ID)
 		}
 	}
-	return n
-}
-
-// receive applies another gateway's invalidation.
-func (b *backend) receive(ctx context.Context, raw []byte) {
-	var m busMessage
-	if json.Unmarshal(raw, &m) != nil || m.From == b.instance {
-		return
-	}
-	b.invalidate(ctx, m, false)
 }
 
 // firstUse runs start once, on the first lookup.

@@ -71,6 +71,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        sentinel_master <name>
 //	        prefix          <prefix>
 //	        timeout         <duration>
+//	        key             <shared-key>
 //	    }
 //	}
 //
@@ -323,6 +324,8 @@ func (r *Redis) unmarshal(d *caddyfile.Dispenser) error {
 			return oneArg(d, &r.Prefix)
 		case "timeout":
 			return duration(d, &r.Timeout, false)
+		case "key":
+			return oneArg(d, &r.Key)
 		}
 		return d.Errf("unrecognized redis subdirective '%s'", name)
 	})

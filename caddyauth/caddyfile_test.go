@@ -59,6 +59,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			prefix gw:
 			timeout 50ms
 			sentinel_master mymaster
+			key {env.CACHE_KEY}
 		}
 	}`)
 	var h Handler
@@ -74,7 +75,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			APIKeyOwner: "user_id", Columns: map[string]string{"user.email": "email_address", "apikey.key": "hashed_key"}},
 		Cache: &Cache{TTL: caddy.Duration(10e9), APIKeyTTL: caddy.Duration(20e9), SessionTTL: caddy.Duration(5e9), Jitter: 0.25,
 			StaleWhileRevalidate: caddy.Duration(3e9), StaleIfError: caddy.Duration(60e9), NegativeTTL: -1, MaxEntries: 500, MaxNegative: 50},
-		Redis: &Redis{URL: "{env.REDIS_URL}", Prefix: "gw:", Timeout: caddy.Duration(50e6), SentinelMaster: "mymaster"},
+		Redis: &Redis{URL: "{env.REDIS_URL}", Prefix: "gw:", Timeout: caddy.Duration(50e6), SentinelMaster: "mymaster", Key: "{env.CACHE_KEY}"},
 		SecondaryStorage: &SecondaryStorage{URL: "{env.APP_REDIS_URL}", Prefix: new(string), Sessions: "storage_then_database",
 			APIKeys: "storage", Timeout: caddy.Duration(2e9)},
 	}

@@ -7,6 +7,7 @@
 package caddyauth
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/cache"
 	"github.com/caddy-betterauth/caddy-betterauth/secondary"
 )
 
@@ -65,6 +67,9 @@ type Handler struct {
 	// read-only so the app can keep writing it. pgx pool settings go in the
 	// PostgreSQL URL, for example `pool_max_conns=20`, or
 	// `default_query_exec_mode=exec` behind PgBouncer in transaction mode.
+	// A SQLite URL may set max_conns (sqlite:///path/auth.db?max_conns=8):
+	// the most connections, each a file descriptor, the gateway opens on the
+	// file. Default: max(4, GOMAXPROCS).
 	// Placeholders such as {env.DATABASE_URL} are replaced when the config
 	// loads, so the secret never appears in the adapted config. Required.
 	Database string `json:"database,omitempty"`
@@ -137,7 +142,8 @@ type Handler struct {
 
 	// Where the Better-Auth app keeps sessions (and, with the api-key
 	// plugin's storage: "secondary-storage", API keys) in Redis through its
-	// secondaryStorage option. Users are always read from SQL.
+	// secondaryStorage option. Owners of keys kept there are read from SQL;
+	// a session kept there carries its user (and ban) in the stored blob.
 	SecondaryStorage *SecondaryStorage `json:"secondary_storage,omitempty"`
 
 	// Leave open the streams (server-sent events, WebSockets) whose
@@ -256,6 +262,12 @@ type Redis struct {
 	Prefix string `json:"prefix,omitempty"`
 	// Bound on each Redis call; a slower Redis is skipped. Default: 100ms.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// The key that authenticates shared entries and invalidation messages
+	// (HMAC-SHA256 with a key derived from it), at least 32 characters,
+	// the same on every replica. Default: derived from secret; one of the
+	// two is required. Placeholders such as {env.CACHE_KEY} are replaced
+	// when the config loads.
+	Key string `json:"key,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -296,12 +308,31 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		cfg.Secondary = &ss
 	}
+	secret := repl.ReplaceAll(h.Secret, "")
 	if h.Redis != nil {
 		r := *h.Redis
 		if r.URL = repl.ReplaceAll(r.URL, ""); r.URL == "" {
 			return errors.New("redis: url is required (is its environment variable set?)")
 		}
-		cfg.Redis = &r
+		// Shared entries are sealed with a key only the gateways hold:
+		// Redis itself is not trusted.
+		source := secret
+		if r.Key != "" {
+			if source = repl.ReplaceAll(r.Key, ""); len(source) < cache.MinSharedKeyLen {
+				return fmt.Errorf("redis: key must be at least %d characters (is its environment variable set?)", cache.MinSharedKeyLen)
+			}
+		}
+		if source == "" {
+			return errors.New("redis: shared entries must be authenticated, and there is no key to do it with: " +
+				"set secret (BETTER_AUTH_SECRET), or give the redis block a key of its own (key {env.CACHE_KEY})")
+		}
+		sealer, err := cache.NewSealer(source)
+		if err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		fp := sealer.Fingerprint()
+		r.Key = hex.EncodeToString(fp[:]) // what the pool key hashes: never the key itself
+		cfg.Redis, cfg.sealer = &r, sealer
 	}
 	b, key, err := loadBackend(cfg, h.logger)
 	if err != nil {
@@ -312,7 +343,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.streams = b.streams
 	}
 
-	if err := h.setup(b.store, repl.ReplaceAll(h.Secret, "")); err != nil {
+	if err := h.setup(b.store, secret); err != nil {
 		return err
 	}
 	h.warnAboutAccessLogs(ctx)

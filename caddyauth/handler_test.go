@@ -334,6 +334,41 @@ func TestProvisionDoesNoIO(t *testing.T) {
 	}
 }
 
+// The shared Redis is not trusted: its entries are sealed, and a gateway
+// with nothing to seal them with refuses to load.
+func TestRedisNeedsAKeySource(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	const db = "postgres://nobody@127.0.0.1:1/none"
+	redis := func(key string) *Redis { return &Redis{URL: "redis://127.0.0.1:1", Key: key} }
+	for _, tc := range []struct {
+		name string
+		h    *Handler
+		want string
+	}{
+		{"no secret, no key", &Handler{Database: db, Redis: redis("")}, "no key to do it with"},
+		{"a short key", &Handler{Database: db, Redis: redis("short")}, "at least 32 characters"},
+		{"an unset variable", &Handler{Database: db, Redis: redis("{env.CADDY_BETTERAUTH_UNSET_KEY}")}, "at least 32 characters"},
+	} {
+		if err := tc.h.Provision(ctx); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+	// Either source works, and different keys never share a backend.
+	a := &Handler{Database: db, Secret: testSecret, Redis: redis("")}
+	b := &Handler{Database: db, Redis: redis(strings.Repeat("k", 32))}
+	c := &Handler{Database: db, Secret: "other-" + testSecret, Redis: redis("")}
+	for _, h := range []*Handler{a, b, c} {
+		if err := h.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer h.Cleanup()
+	}
+	if a.backendKey == b.backendKey || a.backendKey == c.backendKey {
+		t.Error("gateways sealing with different keys share a backend")
+	}
+}
+
 func TestClientThatLeftGetsNoAnswer(t *testing.T) {
 	t.Parallel()
 	inner := newFakeStore()

@@ -152,6 +152,18 @@ func send(t *testing.T, gw *testenv.Caddy, path string, hdr http.Header) result 
 	return r
 }
 
+// settle starts a gateway's watchers (with its first lookup) and waits until
+// they have connected: each empties the cache, and with Redis advances the
+// shared epoch, when it does.
+func settle(t *testing.T, gw *testenv.Caddy, redis bool) {
+	t.Helper()
+	send(t, gw, "/", h("X-Api-Key", "ba_start_the_watchers"))
+	gw.WaitForLog(t, "listening for revocations", 10*time.Second)
+	if redis {
+		gw.WaitForLog(t, "listening for invalidations from other gateways", 10*time.Second)
+	}
+}
+
 func h(kv ...string) http.Header {
 	out := http.Header{}
 	for i := 0; i < len(kv); i += 2 {
@@ -588,8 +600,7 @@ func TestGatewaysShareRedis(t *testing.T) {
 	// when it connects, makes the shared entries stale (it cannot know what
 	// it missed before). Let both connect before sharing anything.
 	for _, gw := range []*testenv.Caddy{a, b} {
-		send(t, gw, "/", h("X-Api-Key", "ba_start_the_listener"))
-		gw.WaitForLog(t, "listening for revocations", 10*time.Second)
+		settle(t, gw, true)
 	}
 	key, session := h("X-Api-Key", f.Keys.Valid.Key), h("Authorization", "Bearer "+f.Users.Alice.Signed)
 	for _, hdr := range []http.Header{key, session} {
@@ -731,15 +742,14 @@ func TestSharedRedisStopsAndComesBack(t *testing.T) {
 	reverse_proxy %s`, up.addr()), "DATABASE_URL="+f.DatabaseURL, "BETTER_AUTH_SECRET="+testenv.Secret, "CACHE_REDIS_URL="+rs.URL)
 	rdb := redisClient(t, rs.URL)
 	shared := func() int {
-		keys, err := rdb.Keys(context.Background(), "stop-start:v1:?:*").Result()
+		keys, err := rdb.Keys(context.Background(), "stop-start:v2:?:*").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return len(keys)
 	}
-	// The revocation listener empties the cache when it connects: let it.
-	send(t, gw, "/", h("X-Api-Key", "ba_start_the_listener"))
-	gw.WaitForLog(t, "listening for revocations", 10*time.Second)
+	// The watchers empty the cache when they connect: let them.
+	settle(t, gw, true)
 	if r := send(t, gw, "/", h("X-Api-Key", f.Keys.Valid.Key)); r.status != 200 || shared() != 1 {
 		t.Fatalf("with Redis: %d, %d shared entries", r.status, shared())
 	}

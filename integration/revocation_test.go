@@ -192,8 +192,7 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	var gws []*testenv.Caddy
 	for range 3 {
 		gw := gateway(t, f.DatabaseURL, up, extra)
-		send(t, gw, "/", h("X-Api-Key", "ba_start_the_listener"))
-		gw.WaitForLog(t, "listening for revocations", 10*time.Second)
+		settle(t, gw, true)
 		gws = append(gws, gw)
 	}
 	everywhere := func(t *testing.T, hdr http.Header, want int, bound time.Duration) {
@@ -244,8 +243,7 @@ func TestGatewaysRelayRevocations(t *testing.T) {
 	shared := fmt.Sprintf("cache {\n\t\t\tttl 1h\n\t\t}\n\t\tredis %s {\n\t\t\tprefix %s\n\t\t}", redisURL, prefix)
 	listening := gateway(t, f.DatabaseURL, up, shared)
 	deaf := gateway(t, f.DatabaseURL, up, "no_revocation_listener\n\t\t"+shared)
-	send(t, listening, "/", h("X-Api-Key", "ba_start_the_listener"))
-	listening.WaitForLog(t, "listening for revocations", 10*time.Second)
+	settle(t, listening, true)
 	send(t, deaf, "/", h("X-Api-Key", "ba_start_the_listener"))
 	deaf.WaitForLog(t, "listening for invalidations from other gateways", 10*time.Second)
 

@@ -142,14 +142,22 @@ func listenOnce(ctx context.Context, opts ListenOptions) (connected bool, err er
 		opts.OnReset()
 	}
 	opts.Logger.Info("listening for revocations", zap.String("channel", Channel))
+	var malformed int
+	var lastWarned time.Time
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return true, err
 		}
 		var inv Invalidation
-		if err := json.Unmarshal([]byte(n.Payload), &inv); err != nil || inv.Kind == "" {
-			opts.Logger.Warn("ignoring a malformed revocation notification")
+		if err := json.Unmarshal([]byte(n.Payload), &inv); err != nil || inv.Kind == "" || inv.ID == "" {
+			// Any role that can connect can NOTIFY this channel: say so,
+			// but not once per notification.
+			if malformed++; time.Since(lastWarned) >= 10*time.Second {
+				opts.Logger.Warn("ignoring malformed revocation notifications (any database role can send them)",
+					zap.Int("since_last_warning", malformed), zap.Uint32("sender_pid", n.PID))
+				malformed, lastWarned = 0, time.Now()
+			}
 			continue
 		}
 		if opts.OnInvalidate != nil {

@@ -100,9 +100,36 @@ func (r *Remote) Get(ctx context.Context, key, epochKey string) ([]byte, uint64,
 	return []byte(s), epoch, nil
 }
 
+// bump advances an epoch past both its value and a floor in one atomic
+// step: a gateway that has seen a higher epoch than Redis holds (Redis lost
+// its data, or someone set the key back) restores monotonicity.
+var bump = redis.NewScript(`
+local v = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if v <= floor then
+  v = floor + 1
+  redis.call('SET', KEYS[1], string.format('%d', v))
+end
+return v`)
+
 // Bump implements cache.Remote.
-func (r *Remote) Bump(ctx context.Context, epochKey string) error {
-	return r.c.Incr(ctx, epochKey).Err()
+func (r *Remote) Bump(ctx context.Context, epochKey string, floor uint64) (uint64, error) {
+	v, err := bump.Run(ctx, r.c, []string{epochKey}, strconv.FormatUint(floor, 10)).Int64()
+	if err != nil {
+		return 0, err
+	}
+	return uint64(v), nil
+}
+
+// Del implements cache.Remote, pipelined: one round trip, and in a Cluster
+// the keys may live on different nodes.
+func (r *Remote) Del(ctx context.Context, keys ...string) error {
+	pipe := r.c.Pipeline()
+	for _, k := range keys {
+		pipe.Del(ctx, k)
+	}
+	_, err := pipe.Exec(ctx)
+	return err
 }
 
 // Set implements cache.Remote.
@@ -117,19 +144,20 @@ func (r *Remote) Publish(ctx context.Context, channel string, msg []byte) error 
 	return r.c.Publish(ctx, channel, msg).Err()
 }
 
-// Subscribe calls handle for every message on channel until ctx ends;
-// ready, if set, is called once Redis has confirmed the subscription.
-// go-redis resubscribes by itself after a connection loss.
-func (r *Remote) Subscribe(ctx context.Context, channel string, ready func(), handle func([]byte)) error {
+// Subscribe calls handle for every message on channel until ctx ends.
+// subscribed, if set, is called each time Redis confirms the subscription:
+// the first time, and again after go-redis has reconnected and
+// resubscribed, when messages sent meanwhile were lost.
+func (r *Remote) Subscribe(ctx context.Context, channel string, subscribed func(), handle func([]byte)) error {
 	ps := r.c.Subscribe(ctx, channel)
 	defer ps.Close()
 	if _, err := ps.Receive(ctx); err != nil {
 		return err
 	}
-	if ready != nil {
-		ready()
+	if subscribed != nil {
+		subscribed()
 	}
-	ch := ps.Channel()
+	ch := ps.ChannelWithSubscriptions()
 	for {
 		select {
 		case <-ctx.Done():
@@ -138,7 +166,14 @@ func (r *Remote) Subscribe(ctx context.Context, channel string, ready func(), ha
 			if !ok {
 				return nil
 			}
-			handle([]byte(m.Payload))
+			switch m := m.(type) {
+			case *redis.Message:
+				handle([]byte(m.Payload))
+			case *redis.Subscription:
+				if m.Kind == "subscribe" && subscribed != nil {
+					subscribed()
+				}
+			}
 		}
 	}
 }

@@ -25,16 +25,27 @@ func TestRemoteAgainstARedisProtocolServer(t *testing.T) {
 	if err := r.Set(ctx, "k", []byte("v"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	for range 2 {
-		if err := r.Bump(ctx, "epoch"); err != nil {
-			t.Fatal(err)
+	for want := uint64(1); want <= 2; want++ {
+		if ep, err := r.Bump(ctx, "epoch", 0); err != nil || ep != want {
+			t.Fatalf("bump: %d %v, want %d", ep, err, want)
 		}
 	}
 	if b, ep, err := r.Get(ctx, "k", "epoch"); string(b) != "v" || ep != 2 || err != nil {
 		t.Fatalf("hit: %q %d %v", b, ep, err)
 	}
+	// A gateway that has seen epoch 40 never lets it go back.
+	mr.Set("epoch", "3")
+	if ep, err := r.Bump(ctx, "epoch", 40); err != nil || ep != 41 {
+		t.Fatalf("bump past a floor: %d %v", ep, err)
+	}
+	if ep, err := r.Bump(ctx, "epoch", 40); err != nil || ep != 42 {
+		t.Fatalf("bump above the floor: %d %v", ep, err)
+	}
 	if ttl := mr.TTL("k"); ttl != time.Minute {
 		t.Fatalf("TTL %v", ttl)
+	}
+	if err := r.Del(ctx, "k", "absent"); err != nil || mr.Exists("k") {
+		t.Fatalf("del: %v, k still there: %v", err, mr.Exists("k"))
 	}
 	mr.Close()
 	if _, _, err := r.Get(ctx, "k", "epoch"); err == nil {

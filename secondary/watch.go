@@ -19,7 +19,9 @@ type WatchOptions struct {
 	Forget func(digest [32]byte)
 	// ForgetUser is called when all of a user's sessions were revoked.
 	ForgetUser func(userID string)
-	// Ready, if set, is called once Redis has confirmed the subscription.
+	// Ready, if set, is called each time Redis confirms the subscription:
+	// the first time, and after every reconnection, when events sent
+	// meanwhile were lost (forget everything then).
 	Ready  func()
 	Logger *zap.Logger
 }
@@ -29,7 +31,7 @@ type WatchOptions struct {
 // lets expire leaves the gateway's cache at once. Redis sends them only
 // when notify-keyspace-events includes K, g, $ and x (for example
 // "Kg$x"); without them the cache TTL stays the bound. go-redis resubscribes
-// by itself after a connection loss.
+// by itself after a connection loss, and Ready hears of it.
 func Watch(ctx context.Context, client redis.UniversalClient, opts WatchOptions) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -42,15 +44,23 @@ func Watch(ctx context.Context, client redis.UniversalClient, opts WatchOptions)
 	} else if opts.Ready != nil {
 		opts.Ready()
 	}
-	ch := ps.Channel()
+	ch := ps.ChannelWithSubscriptions()
 	opts.Logger.Info("watching secondary storage for revocations", zap.String("pattern", pattern))
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case msg, ok := <-ch:
+		case m, ok := <-ch:
 			if !ok {
 				return
+			}
+			msg, isMsg := m.(*redis.Message)
+			if !isMsg {
+				if sub, ok := m.(*redis.Subscription); ok && sub.Kind == "psubscribe" && opts.Ready != nil {
+					opts.Ready()
+					opts.Logger.Info("watching secondary storage again; forgot what may have changed meanwhile")
+				}
+				continue
 			}
 			_, key, found := strings.Cut(msg.Channel, "__:")
 			if !found {

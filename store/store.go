@@ -6,8 +6,13 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
+	"net/url"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
@@ -41,6 +46,13 @@ type DB interface {
 	// Identity names the database without credentials
 	// (postgres://host:port/db, sqlite:/path), to tell databases apart.
 	Identity() string
+	// Scope names, without credentials, everything that selects the rows
+	// the store reads: for PostgreSQL the server, user, database, session
+	// settings (search_path, options) and the schema they resolve to; for
+	// SQLite the file; and the detected layout (tables and columns). It
+	// reads the database on first use. Gateways share cached records only
+	// when their scopes are equal.
+	Scope(ctx context.Context) (string, error)
 	Close() error
 }
 
@@ -88,18 +100,64 @@ func Open(dsn string, opts Options) (DB, error) {
 		return nil, err
 	}
 	c := pcfg.ConnConfig
-	return &pgDB{Store: s, pool: pool, identity: fmt.Sprintf("postgres://%s:%d/%s?schema=%s", c.Host, c.Port, c.Database, opts.PGSchema)}, nil
+	return &pgDB{Store: s, pool: pool, pgSchema: opts.PGSchema,
+		identity: fmt.Sprintf("postgres://%s:%d/%s?schema=%s", c.Host, c.Port, c.Database, opts.PGSchema),
+		scope:    pgScope(c.User, c.Host, c.Port, c.Database, c.RuntimeParams, opts.PGSchema)}, nil
+}
+
+// pgScope is the part of a scope the DSN says: who connects where, and the
+// session settings that change which schema unqualified names resolve to.
+func pgScope(user, host string, port uint16, database string, params map[string]string, pgSchema string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "postgres://%s@%s:%d/%s", url.PathEscape(user), host, port, url.PathEscape(database))
+	names := make([]string, 0, len(params))
+	for k := range params {
+		if k != "application_name" {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		fmt.Fprintf(&b, "\n%s=%q", k, params[k])
+	}
+	fmt.Fprintf(&b, "\npg_schema=%q", pgSchema)
+	return b.String()
 }
 
 type pgDB struct {
 	*pgstore.Store
 	pool     *pgxpool.Pool
+	pgSchema string
 	identity string
+	scope    string
 }
 
 func (*pgDB) Kind() string       { return "postgres" }
 func (d *pgDB) Identity() string { return d.identity }
 func (d *pgDB) Close() error     { d.pool.Close(); return nil }
+
+// Scope implements DB: the DSN's part, the schema a search_path set on
+// the role or database resolves to, and the layout.
+func (d *pgDB) Scope(ctx context.Context) (string, error) {
+	layout, err := d.Layout(ctx)
+	if err != nil {
+		return "", err
+	}
+	var resolved string
+	if err := d.pool.QueryRow(ctx, "SELECT COALESCE(NULLIF($1, ''), current_schema())::text", d.pgSchema).Scan(&resolved); err != nil {
+		return "", fmt.Errorf("reading the current schema: %w", err)
+	}
+	return withLayout(d.scope+"\nschema="+strconv.Quote(resolved), layout)
+}
+
+// withLayout adds the layout (table and column names) to a scope.
+func withLayout(scope string, l *schema.Layout) (string, error) {
+	b, err := json.Marshal(l)
+	if err != nil {
+		return "", err
+	}
+	return scope + "\nlayout=" + string(b), nil
+}
 
 type sqliteDB struct {
 	*sqlitestore.Store
@@ -109,4 +167,13 @@ type sqliteDB struct {
 
 func (*sqliteDB) Kind() string       { return "sqlite" }
 func (d *sqliteDB) Identity() string { return d.identity }
-func (d *sqliteDB) Close() error     { return d.db.Close() }
+
+// Scope implements DB: the file and the layout.
+func (d *sqliteDB) Scope(ctx context.Context) (string, error) {
+	layout, err := d.Layout(ctx)
+	if err != nil {
+		return "", err
+	}
+	return withLayout(d.identity, layout)
+}
+func (d *sqliteDB) Close() error { return d.db.Close() }

@@ -1,0 +1,211 @@
+package caddyauth
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-betterauth/caddy-betterauth/cache"
+)
+
+// maxPendingRevocations bounds the revocations waiting to be applied; past
+// it they are replaced by one purge, which covers them all.
+const maxPendingRevocations = 10_000
+
+// revoker coalesces revocations. The watchers add what they hear and one
+// goroutine applies it in batches, each target once. Any database role can
+// NOTIFY the channel and anyone who can write to the app's Redis can cause
+// keyspace events, so a flood must cost one cache scan per batch, not one
+// per notification.
+type revoker struct {
+	mu      sync.Mutex
+	pending map[cache.Revocation]bool // true: relay to the other gateways
+	wake    chan struct{}
+	apply   func(ctx context.Context, revs, relay []cache.Revocation)
+	logger  *zap.Logger
+}
+
+func newRevoker(apply func(ctx context.Context, revs, relay []cache.Revocation), logger *zap.Logger) *revoker {
+	return &revoker{pending: map[cache.Revocation]bool{}, wake: make(chan struct{}, 1), apply: apply, logger: logger}
+}
+
+// add queues a revocation; relay says whether the other gateways should
+// hear of it.
+func (r *revoker) add(rev cache.Revocation, relay bool) {
+	r.mu.Lock()
+	if _, ok := r.pending[rev]; !ok && len(r.pending) >= maxPendingRevocations {
+		anyRelay := relay
+		for _, v := range r.pending {
+			anyRelay = anyRelay || v
+		}
+		clear(r.pending)
+		rev, relay = cache.Revocation{Target: cache.TargetAll}, anyRelay
+		r.logger.Warn("too many revocations at once; purging the cache instead", zap.Int("pending", maxPendingRevocations))
+	}
+	r.pending[rev] = r.pending[rev] || relay
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run applies batches until ctx ends.
+func (r *revoker) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+		}
+		r.mu.Lock()
+		batch := r.pending
+		r.pending = make(map[cache.Revocation]bool, len(batch))
+		r.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		revs := make([]cache.Revocation, 0, len(batch))
+		var relay []cache.Revocation
+		for rev, rl := range batch {
+			revs = append(revs, rev)
+			if rl {
+				relay = append(relay, rev)
+			}
+		}
+		r.apply(ctx, revs, relay)
+	}
+}
+
+// busMessage is a batch of invalidations a gateway heard and applied,
+// relayed to the other gateways on the shared Redis with the shared epoch
+// it reached (0 if it could not advance it). It names keys, sessions and
+// users by id and credentials by digest: never a secret. It travels sealed
+// (see cache.Sealer): Redis is not trusted.
+type busMessage struct {
+	From  string    `json:"from"`
+	Epoch uint64    `json:"ep,omitempty"`
+	Revs  []wireRev `json:"r"`
+}
+
+type wireRev struct {
+	Target cache.Target `json:"t"`
+	ID     string       `json:"id,omitempty"`
+	Digest []byte       `json:"d,omitempty"`
+}
+
+func wireRevs(revs []cache.Revocation) []wireRev {
+	out := make([]wireRev, len(revs))
+	for i, r := range revs {
+		out[i] = wireRev{Target: r.Target, ID: r.ID}
+		if r.Target == cache.TargetCredential {
+			out[i].Digest = r.Digest[:]
+		}
+	}
+	return out
+}
+
+func (m busMessage) revocations() []cache.Revocation {
+	out := make([]cache.Revocation, 0, len(m.Revs))
+	for _, w := range m.Revs {
+		r := cache.Revocation{Target: w.Target, ID: w.ID}
+		switch {
+		case w.Target == cache.TargetCredential && len(w.Digest) == 32:
+			r.Digest = [32]byte(w.Digest)
+		case (w.Target == cache.TargetAPIKey || w.Target == cache.TargetSession || w.Target == cache.TargetUser) && w.ID != "":
+		case w.Target == cache.TargetAll:
+		default:
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// maxBusMessage bounds a relayed message, in bytes.
+const maxBusMessage = 4 << 20
+
+// channel is where this backend's gateways relay invalidations: under the
+// shared cache's prefix, which the database names on first use.
+func (b *backend) channel(ctx context.Context) (string, error) {
+	p, err := b.cache.Prefix(ctx)
+	if err != nil {
+		return "", err
+	}
+	return p + "v2:invalidations", nil
+}
+
+// publish relays a batch to the other gateways.
+func (b *backend) publish(ctx context.Context, m busMessage) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	channel, err := b.channel(ctx)
+	if err != nil {
+		return
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return
+	}
+	if err := b.bus.Publish(ctx, channel, b.sealer.Seal(channel, raw)); err != nil {
+		b.logger.Warn("could not relay invalidations to the other gateways", zap.Error(err))
+	}
+}
+
+// relay listens to the other gateways until ctx ends. Every (re)subscription
+// purges the cache: what was relayed while no one listened is lost.
+func (b *backend) relay(ctx context.Context, logger *zap.Logger) {
+	for ctx.Err() == nil {
+		channel, err := b.channel(ctx)
+		if err == nil {
+			err = b.bus.Subscribe(ctx, channel, func() {
+				b.cache.Purge(ctx)
+				logger.Info("listening for invalidations from other gateways", zap.String("channel", channel))
+			}, func(raw []byte) { b.receive(ctx, channel, raw) })
+		}
+		if err != nil && ctx.Err() == nil {
+			logger.Warn("cannot hear other gateways; retrying", zap.Error(err))
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// receive applies another gateway's invalidations, if they are genuine.
+func (b *backend) receive(ctx context.Context, channel string, raw []byte) {
+	payload, ok := b.sealer.Open(channel, raw)
+	if !ok || len(raw) > maxBusMessage {
+		b.rejected.note(b.logger, "dropped invalidation messages that failed authentication: "+
+			"is something else publishing on this channel, or do the gateways' secrets differ?")
+		return
+	}
+	var m busMessage
+	if json.Unmarshal(payload, &m) != nil || m.From == b.instance {
+		return
+	}
+	revs := m.revocations()
+	b.cache.Relayed(ctx, m.Epoch, revs...)
+	b.endStreams(revs)
+}
+
+// rateLimitedWarning counts an event and logs it at most once per 10 s.
+type rateLimitedWarning struct {
+	n    atomic.Uint64
+	last atomic.Int64
+}
+
+func (w *rateLimitedWarning) note(logger *zap.Logger, msg string) {
+	n := w.n.Add(1)
+	now := time.Now().UnixNano()
+	last := w.last.Load()
+	if now-last < int64(10*time.Second) || !w.last.CompareAndSwap(last, now) {
+		return
+	}
+	logger.Warn(msg, zap.Uint64("total", n))
+}

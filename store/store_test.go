@@ -1,0 +1,96 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
+)
+
+// Gateways share cached records only when they read the same rows: every
+// DSN setting that selects rows is in the scope, and nothing else is.
+func TestScopeNamesWhatSelectsRows(t *testing.T) {
+	t.Parallel()
+	const base = "postgres://app:hunter2@db.internal:5432/auth"
+	scope := func(dsn, pgSchema string) string {
+		t.Helper()
+		db, err := Open(dsn, Options{PGSchema: pgSchema})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		s := db.(*pgDB).scope
+		if strings.Contains(s, "hunter2") {
+			t.Fatalf("the scope holds the password: %s", s)
+		}
+		return s
+	}
+	ref := scope(base, "")
+	for name, dsn := range map[string]string{
+		"search_path": base + "?search_path=tenant_b",
+		"options":     base + "?options=" + url.QueryEscape("-c search_path=tenant_b"),
+		"user":        "postgres://tenant_b:hunter2@db.internal:5432/auth",
+		"database":    "postgres://app:hunter2@db.internal:5432/auth_b",
+		"host":        "postgres://app:hunter2@db2.internal:5432/auth",
+		"port":        "postgres://app:hunter2@db.internal:5433/auth",
+	} {
+		if scope(dsn, "") == ref {
+			t.Errorf("a different %s, the same scope", name)
+		}
+	}
+	if scope(base, "tenant_b") == ref {
+		t.Error("a different pg_schema, the same scope")
+	}
+	for name, dsn := range map[string]string{
+		"password":         "postgres://app:other@db.internal:5432/auth",
+		"application_name": base + "?application_name=x",
+		"pool settings":    base + "?pool_max_conns=50&statement_cache_capacity=10",
+	} {
+		if got := scope(dsn, ""); got != ref {
+			t.Errorf("only the %s differs, yet the scope does: %s vs %s", name, got, ref)
+		}
+	}
+}
+
+// The scope names the schema the connection resolves to, which only the
+// database can tell (a search_path set on the role or database).
+func TestScopeResolvesTheSchema(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	role := "tenant_" + strings.ToLower(rand.Text()[:8])
+	testenv.Exec(t, f.DatabaseURL, strings.ReplaceAll(`CREATE SCHEMA tenant_b;
+CREATE TABLE tenant_b."user" (LIKE public."user" INCLUDING ALL);
+CREATE TABLE tenant_b.session (LIKE public.session INCLUDING ALL);
+CREATE TABLE tenant_b.apikey (LIKE public.apikey INCLUDING ALL);
+CREATE ROLE NAME LOGIN;
+GRANT USAGE ON SCHEMA tenant_b, public TO NAME;
+GRANT SELECT ON ALL TABLES IN SCHEMA tenant_b, public TO NAME`, "NAME", role))
+	u, _ := url.Parse(f.DatabaseURL)
+	testenv.Exec(t, f.DatabaseURL, `ALTER ROLE `+role+` IN DATABASE `+strings.TrimPrefix(u.Path, "/")+` SET search_path = tenant_b`)
+	t.Cleanup(func() {
+		testenv.Exec(t, f.DatabaseURL, `DROP OWNED BY `+role)
+		testenv.Exec(t, testenv.Require(t, "TEST_DATABASE_URL"), `DROP ROLE IF EXISTS `+role)
+	})
+	resolved := func(dsn string) string {
+		t.Helper()
+		db, err := Open(dsn, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		s, err := db.Scope(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	public := resolved(f.DatabaseURL)
+	u.User = url.User(role)
+	tenant := resolved(u.String())
+	if !strings.Contains(public, `schema="public"`) || !strings.Contains(tenant, `schema="tenant_b"`) || !strings.Contains(tenant, `"Name":"apikey"`) {
+		t.Fatalf("scopes:\n%s\n%s", public, tenant)
+	}
+}
