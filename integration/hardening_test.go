@@ -178,3 +178,53 @@ func acceptName(a string) string {
 	}
 	return fmt.Sprintf("accept %s", a)
 }
+
+// Any database role can NOTIFY the revocation channel. A flood of forged
+// notifications naming a live key costs rechecks, never access: the key
+// keeps working and its open stream stays open; malformed ones are ignored
+// with one warning, not one per notification.
+func TestForgedNotificationsCostNoAccess(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	up := newUpstream(t)
+	gw := gateway(t, f.DatabaseURL, up, "cache {\n\t\t\tttl 1h\n\t\t}")
+	settle(t, gw, false)
+
+	req, _ := http.NewRequest(http.MethodGet, gw.URL+"/sse?ticks", nil)
+	req.Header.Set("X-Api-Key", f.Keys.Valid.Key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("opening the stream: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewScanner(resp.Body)
+	tick := func() {
+		t.Helper()
+		for lines.Scan() {
+			if lines.Text() == "data: tick" {
+				return
+			}
+		}
+		t.Fatal("the stream ended")
+	}
+	tick()
+
+	testenv.Exec(t, f.DatabaseURL, `SELECT pg_notify('caddy_betterauth', json_build_object('k', kind, 'id', $1::text, 'n', g)::text)
+FROM generate_series(1, 2000) g, unnest(ARRAY['apikey', 'user']) kind`, f.Keys.Valid.ID)
+	testenv.Exec(t, f.DatabaseURL, `SELECT pg_notify('caddy_betterauth', 'junk ' || g) FROM generate_series(1, 300) g`)
+	// The listener reconnects when its connection is terminated, after it
+	// has read everything sent before.
+	testenv.Exec(t, f.DatabaseURL, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE application_name = 'caddy-better-auth revocations' AND datname = current_database()`)
+	gw.WaitForLogCount(t, "listening for revocations", 2, 15*time.Second)
+
+	if n := strings.Count(gw.Logs(), "malformed revocation notification"); n != 1 {
+		t.Errorf("%d warnings for 300 malformed notifications, want 1", n)
+	}
+	for range 5 {
+		tick()
+	}
+	if r := send(t, gw, "/", h("X-Api-Key", f.Keys.Valid.Key)); r.status != 200 {
+		t.Fatalf("after the flood: %d %s", r.status, r.raw)
+	}
+}

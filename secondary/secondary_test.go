@@ -151,3 +151,36 @@ func TestWatchMapsKeysToDigests(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// After a reconnection the watcher says so again: keyspace events sent while
+// it was away are lost, and the gateway forgets what it cached.
+func TestWatchReportsResubscriptions(t *testing.T) {
+	t.Parallel()
+	rs := testenv.StartRedis(t)
+	ropts, _ := redis.ParseURL(rs.URL)
+	client := redis.NewClient(ropts)
+	defer client.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	subscribed := make(chan struct{}, 4)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		secondary.Watch(ctx, client, secondary.WatchOptions{Prefix: "p:", Ready: func() { subscribed <- struct{}{} },
+			Forget: func([32]byte) {}, ForgetUser: func(string) {}})
+	}()
+	for i := range 3 { // the first subscription, then two reconnections
+		select {
+		case <-subscribed:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("subscription %d was not reported", i+1)
+		}
+		if i < 2 {
+			if err := client.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cancel()
+	<-done
+}
