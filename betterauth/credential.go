@@ -242,7 +242,8 @@ func findCookie(headers []string, name string) (string, bool) {
 			part, line, _ = strings.Cut(line, ";")
 			part = strings.TrimSpace(part)
 			k, v, ok := strings.Cut(part, "=")
-			if ok && k == name {
+			// Names are trimmed, as Better-Auth's and Go's parsers do.
+			if ok && strings.TrimSpace(k) == name {
 				return strings.Trim(v, `"`), true
 			}
 		}
@@ -263,7 +264,7 @@ func RemoveCookies(headers []string, drop func(name string) bool) string {
 				continue
 			}
 			k, _, _ := strings.Cut(part, "=")
-			if drop(k) {
+			if drop(strings.TrimSpace(k)) {
 				continue
 			}
 			if b.Len() > 0 {
@@ -275,14 +276,16 @@ func RemoveCookies(headers []string, drop func(name string) bool) string {
 	return b.String()
 }
 
-// SessionCookieMatcher matches the cookies that carry a session: the token
-// cookies, and the cookie cache (<prefix>.session_data and its .0, .1 ...
-// chunks, with or without __Secure-), which holds the token too.
+// SessionCookieMatcher matches the cookies that carry a session or what it
+// holds: the token cookies, the cookie cache (<prefix>.session_data), which
+// holds the token too, and the account cookie (<prefix>.account_data,
+// storeAccountCookie), which holds the user's OAuth tokens; each with its
+// .0, .1 ... chunks, with or without __Secure-.
 func SessionCookieMatcher(prefix string, tokenNames []string) func(string) bool {
 	if prefix == "" {
 		prefix = DefaultCookiePrefix
 	}
-	data := prefix + ".session_data"
+	data, account := prefix+".session_data", prefix+".account_data"
 	return func(name string) bool {
 		for _, n := range tokenNames {
 			if name == n {
@@ -290,6 +293,6 @@ func SessionCookieMatcher(prefix string, tokenNames []string) func(string) bool 
 			}
 		}
 		name = strings.TrimPrefix(name, "__Secure-")
-		return name == data || strings.HasPrefix(name, data+".")
+		return name == data || strings.HasPrefix(name, data+".") || name == account || strings.HasPrefix(name, account+".")
 	}
 }

@@ -137,8 +137,8 @@ func hasCookie(headers []string, match func(string) bool) bool {
 		for len(line) > 0 {
 			var part string
 			part, line, _ = strings.Cut(line, ";")
-			k, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-			if match(k) {
+			k, _, _ := strings.Cut(part, "=")
+			if match(strings.TrimSpace(k)) {
 				return true
 			}
 		}

@@ -23,6 +23,8 @@ func TestRemoveCredentials(t *testing.T) {
 			http.Header{"Cookie": {"a=1; b=2"}}},
 		{"other prefixes stay", http.Header{"Cookie": {"better-auth.session_token=t.s"}}, http.Header{"Cookie": {"better-auth.session_token=t.s"}}},
 		{"only session cookies", http.Header{"Cookie": {"app.session_token=t.s"}}, http.Header{}},
+		{"names with blanks around them", http.Header{"Cookie": {"a=1; app.session_token =t.s;\tapp.session_data\t=x"}}, http.Header{"Cookie": {"a=1"}}},
+		{"the account cookie", http.Header{"Cookie": {"app.account_data=x; __Secure-app.account_data.1=y; b=2"}}, http.Header{"Cookie": {"b=2"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

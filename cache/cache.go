@@ -349,6 +349,7 @@ func (s *Store) Revoke(ctx context.Context, revs ...Revocation) (dropped int, ep
 	if s.remote == nil {
 		return n, 0
 	}
+	s.remote.raise(s.now())
 	epoch = s.remote.revoke(ctx, names)
 	s.gen.Add(1)
 	_, again := s.drop(m)
@@ -356,15 +357,16 @@ func (s *Store) Revoke(ctx context.Context, revs ...Revocation) (dropped int, ep
 }
 
 // Relayed applies revocations another gateway made and announced, at the
-// shared epoch it reached: no shared entry older than that epoch is
-// accepted from now on, and the local entries go. With epoch 0 (the other
-// gateway could not advance it) this gateway revokes in full itself.
-func (s *Store) Relayed(ctx context.Context, epoch uint64, revs ...Revocation) int {
+// shared epoch it reached and the time it revoked: no shared entry older
+// than either is accepted from now on, and the local entries go. With
+// epoch 0 (the other gateway could not advance it) this gateway revokes in
+// full itself.
+func (s *Store) Relayed(ctx context.Context, epoch uint64, at time.Time, revs ...Revocation) int {
 	if epoch == 0 || s.remote == nil {
 		n, _ := s.Revoke(ctx, revs...)
 		return n
 	}
-	s.remote.observe(epoch)
+	s.remote.observe(epoch, at)
 	s.gen.Add(1)
 	names, n := s.drop(newMatcher(revs))
 	if prefix, ok := s.remote.keyPrefix(ctx); ok {

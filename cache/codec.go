@@ -18,6 +18,7 @@ const codecVersion = "v2"
 type wireRecord struct {
 	Expires int64       `json:"exp"` // unix milliseconds
 	Epoch   uint64      `json:"ep"`  // the Remote's epoch when it was loaded
+	Written int64       `json:"w"`   // unix milliseconds, by the writer's clock
 	Key     *wireKey    `json:"k,omitempty"`
 	Session *wireSess   `json:"s,omitempty"`
 	User    wireUserRec `json:"u"`
@@ -63,10 +64,17 @@ func fromMillis(ms int64) time.Time {
 	return time.UnixMilli(ms).UTC()
 }
 
-// encode writes a found record, the time its entry expires and the epoch
-// it was loaded under.
-func encode(r betterauth.Record, expires time.Time, epoch uint64) ([]byte, error) {
-	w := wireRecord{Expires: expires.UnixMilli(), Epoch: epoch}
+// stamp is what a shared entry says about itself: when it expires, the
+// epoch it was loaded under and when it was written.
+type stamp struct {
+	expires time.Time
+	epoch   uint64
+	written time.Time
+}
+
+// encode writes a found record with its stamp.
+func encode(r betterauth.Record, st stamp) ([]byte, error) {
+	w := wireRecord{Expires: st.expires.UnixMilli(), Epoch: st.epoch, Written: st.written.UnixMilli()}
 	var u *betterauth.User
 	switch {
 	case r.APIKey != nil:
@@ -90,10 +98,10 @@ func encode(r betterauth.Record, expires time.Time, epoch uint64) ([]byte, error
 }
 
 // decode reads a shared-cache value back into a sealed record.
-func decode(b []byte) (betterauth.Record, time.Time, uint64, error) {
+func decode(b []byte) (betterauth.Record, stamp, error) {
 	var w wireRecord
 	if err := json.Unmarshal(b, &w); err != nil {
-		return betterauth.Record{}, time.Time{}, 0, err
+		return betterauth.Record{}, stamp{}, err
 	}
 	u := &betterauth.User{ID: w.User.ID, Email: w.User.Email, Name: w.User.Name, Role: w.User.Role,
 		Banned: w.User.Banned, BanExpires: fromMillis(w.User.BanExpires)}
@@ -113,10 +121,10 @@ func decode(b []byte) (betterauth.Record, time.Time, uint64, error) {
 	case w.Session != nil:
 		r.Session = &betterauth.Session{ID: w.Session.ID, ExpiresAt: fromMillis(w.Session.ExpiresAt), User: u}
 	default:
-		return betterauth.Record{}, time.Time{}, 0, errors.New("cache: shared entry holds no record")
+		return betterauth.Record{}, stamp{}, errors.New("cache: shared entry holds no record")
 	}
 	if u.ID == "" {
-		return betterauth.Record{}, time.Time{}, 0, errors.New("cache: shared entry has no user")
+		return betterauth.Record{}, stamp{}, errors.New("cache: shared entry has no user")
 	}
-	return r.Seal(), time.UnixMilli(w.Expires), w.Epoch, nil
+	return r.Seal(), stamp{expires: time.UnixMilli(w.Expires), epoch: w.Epoch, written: time.UnixMilli(w.Written)}, nil
 }

@@ -93,18 +93,20 @@ func TestInvalidationMakesSharedEntriesStale(t *testing.T) {
 	t.Parallel()
 	remote := newFakeRemote()
 	ctx := context.Background()
-	a := New(&countingStore{rec: keyRecord(time.Time{})}, sharedOpts(remote, Options{}))
+	clk := &clock{t0}
+	a := New(&countingStore{rec: keyRecord(time.Time{})}, sharedOpts(remote, Options{Now: clk.now}))
+	innerB := &countingStore{rec: keyRecord(time.Time{})}
+	b := New(innerB, sharedOpts(remote, Options{Now: clk.now}))
+	c := New(&countingStore{}, sharedOpts(remote, Options{Now: clk.now}))
+	clk.advance(ClockSkew)
 	a.Lookup(ctx, lookup("k"))
 	<-remote.sets
 	a.Invalidate(ctx, TargetAPIKey, "k1")
-	innerB := &countingStore{rec: keyRecord(time.Time{})}
-	b := New(innerB, sharedOpts(remote, Options{}))
 	b.Lookup(ctx, lookup("k"))
 	if innerB.calls.Load() != 1 {
 		t.Fatal("gateway B used a shared entry written before the revocation")
 	}
 	<-remote.sets // B shares what it read, under the new epoch
-	c := New(&countingStore{}, sharedOpts(remote, Options{}))
 	if rec, _ := c.Lookup(ctx, lookup("k")); rec.APIKey == nil {
 		t.Fatal("gateway C did not get B's fresh entry")
 	}

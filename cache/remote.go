@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,19 @@ type Remote interface {
 
 // Remote defaults.
 const (
+	// MaxEpoch bounds the shared epoch: Redis scripts count in doubles,
+	// exact only below 2^53, and an epoch someone set out of range must be
+	// an error, never a value that stops advancing.
+	MaxEpoch = 1 << 52
+	// ClockSkew is how far apart the gateways' clocks may be. Entries
+	// written less than this after a gateway started, or after a revocation
+	// it applied, are not read: a genuine entry from before a revocation,
+	// restored by someone who can write to Redis, is refused even if the
+	// epoch is set back, and even by a gateway that has seen no epoch.
+	ClockSkew = time.Second
+	// MessageWindow is how old (or how far ahead) a relayed message may be.
+	MessageWindow = 30 * time.Second
+
 	DefaultRemoteTimeout = 100 * time.Millisecond
 	remoteLogEvery       = 10 * time.Second
 	// resumeEvery spaces the attempts to advance an epoch that could not be
@@ -63,6 +77,10 @@ type remoteTier struct {
 	scope      func(context.Context) (string, error) // resolves the default prefix on first use
 
 	maxEpoch atomic.Uint64 // the highest epoch seen; lower ones are refused
+	// notBefore, unix milliseconds by this gateway's clock, is when it
+	// started or last applied a revocation: entries written earlier (less
+	// ClockSkew) are not read. Unlike the epoch, Redis cannot set it back.
+	notBefore atomic.Int64
 	// suspended is set when a revocation could not advance the epoch, or
 	// the epoch was found set back: entries written before may be revoked,
 	// so nothing is read until an advance succeeds.
@@ -82,6 +100,7 @@ func newRemoteTier(opts Options) *remoteTier {
 	if t.now == nil {
 		t.now = time.Now
 	}
+	t.notBefore.Store(t.now().UnixMilli())
 	if t.timeout <= 0 {
 		t.timeout = DefaultRemoteTimeout
 	}
@@ -99,7 +118,7 @@ func newRemoteTier(opts Options) *remoteTier {
 // scope names (see Options.RemoteScope), without the codec version.
 func DefaultPrefix(scope string) string {
 	sum := sha256.Sum256([]byte(scope))
-	return "caddy-betterauth:" + hex.EncodeToString(sum[:6]) + ":"
+	return "caddy-betterauth:" + hex.EncodeToString(sum[:16]) + ":"
 }
 
 // keyPrefix returns the prefix of every key, resolving the default one on
@@ -177,6 +196,9 @@ func (t *remoteTier) get(ctx context.Context, k key) shared {
 	defer cancel()
 	name := keyFor(prefix, k)
 	b, epoch, err := t.r.Get(ctx, name, epochKey(prefix))
+	if err == nil && epoch >= MaxEpoch {
+		err = fmt.Errorf("the shared epoch %d is out of range", epoch)
+	}
 	if err != nil {
 		t.fail("shared cache read failed; using the database", err)
 		return shared{}
@@ -196,15 +218,15 @@ func (t *remoteTier) get(ctx context.Context, k key) shared {
 		t.forgery()
 		return res
 	}
-	rec, exp, written, err := decode(payload)
+	rec, st, err := decode(payload)
 	if err != nil {
 		t.fail("shared cache entry unreadable; using the database", err)
 		return res
 	}
-	if written != epoch {
-		return res // revoked since
+	if st.epoch != epoch || st.written.UnixMilli() < t.notBefore.Load()+ClockSkew.Milliseconds() {
+		return res // revoked since, or written before this gateway could know
 	}
-	res.rec, res.expires, res.hit = rec, exp, true
+	res.rec, res.expires, res.hit = rec, st.expires, true
 	return res
 }
 
@@ -229,7 +251,7 @@ func (t *remoteTier) put(ctx context.Context, sh shared, k key, rec betterauth.R
 	if !sh.writable || ttl < time.Millisecond {
 		return
 	}
-	payload, err := encode(rec, expires, sh.epoch)
+	payload, err := encode(rec, stamp{expires: expires, epoch: sh.epoch, written: now})
 	if err != nil {
 		return
 	}
@@ -265,7 +287,11 @@ func (t *remoteTier) revoke(ctx context.Context, names []key) uint64 {
 func (t *remoteTier) advance(ctx context.Context, prefix string) (uint64, bool) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	epoch, err := t.r.Bump(ctx, epochKey(prefix), t.maxEpoch.Load())
+	floor := t.maxEpoch.Load()
+	epoch, err := t.r.Bump(ctx, epochKey(prefix), floor)
+	if err == nil && (epoch <= floor || epoch >= MaxEpoch) {
+		err = fmt.Errorf("the shared epoch did not advance past %d (got %d)", floor, epoch)
+	}
 	if err != nil {
 		t.fail("shared cache epoch could not be advanced", err)
 		return 0, false
@@ -290,9 +316,27 @@ func (t *remoteTier) del(ctx context.Context, prefix string, names []key) {
 	}
 }
 
-// observe records an epoch another gateway reached (from an authenticated
-// message), so that nothing older is accepted from now on.
-func (t *remoteTier) observe(epoch uint64) { t.see(epoch) }
+// observe records an epoch another gateway reached and when it revoked
+// (from an authenticated message), so that nothing older is accepted from
+// now on.
+func (t *remoteTier) observe(epoch uint64, at time.Time) {
+	if epoch < MaxEpoch {
+		t.see(epoch)
+	}
+	t.raise(at)
+}
+
+// raise moves the watermark up to at: entries written before it are not
+// read.
+func (t *remoteTier) raise(at time.Time) {
+	ms := at.UnixMilli()
+	for {
+		cur := t.notBefore.Load()
+		if ms <= cur || t.notBefore.CompareAndSwap(cur, ms) {
+			return
+		}
+	}
+}
 
 func (t *remoteTier) suspend(msg string) {
 	if !t.suspended.Swap(true) {

@@ -127,6 +127,9 @@ func TestRemoteSharesRecordsBetweenGateways(t *testing.T) {
 		User: &betterauth.User{ID: "u1", Email: "a@example.com", Name: "Zoë", Role: "admin", Banned: true, BanExpires: t0.Add(time.Hour)}}}
 	innerA := &countingStore{rec: rec}
 	a := New(innerA, sharedOpts(remote, Options{TTL: 10 * time.Second, Jitter: -1, Now: clk.now, RemotePrefix: "gw:db1:"}))
+	innerB := &countingStore{}
+	b := New(innerB, sharedOpts(remote, Options{TTL: 10 * time.Second, Jitter: -1, Now: clk.now, RemotePrefix: "gw:db1:"}))
+	clk.advance(ClockSkew) // entries written as a gateway starts are not read
 	if _, err := a.Lookup(context.Background(), lookup(secretKey)); err != nil {
 		t.Fatal(err)
 	}
@@ -142,8 +145,6 @@ func TestRemoteSharesRecordsBetweenGateways(t *testing.T) {
 	}
 
 	// A second gateway: served from the shared cache, then from its own.
-	innerB := &countingStore{}
-	b := New(innerB, sharedOpts(remote, Options{TTL: 10 * time.Second, Jitter: -1, Now: clk.now, RemotePrefix: "gw:db1:"}))
 	clk.advance(4 * time.Second)
 	for range 2 {
 		got, err := b.Lookup(context.Background(), lookup(secretKey))
@@ -184,7 +185,7 @@ func TestRemoteIgnoresUnknownAndExpiredEntries(t *testing.T) {
 	inner := &countingStore{rec: keyRecord(time.Time{})}
 	s := New(inner, sharedOpts(remote, Options{Now: clk.now}))
 	k := keyFor("gw:v2:", keyOf(lookup("k")))
-	old, _ := encode(keyRecord(time.Time{}), t0.Add(-time.Second), 0)
+	old, _ := encode(keyRecord(time.Time{}), stamp{expires: t0.Add(-time.Second), written: t0.Add(-time.Minute)})
 	remote.m[k] = testSealer.Seal(k, old)
 	junk := keyFor("gw:v2:", keyOf(lookup("junk")))
 	remote.m[junk] = testSealer.Seal(junk, []byte("{not json"))
@@ -208,13 +209,13 @@ func TestCodecRoundTrip(t *testing.T) {
 		{Session: &betterauth.Session{ID: "s", ExpiresAt: t0, User: &betterauth.User{ID: "u"}}},
 	}
 	for _, r := range recs {
-		b, err := encode(r, t0.Add(time.Minute), 7)
+		b, err := encode(r, stamp{expires: t0.Add(time.Minute), epoch: 7, written: t0})
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, exp, epoch, err := decode(b)
-		if err != nil || !exp.Equal(t0.Add(time.Minute)) || epoch != 7 {
-			t.Fatalf("decode: %v %v", exp, err)
+		got, st, err := decode(b)
+		if err != nil || !st.expires.Equal(t0.Add(time.Minute)) || st.epoch != 7 || !st.written.Equal(t0) {
+			t.Fatalf("decode: %+v %v", st, err)
 		}
 		want := r.Seal()
 		if r.APIKey != nil {
@@ -227,7 +228,7 @@ func TestCodecRoundTrip(t *testing.T) {
 			t.Errorf("session round trip: %+v", got.Session)
 		}
 	}
-	if _, err := encode(betterauth.Record{}, t0, 0); err == nil {
+	if _, err := encode(betterauth.Record{}, stamp{expires: t0}); err == nil {
 		t.Error("empty record encoded")
 	}
 }

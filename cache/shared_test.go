@@ -15,7 +15,7 @@ func TestForgedSharedEntriesAreNotServed(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	admin := betterauth.Record{APIKey: &betterauth.APIKey{ID: "k-admin", Enabled: true, User: &betterauth.User{ID: "admin", Role: "admin"}}}
-	payload, err := encode(admin, t0.Add(time.Hour), 0)
+	payload, err := encode(admin, stamp{expires: t0.Add(time.Hour), written: t0.Add(time.Minute)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestEpochRollbackDoesNotReviveRevokedEntries(t *testing.T) {
 	// epoch as well.
 	remote.setEpoch("gw:v2:epoch", 0)
 	other := New(&countingStore{}, sharedOpts(remote, Options{}))
-	other.Relayed(ctx, 1, Revocation{Target: TargetAPIKey, ID: "k1"})
+	other.Relayed(ctx, 1, t0, Revocation{Target: TargetAPIKey, ID: "k1"})
 	if rec, _ := other.Lookup(ctx, lookup("k")); rec.Found() {
 		t.Fatal("a gateway that knew epoch 1 accepted an entry of epoch 0")
 	}
@@ -132,10 +132,15 @@ func TestSharedEntryKeptNoLongerThanOwnTTL(t *testing.T) {
 	clk := &clock{t0}
 	remote := newFakeRemote()
 	long := New(&countingStore{rec: keyRecord(time.Time{})}, sharedOpts(remote, Options{TTL: time.Hour, Jitter: -1, Now: clk.now}))
+	innerShort := &countingStore{rec: keyRecord(time.Time{})}
+	short := New(innerShort, sharedOpts(remote, Options{TTL: 10 * time.Second, Jitter: -1, Now: clk.now}))
+	clk.advance(ClockSkew)
 	long.Lookup(ctx, lookup("k"))
 	<-remote.sets
-	short := New(&countingStore{rec: keyRecord(time.Time{})}, sharedOpts(remote, Options{TTL: 10 * time.Second, Jitter: -1, Now: clk.now}))
 	short.Lookup(ctx, lookup("k"))
+	if innerShort.calls.Load() != 0 {
+		t.Fatal("the second gateway did not read the shared entry")
+	}
 	gets := remote.gets
 	clk.advance(9 * time.Second)
 	short.Lookup(ctx, lookup("k"))
@@ -229,6 +234,68 @@ func TestFailedEpochAdvanceSuspendsTheSharedTier(t *testing.T) {
 	}
 }
 
+// An epoch set out of the range Redis can count exactly is an error, not a
+// value that stops advancing: nothing is read or written under it, and a
+// revocation that cannot move it suspends the shared tier.
+func TestEpochOutOfRangeIsRefused(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clk := &clock{t0}
+	remote := newFakeRemote()
+	inner := &countingStore{rec: keyRecord(time.Time{})}
+	s := New(inner, sharedOpts(remote, Options{TTL: time.Hour, Now: clk.now}))
+	clk.advance(ClockSkew)
+	remote.setEpoch("gw:v2:epoch", 1<<60)
+	if rec, err := s.Lookup(ctx, lookup("k")); err != nil || rec.APIKey == nil || inner.calls.Load() != 1 {
+		t.Fatalf("%+v %v", rec, err)
+	}
+	if len(remote.sets) != 0 || s.Stats().Epoch != 0 {
+		t.Fatalf("written under an epoch out of range (%d writes, epoch %d)", len(remote.sets), s.Stats().Epoch)
+	}
+	if _, epoch := s.Revoke(ctx, Revocation{Target: TargetAPIKey, ID: "k1"}); epoch != 0 || !s.Stats().Suspended {
+		t.Fatalf("epoch %d, %+v", epoch, s.Stats())
+	}
+}
+
+// A gateway that starts after a revocation has seen no epoch, so setting
+// the epoch back would fool it; entries written before it started are not
+// read, whatever their epoch.
+func TestNewGatewayRefusesEntriesFromBeforeItStarted(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clk := &clock{t0}
+	remote := newFakeRemote()
+	inner := &countingStore{rec: keyRecord(time.Time{})}
+	a := New(inner, sharedOpts(remote, Options{TTL: time.Hour, Now: clk.now}))
+	clk.advance(ClockSkew)
+	a.Lookup(ctx, lookup("k"))
+	name := <-remote.sets
+	saved := remote.value(name)
+	clk.advance(time.Minute)
+	a.Revoke(ctx, Revocation{Target: TargetAPIKey, ID: "k1"})
+
+	clk.advance(time.Minute)
+	remote.setRaw(name, saved)
+	remote.setEpoch("gw:v2:epoch", 0)
+	d := New(&countingStore{}, sharedOpts(remote, Options{TTL: time.Hour, Now: clk.now}))
+	if rec, _ := d.Lookup(ctx, lookup("k")); rec.Found() {
+		t.Fatal("a new gateway accepted an entry written before a revocation it never saw")
+	}
+	// And a relayed revocation moves the watermark of a gateway that was
+	// already running: an entry written before it is refused, even under
+	// the current epoch.
+	clk2 := &clock{t0}
+	e := New(&countingStore{}, sharedOpts(remote, Options{TTL: time.Hour, Now: clk2.now}))
+	payload, _ := encode(keyRecord(time.Time{}), stamp{expires: t0.Add(time.Hour), epoch: 5, written: t0.Add(30 * time.Second)})
+	remote.setRaw(name, testSealer.Seal(name, payload))
+	remote.setEpoch("gw:v2:epoch", 5)
+	clk2.advance(2 * time.Minute)
+	e.Relayed(ctx, 5, t0.Add(time.Minute), Revocation{Target: TargetAPIKey, ID: "k1"})
+	if rec, _ := e.Lookup(ctx, lookup("k")); rec.Found() {
+		t.Fatal("a gateway served an entry written before a revocation it was told of")
+	}
+}
+
 func TestSealerRoundTrip(t *testing.T) {
 	t.Parallel()
 	sealed := testSealer.Seal("a:b", []byte("payload"))
@@ -244,5 +311,18 @@ func TestSealerRoundTrip(t *testing.T) {
 	}
 	if _, err := NewSealer(""); err == nil {
 		t.Error("a sealer without a key")
+	}
+}
+
+// What checking a shared entry's seal adds to a shared-tier hit.
+func BenchmarkSealerOpen(b *testing.B) {
+	payload, _ := encode(keyRecord(t0.Add(time.Hour)), stamp{expires: t0.Add(time.Minute), epoch: 7, written: t0})
+	name := keyFor("caddy-betterauth:0123456789ab:v2:", keyOf(lookup("k")))
+	sealed := testSealer.Seal(name, payload)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := testSealer.Open(name, sealed); !ok {
+			b.Fatal("not opened")
+		}
 	}
 }

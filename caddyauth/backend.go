@@ -72,6 +72,7 @@ type backend struct {
 	streams   *streams         // open streams, ended on revocation
 	revoker   *revoker
 	rejected  rateLimitedWarning // relayed messages that failed authentication
+	stale     rateLimitedWarning // relayed messages outside cache.MessageWindow
 	logger    *zap.Logger
 
 	stop    context.CancelFunc // ends the revocation watchers
@@ -234,13 +235,14 @@ func (b *backend) watchers(ctx context.Context, cfg backendConfig, logger *zap.L
 // the open streams they concern, and, for those heard here, the other
 // gateways.
 func (b *backend) apply(ctx context.Context, revs []cache.Revocation, relay []cache.Revocation) {
+	at := time.Now()
 	n, epoch := b.cache.Revoke(ctx, revs...)
 	b.endStreams(revs)
 	if c := b.logger.Check(zapcore.DebugLevel, "revoked"); c != nil {
 		c.Write(zap.Int("revocations", len(revs)), zap.Int("entries", n), zap.Uint64("shared_epoch", epoch))
 	}
 	if len(relay) > 0 && b.bus != nil {
-		b.publish(ctx, busMessage{From: b.instance, Epoch: epoch, Revs: wireRevs(relay)})
+		b.publish(ctx, busMessage{From: b.instance, Epoch: epoch, At: at.UnixMilli(), Revs: wireRevs(relay)})
 	}
 }
 

@@ -315,12 +315,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return errors.New("redis: url is required (is its environment variable set?)")
 		}
 		// Shared entries are sealed with a key only the gateways hold:
-		// Redis itself is not trusted.
+		// Redis itself is not trusted. A key of the redis block is mixed
+		// with the secret, so that apps deployed from one template with one
+		// cache key but their own secrets never share entries.
 		source := secret
 		if r.Key != "" {
-			if source = repl.ReplaceAll(r.Key, ""); len(source) < cache.MinSharedKeyLen {
+			key := repl.ReplaceAll(r.Key, "")
+			if len(key) < cache.MinSharedKeyLen {
 				return fmt.Errorf("redis: key must be at least %d characters (is its environment variable set?)", cache.MinSharedKeyLen)
 			}
+			source = key + "\x00" + secret
 		}
 		if source == "" {
 			return errors.New("redis: shared entries must be authenticated, and there is no key to do it with: " +

@@ -358,14 +358,15 @@ func TestRedisNeedsAKeySource(t *testing.T) {
 	a := &Handler{Database: db, Secret: testSecret, Redis: redis("")}
 	b := &Handler{Database: db, Redis: redis(strings.Repeat("k", 32))}
 	c := &Handler{Database: db, Secret: "other-" + testSecret, Redis: redis("")}
-	for _, h := range []*Handler{a, b, c} {
+	d := &Handler{Database: db, Secret: "other-" + testSecret, Redis: redis(strings.Repeat("k", 32))}
+	for _, h := range []*Handler{a, b, c, d} {
 		if err := h.Provision(ctx); err != nil {
 			t.Fatal(err)
 		}
 		defer h.Cleanup()
 	}
-	if a.backendKey == b.backendKey || a.backendKey == c.backendKey {
-		t.Error("gateways sealing with different keys share a backend")
+	if a.backendKey == b.backendKey || a.backendKey == c.backendKey || b.backendKey == d.backendKey {
+		t.Error("gateways sealing with different keys share a backend (one cache key, different secrets: d and b)")
 	}
 }
 

@@ -89,6 +89,7 @@ func (r *revoker) run(ctx context.Context) {
 type busMessage struct {
 	From  string    `json:"from"`
 	Epoch uint64    `json:"ep,omitempty"`
+	At    int64     `json:"at"` // when the sender revoked, unix milliseconds
 	Revs  []wireRev `json:"r"`
 }
 
@@ -189,8 +190,15 @@ func (b *backend) receive(ctx context.Context, channel string, raw []byte) {
 	if json.Unmarshal(payload, &m) != nil || m.From == b.instance {
 		return
 	}
+	// A sealed message can still be replayed by whoever can subscribe: only
+	// recent ones are applied.
+	at := time.UnixMilli(m.At)
+	if age := time.Since(at); age > cache.MessageWindow || age < -cache.MessageWindow {
+		b.stale.note(b.logger, "dropped relayed invalidations sent too long ago (replayed, or the gateways' clocks disagree)")
+		return
+	}
 	revs := m.revocations()
-	b.cache.Relayed(ctx, m.Epoch, revs...)
+	b.cache.Relayed(ctx, m.Epoch, at, revs...)
 	b.endStreams(revs)
 }
 

@@ -159,7 +159,9 @@ func TestSharedEpochRollbackDoesNotReviveKeys(t *testing.T) {
 	testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET enabled = false WHERE id = $1`, f.Keys.Valid.ID)
 	// A revokes: it advances the epoch, then deletes the entry it can name.
 	since := time.Now()
-	for n, _ := rdb.Exists(ctx, name).Result(); n != 0; n, _ = rdb.Exists(ctx, name).Result() {
+	// (A may share the disabled record it then reads: any other content
+	// means the old entry went.)
+	for now, _ := rdb.Get(ctx, name).Bytes(); string(now) == string(saved); now, _ = rdb.Get(ctx, name).Bytes() {
 		if time.Since(since) > 2*time.Second {
 			t.Fatal("the revocation left the entry it could name in Redis")
 		}
@@ -297,7 +299,7 @@ func sealWith(t *testing.T, secret, channel, keyID string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s.Seal(channel, fmt.Appendf(nil, `{"from":"test","r":[{"t":%d,"id":%q}]}`, cache.TargetAPIKey, keyID))
+	return s.Seal(channel, fmt.Appendf(nil, `{"from":"test","at":%d,"r":[{"t":%d,"id":%q}]}`, time.Now().UnixMilli(), cache.TargetAPIKey, keyID))
 }
 
 // After a Redis reconnection the gateway resubscribes, and forgets what it
@@ -324,5 +326,105 @@ func TestResubscriptionForgetsTheCache(t *testing.T) {
 	gw.WaitForLogCount(t, "listening for invalidations from other gateways", 2, 15*time.Second)
 	if r := send(t, gw, "/", key); r.status != 401 {
 		t.Fatalf("after resubscribing: %d, want the database's 401", r.status)
+	}
+}
+
+// Two ways to bring a revoked key back through the shared Redis that a
+// review found after the epoch was made monotonic: freezing the epoch at a
+// value Redis scripts cannot count past, and setting it back before a
+// replica starts (a new replica has seen no epoch). Neither works.
+func TestRevokedKeysStayRevokedWhateverTheEpoch(t *testing.T) {
+	t.Parallel()
+	redisURL := testenv.Require(t, "TEST_REDIS_URL")
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	if _, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + f.DatabaseURL}, "install-triggers"); code != 0 {
+		t.Fatalf("install-triggers: %s", errOut)
+	}
+	up := newUpstream(t)
+	extra := "cache {\n\t\t\tttl 1h\n\t\t}"
+	rdb := redisClient(t, redisURL)
+	ctx := context.Background()
+
+	// revoke serves key on gw, saves its shared entry, disables the key in
+	// the database and waits until gw has revoked (the entry is deleted).
+	revoke := func(t *testing.T, gw *testenv.Caddy, prefix string, key testenv.Key) (name string, saved []byte) {
+		t.Helper()
+		hdr := h("X-Api-Key", key.Key)
+		if r := send(t, gw, "/", hdr); r.status != 200 {
+			t.Fatalf("before: %d %s", r.status, r.raw)
+		}
+		name = sharedKey(prefix, "v2", key.Key)
+		saved, _ = rdb.Get(ctx, name).Bytes()
+		testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET enabled = false WHERE id = $1`, key.ID)
+		since := time.Now()
+		for now, _ := rdb.Get(ctx, name).Bytes(); (saved != nil && string(now) == string(saved)) || send(t, gw, "/", hdr).status != 401; now, _ = rdb.Get(ctx, name).Bytes() {
+			if time.Since(since) > 3*time.Second {
+				t.Fatal("the revocation did not happen")
+			}
+		}
+		return name, saved
+	}
+
+	t.Run("epoch frozen at 2^60", func(t *testing.T) {
+		prefix := "frozen-" + strings.ToLower(rand.Text()[:8]) + ":"
+		a := sharedGateway(t, f.DatabaseURL, redisURL, prefix, up, extra)
+		c := sharedGateway(t, f.DatabaseURL, redisURL, prefix, up, extra)
+		rdb.Set(ctx, prefix+"v2:epoch", "1152921504606846976", 0)
+		for i, gw := range []*testenv.Caddy{a, c} {
+			send(t, gw, "/", h("X-Api-Key", fmt.Sprintf("ba_probe_%d", i)))
+		}
+		name, saved := revoke(t, a, prefix, f.Keys.Valid)
+		if saved != nil {
+			rdb.Set(ctx, name, saved, time.Hour)
+		}
+		if r := send(t, c, "/", h("X-Api-Key", f.Keys.Valid.Key)); r.status != 401 {
+			t.Fatalf("a disabled key is served again: %d", r.status)
+		}
+	})
+	t.Run("epoch set back before a replica starts", func(t *testing.T) {
+		prefix := "fresh-" + strings.ToLower(rand.Text()[:8]) + ":"
+		a := sharedGateway(t, f.DatabaseURL, redisURL, prefix, up, extra)
+		name, saved := revoke(t, a, prefix, f.Keys.Valid2)
+		if saved == nil {
+			t.Fatal("the key was not shared: the test proves nothing")
+		}
+		written := epochOf(t, saved)
+		rdb.Set(ctx, name, saved, time.Hour)
+		// The new replica's watchers advance the epoch as they connect:
+		// start it two below the entry's epoch, and set the entry's epoch
+		// again once it runs, as an attacker would.
+		rdb.Set(ctx, prefix+"v2:epoch", max(written, 2)-2, 0)
+		d := sharedGateway(t, f.DatabaseURL, redisURL, prefix, up, extra)
+		rdb.Set(ctx, prefix+"v2:epoch", written, 0)
+		rdb.Set(ctx, name, saved, time.Hour)
+		if r := send(t, d, "/", h("X-Api-Key", f.Keys.Valid2.Key)); r.status != 401 {
+			t.Fatalf("a new replica serves a disabled key: %d", r.status)
+		}
+	})
+}
+
+// A genuine relayed message, replayed later by someone who can subscribe,
+// is not applied again.
+func TestRelayedMessagesCannotBeReplayed(t *testing.T) {
+	t.Parallel()
+	redisURL := testenv.Require(t, "TEST_REDIS_URL")
+	f := testenv.Seed(t, testenv.SeedOptions{}) // no triggers
+	up := newUpstream(t)
+	prefix := "replay-" + strings.ToLower(rand.Text()[:8]) + ":"
+	deaf := sharedGateway(t, f.DatabaseURL, redisURL, prefix, up, "no_revocation_listener\n\t\tcache {\n\t\t\tttl 1h\n\t\t}")
+	rdb := redisClient(t, redisURL)
+	key := h("X-Api-Key", f.Keys.Valid.Key)
+	if r := send(t, deaf, "/", key); r.status != 200 {
+		t.Fatalf("before: %d", r.status)
+	}
+	testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET enabled = false WHERE id = $1`, f.Keys.Valid.ID)
+	s, _ := cache.NewSealer(testenv.Secret)
+	channel := prefix + "v2:invalidations"
+	old := s.Seal(channel, fmt.Appendf(nil, `{"from":"test","at":%d,"r":[{"t":%d,"id":%q}]}`,
+		time.Now().Add(-time.Hour).UnixMilli(), cache.TargetAPIKey, f.Keys.Valid.ID))
+	rdb.Publish(context.Background(), channel, old)
+	deaf.WaitForLog(t, "sent too long ago", 5*time.Second)
+	if r := send(t, deaf, "/", key); r.status != 200 {
+		t.Fatalf("a replayed message was applied: %d", r.status)
 	}
 }

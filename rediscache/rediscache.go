@@ -114,9 +114,15 @@ return v`)
 
 // Bump implements cache.Remote.
 func (r *Remote) Bump(ctx context.Context, epochKey string, floor uint64) (uint64, error) {
+	if floor >= cache.MaxEpoch {
+		return 0, fmt.Errorf("redis: epoch floor %d out of range", floor)
+	}
 	v, err := bump.Run(ctx, r.c, []string{epochKey}, strconv.FormatUint(floor, 10)).Int64()
 	if err != nil {
 		return 0, err
+	}
+	if v <= 0 || v >= cache.MaxEpoch {
+		return 0, fmt.Errorf("redis: epoch %d out of range", v)
 	}
 	return uint64(v), nil
 }

@@ -143,11 +143,20 @@ func (d *pgDB) Scope(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var resolved string
-	if err := d.pool.QueryRow(ctx, "SELECT COALESCE(NULLIF($1, ''), current_schema())::text", d.pgSchema).Scan(&resolved); err != nil {
+	var resolved, dbOID string
+	if err := d.pool.QueryRow(ctx, `SELECT COALESCE(NULLIF($1, ''), current_schema())::text,
+	(SELECT oid::text FROM pg_database WHERE datname = current_database())`, d.pgSchema).Scan(&resolved, &dbOID); err != nil {
 		return "", fmt.Errorf("reading the current schema: %w", err)
 	}
-	return withLayout(d.scope+"\nschema="+strconv.Quote(resolved), layout)
+	scope := d.scope + "\nschema=" + strconv.Quote(resolved) + "\ndatabase_oid=" + dbOID
+	// The cluster's own identity tells apart servers that the same DSN
+	// reaches from different places (one template, many tenants); roles
+	// without pg_monitor may not read it.
+	var system string
+	if d.pool.QueryRow(ctx, "SELECT system_identifier::text FROM pg_control_system()").Scan(&system) == nil {
+		scope += "\nsystem_identifier=" + system
+	}
+	return withLayout(scope, layout)
 }
 
 // withLayout adds the layout (table and column names) to a scope.

@@ -90,6 +90,9 @@ GRANT SELECT ON ALL TABLES IN SCHEMA tenant_b, public TO NAME`, "NAME", role))
 	public := resolved(f.DatabaseURL)
 	u.User = url.User(role)
 	tenant := resolved(u.String())
+	if !strings.Contains(public, "system_identifier=") || !strings.Contains(public, "database_oid=") {
+		t.Errorf("the scope does not name the cluster and database: %s", public)
+	}
 	if !strings.Contains(public, `schema="public"`) || !strings.Contains(tenant, `schema="tenant_b"`) || !strings.Contains(tenant, `"Name":"apikey"`) {
 		t.Fatalf("scopes:\n%s\n%s", public, tenant)
 	}
