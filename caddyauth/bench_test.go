@@ -34,15 +34,16 @@ func BenchmarkRequestSetupOnly(b *testing.B) {
 	benchRequests(b, func(http.ResponseWriter, *http.Request) {})
 }
 
-// The handler's whole cost on a cached API key: stripping, extraction, the
-// cached check, identity headers, placeholders, credential removal.
+// The handler's whole cost on a cached API key with keep_revoked_streams:
+// stripping, extraction, the cached check, identity headers, placeholders,
+// credential removal, Connection and trailer checks.
 func BenchmarkServeHTTPAPIKeyHit(b *testing.B) {
 	h := newHandler(b, &Handler{}, cache.New(newFakeStore(), cache.Options{}))
 	benchRequests(b, func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r, nopNext{}) })
 }
 
-// The same with streams watched, as for MCP requests, which accept an event
-// stream: the request is tied to its credential's life.
+// The same as configured by default: every allowed request is tied to its
+// credential's life.
 func BenchmarkServeHTTPAPIKeyHitWatched(b *testing.B) {
 	h := newHandler(b, &Handler{}, cache.New(newFakeStore(), cache.Options{}))
 	h.streams = newStreams()
