@@ -13,14 +13,22 @@ import (
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
 )
 
+// seedWithTriggers has real Better-Auth seed a database and installs the
+// revocation triggers in it with the built CLI.
+func seedWithTriggers(t *testing.T, opts testenv.SeedOptions) *testenv.Fixture {
+	t.Helper()
+	f := testenv.Seed(t, opts)
+	if out, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + f.DatabaseURL}, "install-triggers"); code != 0 || !strings.Contains(out, "installed") {
+		t.Fatalf("install-triggers: exit %d\n%s%s", code, out, errOut)
+	}
+	return f
+}
+
 // With the triggers installed, a key, session or user revoked in
 // Better-Auth is rejected at once, although the gateway caches for an hour.
 func TestRevocationIsPushed(t *testing.T) {
 	t.Parallel()
-	f := testenv.Seed(t, testenv.SeedOptions{})
-	if out, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + f.DatabaseURL}, "install-triggers"); code != 0 || !strings.Contains(out, "installed") {
-		t.Fatalf("install-triggers: exit %d\n%s%s", code, out, errOut)
-	}
+	f := seedWithTriggers(t, testenv.SeedOptions{})
 	up := newUpstream(t)
 	gw := gateway(t, f.DatabaseURL, up, "cache {\n\t\t\tttl 1h\n\t\t}")
 
@@ -92,10 +100,7 @@ func TestRevocationIsPushed(t *testing.T) {
 // that expires ends its stream when it expires.
 func TestStreamsEndWithTheirCredential(t *testing.T) {
 	t.Parallel()
-	f := testenv.Seed(t, testenv.SeedOptions{})
-	if _, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + f.DatabaseURL}, "install-triggers"); code != 0 {
-		t.Fatalf("install-triggers: %s", errOut)
-	}
+	f := seedWithTriggers(t, testenv.SeedOptions{})
 	up := newUpstream(t)
 	gw := gateway(t, f.DatabaseURL, up, "cache {\n\t\t\tttl 1h\n\t\t}")
 	// Start the listener and let it connect before streams open.
@@ -183,10 +188,7 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	t.Parallel()
 	redisURL := testenv.Require(t, "TEST_REDIS_URL")
 	pg := testenv.StartPostgres(t)
-	f := testenv.Seed(t, testenv.SeedOptions{Server: pg.URL})
-	if _, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + f.DatabaseURL}, "install-triggers"); code != 0 {
-		t.Fatalf("install-triggers: %s", errOut)
-	}
+	f := seedWithTriggers(t, testenv.SeedOptions{Server: pg.URL})
 	up := newUpstream(t)
 	extra := fmt.Sprintf("cache {\n\t\t\tttl 1h\n\t\t}\n\t\tredis %s {\n\t\t\tprefix replicas-%s:\n\t\t}", redisURL, strings.ToLower(rand.Text()[:8]))
 	var gws []*testenv.Caddy
@@ -234,10 +236,7 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 func TestGatewaysRelayRevocations(t *testing.T) {
 	t.Parallel()
 	redisURL := testenv.Require(t, "TEST_REDIS_URL")
-	f := testenv.Seed(t, testenv.SeedOptions{})
-	if _, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + f.DatabaseURL}, "install-triggers"); code != 0 {
-		t.Fatalf("install-triggers: %s", errOut)
-	}
+	f := seedWithTriggers(t, testenv.SeedOptions{})
 	up := newUpstream(t)
 	prefix := "relay-" + strings.ToLower(rand.Text()[:8]) + ":"
 	shared := fmt.Sprintf("cache {\n\t\t\tttl 1h\n\t\t}\n\t\tredis %s {\n\t\t\tprefix %s\n\t\t}", redisURL, prefix)

@@ -133,10 +133,7 @@ func epochOf(t *testing.T, sealed []byte) uint64 {
 func TestSharedEpochRollbackDoesNotReviveKeys(t *testing.T) {
 	t.Parallel()
 	redisURL := testenv.Require(t, "TEST_REDIS_URL")
-	f := testenv.Seed(t, testenv.SeedOptions{})
-	if _, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + f.DatabaseURL}, "install-triggers"); code != 0 {
-		t.Fatalf("install-triggers: %s", errOut)
-	}
+	f := seedWithTriggers(t, testenv.SeedOptions{})
 	up := newUpstream(t)
 	prefix := "rollback-" + strings.ToLower(rand.Text()[:8]) + ":"
 	extra := "cache {\n\t\t\tttl 1h\n\t\t}"
@@ -187,10 +184,7 @@ func TestSharedEpochRollbackDoesNotReviveKeys(t *testing.T) {
 func TestRevocationWithRedisRefusingWrites(t *testing.T) {
 	t.Parallel()
 	rs := testenv.StartRedis(t)
-	f := testenv.Seed(t, testenv.SeedOptions{})
-	if _, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + f.DatabaseURL}, "install-triggers"); code != 0 {
-		t.Fatalf("install-triggers: %s", errOut)
-	}
+	f := seedWithTriggers(t, testenv.SeedOptions{})
 	up := newUpstream(t)
 	extra := "cache {\n\t\t\tttl 1h\n\t\t}"
 	a := sharedGateway(t, f.DatabaseURL, rs.URL, "paused:", up, extra)
@@ -336,10 +330,7 @@ func TestResubscriptionForgetsTheCache(t *testing.T) {
 func TestRevokedKeysStayRevokedWhateverTheEpoch(t *testing.T) {
 	t.Parallel()
 	redisURL := testenv.Require(t, "TEST_REDIS_URL")
-	f := testenv.Seed(t, testenv.SeedOptions{})
-	if _, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + f.DatabaseURL}, "install-triggers"); code != 0 {
-		t.Fatalf("install-triggers: %s", errOut)
-	}
+	f := seedWithTriggers(t, testenv.SeedOptions{})
 	up := newUpstream(t)
 	extra := "cache {\n\t\t\tttl 1h\n\t\t}"
 	rdb := redisClient(t, redisURL)
