@@ -95,6 +95,25 @@ func (u *upstream) headers(id string) http.Header {
 	return u.seen[id]
 }
 
+// readStream reads an /sse response: the upstream holds the stream open
+// until released, so its first event must arrive before that (nothing
+// buffers it), then the last one.
+func (u *upstream) readStream(t *testing.T, body io.Reader) {
+	t.Helper()
+	rd := bufio.NewReader(body)
+	for _, want := range []string{"event: hello", "data: first"} {
+		line, err := rd.ReadString('\n')
+		if err != nil || strings.TrimSpace(line) != want {
+			t.Fatalf("read %q, %v; want %q", line, err, want)
+		}
+	}
+	close(u.release)
+	rest, _ := io.ReadAll(rd)
+	if !strings.Contains(string(rest), "data: last") {
+		t.Fatalf("stream ended with %q", rest)
+	}
+}
+
 // trailer returns the request trailers the upstream received for a test id.
 func (u *upstream) trailer(id string) http.Header {
 	u.mu.Lock()
@@ -343,20 +362,7 @@ func TestGatewayCredentialsAndDenials(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		rd := bufio.NewReader(resp.Body)
-		// The upstream holds the stream open until released: the first event
-		// must arrive before that.
-		for _, want := range []string{"event: hello", "data: first"} {
-			line, err := rd.ReadString('\n')
-			if err != nil || strings.TrimSpace(line) != want {
-				t.Fatalf("read %q, %v; want %q", line, err, want)
-			}
-		}
-		close(up.release)
-		rest, _ := io.ReadAll(rd)
-		if !strings.Contains(string(rest), "data: last") {
-			t.Fatalf("stream ended with %q", rest)
-		}
+		up.readStream(t, resp.Body)
 	})
 }
 

@@ -108,6 +108,19 @@ func (c *Caddy) Logs() string {
 	return c.logs.String()
 }
 
+// GlobalOptions is the global options block of the tests' Caddyfiles: no
+// admin endpoint, no HTTPS, loopback only; extra goes inside it.
+func GlobalOptions(extra string) string {
+	return fmt.Sprintf(`{
+	admin off
+	auto_https off
+	persist_config off
+	default_bind 127.0.0.1
+	%s
+}
+`, extra)
+}
+
 // StartCaddy runs the Caddy binary with a Caddyfile whose site block is body
 // (the site address and global options are added here). It returns once
 // Caddy reports that it serves the configuration, and stops it when the test
@@ -115,18 +128,16 @@ func (c *Caddy) Logs() string {
 func StartCaddy(t testing.TB, global, body string, env ...string) *Caddy {
 	t.Helper()
 	port := FreePort(t)
+	c := StartCaddyfile(t, GlobalOptions(global)+fmt.Sprintf("http://127.0.0.1:%d {\n%s\n}\n", port, body), env...)
+	c.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	return c
+}
+
+// StartCaddyfile runs the Caddy binary with a whole Caddyfile, as
+// StartCaddy does; URL is left empty.
+func StartCaddyfile(t testing.TB, caddyfile string, env ...string) *Caddy {
+	t.Helper()
 	dir := t.TempDir()
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-	default_bind 127.0.0.1
-	%s
-}
-http://127.0.0.1:%d {
-%s
-}
-`, global, port, body)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
@@ -138,7 +149,7 @@ http://127.0.0.1:%d {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Caddy{URL: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, done: make(chan struct{}), newLine: make(chan struct{})}
+	c := &Caddy{cmd: cmd, done: make(chan struct{}), newLine: make(chan struct{})}
 	cmd.Stdout = nil
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
