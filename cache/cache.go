@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
 )
 
 // Defaults.
@@ -106,9 +107,9 @@ type Store struct {
 	flights  singleflight.Group
 	remote   *remoteTier // nil without a Remote
 
-	logger       *zap.Logger
-	lastStaleLog atomic.Int64
-	loaded       func() // tests: called when a load has stored its result
+	logger   *zap.Logger
+	staleLog throttle.Log
+	loaded   func() // tests: called when a load has stored its result
 
 	// gen counts invalidations. A load remembers it when it starts and
 	// stores its result only if no invalidation came meanwhile, so a lookup
@@ -195,15 +196,12 @@ func (s *Store) refresh(k key, l betterauth.Lookup) {
 	s.flights.DoChan(string(k[:]), func() (any, error) { return s.load(context.Background(), k, l) })
 }
 
-// logStale says, at most once per remoteLogEvery, that the database is down
-// and stale entries are served.
+// logStale says, at most once per throttle.Every, that the database is
+// down and stale entries are served.
 func (s *Store) logStale(err error) {
-	now := time.Now().UnixNano()
-	last := s.lastStaleLog.Load()
-	if now-last < int64(remoteLogEvery) || !s.lastStaleLog.CompareAndSwap(last, now) {
-		return
+	if _, ok := s.staleLog.Allow(); ok {
+		s.logger.Warn("the database cannot answer; serving recently verified records (stale_if_error)", zap.Error(err))
 	}
-	s.logger.Warn("the database cannot answer; serving recently verified records (stale_if_error)", zap.Error(err))
 }
 
 // miss joins or starts the one lookup for k. It is a separate function so
@@ -372,19 +370,6 @@ func (s *Store) Relayed(ctx context.Context, epoch uint64, at time.Time, revs ..
 	if prefix, ok := s.remote.keyPrefix(ctx); ok {
 		s.remote.del(ctx, prefix, names)
 	}
-	return n
-}
-
-// Invalidate revokes one key, session or user by id; see Revoke.
-func (s *Store) Invalidate(ctx context.Context, target Target, id string) int {
-	n, _ := s.Revoke(ctx, Revocation{Target: target, ID: id})
-	return n
-}
-
-// Forget revokes one credential, named by its digest (SHA-256 of the API
-// key or session token), in every lookup mode; see Revoke.
-func (s *Store) Forget(ctx context.Context, digest [32]byte) int {
-	n, _ := s.Revoke(ctx, Revocation{Target: TargetCredential, Digest: digest})
 	return n
 }
 

@@ -104,7 +104,7 @@ func TestStaleIfError(t *testing.T) {
 	// A revocation removes stale entries too.
 	inner.err = nil
 	on.Lookup(ctx, lookup("k"))
-	on.Invalidate(ctx, TargetAPIKey, "k1")
+	on.Revoke(ctx, Revocation{Target: TargetAPIKey, ID: "k1"})
 	inner.err = errors.New("down again")
 	if _, err := on.Lookup(ctx, lookup("k")); err == nil {
 		t.Fatal("a revoked record was served as stale")

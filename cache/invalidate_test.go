@@ -38,7 +38,7 @@ func TestInvalidateDropsOnlyWhatItNames(t *testing.T) {
 		s := New(inner, Options{Now: (&clock{t0}).now})
 		s.Lookup(ctx, betterauth.NewLookup(betterauth.ModeAPIKey, "key"))
 		s.Lookup(ctx, betterauth.NewLookup(betterauth.ModeSession, "token"))
-		if n := s.Invalidate(ctx, tc.target, tc.id); n != tc.drops {
+		if n, _ := s.Revoke(ctx, Revocation{Target: tc.target, ID: tc.id}); n != tc.drops {
 			t.Errorf("Invalidate(%d, %s) dropped %d, want %d", tc.target, tc.id, n, tc.drops)
 		}
 		if pos, _ := s.Len(); pos != 2-tc.drops {
@@ -60,7 +60,7 @@ func TestInvalidationDuringALookupIsNotUndone(t *testing.T) {
 		done <- rec
 	}()
 	<-inner.entered // the lookup has read the (soon revoked) row
-	s.Invalidate(ctx, TargetAPIKey, "k1")
+	s.Revoke(ctx, Revocation{Target: TargetAPIKey, ID: "k1"})
 	close(inner.gate)
 	if rec := <-done; rec.APIKey == nil {
 		t.Fatal("the lookup in flight got nothing")
@@ -101,7 +101,7 @@ func TestInvalidationMakesSharedEntriesStale(t *testing.T) {
 	clk.advance(ClockSkew)
 	a.Lookup(ctx, lookup("k"))
 	<-remote.sets
-	a.Invalidate(ctx, TargetAPIKey, "k1")
+	a.Revoke(ctx, Revocation{Target: TargetAPIKey, ID: "k1"})
 	b.Lookup(ctx, lookup("k"))
 	if innerB.calls.Load() != 1 {
 		t.Fatal("gateway B used a shared entry written before the revocation")
@@ -121,8 +121,8 @@ func TestForgetDropsOneCredentialInEveryMode(t *testing.T) {
 		s.Lookup(ctx, betterauth.NewLookup(m, "k"))
 		s.Lookup(ctx, betterauth.NewLookup(m, "other"))
 	}
-	if n := s.Forget(ctx, betterauth.NewLookup(betterauth.ModeAPIKey, "k").Digest); n != 2 {
-		t.Fatalf("Forget dropped %d entries, want 2", n)
+	if n, _ := s.Revoke(ctx, Revocation{Target: TargetCredential, Digest: betterauth.NewLookup(betterauth.ModeAPIKey, "k").Digest}); n != 2 {
+		t.Fatalf("Revoking the credential dropped %d entries, want 2", n)
 	}
 	if pos, _ := s.Len(); pos != 2 {
 		t.Fatalf("%d entries left, want the other credential's 2", pos)

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
 )
 
 // Remote is a second cache level shared by several gateways, such as Redis.
@@ -55,7 +56,6 @@ const (
 	MessageWindow = 30 * time.Second
 
 	DefaultRemoteTimeout = 100 * time.Millisecond
-	remoteLogEvery       = 10 * time.Second
 	// resumeEvery spaces the attempts to advance an epoch that could not be
 	// advanced, or that was found set back.
 	resumeEvery = time.Second
@@ -90,9 +90,8 @@ type remoteTier struct {
 	// meanwhile, since what is there may be what they revoke.
 	revoking atomic.Int32
 
-	forged     atomic.Uint64 // entries whose seal did not match
-	lastLog    atomic.Int64  // unix nanoseconds of the last error logged
-	lastForged atomic.Int64
+	forged throttle.Log // entries whose seal did not match
+	errors throttle.Log // Remote errors: an outage must not flood the log
 }
 
 func newRemoteTier(opts Options) *remoteTier {
@@ -361,29 +360,21 @@ func (t *remoteTier) resume(ctx context.Context) {
 	}
 }
 
-// forgery counts an entry whose seal did not match and says so at most
-// once per remoteLogEvery, without its contents.
+// forgery counts an entry whose seal did not match and says so, without
+// its contents, at most once per throttle.Every.
 func (t *remoteTier) forgery() {
-	n := t.forged.Add(1)
-	now := time.Now().UnixNano()
-	last := t.lastForged.Load()
-	if now-last < int64(remoteLogEvery) || !t.lastForged.CompareAndSwap(last, now) {
-		return
+	if n, ok := t.forged.Allow(); ok {
+		t.logger.Warn("ignored shared cache entries that failed authentication: written without this gateway's key, "+
+			"or tampered with; is something else writing to this Redis, or do the gateways' secrets differ?",
+			zap.Uint64("total", n))
 	}
-	t.logger.Warn("ignored shared cache entries that failed authentication: written without this gateway's key, "+
-		"or tampered with; is something else writing to this Redis, or do the gateways' secrets differ?",
-		zap.Uint64("total", n))
 }
 
-// fail logs a Remote error at most once per remoteLogEvery: an outage must
-// not flood the log.
+// fail logs a Remote error at most once per throttle.Every.
 func (t *remoteTier) fail(msg string, err error) {
-	now := time.Now().UnixNano()
-	last := t.lastLog.Load()
-	if now-last < int64(remoteLogEvery) || !t.lastLog.CompareAndSwap(last, now) {
-		return
+	if _, ok := t.errors.Allow(); ok {
+		t.logger.Warn(msg, zap.Error(err))
 	}
-	t.logger.Warn(msg, zap.Error(err))
 }
 
 // Stats are counters about the shared tier.
@@ -403,5 +394,5 @@ func (s *Store) Stats() Stats {
 	if s.remote == nil {
 		return Stats{}
 	}
-	return Stats{ForgedEntries: s.remote.forged.Load(), Epoch: s.remote.maxEpoch.Load(), Suspended: s.remote.suspended.Load()}
+	return Stats{ForgedEntries: s.remote.forged.Count(), Epoch: s.remote.maxEpoch.Load(), Suspended: s.remote.suspended.Load()}
 }

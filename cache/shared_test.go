@@ -171,7 +171,7 @@ func TestRevocationInProgressBypassesTheSharedTier(t *testing.T) {
 	inner.rec = disabled
 	done := make(chan struct{})
 	go func() {
-		s.Invalidate(ctx, TargetAPIKey, "k1")
+		s.Revoke(ctx, Revocation{Target: TargetAPIKey, ID: "k1"})
 		close(done)
 	}()
 	<-remote.bumping // the epoch is being advanced; the shared entry is still there

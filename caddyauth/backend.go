@@ -18,6 +18,7 @@ import (
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 	"github.com/caddy-betterauth/caddy-betterauth/rediscache"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
@@ -71,8 +72,8 @@ type backend struct {
 	store     betterauth.Store // what handlers read: the cache, starting the watchers on first use
 	streams   *streams         // open streams, ended on revocation
 	revoker   *revoker
-	rejected  rateLimitedWarning // relayed messages that failed authentication
-	stale     rateLimitedWarning // relayed messages outside cache.MessageWindow
+	rejected  throttle.Log // relayed messages that failed authentication
+	stale     throttle.Log // relayed messages outside cache.MessageWindow
 	logger    *zap.Logger
 
 	stop    context.CancelFunc // ends the revocation watchers

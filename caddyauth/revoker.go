@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -182,8 +181,10 @@ func (b *backend) relay(ctx context.Context, logger *zap.Logger) {
 func (b *backend) receive(ctx context.Context, channel string, raw []byte) {
 	payload, ok := b.sealer.Open(channel, raw)
 	if !ok || len(raw) > maxBusMessage {
-		b.rejected.note(b.logger, "dropped invalidation messages that failed authentication: "+
-			"is something else publishing on this channel, or do the gateways' secrets differ?")
+		if n, ok := b.rejected.Allow(); ok {
+			b.logger.Warn("dropped invalidation messages that failed authentication: "+
+				"is something else publishing on this channel, or do the gateways' secrets differ?", zap.Uint64("total", n))
+		}
 		return
 	}
 	var m busMessage
@@ -194,26 +195,12 @@ func (b *backend) receive(ctx context.Context, channel string, raw []byte) {
 	// recent ones are applied.
 	at := time.UnixMilli(m.At)
 	if age := time.Since(at); age > cache.MessageWindow || age < -cache.MessageWindow {
-		b.stale.note(b.logger, "dropped relayed invalidations sent too long ago (replayed, or the gateways' clocks disagree)")
+		if n, ok := b.stale.Allow(); ok {
+			b.logger.Warn("dropped relayed invalidations sent too long ago (replayed, or the gateways' clocks disagree)", zap.Uint64("total", n))
+		}
 		return
 	}
 	revs := m.revocations()
 	b.cache.Relayed(ctx, m.Epoch, at, revs...)
 	b.endStreams(revs)
-}
-
-// rateLimitedWarning counts an event and logs it at most once per 10 s.
-type rateLimitedWarning struct {
-	n    atomic.Uint64
-	last atomic.Int64
-}
-
-func (w *rateLimitedWarning) note(logger *zap.Logger, msg string) {
-	n := w.n.Add(1)
-	now := time.Now().UnixNano()
-	last := w.last.Load()
-	if now-last < int64(10*time.Second) || !w.last.CompareAndSwap(last, now) {
-		return
-	}
-	logger.Warn(msg, zap.Uint64("total", n))
 }

@@ -3,6 +3,7 @@ package caddyauth
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 
 	"go.uber.org/zap"
@@ -47,16 +48,7 @@ func TestRevokerCoalesces(t *testing.T) {
 	release <- struct{}{}
 	flood := <-applying
 	release <- struct{}{}
-	if len(flood.revs) > 11 || !contains(flood.revs, cache.Revocation{Target: cache.TargetAll}) || len(flood.relay) == 0 {
+	if len(flood.revs) > 11 || !slices.Contains(flood.revs, cache.Revocation{Target: cache.TargetAll}) || len(flood.relay) == 0 {
 		t.Fatalf("a flood of %d distinct targets became %d revocations (%d relayed)", maxPendingRevocations+10, len(flood.revs), len(flood.relay))
 	}
-}
-
-func contains(revs []cache.Revocation, r cache.Revocation) bool {
-	for _, x := range revs {
-		if x == r {
-			return true
-		}
-	}
-	return false
 }

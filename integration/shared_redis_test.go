@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -250,14 +251,7 @@ func TestRelayDropsUnauthenticatedMessages(t *testing.T) {
 	deaf := sharedGateway(t, f.DatabaseURL, redisURL, prefix, up, "no_revocation_listener\n\t\tcache {\n\t\t\tttl 1h\n\t\t}")
 	rdb := redisClient(t, redisURL)
 	ctx := context.Background()
-	key := h("X-Api-Key", f.Keys.Valid.Key)
-	if r := send(t, deaf, "/", key); r.status != 200 {
-		t.Fatalf("before: %d", r.status)
-	}
-	testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET enabled = false WHERE id = $1`, f.Keys.Valid.ID)
-	if r := send(t, deaf, "/", key); r.status != 200 {
-		t.Fatalf("cached: %d (the test needs the cached record)", r.status)
-	}
+	key := cachedThenDisabled(t, deaf, f)
 	channel := prefix + "v2:invalidations"
 	for _, forged := range []string{
 		fmt.Sprintf(`{"from":"x","t":1,"id":%q}`, f.Keys.Valid.ID),                             // before messages were sealed
@@ -305,15 +299,7 @@ func TestResubscriptionForgetsTheCache(t *testing.T) {
 	up := newUpstream(t)
 	gw := sharedGateway(t, f.DatabaseURL, rs.URL, "resub:", up, "no_revocation_listener\n\t\tcache {\n\t\t\tttl 1h\n\t\t}")
 	rdb := redisClient(t, rs.URL)
-	key := h("X-Api-Key", f.Keys.Valid.Key)
-	if r := send(t, gw, "/", key); r.status != 200 {
-		t.Fatalf("before: %d", r.status)
-	}
-	// Changed while nobody could tell this gateway.
-	testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET enabled = false WHERE id = $1`, f.Keys.Valid.ID)
-	if r := send(t, gw, "/", key); r.status != 200 {
-		t.Fatalf("cached: %d", r.status)
-	}
+	key := cachedThenDisabled(t, gw, f)
 	if err := rdb.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -404,11 +390,7 @@ func TestRelayedMessagesCannotBeReplayed(t *testing.T) {
 	prefix := "replay-" + strings.ToLower(rand.Text()[:8]) + ":"
 	deaf := sharedGateway(t, f.DatabaseURL, redisURL, prefix, up, "no_revocation_listener\n\t\tcache {\n\t\t\tttl 1h\n\t\t}")
 	rdb := redisClient(t, redisURL)
-	key := h("X-Api-Key", f.Keys.Valid.Key)
-	if r := send(t, deaf, "/", key); r.status != 200 {
-		t.Fatalf("before: %d", r.status)
-	}
-	testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET enabled = false WHERE id = $1`, f.Keys.Valid.ID)
+	key := cachedThenDisabled(t, deaf, f)
 	s, _ := cache.NewSealer(testenv.Secret)
 	channel := prefix + "v2:invalidations"
 	old := s.Seal(channel, fmt.Appendf(nil, `{"from":"test","at":%d,"r":[{"t":%d,"id":%q}]}`,
@@ -418,4 +400,21 @@ func TestRelayedMessagesCannotBeReplayed(t *testing.T) {
 	if r := send(t, deaf, "/", key); r.status != 200 {
 		t.Fatalf("a replayed message was applied: %d", r.status)
 	}
+}
+
+// cachedThenDisabled has gw cache Alice's valid key, then disables it in
+// the database without telling anyone (no triggers): gw still answers 200
+// from its cache, and only an invalidation it accepts makes it ask again.
+// It returns the key's header.
+func cachedThenDisabled(t *testing.T, gw *testenv.Caddy, f *testenv.Fixture) http.Header {
+	t.Helper()
+	key := h("X-Api-Key", f.Keys.Valid.Key)
+	if r := send(t, gw, "/", key); r.status != 200 {
+		t.Fatalf("before: %d", r.status)
+	}
+	testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET enabled = false WHERE id = $1`, f.Keys.Valid.ID)
+	if r := send(t, gw, "/", key); r.status != 200 {
+		t.Fatalf("cached: %d (the test needs the cached record)", r.status)
+	}
+	return key
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
+	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
 )
 
@@ -142,8 +143,7 @@ func listenOnce(ctx context.Context, opts ListenOptions) (connected bool, err er
 		opts.OnReset()
 	}
 	opts.Logger.Info("listening for revocations", zap.String("channel", Channel))
-	var malformed int
-	var lastWarned time.Time
+	var malformed throttle.Log
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -153,10 +153,9 @@ func listenOnce(ctx context.Context, opts ListenOptions) (connected bool, err er
 		if err := json.Unmarshal([]byte(n.Payload), &inv); err != nil || inv.Kind == "" || inv.ID == "" {
 			// Any role that can connect can NOTIFY this channel: say so,
 			// but not once per notification.
-			if malformed++; time.Since(lastWarned) >= 10*time.Second {
+			if total, ok := malformed.Allow(); ok {
 				opts.Logger.Warn("ignoring malformed revocation notifications (any database role can send them)",
-					zap.Int("since_last_warning", malformed), zap.Uint32("sender_pid", n.PID))
-				malformed, lastWarned = 0, time.Now()
+					zap.Uint64("total", total), zap.Uint32("sender_pid", n.PID))
 			}
 			continue
 		}
