@@ -242,8 +242,7 @@ func findCookie(headers []string, name string) (string, bool) {
 			part, line, _ = strings.Cut(line, ";")
 			part = strings.TrimSpace(part)
 			k, v, ok := strings.Cut(part, "=")
-			// Names are trimmed, as Better-Auth's and Go's parsers do.
-			if ok && strings.TrimSpace(k) == name {
+			if ok && cookieName(k) == name {
 				return strings.Trim(v, `"`), true
 			}
 		}
@@ -264,7 +263,7 @@ func RemoveCookies(headers []string, drop func(name string) bool) string {
 				continue
 			}
 			k, _, _ := strings.Cut(part, "=")
-			if drop(strings.TrimSpace(k)) {
+			if drop(cookieName(k)) {
 				continue
 			}
 			if b.Len() > 0 {
@@ -276,16 +275,41 @@ func RemoveCookies(headers []string, drop func(name string) bool) string {
 	return b.String()
 }
 
-// SessionCookieMatcher matches the cookies that carry a session or what it
-// holds: the token cookies, the cookie cache (<prefix>.session_data), which
-// holds the token too, and the account cookie (<prefix>.account_data,
-// storeAccountCookie), which holds the user's OAuth tokens; each with its
-// .0, .1 ... chunks, with or without __Secure-.
+// cookieName returns a cookie's name as Better-Auth reads it: Node decodes
+// header bytes as Latin-1 and better-call trims the name with JavaScript's
+// trim(), which also removes U+00A0. A name the gateway read differently
+// could carry a session past it.
+func cookieName(k string) string {
+	isSpace := func(c byte) bool { return c == ' ' || ('\t' <= c && c <= '\r') || c == 0xa0 }
+	for len(k) > 0 && isSpace(k[0]) {
+		k = k[1:]
+	}
+	for len(k) > 0 && isSpace(k[len(k)-1]) {
+		k = k[:len(k)-1]
+	}
+	return k
+}
+
+// SessionCookieMatcher matches the cookies that hold a credential, or what
+// a session holds, each with or without __Secure-:
+//   - the token cookies,
+//   - the cookie cache (<prefix>.session_data, with its .0, .1 ... chunks),
+//     which holds the token too,
+//   - the account cookie (<prefix>.account_data and chunks,
+//     storeAccountCookie), which holds the user's OAuth tokens,
+//   - the multi-session plugin's signed tokens (<token name>_multi-<token>),
+//   - the admin plugin's admin_session (the impersonating admin's own
+//     token), and the two-factor plugin's two_factor and trust_device.
 func SessionCookieMatcher(prefix string, tokenNames []string) func(string) bool {
 	if prefix == "" {
 		prefix = DefaultCookiePrefix
 	}
-	data, account := prefix+".session_data", prefix+".account_data"
+	var chunked, whole, multi []string
+	chunked = []string{prefix + ".session_data", prefix + ".account_data"}
+	whole = []string{prefix + ".admin_session", prefix + ".two_factor", prefix + ".trust_device"}
+	for _, n := range tokenNames {
+		multi = append(multi, strings.TrimPrefix(n, "__Secure-")+"_multi-")
+	}
 	return func(name string) bool {
 		for _, n := range tokenNames {
 			if name == n {
@@ -293,6 +317,21 @@ func SessionCookieMatcher(prefix string, tokenNames []string) func(string) bool 
 			}
 		}
 		name = strings.TrimPrefix(name, "__Secure-")
-		return name == data || strings.HasPrefix(name, data+".") || name == account || strings.HasPrefix(name, account+".")
+		for _, n := range chunked {
+			if name == n || (strings.HasPrefix(name, n) && name[len(n)] == '.') {
+				return true
+			}
+		}
+		for _, n := range whole {
+			if name == n {
+				return true
+			}
+		}
+		for _, n := range multi {
+			if strings.HasPrefix(name, n) {
+				return true
+			}
+		}
+		return false
 	}
 }

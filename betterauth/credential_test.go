@@ -40,6 +40,7 @@ func TestExtractorChoosesOneCredential(t *testing.T) {
 		{"secure cookie first", def, http.Header{"Cookie": {"better-auth.session_token=plain; __Secure-better-auth.session_token=" + vecCookie}}, KindSession, SourceCookie, vecCookie},
 		{"cookie split over headers", def, http.Header{"Cookie": {"a=1", "better-auth.session_token=" + vecCookie}}, KindSession, SourceCookie, vecCookie},
 		{"first duplicate cookie wins", def, http.Header{"Cookie": {"better-auth.session_token=" + vecCookie + "; better-auth.session_token=stale"}}, KindSession, SourceCookie, vecCookie},
+		{"cookie name padded with NBSP", def, http.Header{"Cookie": {"\xa0better-auth.session_token=" + vecCookie}}, KindSession, SourceCookie, vecCookie},
 		{"cookie name with blanks", def, http.Header{"Cookie": {"a=1;  better-auth.session_token =" + vecCookie}}, KindSession, SourceCookie, vecCookie},
 		{"other cookies only", def, http.Header{"Cookie": {"theme=dark; better-auth.session_data=x"}}, KindNone, SourceNone, ""},
 		{"custom header", NewExtractor(ExtractorConfig{APIKeyHeaders: []string{"api-key"}}), http.Header{"Api-Key": {key}, "X-Api-Key": {"ignored"}}, KindAPIKey, SourceAPIKeyHeader, key},

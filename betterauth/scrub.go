@@ -19,8 +19,8 @@ func (h HTTPHeader) Set(name, value string) { h[name] = []string{value} }
 
 // RemoveCredentials removes from h every credential Better-Auth would
 // accept, whichever one the request was allowed with: the API-key headers,
-// an Authorization header with the Bearer scheme, and the session cookies
-// (the token and the cookie cache). Other cookies and other Authorization
+// an Authorization header with the Bearer scheme, and the cookies
+// SessionCookieMatcher names. Other cookies and other Authorization
 // schemes stay. A front end calls it on every allowed request (unless told
 // to keep the credential): MCP forbids passing a client's token through, and
 // a browser's session cookie must not ride along with an API key.
@@ -138,7 +138,7 @@ func hasCookie(headers []string, match func(string) bool) bool {
 			var part string
 			part, line, _ = strings.Cut(line, ";")
 			k, _, _ := strings.Cut(part, "=")
-			if match(strings.TrimSpace(k)) {
+			if match(cookieName(k)) {
 				return true
 			}
 		}

@@ -25,6 +25,10 @@ func TestRemoveCredentials(t *testing.T) {
 		{"only session cookies", http.Header{"Cookie": {"app.session_token=t.s"}}, http.Header{}},
 		{"names with blanks around them", http.Header{"Cookie": {"a=1; app.session_token =t.s;\tapp.session_data\t=x"}}, http.Header{"Cookie": {"a=1"}}},
 		{"the account cookie", http.Header{"Cookie": {"app.account_data=x; __Secure-app.account_data.1=y; b=2"}}, http.Header{"Cookie": {"b=2"}}},
+		{"plugins' credential cookies", http.Header{"Cookie": {"app.admin_session=t%3A.s; __Secure-app.session_token_multi-abc=t.s; app.session_token_multi-x=t.s; app.two_factor=s; app.trust_device=s; app.dont_remember=x"}},
+			http.Header{"Cookie": {"app.dont_remember=x"}}},
+		{"names padded as Node trims them", http.Header{"Cookie": {"\xa0app.session_token=t.s; app.session_data\xa0=x; b=2"}}, http.Header{"Cookie": {"b=2"}}},
+		{"look-alike names stay", http.Header{"Cookie": {"app.session_datax=1; app.admin_sessions=2"}}, http.Header{"Cookie": {"app.session_datax=1; app.admin_sessions=2"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

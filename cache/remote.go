@@ -176,6 +176,10 @@ type shared struct {
 	epoch    uint64
 	writable bool
 	prefix   string
+	// readAt is when the lookup began, before the epoch and the database
+	// were read: what a record loaded now is stamped with, so that a read
+	// that raced a revocation is not stamped as if it came after it.
+	readAt time.Time
 }
 
 // get reads a record written under the current epoch.
@@ -187,6 +191,7 @@ func (t *remoteTier) get(ctx context.Context, k key) shared {
 		t.resume(ctx)
 		return shared{}
 	}
+	readAt := t.now()
 	prefix, ok := t.keyPrefix(ctx)
 	if !ok {
 		return shared{}
@@ -208,7 +213,7 @@ func (t *remoteTier) get(ctx context.Context, k key) shared {
 		t.suspend("the shared cache's epoch went backwards; reading the database until it is advanced")
 		return shared{}
 	}
-	res := shared{epoch: epoch, writable: true, prefix: prefix}
+	res := shared{epoch: epoch, writable: true, prefix: prefix, readAt: readAt}
 	if b == nil {
 		return res
 	}
@@ -222,8 +227,10 @@ func (t *remoteTier) get(ctx context.Context, k key) shared {
 		t.fail("shared cache entry unreadable; using the database", err)
 		return res
 	}
-	if st.epoch != epoch || st.written.UnixMilli() < t.notBefore.Load()+ClockSkew.Milliseconds() {
-		return res // revoked since, or written before this gateway could know
+	written := st.written.UnixMilli()
+	if st.epoch != epoch || written < t.notBefore.Load()+ClockSkew.Milliseconds() ||
+		written > readAt.Add(ClockSkew).UnixMilli() {
+		return res // revoked since, written before this gateway could know, or by a clock ahead of its own
 	}
 	res.rec, res.expires, res.hit = rec, st.expires, true
 	return res
@@ -250,7 +257,7 @@ func (t *remoteTier) put(ctx context.Context, sh shared, k key, rec betterauth.R
 	if !sh.writable || ttl < time.Millisecond {
 		return
 	}
-	payload, err := encode(rec, stamp{expires: expires, epoch: sh.epoch, written: now})
+	payload, err := encode(rec, stamp{expires: expires, epoch: sh.epoch, written: sh.readAt})
 	if err != nil {
 		return
 	}

@@ -296,6 +296,54 @@ func TestNewGatewayRefusesEntriesFromBeforeItStarted(t *testing.T) {
 	}
 }
 
+// Entries are stamped with when their data was read, and a stamp ahead of
+// the reader's clock is refused: neither a writer with a clock ahead nor a
+// read that raced a revocation yields an entry a replica started after the
+// revocation would take, even with the epoch set back.
+func TestEntriesStampedWhenRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t.Run("a writer whose clock is ahead", func(t *testing.T) {
+		t.Parallel()
+		remote := newFakeRemote()
+		clk, ahead := &clock{t0}, &clock{t0.Add(10 * time.Second)}
+		writer := New(&countingStore{rec: keyRecord(time.Time{})}, sharedOpts(remote, Options{TTL: time.Minute, Now: ahead.now}))
+		ahead.advance(ClockSkew)
+		writer.Lookup(ctx, lookup("k"))
+		<-remote.sets
+		clk.advance(3 * time.Second) // a replica that starts now, before the writer's stamp
+		fresh := New(&countingStore{}, sharedOpts(remote, Options{TTL: time.Minute, Now: clk.now}))
+		clk.advance(ClockSkew)
+		if rec, _ := fresh.Lookup(ctx, lookup("k")); rec.Found() {
+			t.Fatal("an entry stamped ahead of this gateway's clock was served")
+		}
+	})
+	t.Run("a read that raced a revocation", func(t *testing.T) {
+		t.Parallel()
+		remote := newFakeRemote()
+		clk := &clock{t0}
+		inner := gated(keyRecord(time.Time{}))
+		slow := New(inner, sharedOpts(remote, Options{TTL: time.Minute, Now: clk.now}))
+		clk.advance(ClockSkew)
+		done := make(chan struct{})
+		go func() { slow.Lookup(ctx, lookup("k")); close(done) }()
+		<-inner.entered // the row is read before the revocation commits
+		clk.advance(time.Second)
+		other := New(&countingStore{}, sharedOpts(remote, Options{TTL: time.Minute, Now: clk.now}))
+		other.Revoke(ctx, Revocation{Target: TargetAPIKey, ID: "k1"}) // epoch 1; slow was not told
+		clk.advance(time.Second)
+		fresh := New(&countingStore{}, sharedOpts(remote, Options{TTL: time.Minute, Now: clk.now}))
+		clk.advance(2 * time.Second)
+		close(inner.gate)
+		<-done
+		name := <-remote.sets // written after the revocation, under epoch 0
+		remote.setEpoch("gw:v2:epoch", 0)
+		if rec, _ := fresh.Lookup(ctx, lookup("k")); rec.Found() {
+			t.Fatalf("a read from before the revocation was served by a replica started after it (%s)", name)
+		}
+	})
+}
+
 func TestSealerRoundTrip(t *testing.T) {
 	t.Parallel()
 	sealed := testSealer.Seal("a:b", []byte("payload"))

@@ -74,6 +74,8 @@ type backend struct {
 	revoker   *revoker
 	rejected  throttle.Log // relayed messages that failed authentication
 	stale     throttle.Log // relayed messages outside cache.MessageWindow
+	skewed    throttle.Log // relayed messages stamped beyond cache.ClockSkew
+	relayed   replays      // relayed messages applied, against replays
 	logger    *zap.Logger
 
 	stop    context.CancelFunc // ends the revocation watchers

@@ -2,6 +2,7 @@ package caddyauth
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"sync"
 	"time"
@@ -126,6 +127,40 @@ func (m busMessage) revocations() []cache.Revocation {
 	return out
 }
 
+// replays remembers the relayed messages applied within cache.MessageWindow,
+// so that one captured and published again is applied once. Only the relay
+// goroutine uses it.
+type replays struct {
+	seen map[[32]byte]time.Time
+}
+
+// maxRemembered bounds the messages remembered; past it (more genuine
+// messages in one window than any deployment sends) replays cost database
+// reads again, never access.
+const maxRemembered = 100_000
+
+// first reports whether a message is new, and remembers it.
+func (r *replays) first(payload []byte, at time.Time) bool {
+	sum := sha256.Sum256(payload)
+	if _, ok := r.seen[sum]; ok {
+		return false
+	}
+	if r.seen == nil {
+		r.seen = map[[32]byte]time.Time{}
+	}
+	if len(r.seen) >= 1024 {
+		for k, t := range r.seen {
+			if time.Since(t) > cache.MessageWindow {
+				delete(r.seen, k)
+			}
+		}
+	}
+	if len(r.seen) < maxRemembered {
+		r.seen[sum] = at
+	}
+	return true
+}
+
 // maxBusMessage bounds a relayed message, in bytes.
 const maxBusMessage = 4 << 20
 
@@ -179,8 +214,12 @@ func (b *backend) relay(ctx context.Context, logger *zap.Logger) {
 
 // receive applies another gateway's invalidations, if they are genuine.
 func (b *backend) receive(ctx context.Context, channel string, raw []byte) {
-	payload, ok := b.sealer.Open(channel, raw)
-	if !ok || len(raw) > maxBusMessage {
+	var payload []byte
+	ok := len(raw) <= maxBusMessage // checked before any work
+	if ok {
+		payload, ok = b.sealer.Open(channel, raw)
+	}
+	if !ok {
 		if n, ok := b.rejected.Allow(); ok {
 			b.logger.Warn("dropped invalidation messages that failed authentication: "+
 				"is something else publishing on this channel, or do the gateways' secrets differ?", zap.Uint64("total", n))
@@ -194,11 +233,21 @@ func (b *backend) receive(ctx context.Context, channel string, raw []byte) {
 	// A sealed message can still be replayed by whoever can subscribe: only
 	// recent ones are applied.
 	at := time.UnixMilli(m.At)
-	if age := time.Since(at); age > cache.MessageWindow || age < -cache.MessageWindow {
+	age := time.Since(at)
+	if age > cache.MessageWindow || age < -cache.MessageWindow {
 		if n, ok := b.stale.Allow(); ok {
 			b.logger.Warn("dropped relayed invalidations sent too long ago (replayed, or the gateways' clocks disagree)", zap.Uint64("total", n))
 		}
 		return
+	}
+	if age > cache.ClockSkew || age < -cache.ClockSkew {
+		if n, ok := b.skewed.Allow(); ok {
+			b.logger.Warn("a relayed invalidation is stamped more than a second from this gateway's clock: "+
+				"the shared cache needs the gateways' clocks within a second of each other", zap.Duration("age", age), zap.Uint64("total", n))
+		}
+	}
+	if !b.relayed.first(payload, at) {
+		return // a replay of a message already applied
 	}
 	revs := m.revocations()
 	b.cache.Relayed(ctx, m.Epoch, at, revs...)

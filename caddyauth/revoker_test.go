@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -50,5 +51,32 @@ func TestRevokerCoalesces(t *testing.T) {
 	release <- struct{}{}
 	if len(flood.revs) > 11 || !slices.Contains(flood.revs, cache.Revocation{Target: cache.TargetAll}) || len(flood.relay) == 0 {
 		t.Fatalf("a flood of %d distinct targets became %d revocations (%d relayed)", maxPendingRevocations+10, len(flood.revs), len(flood.relay))
+	}
+}
+
+// A relayed message is applied once however often it is published again
+// within its window; one outside the window is never remembered (the
+// window check refuses it first).
+func TestRelayedMessagesAppliedOnce(t *testing.T) {
+	t.Parallel()
+	var r replays
+	now := time.Now()
+	if !r.first([]byte(`{"from":"a","at":1}`), now) {
+		t.Fatal("a new message refused")
+	}
+	for range 3 {
+		if r.first([]byte(`{"from":"a","at":1}`), now) {
+			t.Fatal("a replay accepted")
+		}
+	}
+	if !r.first([]byte(`{"from":"a","at":2}`), now) {
+		t.Fatal("another message refused")
+	}
+	// Old entries go once enough are remembered.
+	for i := range 2000 {
+		r.first(fmt.Appendf(nil, "old %d", i), now.Add(-2*cache.MessageWindow))
+	}
+	if len(r.seen) > 1100 {
+		t.Fatalf("%d messages remembered; expired ones were not dropped", len(r.seen))
 	}
 }

@@ -59,7 +59,9 @@ func TestEveryCredentialIsRemoved(t *testing.T) {
 	up := newUpstream(t)
 	gw := gateway(t, f.DatabaseURL, up, "")
 	enc := func(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
-	browser := "theme=dark; better-auth.session_token=" + enc(f.Users.Zoe.Signed) + "; better-auth.session_data=e30; __Secure-better-auth.session_data.1=e30"
+	browser := "theme=dark; better-auth.session_token=" + enc(f.Users.Zoe.Signed) + "; better-auth.session_data=e30; __Secure-better-auth.session_data.1=e30" +
+		"; better-auth.admin_session=" + f.Users.Eve.Token + "%3A.c2ln; better-auth.session_token_multi-" + strings.ToLower(f.Users.Eve.Token) +
+		"=" + enc(f.Users.Eve.Signed) + "; \xa0better-auth.session_token=" + enc(f.Users.Eve.Signed)
 	for _, tc := range []struct {
 		name       string
 		hdr        http.Header

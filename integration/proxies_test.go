@@ -192,6 +192,13 @@ func (p proxyCheck) everyCredential(t *testing.T, addr string, f *testenv.Fixtur
 		want := withValue(session, "Cookie", "")
 		check.through(t, addr, want, "Cookie: __Secure-better-auth.session_token="+enc(u.Alice.Signed)+"; better-auth.session_data.0=e30")
 	})
+	t.Run("plugins' credential cookies beside an API key", func(t *testing.T) {
+		want := withValue(apiKey(k.Valid.ID), "Cookie", "theme=dark")
+		check.through(t, addr, want, "X-Api-Key: "+k.Valid.Key, "Cookie: theme=dark"+
+			"; better-auth.admin_session="+u.Alice.Token+"%3A.c2ln"+
+			"; better-auth.session_token_multi-"+strings.ToLower(u.Alice.Token)+"="+enc(u.Alice.Signed)+
+			"; \xa0better-auth.session_token="+enc(u.Zoe.Signed))
+	})
 	t.Run("a stored name cannot add a header", func(t *testing.T) {
 		got := check.through(t, addr, map[string]string{"X-Auth-User-Role": "user", "X-Auth-Key-Id": k.Eve.ID},
 			"X-Api-Key: "+k.Eve.Key)
