@@ -2,22 +2,17 @@ package caddyauth
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
-	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/extauthz"
+	"github.com/caddy-betterauth/caddy-betterauth/gateway"
 )
 
 func init() {
@@ -33,22 +28,13 @@ func init() {
 type App struct {
 	// The gateway's settings, as for the handler: database, secret, cache,
 	// redis, schema...
-	Handler
+	gateway.Options
+	// Where ext_authz is served.
+	extauthz.Listeners
 
-	// Address of the ext_authz gRPC listener, e.g. 127.0.0.1:9191.
-	GRPC string `json:"grpc,omitempty"`
-	// Address of the HTTP-mode listener, e.g. 127.0.0.1:9192.
-	HTTP string `json:"http,omitempty"`
-	// PEM certificate and key files: serve the gRPC listener over TLS.
-	TLSCert string `json:"tls_cert,omitempty"`
-	TLSKey  string `json:"tls_key,omitempty"`
-
-	srv     *extauthz.Server
+	front
 	ctx     caddy.Context
-	grpcSrv *grpc.Server
-	httpSrv *http.Server
-	appLog  *zap.Logger
-	closers []net.Listener
+	serving *extauthz.Serving
 }
 
 // CaddyModule returns the Caddy module information.
@@ -56,26 +42,18 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "better_auth", New: func() caddy.Module { return new(App) }}
 }
 
-// Provision sets the app up, sharing the backend with handlers configured
+// Provision sets the app up, sharing the gateway with handlers configured
 // alike. It does no network I/O.
 func (a *App) Provision(ctx caddy.Context) error {
-	if a.GRPC == "" && a.HTTP == "" {
-		return errors.New("better_auth app: set grpc or http, the addresses to serve ext_authz on")
+	if err := a.Listeners.Validate(); err != nil {
+		return fmt.Errorf("better_auth app: %w", err)
 	}
-	if err := a.Handler.Provision(ctx); err != nil {
-		return err
-	}
-	a.ctx, a.appLog = ctx, ctx.Logger()
-	a.srv = extauthz.New(extauthz.Options{
-		Verifier:       a.verifier,
-		Extract:        betterauth.ExtractorConfig{APIKeyHeaders: a.APIKeyHeaders, APIKeyPrefixes: a.APIKeyPrefixes, RequireSignature: a.RequireSignature, CookieNames: betterauth.SessionCookieNames(a.CookiePrefix, a.CookieName)},
-		CookiePrefix:   a.CookiePrefix,
-		KeepCredential: a.KeepCredential,
-		Realm:          a.Realm,
-		Logger:         a.appLog,
-	})
-	return nil
+	a.ctx = ctx
+	return a.provision(ctx, a.Options)
 }
+
+// Validate checks the configuration; it changes nothing.
+func (a *App) Validate() error { return a.Options.Validate() }
 
 // listen opens a listener through Caddy, so that it survives reloads.
 func (a *App) listen(addr string) (net.Listener, error) {
@@ -91,59 +69,31 @@ func (a *App) listen(addr string) (net.Listener, error) {
 	if !ok {
 		return nil, fmt.Errorf("address %q is not a stream listener", addr)
 	}
-	a.closers = append(a.closers, l)
 	return l, nil
 }
 
 // Start serves.
 func (a *App) Start() error {
-	if a.GRPC != "" {
-		ln, err := a.listen(a.GRPC)
-		if err != nil {
-			return err
-		}
-		var opts []grpc.ServerOption
-		if a.TLSCert != "" || a.TLSKey != "" {
-			creds, err := credentials.NewServerTLSFromFile(a.TLSCert, a.TLSKey)
-			if err != nil {
-				return fmt.Errorf("better_auth app: tls: %w", err)
-			}
-			opts = append(opts, grpc.Creds(creds))
-		}
-		a.grpcSrv = extauthz.NewGRPCServer(a.srv, opts...)
-		go a.grpcSrv.Serve(ln)
-		a.appLog.Info("serving ext_authz gRPC", zap.String("address", ln.Addr().String()))
+	sv, err := a.Listeners.Serve(extauthz.New(a.gate), a.listen, a.logger)
+	if err != nil {
+		return fmt.Errorf("better_auth app: %w", err)
 	}
-	if a.HTTP != "" {
-		ln, err := a.listen(a.HTTP)
-		if err != nil {
-			return err
-		}
-		a.httpSrv = &http.Server{Handler: a.srv, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
-		go a.httpSrv.Serve(ln)
-		a.appLog.Info("serving ext_authz HTTP", zap.String("address", ln.Addr().String()))
-	}
+	a.serving = sv
 	return nil
 }
 
 // Stop stops serving, letting calls in flight finish for a few seconds.
 func (a *App) Stop() error {
+	if a.serving == nil {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if a.httpSrv != nil {
-		a.httpSrv.Shutdown(ctx)
-	}
-	if a.grpcSrv != nil {
-		extauthz.GracefulStop(ctx, a.grpcSrv)
-	}
-	for _, l := range a.closers {
-		l.Close()
-	}
-	return nil
+	return a.serving.Stop(ctx)
 }
 
-// Cleanup releases the shared backend.
-func (a *App) Cleanup() error { return a.Handler.Cleanup() }
+// Cleanup releases the shared gateway.
+func (a *App) Cleanup() error { return a.release() }
 
 // parseGlobalOption reads the global option:
 //
@@ -161,7 +111,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
-	err := a.unmarshalBlock(d, func(name string) (bool, error) {
+	err := unmarshalBlock(d, &a.Options, func(name string) (bool, error) {
 		switch name {
 		case "grpc":
 			return true, oneArg(d, &a.GRPC)
@@ -187,5 +137,6 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 var (
 	_ caddy.App          = (*App)(nil)
 	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 )

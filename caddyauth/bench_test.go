@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
+	"github.com/caddy-betterauth/caddy-betterauth/gateway"
 )
 
 type nopNext struct{}
@@ -46,6 +47,6 @@ func BenchmarkServeHTTPAPIKeyHit(b *testing.B) {
 // credential's life.
 func BenchmarkServeHTTPAPIKeyHitWatched(b *testing.B) {
 	h := newHandler(b, &Handler{}, cache.New(newFakeStore(), cache.Options{}))
-	h.streams = newStreams()
+	h.streams = gateway.NewStreams()
 	benchRequests(b, func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r, nopNext{}) })
 }

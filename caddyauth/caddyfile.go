@@ -8,6 +8,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-betterauth/caddy-betterauth/gateway"
 )
 
 func init() {
@@ -82,12 +84,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	return h.unmarshalBlock(d, nil)
+	return unmarshalBlock(d, &h.Options, nil)
 }
 
 // unmarshalBlock parses the block's subdirectives; extra, when set, may
 // claim more (the global option's listeners).
-func (h *Handler) unmarshalBlock(d *caddyfile.Dispenser, extra func(name string) (bool, error)) error {
+func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name string) (bool, error)) error {
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		name := d.Val()
@@ -126,17 +128,17 @@ func (h *Handler) unmarshalBlock(d *caddyfile.Dispenser, extra func(name string)
 		case "lookup_timeout":
 			err = duration(d, &h.LookupTimeout, false)
 		case "schema":
-			h.Schema = new(Schema)
-			err = h.Schema.unmarshal(d)
+			h.Schema = new(gateway.Schema)
+			err = unmarshalSchema(d, h.Schema)
 		case "cache":
-			h.Cache = new(Cache)
-			err = h.Cache.unmarshal(d)
+			h.Cache = new(gateway.Cache)
+			err = unmarshalCache(d, h.Cache)
 		case "redis":
-			h.Redis = new(Redis)
-			err = h.Redis.unmarshal(d)
+			h.Redis = new(gateway.Redis)
+			err = unmarshalRedis(d, h.Redis)
 		case "secondary_storage":
-			h.SecondaryStorage = new(SecondaryStorage)
-			err = h.SecondaryStorage.unmarshal(d)
+			h.SecondaryStorage = new(gateway.SecondaryStorage)
+			err = unmarshalSecondary(d, h.SecondaryStorage)
 		default:
 			handled := false
 			if extra != nil {
@@ -153,7 +155,7 @@ func (h *Handler) unmarshalBlock(d *caddyfile.Dispenser, extra func(name string)
 	return nil
 }
 
-func (s *Schema) unmarshal(d *caddyfile.Dispenser) error {
+func unmarshalSchema(d *caddyfile.Dispenser, s *gateway.Schema) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
@@ -226,7 +228,7 @@ func (s *Schema) unmarshal(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func (c *Cache) unmarshal(d *caddyfile.Dispenser) error {
+func unmarshalCache(d *caddyfile.Dispenser, c *gateway.Cache) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
@@ -287,7 +289,7 @@ func subBlock(d *caddyfile.Dispenser, seen map[string]bool, sub func(name string
 	return nil
 }
 
-func (ss *SecondaryStorage) unmarshal(d *caddyfile.Dispenser) error {
+func unmarshalSecondary(d *caddyfile.Dispenser, ss *gateway.SecondaryStorage) error {
 	modes := map[string]bool{"storage": true, "storage_then_database": true, "database": true}
 	return urlBlock(d, "secondary_storage", &ss.URL, func(name string) error {
 		switch name {
@@ -315,7 +317,7 @@ func (ss *SecondaryStorage) unmarshal(d *caddyfile.Dispenser) error {
 	})
 }
 
-func (r *Redis) unmarshal(d *caddyfile.Dispenser) error {
+func unmarshalRedis(d *caddyfile.Dispenser, r *gateway.Redis) error {
 	return urlBlock(d, "redis", &r.URL, func(name string) error {
 		switch name {
 		case "sentinel_master":
@@ -383,7 +385,7 @@ func flag(d *caddyfile.Dispenser, dst *bool) error {
 }
 
 // duration parses a duration; with allowOff, "off" stores -1 (disabled).
-func duration(d *caddyfile.Dispenser, dst *caddy.Duration, allowOff bool) error {
+func duration(d *caddyfile.Dispenser, dst *gateway.Duration, allowOff bool) error {
 	var s string
 	if err := oneArg(d, &s); err != nil {
 		return err
@@ -399,7 +401,7 @@ func duration(d *caddyfile.Dispenser, dst *caddy.Duration, allowOff bool) error 
 	if v <= 0 {
 		return d.Errf("duration must be positive: %q", s)
 	}
-	*dst = caddy.Duration(v)
+	*dst = gateway.Duration(v)
 	return nil
 }
 

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
+	"github.com/caddy-betterauth/caddy-betterauth/gateway"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
@@ -66,19 +66,19 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	if err := h.UnmarshalCaddyfile(d); err != nil {
 		t.Fatal(err)
 	}
-	want := Handler{
+	want := Handler{Options: gateway.Options{
 		Database: "{env.DATABASE_URL}", Secret: "{env.BETTER_AUTH_SECRET}", RequireSignature: true,
 		APIKeyHeaders: []string{"x-api-key", "api-key"}, APIKeyPrefixes: []string{"ba_", "gw_"},
 		APIKeyConfigIDs: []string{"default", "org"}, DisableKeyHashing: true, CookiePrefix: "myapp", CookieName: "sid",
-		KeepCredential: true, Realm: "mcp", LookupTimeout: caddy.Duration(2e9),
-		Schema: &Schema{PGSchema: "auth", Naming: "snake", UserTable: "users", APIKeyTable: "api_keys", UsePlural: true,
+		KeepCredential: true, Realm: "mcp", LookupTimeout: gateway.Duration(2e9),
+		Schema: &gateway.Schema{PGSchema: "auth", Naming: "snake", UserTable: "users", APIKeyTable: "api_keys", UsePlural: true,
 			APIKeyOwner: "user_id", Columns: map[string]string{"user.email": "email_address", "apikey.key": "hashed_key"}},
-		Cache: &Cache{TTL: caddy.Duration(10e9), APIKeyTTL: caddy.Duration(20e9), SessionTTL: caddy.Duration(5e9), Jitter: 0.25,
-			StaleWhileRevalidate: caddy.Duration(3e9), StaleIfError: caddy.Duration(60e9), NegativeTTL: -1, MaxEntries: 500, MaxNegative: 50},
-		Redis: &Redis{URL: "{env.REDIS_URL}", Prefix: "gw:", Timeout: caddy.Duration(50e6), SentinelMaster: "mymaster", Key: "{env.CACHE_KEY}"},
-		SecondaryStorage: &SecondaryStorage{URL: "{env.APP_REDIS_URL}", Prefix: new(string), Sessions: "storage_then_database",
-			APIKeys: "storage", Timeout: caddy.Duration(2e9)},
-	}
+		Cache: &gateway.Cache{TTL: gateway.Duration(10e9), APIKeyTTL: gateway.Duration(20e9), SessionTTL: gateway.Duration(5e9), Jitter: 0.25,
+			StaleWhileRevalidate: gateway.Duration(3e9), StaleIfError: gateway.Duration(60e9), NegativeTTL: -1, MaxEntries: 500, MaxNegative: 50},
+		Redis: &gateway.Redis{URL: "{env.REDIS_URL}", Prefix: "gw:", Timeout: gateway.Duration(50e6), SentinelMaster: "mymaster", Key: "{env.CACHE_KEY}"},
+		SecondaryStorage: &gateway.SecondaryStorage{URL: "{env.APP_REDIS_URL}", Prefix: new(string), Sessions: "storage_then_database",
+			APIKeys: "storage", Timeout: gateway.Duration(2e9)},
+	}}
 	got, _ := json.Marshal(h)
 	exp, _ := json.Marshal(want)
 	if string(got) != string(exp) {

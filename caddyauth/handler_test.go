@@ -18,6 +18,7 @@ import (
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
+	"github.com/caddy-betterauth/caddy-betterauth/gateway"
 )
 
 const (
@@ -60,9 +61,13 @@ func newFakeStore() *fakeStore {
 func newHandler(t testing.TB, h *Handler, store betterauth.Store) *Handler {
 	t.Helper()
 	h.logger = zap.NewNop()
-	if err := h.setup(store, testSecret); err != nil {
+	o := h.Options
+	o.Secret = testSecret
+	gate, err := gateway.NewGate(o, store, h.logger)
+	if err != nil {
 		t.Fatal(err)
 	}
+	h.gate = gate
 	return h
 }
 
@@ -137,7 +142,7 @@ func TestDeniedRequestsNeverReachNext(t *testing.T) {
 	t.Parallel()
 	store := newFakeStore()
 	store.key.Enabled = false
-	h := newHandler(t, &Handler{Realm: `mcp "x"`}, store)
+	h := newHandler(t, &Handler{Options: gateway.Options{Realm: `mcp "x"`}}, store)
 	for _, tc := range []struct {
 		name   string
 		hdr    http.Header
@@ -237,7 +242,7 @@ func TestCredentialRemoval(t *testing.T) {
 		{"kept", true, http.Header{"X-Api-Key": {testKey}}, "", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHandler(t, &Handler{KeepCredential: tc.keep}, newFakeStore())
+			h := newHandler(t, &Handler{Options: gateway.Options{KeepCredential: tc.keep}}, newFakeStore())
 			req, _ := newRequest(tc.in)
 			next := &recorder{}
 			h.ServeHTTP(httptest.NewRecorder(), req, next)
@@ -291,16 +296,16 @@ func TestUpstreamErrorWithAPIKeyIsAnsweredHere(t *testing.T) {
 func TestValidate(t *testing.T) {
 	t.Parallel()
 	for _, h := range []*Handler{
-		{LookupTimeout: -1},
-		{APIKeyPrefixes: []string{""}},
-		{APIKeyHeaders: []string{"X-Auth-Key"}},
-		{APIKeyHeaders: []string{"authorization"}},
+		{Options: gateway.Options{LookupTimeout: -1}},
+		{Options: gateway.Options{APIKeyPrefixes: []string{""}}},
+		{Options: gateway.Options{APIKeyHeaders: []string{"X-Auth-Key"}}},
+		{Options: gateway.Options{APIKeyHeaders: []string{"authorization"}}},
 	} {
 		if err := h.Validate(); err == nil {
 			t.Errorf("%+v validated", h)
 		}
 	}
-	if err := (&Handler{APIKeyHeaders: []string{"api-key"}}).Validate(); err != nil {
+	if err := (&Handler{Options: gateway.Options{APIKeyHeaders: []string{"api-key"}}}).Validate(); err != nil {
 		t.Error(err)
 	}
 }
@@ -309,15 +314,15 @@ func TestProvisionDoesNoIO(t *testing.T) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	// Nothing listens on port 1: a provision that connected would fail.
-	h := &Handler{Database: "postgres://nobody@127.0.0.1:1/none", Secret: testSecret}
+	h := &Handler{Options: gateway.Options{Database: "postgres://nobody@127.0.0.1:1/none", Secret: testSecret}}
 	if err := h.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
-	h2 := &Handler{Database: "postgres://nobody@127.0.0.1:1/none", Secret: "other-" + testSecret}
+	h2 := &Handler{Options: gateway.Options{Database: "postgres://nobody@127.0.0.1:1/none", Secret: "other-" + testSecret}}
 	if err := h2.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if h.backendKey != h2.backendKey {
+	if h.key != h2.key {
 		t.Error("handlers with one database do not share a backend")
 	}
 	for _, m := range []*Handler{h, h2} {
@@ -328,7 +333,7 @@ func TestProvisionDoesNoIO(t *testing.T) {
 	if err := (&Handler{}).Provision(ctx); err == nil || !strings.Contains(err.Error(), "database is required") {
 		t.Fatalf("empty database: %v", err)
 	}
-	err := (&Handler{Database: "postgres://u:hunter2@[::1"}).Provision(ctx)
+	err := (&Handler{Options: gateway.Options{Database: "postgres://u:hunter2@[::1"}}).Provision(ctx)
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("bad URL error %v must exist and not quote the URL", err)
 	}
@@ -340,32 +345,32 @@ func TestRedisNeedsAKeySource(t *testing.T) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	const db = "postgres://nobody@127.0.0.1:1/none"
-	redis := func(key string) *Redis { return &Redis{URL: "redis://127.0.0.1:1", Key: key} }
+	redis := func(key string) *gateway.Redis { return &gateway.Redis{URL: "redis://127.0.0.1:1", Key: key} }
 	for _, tc := range []struct {
 		name string
 		h    *Handler
 		want string
 	}{
-		{"no secret, no key", &Handler{Database: db, Redis: redis("")}, "no key to do it with"},
-		{"a short key", &Handler{Database: db, Redis: redis("short")}, "at least 32 characters"},
-		{"an unset variable", &Handler{Database: db, Redis: redis("{env.CADDY_BETTERAUTH_UNSET_KEY}")}, "at least 32 characters"},
+		{"no secret, no key", &Handler{Options: gateway.Options{Database: db, Redis: redis("")}}, "no key to do it with"},
+		{"a short key", &Handler{Options: gateway.Options{Database: db, Redis: redis("short")}}, "at least 32 characters"},
+		{"an unset variable", &Handler{Options: gateway.Options{Database: db, Redis: redis("{env.CADDY_BETTERAUTH_UNSET_KEY}")}}, "at least 32 characters"},
 	} {
 		if err := tc.h.Provision(ctx); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
 		}
 	}
 	// Either source works, and different keys never share a backend.
-	a := &Handler{Database: db, Secret: testSecret, Redis: redis("")}
-	b := &Handler{Database: db, Redis: redis(strings.Repeat("k", 32))}
-	c := &Handler{Database: db, Secret: "other-" + testSecret, Redis: redis("")}
-	d := &Handler{Database: db, Secret: "other-" + testSecret, Redis: redis(strings.Repeat("k", 32))}
+	a := &Handler{Options: gateway.Options{Database: db, Secret: testSecret, Redis: redis("")}}
+	b := &Handler{Options: gateway.Options{Database: db, Redis: redis(strings.Repeat("k", 32))}}
+	c := &Handler{Options: gateway.Options{Database: db, Secret: "other-" + testSecret, Redis: redis("")}}
+	d := &Handler{Options: gateway.Options{Database: db, Secret: "other-" + testSecret, Redis: redis(strings.Repeat("k", 32))}}
 	for _, h := range []*Handler{a, b, c, d} {
 		if err := h.Provision(ctx); err != nil {
 			t.Fatal(err)
 		}
 		defer h.Cleanup()
 	}
-	if a.backendKey == b.backendKey || a.backendKey == c.backendKey || b.backendKey == d.backendKey {
+	if a.key == b.key || a.key == c.key || b.key == d.key {
 		t.Error("gateways sealing with different keys share a backend (one cache key, different secrets: d and b)")
 	}
 }
@@ -399,7 +404,7 @@ func TestStreamsEndWithTheirCredential(t *testing.T) {
 	t.Parallel()
 	store := newFakeStore()
 	h := newHandler(t, &Handler{}, store)
-	h.streams = newStreams()
+	h.streams = gateway.NewStreams()
 	serve := func(hdr http.Header) (chan error, chan error) {
 		req, _ := newRequest(hdr)
 		next := blockingNext{cause: make(chan error, 1)}
@@ -410,9 +415,7 @@ func TestStreamsEndWithTheirCredential(t *testing.T) {
 	waitStreams := func(n int) {
 		t.Helper()
 		for i := 0; ; i++ {
-			h.streams.mu.Lock()
-			got := len(h.streams.set)
-			h.streams.mu.Unlock()
+			got := h.streams.Len()
 			if got == n {
 				return
 			}
@@ -426,8 +429,8 @@ func TestStreamsEndWithTheirCredential(t *testing.T) {
 	cause, ret := serve(http.Header{"X-Api-Key": {testKey}, "Accept": {"application/json, text/event-stream"}})
 	waitStreams(1)
 	store.key.Enabled = false // what the database now says
-	h.streams.revoked(cache.TargetAPIKey, "k1")
-	if c := <-cause; !errors.Is(c, errRevoked) {
+	h.streams.Revoked(cache.TargetAPIKey, "k1")
+	if c := <-cause; !errors.Is(c, gateway.ErrRevoked) {
 		t.Fatalf("cause %v", c)
 	}
 	if err := <-ret; err != nil {
@@ -437,7 +440,7 @@ func TestStreamsEndWithTheirCredential(t *testing.T) {
 
 	store.key.Enabled, store.key.ExpiresAt = true, time.Now().Add(50*time.Millisecond)
 	cause, _ = serve(http.Header{"X-Api-Key": {testKey}, "Accept": {"text/event-stream"}})
-	if c := <-cause; !errors.Is(c, errExpired) {
+	if c := <-cause; !errors.Is(c, gateway.ErrExpired) {
 		t.Fatalf("cause %v", c)
 	}
 }

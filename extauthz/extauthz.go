@@ -1,162 +1,74 @@
 // Package extauthz is the Envoy front end of caddy-betterauth: an
 // envoy.service.auth.v3.Authorization gRPC server, and an HTTP endpoint for
 // Envoy's http_service and for forward-auth callers (Caddy forward_auth,
-// nginx auth_request, Traefik ForwardAuth). Both use the same core, and the
-// same answers, as the Caddy handler.
+// nginx auth_request, Traefik ForwardAuth). Both render the one request
+// decision, betterauth.Gate, as the Caddy handler does.
 package extauthz
 
 import (
 	"context"
 	"net/http"
+	"net/textproto"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"go.uber.org/zap"
 	"google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 )
 
-// Options configure a Server.
-type Options struct {
-	Verifier *betterauth.Verifier
-	// Extractor config, as for the Caddy handler.
-	Extract betterauth.ExtractorConfig
-	// CookiePrefix names the cookie cache removed with the session cookie.
-	CookiePrefix string
-	// KeepCredential forwards the credential upstream.
-	KeepCredential bool
-	// Realm of WWW-Authenticate challenges.
-	Realm  string
-	Logger *zap.Logger
-}
-
 // Server answers Check calls and forward-auth requests.
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
-	verifier  *betterauth.Verifier
-	extractor *betterauth.Extractor
-	answers   *betterauth.Answers
-	keep      bool
-	logger    *zap.Logger
+	gate *betterauth.Gate
 }
 
-// New returns a Server.
-func New(opts Options) *Server {
-	if opts.Logger == nil {
-		opts.Logger = zap.NewNop()
-	}
-	if len(opts.Extract.CookieNames) == 0 {
-		opts.Extract.CookieNames = betterauth.SessionCookieNames(opts.CookiePrefix, "")
-	}
-	if opts.Extract.CookiePrefix == "" {
-		opts.Extract.CookiePrefix = opts.CookiePrefix
-	}
-	return &Server{
-		verifier: opts.Verifier, extractor: betterauth.NewExtractor(opts.Extract),
-		answers: betterauth.NewAnswers(opts.Realm), keep: opts.KeepCredential, logger: opts.Logger,
-	}
+// New returns a Server rendering gate's decisions.
+func New(gate *betterauth.Gate) *Server { return &Server{gate: gate} }
+
+// verdict is a Result as Envoy and forward-auth callers take it.
+type verdict struct {
+	betterauth.Result
+	set    []betterauth.Header // identity headers, when allowed
+	remove []string            // request headers to drop, lower case
+	// cookie, when cookieSet, replaces the Cookie header: the session
+	// cookies removed, the others kept.
+	cookie    string
+	cookieSet bool
+	// upstream is the Cookie header as the upstream should get it, for the
+	// HTTP mode, whose callers (nginx) cannot tell a header left alone from
+	// one to drop.
+	upstream string
 }
 
-// Result is a front-end-neutral verdict: what to answer when denied, and
-// what to set on and remove from the request when allowed.
-type Result struct {
-	Allowed bool
-	Status  int
-	Headers []betterauth.Header // on allow: identity headers; on deny: answer headers
-	Body    []byte
-	// Remove lists request headers to drop (lower case): the credential and
-	// every client-supplied X-Auth-* header the gateway does not set.
-	Remove []string
-	// Cookie, when set, replaces the Cookie header (the session cookies
-	// removed, the others kept); Remove holds "cookie" if none is left.
-	Cookie *string
-	// cookie is the request's Cookie header as the upstream should get it,
-	// for the HTTP mode, whose callers (nginx) cannot tell a header left
-	// alone from one to drop.
-	cookie string
-}
-
-// Decide verifies the request described by its headers (any letter case).
-func (s *Server) Decide(ctx context.Context, headers map[string][]string) Result {
-	h := lower(headers)
-	cred := s.extractor.Extract(h)
-	d, err := s.verifier.Verify(ctx, cred)
-	if err != nil {
-		if ctx.Err() == nil {
-			s.logger.Error("better-auth lookup failed; answering 503",
-				zap.String("credential_fingerprint", betterauth.Fingerprint(cred.Value)), zap.Error(err))
-		}
-		d = betterauth.Decision{Reason: betterauth.BackendUnavailable}
+// decide runs the gate on headers named in any letter case (Envoy sends
+// them in lower case).
+func (s *Server) decide(ctx context.Context, in map[string][]string) verdict {
+	h := make(betterauth.HTTPHeader, len(in))
+	for k, vs := range in {
+		k = textproto.CanonicalMIMEHeaderKey(k)
+		h[k] = append(h[k], vs...)
 	}
-	if !d.Allowed() {
-		status, hdrs, body := s.answers.For(d)
-		return Result{Status: status, Headers: hdrs, Body: body}
+	v := verdict{Result: s.gate.Decide(ctx, h)}
+	if !v.Allowed() {
+		return v
 	}
-	r := Result{Allowed: true, Status: http.StatusOK, Headers: d.AppendHeaders(nil)}
-	set := map[string]bool{}
-	for _, hd := range r.Headers {
-		set[strings.ToLower(hd.Name)] = true
+	var removed []string
+	v.cookieSet = v.Strip(h, &removed)
+	for _, name := range removed {
+		v.remove = append(v.remove, strings.ToLower(name))
 	}
-	for name := range h {
-		if betterauth.IsOwnedHeader(name) && !set[name] {
-			r.Remove = append(r.Remove, name)
+	v.set = v.Decision.AppendHeaders(nil)
+	if cs := h["Cookie"]; len(cs) > 0 {
+		v.upstream = strings.Join(cs, "; ")
+		if v.cookieSet {
+			v.cookie = cs[0]
 		}
 	}
-	if !s.keep {
-		ed := &editor{h: h}
-		s.extractor.RemoveCredentials(ed)
-		r.Remove = append(r.Remove, ed.removed...)
-		r.Cookie = ed.cookie
-	}
-	if r.Cookie != nil {
-		r.cookie = *r.Cookie
-	} else if cs := h["cookie"]; len(cs) > 0 {
-		r.cookie = strings.Join(cs, "; ")
-	}
-	return r
-}
-
-// editor records what RemoveCredentials takes out of a request, for the
-// front end to tell Envoy.
-type editor struct {
-	h       lowerHeaders
-	removed []string
-	cookie  *string
-}
-
-func (e *editor) Values(name string) []string { return e.h.Values(name) }
-
-func (e *editor) Del(name string) {
-	name = strings.ToLower(name)
-	delete(e.h, name)
-	e.removed = append(e.removed, name)
-}
-
-func (e *editor) Set(name, value string) {
-	if strings.EqualFold(name, "Cookie") {
-		e.cookie = &value
-	}
-}
-
-// lowerHeaders is a HeaderGetter over header names in any case.
-type lowerHeaders map[string][]string
-
-func (l lowerHeaders) Values(name string) []string { return l[strings.ToLower(name)] }
-
-func lower(in map[string][]string) lowerHeaders {
-	out := make(lowerHeaders, len(in))
-	for k, v := range in {
-		k = strings.ToLower(k)
-		out[k] = append(out[k], v...)
-	}
-	return out
+	return v
 }
 
 // Check implements the ext_authz v3 gRPC service. It always answers
@@ -175,20 +87,20 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		}
 		in[hv.GetKey()] = append(in[hv.GetKey()], v)
 	}
-	res := s.Decide(ctx, in)
-	if !res.Allowed {
+	v := s.decide(ctx, in)
+	if !v.Allowed() {
 		return &authv3.CheckResponse{
-			Status: &status.Status{Code: int32(grpcCode(res.Status))},
+			Status: &status.Status{Code: int32(grpcCode(v.Status))},
 			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-				Status:  &typev3.HttpStatus{Code: typev3.StatusCode(res.Status)},
-				Headers: options(res.Headers),
-				Body:    string(res.Body),
+				Status:  &typev3.HttpStatus{Code: typev3.StatusCode(v.Status)},
+				Headers: options(v.Headers),
+				Body:    string(v.Body),
 			}},
 		}, nil
 	}
-	ok := &authv3.OkHttpResponse{Headers: options(res.Headers), HeadersToRemove: res.Remove}
-	if res.Cookie != nil {
-		ok.Headers = append(ok.Headers, option("cookie", *res.Cookie))
+	ok := &authv3.OkHttpResponse{Headers: options(v.set), HeadersToRemove: v.remove}
+	if v.cookieSet {
+		ok.Headers = append(ok.Headers, option("cookie", v.cookie))
 	}
 	return &authv3.CheckResponse{
 		Status:       &status.Status{Code: int32(codes.OK)},
@@ -227,53 +139,38 @@ func grpcCode(status int) codes.Code {
 }
 
 // ServeHTTP is the HTTP mode: the request's own headers are the original
-// request's (Envoy's http_service and forward-auth callers pass them on).
-// Allowed: 200 with the identity headers, the Cookie header the upstream
-// should get (without the session cookies) when the request had cookies,
-// and, for Envoy, x-envoy-auth-headers-to-remove; denied: the same answer as
-// the Caddy handler.
+// request's (Envoy's http_service and forward-auth callers pass them on),
+// whatever its path, which is the original's too: this listener answers
+// nothing but decisions. Allowed: 200 with the identity headers, the Cookie
+// header the upstream should get (without the session cookies) when the
+// request had cookies, and, for Envoy, x-envoy-auth-headers-to-remove;
+// denied: the same answer as the Caddy handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	res := s.Decide(r.Context(), r.Header)
+	v := s.decide(r.Context(), r.Header)
 	hdr := w.Header()
-	for _, hd := range res.Headers {
-		hdr.Set(hd.Name, hd.Value)
+	if v.Allowed() {
+		for _, hd := range v.set {
+			hdr.Set(hd.Name, hd.Value)
+		}
+		if len(v.remove) > 0 {
+			hdr.Set("X-Envoy-Auth-Headers-To-Remove", strings.Join(v.remove, ","))
+		}
+		if v.upstream != "" {
+			// The cookies the upstream may see: Envoy (allowed_upstream_headers)
+			// and nginx (auth_request_set) copy this over the client's.
+			hdr.Set("Cookie", v.upstream)
+		}
+	} else {
+		for _, hd := range v.Headers {
+			hdr.Set(hd.Name, hd.Value)
+		}
 	}
-	if res.Allowed && len(res.Remove) > 0 {
-		hdr.Set("X-Envoy-Auth-Headers-To-Remove", strings.Join(res.Remove, ","))
-	}
-	if res.Allowed && res.cookie != "" {
-		// The cookies the upstream may see: Envoy (allowed_upstream_headers)
-		// and nginx (auth_request_set) copy this over the client's.
-		hdr.Set("Cookie", res.cookie)
-	}
-	w.WriteHeader(res.Status)
-	w.Write(res.Body)
+	w.WriteHeader(v.Status)
+	// A failed write means the caller left.
+	_, _ = w.Write(v.Body)
 }
 
 var (
 	_ authv3.AuthorizationServer = (*Server)(nil)
 	_ http.Handler               = (*Server)(nil)
 )
-
-// NewGRPCServer returns a gRPC server with the ext_authz service and the
-// grpc.health.v1 service reporting it as serving.
-func NewGRPCServer(s *Server, opts ...grpc.ServerOption) *grpc.Server {
-	gs := grpc.NewServer(opts...)
-	authv3.RegisterAuthorizationServer(gs, s)
-	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	return gs
-}
-
-// GracefulStop stops gs, letting calls in flight finish until ctx ends.
-func GracefulStop(ctx context.Context, gs *grpc.Server) {
-	done := make(chan struct{})
-	go func() { gs.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		gs.Stop()
-	}
-}

@@ -13,11 +13,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
-	"github.com/caddy-betterauth/caddy-betterauth/cache"
 	"github.com/caddy-betterauth/caddy-betterauth/demo"
 	"github.com/caddy-betterauth/caddy-betterauth/extauthz"
-	"github.com/caddy-betterauth/caddy-betterauth/store"
+	"github.com/caddy-betterauth/caddy-betterauth/gateway"
 )
 
 // BenchmarkCheck calls the ext_authz service over a real gRPC connection on
@@ -31,15 +29,19 @@ func BenchmarkCheck(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	db, err := store.Open("sqlite://"+path, store.Options{})
+	opts := gateway.Options{Database: "sqlite://" + path}
+	gw, err := gateway.Open(opts, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer db.Close()
-	v, _ := betterauth.NewVerifier(betterauth.Options{Store: cache.New(db, cache.Options{})})
+	defer gw.Close()
+	gate, err := gw.Gate(opts, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
 	lis, _ := net.Listen("tcp", "127.0.0.1:0")
 	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, extauthz.New(extauthz.Options{Verifier: v}))
+	authv3.RegisterAuthorizationServer(gs, extauthz.New(gate))
 	go gs.Serve(lis)
 	defer gs.Stop()
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -123,9 +123,9 @@ func (u *upstream) trailer(id string) http.Header {
 
 func (u *upstream) addr() string { return strings.TrimPrefix(u.URL, "http://") }
 
-// gateway starts Caddy with a better_auth block (extra lines go inside it) in
+// startGateway starts Caddy with a better_auth block (extra lines go inside it) in
 // front of up.
-func gateway(t *testing.T, db string, up *upstream, extra string) *testenv.Caddy {
+func startGateway(t *testing.T, db string, up *upstream, extra string) *testenv.Caddy {
 	t.Helper()
 	return testenv.StartCaddy(t, "", fmt.Sprintf(`
 	better_auth {
@@ -195,7 +195,7 @@ func h(kv ...string) http.Header {
 func TestGatewayCredentialsAndDenials(t *testing.T) {
 	f := testenv.Seed(t, testenv.SeedOptions{})
 	up := newUpstream(t)
-	gw := gateway(t, f.DatabaseURL, up, "")
+	gw := startGateway(t, f.DatabaseURL, up, "")
 	u, k := f.Users, f.Keys
 	enc := func(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
 
@@ -370,7 +370,7 @@ func TestGatewayWithoutAdminPlugin(t *testing.T) {
 	t.Parallel()
 	f := testenv.Seed(t, testenv.SeedOptions{NoAdmin: true})
 	up := newUpstream(t)
-	gw := gateway(t, f.DatabaseURL, up, "")
+	gw := startGateway(t, f.DatabaseURL, up, "")
 	r := send(t, gw, "/", h("X-Api-Key", f.Keys.Valid.Key))
 	got := up.headers(r.id)
 	if r.status != 200 || got.Get("X-Auth-User-Id") != f.Users.Alice.ID {
@@ -388,7 +388,7 @@ func TestGatewayKeepCredentialAndDrizzleSchema(t *testing.T) {
 	t.Parallel()
 	f := testenv.Seed(t, testenv.SeedOptions{Snake: true})
 	up := newUpstream(t)
-	gw := gateway(t, f.DatabaseURL, up, "keep_credential\n\t\tschema {\n\t\t\tnaming snake\n\t\t}")
+	gw := startGateway(t, f.DatabaseURL, up, "keep_credential\n\t\tschema {\n\t\t\tnaming snake\n\t\t}")
 	r := send(t, gw, "/", h("X-Api-Key", f.Keys.Valid.Key))
 	if got := up.headers(r.id); r.status != 200 || got.Get("X-Api-Key") != f.Keys.Valid.Key {
 		t.Fatalf("status %d; keep_credential must forward the key", r.status)
@@ -407,7 +407,7 @@ func TestDeletedKeyStopsWorkingWithinTTL(t *testing.T) {
 	// Longer than seeding takes, so the entry is still cached when the key
 	// is deleted and it is the TTL that ends it.
 	const ttl = 3 * time.Second
-	gw := gateway(t, f.DatabaseURL, up, "cache {\n\t\t\tttl 3s\n\t\t}")
+	gw := startGateway(t, f.DatabaseURL, up, "cache {\n\t\t\tttl 3s\n\t\t}")
 	key := h("X-Api-Key", f.Keys.Deletable.Key)
 	if r := send(t, gw, "/", key); r.status != 200 {
 		t.Fatalf("before delete: %d", r.status)
@@ -441,7 +441,7 @@ func TestDatabaseDownFailsClosed(t *testing.T) {
 	pg := testenv.StartPostgres(t)
 	f := testenv.Seed(t, testenv.SeedOptions{Server: pg.URL})
 	up := newUpstream(t)
-	gw := gateway(t, f.DatabaseURL, up, "lookup_timeout 2s")
+	gw := startGateway(t, f.DatabaseURL, up, "lookup_timeout 2s")
 	if r := send(t, gw, "/", h("X-Api-Key", f.Keys.Valid.Key)); r.status != 200 {
 		t.Fatalf("database up: %d %s", r.status, r.raw)
 	}
@@ -555,7 +555,7 @@ func TestGatewayOnSQLite(t *testing.T) {
 	t.Parallel()
 	f := testenv.Seed(t, testenv.SeedOptions{SQLite: true})
 	up := newUpstream(t)
-	gw := gateway(t, f.DatabaseURL, up, "")
+	gw := startGateway(t, f.DatabaseURL, up, "")
 	r := send(t, gw, "/", h("X-Api-Key", f.Keys.Valid.Key))
 	if got := up.headers(r.id); r.status != 200 || got.Get("X-Auth-User-Id") != f.Users.Alice.ID || got.Get("X-Auth-User-Role") != "user" {
 		t.Fatalf("status %d, headers %v", r.status, got)

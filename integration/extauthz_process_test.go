@@ -112,8 +112,17 @@ func TestStandaloneExtAuthz(t *testing.T) {
 	if r := check(map[string]string{}); codes.Code(r.GetStatus().GetCode()) != codes.Unauthenticated || r.GetDeniedResponse().GetStatus().GetCode() != 401 {
 		t.Fatalf("no key: %v", r)
 	}
-	if resp, err := http.Get("http://" + httpAddr + "/healthz"); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("healthz: %v %v", resp, err)
+	// Envoy's http_service sends the original path: no path of the HTTP
+	// mode may answer 200 without a credential (it once had a /healthz).
+	for _, path := range []string{"/healthz", "/", "/mcp"} {
+		resp, err := http.Get("http://" + httpAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("%s without a credential: %d, want 401", path, resp.StatusCode)
+		}
 	}
 
 	cmd.Process.Signal(syscall.SIGTERM)

@@ -24,11 +24,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
-	"github.com/caddy-betterauth/caddy-betterauth/cache"
 	"github.com/caddy-betterauth/caddy-betterauth/caddyauth"
 	"github.com/caddy-betterauth/caddy-betterauth/demo"
 	"github.com/caddy-betterauth/caddy-betterauth/extauthz"
-	"github.com/caddy-betterauth/caddy-betterauth/store"
+	"github.com/caddy-betterauth/caddy-betterauth/gateway"
 )
 
 // verdict is what a front end did with one request.
@@ -70,7 +69,7 @@ func TestFrontEndsAgree(t *testing.T) {
 	// The Caddy handler, provisioned as Caddy would.
 	cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
-	handler := &caddyauth.Handler{Database: dsn, Secret: secret}
+	handler := &caddyauth.Handler{Options: gateway.Options{Database: dsn, Secret: secret}}
 	if err := handler.Provision(cctx); err != nil {
 		t.Fatal(err)
 	}
@@ -109,14 +108,19 @@ func TestFrontEndsAgree(t *testing.T) {
 		return v
 	}
 
-	// The ext_authz server, on a real gRPC server and client over loopback.
-	db, err := store.Open(dsn, store.Options{})
+	// The ext_authz server, assembled as the standalone binary does, on a
+	// real gRPC server and client over loopback.
+	opts := gateway.Options{Database: dsn, Secret: secret}
+	gw, err := gateway.Open(opts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	verifier, _ := betterauth.NewVerifier(betterauth.Options{Store: cache.New(db, cache.Options{}), Secret: secret})
-	srv := extauthz.New(extauthz.Options{Verifier: verifier})
+	defer gw.Close()
+	gate, err := gw.Gate(opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := extauthz.New(gate)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -21,7 +21,7 @@ func TestConnectionCannotDropIdentityHeaders(t *testing.T) {
 	t.Parallel()
 	f := testenv.Seed(t, testenv.SeedOptions{})
 	up := newUpstream(t)
-	gw := gateway(t, f.DatabaseURL, up, "")
+	gw := startGateway(t, f.DatabaseURL, up, "")
 	for _, conn := range []string{
 		"X-Auth-User-Id, X-Auth-User-Role, X-Auth-Key-Id",
 		"keep-alive, x-auth-user-email,X-AUTH-USER-NAME , x-auth-method",
@@ -57,7 +57,7 @@ func TestEveryCredentialIsRemoved(t *testing.T) {
 	t.Parallel()
 	f := testenv.Seed(t, testenv.SeedOptions{})
 	up := newUpstream(t)
-	gw := gateway(t, f.DatabaseURL, up, "")
+	gw := startGateway(t, f.DatabaseURL, up, "")
 	enc := func(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
 	browser := "theme=dark; better-auth.session_token=" + enc(f.Users.Zoe.Signed) + "; better-auth.session_data=e30; __Secure-better-auth.session_data.1=e30" +
 		"; better-auth.admin_session=" + f.Users.Eve.Token + "%3A.c2ln; better-auth.session_token_multi-" + strings.ToLower(f.Users.Eve.Token) +
@@ -93,7 +93,7 @@ func TestNonUTF8CredentialIsInvalid(t *testing.T) {
 	t.Parallel()
 	f := testenv.Seed(t, testenv.SeedOptions{})
 	up := newUpstream(t)
-	gw := gateway(t, f.DatabaseURL, up, "disable_key_hashing")
+	gw := startGateway(t, f.DatabaseURL, up, "disable_key_hashing")
 	bad := "ba_\xff\xfeinvalid"
 	for _, tc := range []struct {
 		hdr  http.Header
@@ -124,7 +124,7 @@ func TestTrailersCannotCarryIdentity(t *testing.T) {
 	t.Parallel()
 	f := testenv.Seed(t, testenv.SeedOptions{})
 	up := newUpstream(t)
-	gw := gateway(t, f.DatabaseURL, up, "")
+	gw := startGateway(t, f.DatabaseURL, up, "")
 	id := rand.Text()
 	raw := "POST / HTTP/1.1\r\n" +
 		"Host: " + strings.TrimPrefix(gw.URL, "http://") + "\r\n" +
@@ -189,7 +189,7 @@ func TestForgedNotificationsCostNoAccess(t *testing.T) {
 	t.Parallel()
 	f := testenv.Seed(t, testenv.SeedOptions{})
 	up := newUpstream(t)
-	gw := gateway(t, f.DatabaseURL, up, "cache {\n\t\t\tttl 1h\n\t\t}")
+	gw := startGateway(t, f.DatabaseURL, up, "cache {\n\t\t\tttl 1h\n\t\t}")
 	settle(t, gw, false)
 
 	req, _ := http.NewRequest(http.MethodGet, gw.URL+"/sse?ticks", nil)

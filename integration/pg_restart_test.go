@@ -22,7 +22,7 @@ func TestPostgresRestartCostsNoRequest(t *testing.T) {
 	f := testenv.Seed(t, testenv.SeedOptions{Server: pg.URL})
 	up := newUpstream(t)
 	// No positive or negative caching: every request below is a lookup.
-	gw := gateway(t, f.DatabaseURL, up, "cache {\n\t\t\tttl off\n\t\t\tnegative_ttl off\n\t\t}")
+	gw := startGateway(t, f.DatabaseURL, up, "cache {\n\t\t\tttl off\n\t\t\tnegative_ttl off\n\t\t}")
 	u, k := f.Users, f.Keys
 
 	// Open several pooled connections: concurrent lookups, until the server

@@ -30,7 +30,7 @@ func TestRevocationIsPushed(t *testing.T) {
 	t.Parallel()
 	f := seedWithTriggers(t, testenv.SeedOptions{})
 	up := newUpstream(t)
-	gw := gateway(t, f.DatabaseURL, up, "cache {\n\t\t\tttl 1h\n\t\t}")
+	gw := startGateway(t, f.DatabaseURL, up, "cache {\n\t\t\tttl 1h\n\t\t}")
 
 	// within sends requests back to back until the answer has the wanted
 	// status; the bound is the test's assertion, the requests only how it
@@ -102,7 +102,7 @@ func TestStreamsEndWithTheirCredential(t *testing.T) {
 	t.Parallel()
 	f := seedWithTriggers(t, testenv.SeedOptions{})
 	up := newUpstream(t)
-	gw := gateway(t, f.DatabaseURL, up, "cache {\n\t\t\tttl 1h\n\t\t}")
+	gw := startGateway(t, f.DatabaseURL, up, "cache {\n\t\t\tttl 1h\n\t\t}")
 	// Start the listener and let it connect before streams open.
 	send(t, gw, "/", h("X-Api-Key", "ba_start_the_listener"))
 	gw.WaitForLog(t, "listening for revocations", 10*time.Second)
@@ -193,7 +193,7 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	extra := fmt.Sprintf("cache {\n\t\t\tttl 1h\n\t\t}\n\t\tredis %s {\n\t\t\tprefix replicas-%s:\n\t\t}", redisURL, strings.ToLower(rand.Text()[:8]))
 	var gws []*testenv.Caddy
 	for range 3 {
-		gw := gateway(t, f.DatabaseURL, up, extra)
+		gw := startGateway(t, f.DatabaseURL, up, extra)
 		settle(t, gw, true)
 		gws = append(gws, gw)
 	}
@@ -240,8 +240,8 @@ func TestGatewaysRelayRevocations(t *testing.T) {
 	up := newUpstream(t)
 	prefix := "relay-" + strings.ToLower(rand.Text()[:8]) + ":"
 	shared := fmt.Sprintf("cache {\n\t\t\tttl 1h\n\t\t}\n\t\tredis %s {\n\t\t\tprefix %s\n\t\t}", redisURL, prefix)
-	listening := gateway(t, f.DatabaseURL, up, shared)
-	deaf := gateway(t, f.DatabaseURL, up, "no_revocation_listener\n\t\t"+shared)
+	listening := startGateway(t, f.DatabaseURL, up, shared)
+	deaf := startGateway(t, f.DatabaseURL, up, "no_revocation_listener\n\t\t"+shared)
 	settle(t, listening, true)
 	send(t, deaf, "/", h("X-Api-Key", "ba_start_the_listener"))
 	deaf.WaitForLog(t, "listening for invalidations from other gateways", 10*time.Second)

@@ -1,21 +1,28 @@
 // Command betterauth-extauthz is the Envoy external authorization server of
 // caddy-betterauth, on its own: the envoy.service.auth.v3.Authorization gRPC
 // service (with grpc.health.v1) and the HTTP mode for Envoy's http_service
-// and forward-auth callers, over the same checks as the Caddy handler.
+// and forward-auth callers. It is the same gateway as the Caddy module,
+// assembled by package gateway: every option of a better_auth block (redis,
+// secondary_storage, the revocation listener, schema, cookies...), read
+// from the JSON the better_auth Caddy app takes.
 //
+//	betterauth-extauthz -config gateway.json
 //	DATABASE_URL=postgres://... BETTER_AUTH_SECRET=... betterauth-extauthz -grpc 127.0.0.1:9191 -http 127.0.0.1:9192
 //
-// The database URL and the secret come from the environment, so that they
-// stay out of process lists.
+// In the config file, {env.NAME} placeholders are replaced by environment
+// variables; database and secret default to DATABASE_URL and
+// BETTER_AUTH_SECRET, so that they stay out of files and process lists.
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -23,113 +30,149 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
-	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
-	"github.com/caddy-betterauth/caddy-betterauth/cache"
 	"github.com/caddy-betterauth/caddy-betterauth/extauthz"
-	"github.com/caddy-betterauth/caddy-betterauth/store"
+	"github.com/caddy-betterauth/caddy-betterauth/gateway"
 )
 
 func main() {
-	if err := run(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "betterauth-extauthz:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	grpcAddr := flag.String("grpc", "127.0.0.1:9191", "gRPC listen address (empty: off)")
-	httpAddr := flag.String("http", "127.0.0.1:9192", "HTTP listen address (empty: off)")
-	prefixes := flag.String("api-key-prefix", "", "comma-separated API-key prefixes")
-	keep := flag.Bool("keep-credential", false, "forward the credential upstream")
-	ttl := flag.Duration("cache-ttl", cache.DefaultTTL, "how long a verified record is cached")
-	timeout := flag.Duration("lookup-timeout", cache.DefaultLookupTimeout, "bound on one database lookup; then 503")
-	tlsCert := flag.String("tls-cert", "", "PEM certificate for the gRPC listener (with -tls-key): serve TLS")
-	tlsKey := flag.String("tls-key", "", "PEM private key for the gRPC listener")
-	flag.Parse()
+// Config is the better_auth app's JSON: a gateway's settings and the
+// addresses to serve on.
+type Config struct {
+	gateway.Options
+	extauthz.Listeners
+}
 
-	dsn := os.Getenv("DATABASE_URL")
-	if dsn == "" {
-		return errors.New("set DATABASE_URL")
+// load reads the configuration: the file, then the flags set on the
+// command line, then the environment for what is still missing.
+func load(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("betterauth-extauthz", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "the better_auth app's JSON settings (database, secret, redis, secondary_storage, grpc, http...)")
+	grpcAddr := fs.String("grpc", "127.0.0.1:9191", "gRPC listen address (empty: off)")
+	httpAddr := fs.String("http", "127.0.0.1:9192", "HTTP listen address (empty: off)")
+	prefixes := fs.String("api-key-prefix", "", "comma-separated API-key prefixes")
+	keep := fs.Bool("keep-credential", false, "forward the credential upstream")
+	ttl := fs.Duration("cache-ttl", 0, "how long a verified record is cached (default 15s)")
+	timeout := fs.Duration("lookup-timeout", 0, "bound on one database lookup; then 503 (default 3s)")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate for the gRPC listener (with -tls-key): serve TLS")
+	tlsKey := fs.String("tls-key", "", "PEM private key for the gRPC listener")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var cfg Config
+	if *path != "" {
+		raw, err := os.ReadFile(*path)
+		if err != nil {
+			return Config{}, err
+		}
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&cfg); err != nil {
+			return Config{}, fmt.Errorf("%s: %w", *path, err)
+		}
+	} else {
+		cfg.GRPC, cfg.HTTP = *grpcAddr, *httpAddr
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["grpc"] {
+		cfg.GRPC = *grpcAddr
+	}
+	if set["http"] {
+		cfg.HTTP = *httpAddr
+	}
+	if set["api-key-prefix"] {
+		cfg.APIKeyPrefixes = nil
+		if *prefixes != "" {
+			cfg.APIKeyPrefixes = strings.Split(*prefixes, ",")
+		}
+	}
+	if set["keep-credential"] {
+		cfg.KeepCredential = *keep
+	}
+	if set["cache-ttl"] {
+		if cfg.Cache == nil {
+			cfg.Cache = &gateway.Cache{}
+		} else {
+			c := *cfg.Cache
+			cfg.Cache = &c
+		}
+		cfg.Cache.TTL = gateway.Duration(*ttl)
+	}
+	if set["lookup-timeout"] {
+		cfg.LookupTimeout = gateway.Duration(*timeout)
+	}
+	if set["tls-cert"] || set["tls-key"] {
+		cfg.TLSCert, cfg.TLSKey = *tlsCert, *tlsKey
+	}
+	if cfg.Database == "" {
+		cfg.Database = "{env.DATABASE_URL}"
+	}
+	if cfg.Secret == "" {
+		cfg.Secret = "{env.BETTER_AUTH_SECRET}"
+	}
+	if err := cfg.Options.Validate(); err != nil {
+		return Config{}, err
+	}
+	if err := cfg.Listeners.Validate(); err != nil {
+		return Config{}, errors.New("nothing to serve: " + err.Error())
+	}
+	cfg.Options = cfg.Resolve(func(s string) string { return gateway.ExpandEnv(s, getenv) })
+	if cfg.Database == "" {
+		return Config{}, errors.New("no database: set database in the config, or DATABASE_URL")
+	}
+	return cfg, nil
+}
+
+// run serves until ctx ends or a listener fails.
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := load(args, getenv, stderr)
+	if err != nil {
+		return err
 	}
 	logger, err := zap.NewProduction()
 	if err != nil {
 		return err
 	}
-	defer logger.Sync()
-	db, err := store.Open(dsn, store.Options{Logger: logger})
+	defer func() { _ = logger.Sync() }()
+	gw, err := gateway.Open(cfg.Options, logger)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	verifier, err := betterauth.NewVerifier(betterauth.Options{
-		Store:  cache.New(db, cache.Options{TTL: *ttl, LookupTimeout: *timeout, Logger: logger}),
-		Secret: os.Getenv("BETTER_AUTH_SECRET"),
-	})
+	defer func() {
+		if cerr := gw.Close(); cerr != nil {
+			logger.Warn("closing the gateway", zap.Error(cerr))
+		}
+	}()
+	gate, err := gw.Gate(cfg.Options, logger)
 	if err != nil {
 		return err
 	}
-	var pfx []string
-	if *prefixes != "" {
-		pfx = strings.Split(*prefixes, ",")
+	listen := func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+	sv, err := cfg.Listeners.Serve(extauthz.New(gate), listen, logger)
+	if err != nil {
+		return err
 	}
-	srv := extauthz.New(extauthz.Options{
-		Verifier: verifier, Extract: betterauth.ExtractorConfig{APIKeyPrefixes: pfx}, KeepCredential: *keep, Logger: logger,
-	})
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	errs := make(chan error, 2)
-	var gs *grpc.Server
-	if *grpcAddr != "" {
-		lis, err := net.Listen("tcp", *grpcAddr)
-		if err != nil {
-			return err
-		}
-		var opts []grpc.ServerOption
-		if *tlsCert != "" || *tlsKey != "" {
-			creds, err := credentials.NewServerTLSFromFile(*tlsCert, *tlsKey)
-			if err != nil {
-				return fmt.Errorf("tls: %w", err)
-			}
-			opts = append(opts, grpc.Creds(creds))
-		}
-		gs = extauthz.NewGRPCServer(srv, opts...)
-		go func() { errs <- gs.Serve(lis) }()
-		logger.Info("serving ext_authz gRPC", zap.String("address", lis.Addr().String()))
-	}
-	var hsrv *http.Server
-	if *httpAddr != "" {
-		lis, err := net.Listen("tcp", *httpAddr)
-		if err != nil {
-			return err
-		}
-		mux := http.NewServeMux()
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) })
-		mux.Handle("/", srv)
-		hsrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
-		go func() { errs <- hsrv.Serve(lis) }()
-		logger.Info("serving ext_authz HTTP", zap.String("address", lis.Addr().String()))
-	}
-	if gs == nil && hsrv == nil {
-		return errors.New("nothing to serve: -grpc and -http are both empty")
-	}
-
 	select {
 	case <-ctx.Done():
-	case err := <-errs:
-		return err
+		err = nil
+	case err = <-sv.Err():
 	}
 	logger.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if hsrv != nil {
-		hsrv.Shutdown(sctx)
-	}
-	if gs != nil {
-		extauthz.GracefulStop(sctx, gs)
-	}
-	return nil
+	_ = sv.Stop(sctx) // logs what it could not stop
+	return err
 }

@@ -1,4 +1,4 @@
-package caddyauth
+package gateway
 
 import (
 	"context"
@@ -164,10 +164,10 @@ func (r *replays) first(payload []byte, at time.Time) bool {
 // maxBusMessage bounds a relayed message, in bytes.
 const maxBusMessage = 4 << 20
 
-// channel is where this backend's gateways relay invalidations: under the
+// channel is where this gateway and its replicas relay invalidations: under the
 // shared cache's prefix, which the database names on first use.
-func (b *backend) channel(ctx context.Context) (string, error) {
-	p, err := b.cache.Prefix(ctx)
+func (g *Gateway) channel(ctx context.Context) (string, error) {
+	p, err := g.cache.Prefix(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -175,32 +175,31 @@ func (b *backend) channel(ctx context.Context) (string, error) {
 }
 
 // publish relays a batch to the other gateways.
-func (b *backend) publish(ctx context.Context, m busMessage) {
+func (g *Gateway) publish(ctx context.Context, m busMessage) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	channel, err := b.channel(ctx)
-	if err != nil {
-		return
+	channel, err := g.channel(ctx)
+	if err == nil {
+		var raw []byte
+		if raw, err = json.Marshal(m); err == nil {
+			err = g.bus.Publish(ctx, channel, g.sealer.Seal(channel, raw))
+		}
 	}
-	raw, err := json.Marshal(m)
 	if err != nil {
-		return
-	}
-	if err := b.bus.Publish(ctx, channel, b.sealer.Seal(channel, raw)); err != nil {
-		b.logger.Warn("could not relay invalidations to the other gateways", zap.Error(err))
+		g.logger.Warn("could not relay invalidations to the other gateways", zap.Error(err))
 	}
 }
 
 // relay listens to the other gateways until ctx ends. Every (re)subscription
 // purges the cache: what was relayed while no one listened is lost.
-func (b *backend) relay(ctx context.Context, logger *zap.Logger) {
+func (g *Gateway) relay(ctx context.Context, logger *zap.Logger) {
 	for ctx.Err() == nil {
-		channel, err := b.channel(ctx)
+		channel, err := g.channel(ctx)
 		if err == nil {
-			err = b.bus.Subscribe(ctx, channel, func() {
-				b.cache.Purge(ctx)
+			err = g.bus.Subscribe(ctx, channel, func() {
+				g.cache.Purge(ctx)
 				logger.Info("listening for invalidations from other gateways", zap.String("channel", channel))
-			}, func(raw []byte) { b.receive(ctx, channel, raw) })
+			}, func(raw []byte) { g.receive(ctx, channel, raw) })
 		}
 		if err != nil && ctx.Err() == nil {
 			logger.Warn("cannot hear other gateways; retrying", zap.Error(err))
@@ -213,21 +212,21 @@ func (b *backend) relay(ctx context.Context, logger *zap.Logger) {
 }
 
 // receive applies another gateway's invalidations, if they are genuine.
-func (b *backend) receive(ctx context.Context, channel string, raw []byte) {
+func (g *Gateway) receive(ctx context.Context, channel string, raw []byte) {
 	var payload []byte
 	ok := len(raw) <= maxBusMessage // checked before any work
 	if ok {
-		payload, ok = b.sealer.Open(channel, raw)
+		payload, ok = g.sealer.Open(channel, raw)
 	}
 	if !ok {
-		if n, ok := b.rejected.Allow(); ok {
-			b.logger.Warn("dropped invalidation messages that failed authentication: "+
+		if n, ok := g.rejected.Allow(); ok {
+			g.logger.Warn("dropped invalidation messages that failed authentication: "+
 				"is something else publishing on this channel, or do the gateways' secrets differ?", zap.Uint64("total", n))
 		}
 		return
 	}
 	var m busMessage
-	if json.Unmarshal(payload, &m) != nil || m.From == b.instance {
+	if json.Unmarshal(payload, &m) != nil || m.From == g.instance {
 		return
 	}
 	// A sealed message can still be replayed by whoever can subscribe: only
@@ -235,21 +234,21 @@ func (b *backend) receive(ctx context.Context, channel string, raw []byte) {
 	at := time.UnixMilli(m.At)
 	age := time.Since(at)
 	if age > cache.MessageWindow || age < -cache.MessageWindow {
-		if n, ok := b.stale.Allow(); ok {
-			b.logger.Warn("dropped relayed invalidations sent too long ago (replayed, or the gateways' clocks disagree)", zap.Uint64("total", n))
+		if n, ok := g.stale.Allow(); ok {
+			g.logger.Warn("dropped relayed invalidations sent too long ago (replayed, or the gateways' clocks disagree)", zap.Uint64("total", n))
 		}
 		return
 	}
 	if age > cache.ClockSkew || age < -cache.ClockSkew {
-		if n, ok := b.skewed.Allow(); ok {
-			b.logger.Warn("a relayed invalidation is stamped more than a second from this gateway's clock: "+
+		if n, ok := g.skewed.Allow(); ok {
+			g.logger.Warn("a relayed invalidation is stamped more than a second from this gateway's clock: "+
 				"the shared cache needs the gateways' clocks within a second of each other", zap.Duration("age", age), zap.Uint64("total", n))
 		}
 	}
-	if !b.relayed.first(payload, at) {
+	if !g.relayed.first(payload, at) {
 		return // a replay of a message already applied
 	}
 	revs := m.revocations()
-	b.cache.Relayed(ctx, m.Epoch, at, revs...)
-	b.endStreams(revs)
+	g.cache.Relayed(ctx, m.Epoch, at, revs...)
+	g.endStreams(revs)
 }

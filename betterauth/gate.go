@@ -1,0 +1,155 @@
+package betterauth
+
+import (
+	"context"
+	"net/http"
+	"strings"
+)
+
+// GateConfig configures a Gate.
+type GateConfig struct {
+	// Verifier checks credentials. Required.
+	Verifier *Verifier
+	// Extract says where credentials are read from.
+	Extract ExtractorConfig
+	// Realm of WWW-Authenticate challenges. Default: "better-auth".
+	Realm string
+	// KeepCredential forwards the credential upstream; by default Strip
+	// removes it.
+	KeepCredential bool
+	// OnError, when set, hears every lookup the store could not answer while
+	// the caller was still waiting (the request gets 503). It must not
+	// block.
+	OnError func(c Credential, err error)
+}
+
+// Gate is the one request decision every front end renders: the Caddy
+// handler, the ext_authz gRPC service and its HTTP mode. It turns a
+// request's headers into a Result, and says how the headers must change on
+// their way upstream, so that a rule written here holds everywhere.
+type Gate struct {
+	extractor *Extractor
+	verifier  *Verifier
+	answers   *Answers
+	keep      bool
+	onError   func(Credential, error)
+}
+
+// NewGate returns a Gate for cfg.
+func NewGate(cfg GateConfig) *Gate {
+	return &Gate{
+		extractor: NewExtractor(cfg.Extract),
+		verifier:  cfg.Verifier,
+		answers:   NewAnswers(cfg.Realm),
+		keep:      cfg.KeepCredential,
+		onError:   cfg.OnError,
+	}
+}
+
+// Extractor returns the gate's extractor.
+func (g *Gate) Extractor() *Extractor { return g.extractor }
+
+// Result is the verdict on one request.
+type Result struct {
+	// Decision is the Verifier's; on a failed lookup its Reason is
+	// BackendUnavailable and Err is set.
+	Decision Decision
+	// Credential is the one credential read (a secret: log its
+	// Fingerprint, never its Value).
+	Credential Credential
+	// Err is why the store could not answer.
+	Err error
+	// Status is the HTTP status: 200 when allowed.
+	Status int
+	// Headers and Body are the answer to a denied request (canonical names,
+	// shared: never change them). An allowed request's identity headers
+	// come from Decision.AppendHeaders.
+	Headers []Header
+	Body    []byte
+
+	gate *Gate
+}
+
+// Allowed reports whether the request may go on.
+func (r *Result) Allowed() bool { return r.Err == nil && r.Decision.Allowed() }
+
+// Decide verifies the request whose headers are h (canonical names, as
+// net/http keeps them).
+func (g *Gate) Decide(ctx context.Context, h HTTPHeader) Result {
+	cred := g.extractor.Extract(h)
+	d, err := g.verifier.Verify(ctx, cred)
+	res := Result{Credential: cred, gate: g}
+	if err != nil {
+		if g.onError != nil && ctx.Err() == nil {
+			g.onError(cred, err)
+		}
+		res.Err, d = err, Decision{Reason: BackendUnavailable}
+	}
+	res.Decision = d
+	if d.Allowed() {
+		res.Status = http.StatusOK
+		return res
+	}
+	res.Status, res.Headers, res.Body = g.answers.For(d)
+	return res
+}
+
+// Recheck verifies a credential again, for a stream whose key, session or
+// user may have been revoked: true only if it still passes.
+func (g *Gate) Recheck(ctx context.Context, c Credential) bool {
+	d, err := g.verifier.Verify(ctx, c)
+	return err == nil && d.Allowed()
+}
+
+// Strip edits a request's headers as the upstream must get them, whatever
+// the outcome: it removes every header the gateway owns (X-Auth-*, in any
+// letter case, '_' for '-') except those an allowed request is about to be
+// given, and on an allowed request, unless the credential is kept, the
+// credential (see Extractor.RemoveCredentials). Each name it deletes is
+// appended to removed, when removed is not nil; cookieSet reports that the
+// Cookie header was rewritten (the session cookies taken out, others kept).
+func (r *Result) Strip(h HTTPHeader, removed *[]string) (cookieSet bool) {
+	var set [MaxHeaders]Header
+	hs := r.Decision.AppendHeaders(set[:0])
+	for name := range h {
+		if IsOwnedHeader(name) && !setsName(hs, name) {
+			delete(h, name)
+			if removed != nil {
+				*removed = append(*removed, name)
+			}
+		}
+	}
+	if !r.Allowed() || r.gate.keep {
+		return false
+	}
+	before := h["Cookie"]
+	if removed == nil {
+		r.gate.extractor.RemoveCredentials(h) // no recording, no allocation
+	} else {
+		r.gate.extractor.RemoveCredentials(&recorder{HTTPHeader: h, removed: removed})
+	}
+	after := h["Cookie"]
+	return len(after) > 0 && (len(before) == 0 || &after[0] != &before[0])
+}
+
+// setsName reports whether name is, exactly but for letter case, one of the
+// identity headers: the front end then replaces the client's value.
+func setsName(hs []Header, name string) bool {
+	for _, hd := range hs {
+		if strings.EqualFold(hd.Name, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// recorder is an HTTPHeader that notes the names deleted.
+type recorder struct {
+	HTTPHeader
+	removed *[]string
+}
+
+func (e *recorder) Del(name string) {
+	e.HTTPHeader.Del(name)
+	*e.removed = append(*e.removed, name)
+}

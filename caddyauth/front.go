@@ -1,0 +1,56 @@
+package caddyauth
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/gateway"
+)
+
+// gateways shares one gateway (database pool, caches, watchers) between
+// every handler and app configured alike, and keeps it warm across config
+// reloads, which provision the new modules before cleaning up the old ones.
+var gateways = caddy.NewUsagePool()
+
+// front is what the handler and the app hold: a gate over a shared
+// gateway. Both provision it the same way.
+type front struct {
+	gw      *gateway.Gateway
+	gate    *betterauth.Gate
+	streams *gateway.Streams // nil: requests are not tied to their credential
+	key     string           // the gateway's key in the pool; "" once released
+	logger  *zap.Logger
+}
+
+// provision replaces the placeholders of o, loads (or shares) its gateway
+// and builds its gate. It does no network I/O.
+func (f *front) provision(ctx caddy.Context, o gateway.Options) error {
+	f.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	o = o.Resolve(func(s string) string { return repl.ReplaceAll(s, "") })
+	key, err := gateway.SharingKey(o)
+	if err != nil {
+		return err
+	}
+	v, _, err := gateways.LoadOrNew(key, func() (caddy.Destructor, error) { return gateway.Open(o, f.logger) })
+	if err != nil {
+		return err
+	}
+	f.gw, f.key = v.(*gateway.Gateway), key
+	if f.gate, err = f.gw.Gate(o, f.logger); err != nil {
+		f.release()
+		return err
+	}
+	return nil
+}
+
+// release lets go of the shared gateway; the last user closes it.
+func (f *front) release() error {
+	if f.key == "" {
+		return nil
+	}
+	_, err := gateways.Delete(f.key)
+	f.key = ""
+	return err
+}

@@ -1,0 +1,413 @@
+// Package gateway assembles caddy-betterauth for any front end, with no
+// Caddy in it: the Better-Auth store, the cache tiers, secondary storage,
+// the revocation listeners and the relay between replicas, and the open
+// streams a revocation ends. The Caddy module (package caddyauth) and the
+// standalone ext_authz server (cmd/betterauth-extauthz) are thin adapters
+// over one Gateway and the betterauth.Gate it makes.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/cache"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
+	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
+	"github.com/caddy-betterauth/caddy-betterauth/rediscache"
+	"github.com/caddy-betterauth/caddy-betterauth/schema"
+	"github.com/caddy-betterauth/caddy-betterauth/secondary"
+	"github.com/caddy-betterauth/caddy-betterauth/store"
+)
+
+// config is the schema package's view of the configured schema; unset
+// fields are detected from the database on first use.
+func (s Schema) config() schema.Config {
+	return schema.Config{
+		Naming:       schema.Naming(s.Naming),
+		UserTable:    s.UserTable,
+		SessionTable: s.SessionTable,
+		APIKeyTable:  s.APIKeyTable,
+		UsePlural:    s.UsePlural,
+		Owner:        schema.Owner(s.APIKeyOwner),
+		Columns:      s.Columns,
+	}
+}
+
+// assembly is everything in Options that shapes a Gateway (not a Gate):
+// front ends whose assemblies are equal share one Gateway. It holds the
+// resolved DSN, so it is never logged.
+type assembly struct {
+	Database   string
+	PlainKeys  bool
+	Timeout    time.Duration
+	Schema     Schema
+	Cache      Cache
+	Redis      *Redis            // Key replaced by the sealer's fingerprint
+	Secondary  *SecondaryStorage // with its URL resolved
+	NoListener bool
+
+	sealer *cache.Sealer // authenticates what goes through Redis; set with Redis
+}
+
+// assemble checks resolved options and derives the assembly.
+func (o *Options) assemble() (assembly, error) {
+	a := assembly{
+		Database:   o.Database,
+		PlainKeys:  o.DisableKeyHashing,
+		Timeout:    time.Duration(o.LookupTimeout),
+		NoListener: o.NoRevocationListener,
+	}
+	if a.Database == "" {
+		return a, errors.New("database is required (is its environment variable set?)")
+	}
+	if o.Schema != nil {
+		a.Schema = *o.Schema
+	}
+	if o.Cache != nil {
+		a.Cache = *o.Cache
+	}
+	if o.SecondaryStorage != nil {
+		ss := *o.SecondaryStorage
+		if ss.URL == "" {
+			return a, errors.New("secondary_storage: url is required (is its environment variable set?)")
+		}
+		if ss.Sessions == "" {
+			ss.Sessions = string(secondary.Storage)
+		}
+		a.Secondary = &ss
+	}
+	if o.Redis != nil {
+		r := *o.Redis
+		if r.URL == "" {
+			return a, errors.New("redis: url is required (is its environment variable set?)")
+		}
+		// Shared entries are sealed with a key only the gateways hold:
+		// Redis itself is not trusted. A key of the redis block is mixed
+		// with the secret, so that apps deployed from one template with one
+		// cache key but their own secrets never share entries.
+		source := o.Secret
+		if r.Key != "" || r.named {
+			if len(r.Key) < cache.MinSharedKeyLen {
+				return a, fmt.Errorf("redis: key must be at least %d characters (is its environment variable set?)", cache.MinSharedKeyLen)
+			}
+			source = r.Key + "\x00" + o.Secret
+		}
+		if source == "" {
+			return a, errors.New("redis: shared entries must be authenticated, and there is no key to do it with: " +
+				"set secret (BETTER_AUTH_SECRET), or give the redis block a key of its own (key {env.CACHE_KEY})")
+		}
+		sealer, err := cache.NewSealer(source)
+		if err != nil {
+			return a, fmt.Errorf("redis: %w", err)
+		}
+		fp := sealer.Fingerprint()
+		r.Key = hex.EncodeToString(fp[:]) // what the sharing key hashes: never the key itself
+		a.Redis, a.sealer = &r, sealer
+	}
+	return a, nil
+}
+
+// SharingKey returns the key under which front ends configured alike share
+// one Gateway (Caddy's handlers and app, through its usage pool), and an
+// error if the resolved options cannot make one. It changes nothing.
+func SharingKey(o Options) (string, error) {
+	a, err := o.assemble()
+	if err != nil {
+		return "", err
+	}
+	raw, err := json.Marshal(a)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// Gateway is one assembly: the store and caches every front end configured
+// alike reads, and the watchers that keep them honest.
+type Gateway struct {
+	db        store.DB
+	redis     io.Closer // nil without Redis
+	secondary io.Closer // nil without secondary storage
+	cache     *cache.Store
+	bus       *rediscache.Remote // the shared Redis, for relaying invalidations
+	sealer    *cache.Sealer
+	instance  string           // this gateway's id on the bus
+	store     betterauth.Store // what gates read: the cache, starting the watchers on first use
+	streams   *Streams         // open requests, ended on revocation
+	revoker   *revoker
+	rejected  throttle.Log // relayed messages that failed authentication
+	stale     throttle.Log // relayed messages outside cache.MessageWindow
+	skewed    throttle.Log // relayed messages stamped beyond cache.ClockSkew
+	relayed   replays      // relayed messages applied, against replays
+	logger    *zap.Logger
+
+	stop    context.CancelFunc // ends the revocation watchers
+	running sync.WaitGroup     // the watchers started
+}
+
+// Open assembles a gateway from resolved options (see Options.Resolve). It
+// does no network I/O: the database, Redis and the watchers connect on the
+// first lookup. Close it when done.
+func Open(o Options, logger *zap.Logger) (*Gateway, error) {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	cfg, err := o.assemble()
+	if err != nil {
+		return nil, err
+	}
+	db, err := store.Open(cfg.Database, store.Options{
+		Schema:    cfg.Schema.config(),
+		PGSchema:  cfg.Schema.PGSchema,
+		PlainKeys: cfg.PlainKeys,
+		Logger:    logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The watchers get their own context: the gateway outlives the config
+	// (and context) that opened it.
+	ctx, stop := context.WithCancel(context.Background())
+	g := &Gateway{db: db, streams: NewStreams(), stop: stop, logger: logger}
+	c := cfg.Cache
+	opts := cache.Options{
+		TTL:                  time.Duration(c.TTL),
+		APIKeyTTL:            time.Duration(c.APIKeyTTL),
+		SessionTTL:           time.Duration(c.SessionTTL),
+		Jitter:               c.Jitter,
+		StaleWhileRevalidate: time.Duration(c.StaleWhileRevalidate),
+		StaleIfError:         time.Duration(c.StaleIfError),
+		NegativeTTL:          time.Duration(c.NegativeTTL),
+		MaxEntries:           c.MaxEntries,
+		MaxNegative:          c.MaxNegative,
+		LookupTimeout:        cfg.Timeout,
+		Logger:               logger.Named("cache"),
+	}
+	if r := cfg.Redis; r != nil {
+		client, err := rediscache.Open(rediscache.Options{URL: r.URL, SentinelMaster: r.SentinelMaster, Timeout: time.Duration(r.Timeout)})
+		if err != nil {
+			g.Close()
+			return nil, err
+		}
+		g.redis, g.sealer = client, cfg.sealer
+		g.bus = rediscache.New(client)
+		opts.Remote, opts.Sealer, opts.RemoteTimeout, opts.RemotePrefix = g.bus, cfg.sealer, time.Duration(r.Timeout), r.Prefix
+		if opts.RemotePrefix == "" {
+			// Gateways share entries only when they read the same rows.
+			opts.RemoteScope = db.Scope
+		}
+	}
+	var inner betterauth.Store = db
+	if ss := cfg.Secondary; ss != nil {
+		timeout := time.Duration(ss.Timeout)
+		if timeout <= 0 {
+			timeout = time.Second
+		}
+		client, err := rediscache.Open(rediscache.Options{URL: ss.URL, Timeout: timeout})
+		if err != nil {
+			g.Close()
+			return nil, fmt.Errorf("secondary_storage: %w", err)
+		}
+		g.secondary = client
+		if inner, err = secondary.New(client, db, secondary.Options{
+			Prefix: ss.Prefix, Sessions: secondary.Mode(ss.Sessions), APIKeys: secondary.Mode(ss.APIKeys), PlainKeys: cfg.PlainKeys,
+		}); err != nil {
+			g.Close()
+			return nil, fmt.Errorf("secondary_storage: %w", err)
+		}
+	}
+	g.cache = cache.New(inner, opts)
+	if g.bus != nil {
+		g.instance = rand.Text()
+	}
+	g.revoker = newRevoker(g.apply, logger)
+	watchers := append(g.watchers(ctx, cfg, logger), func() { g.revoker.run(ctx) })
+	// Open does no network I/O: the watchers connect on first use.
+	g.store = &firstUse{Store: g.cache, start: func() {
+		for _, w := range watchers {
+			g.running.Go(w)
+		}
+	}}
+	return g, nil
+}
+
+// Close stops the watchers and closes Redis and the database.
+func (g *Gateway) Close() error {
+	g.stop()
+	g.running.Wait()
+	var errs []error
+	if g.secondary != nil {
+		errs = append(errs, wrap("closing secondary storage", g.secondary.Close()))
+	}
+	if g.redis != nil {
+		errs = append(errs, wrap("closing redis", g.redis.Close()))
+	}
+	errs = append(errs, wrap("closing the database", g.db.Close()))
+	return errors.Join(errs...)
+}
+
+func wrap(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Destruct implements caddy.Destructor (Caddy's usage pool calls it when the
+// last front end using the gateway lets go), logging what Close reports.
+func (g *Gateway) Destruct() error {
+	err := g.Close()
+	if err != nil {
+		g.logger.Warn("closing the gateway", zap.Error(err))
+	}
+	return err
+}
+
+// Store is what the gateway's gates read: the cache tiers over the
+// database (and secondary storage).
+func (g *Gateway) Store() betterauth.Store { return g.store }
+
+// Streams are the gateway's open requests, ended when their credential is
+// revoked.
+func (g *Gateway) Streams() *Streams { return g.streams }
+
+// Gate returns the request decision o describes over this gateway's store.
+// o must be resolved; the settings that shape the assembly are ignored here,
+// and logger hears its warnings and failed lookups.
+func (g *Gateway) Gate(o Options, logger *zap.Logger) (*betterauth.Gate, error) {
+	return NewGate(o, g.store, logger)
+}
+
+// NewGate returns the request decision o describes over any store: a
+// Gateway's, or in tests a fake.
+func NewGate(o Options, s betterauth.Store, logger *zap.Logger) (*betterauth.Gate, error) {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	switch {
+	case o.Secret == "":
+		logger.Warn("no secret: signed session tokens and session cookies will be rejected; set secret to BETTER_AUTH_SECRET")
+	case len(o.Secret) < 32:
+		logger.Warn("the secret is shorter than the 32 characters Better-Auth asks for")
+	}
+	v, err := betterauth.NewVerifier(betterauth.Options{Store: s, Secret: o.Secret, ConfigIDs: o.APIKeyConfigIDs})
+	if err != nil {
+		return nil, err
+	}
+	return betterauth.NewGate(betterauth.GateConfig{
+		Verifier: v,
+		Extract: betterauth.ExtractorConfig{
+			APIKeyHeaders:    o.APIKeyHeaders,
+			APIKeyPrefixes:   o.APIKeyPrefixes,
+			RequireSignature: o.RequireSignature,
+			CookieNames:      betterauth.SessionCookieNames(o.CookiePrefix, o.CookieName),
+			CookiePrefix:     o.CookiePrefix,
+		},
+		Realm:          o.Realm,
+		KeepCredential: o.KeepCredential,
+		OnError: func(c betterauth.Credential, err error) {
+			logger.Error("better-auth lookup failed; answering 503",
+				zap.String("credential_fingerprint", betterauth.Fingerprint(c.Value)), zap.Error(err))
+		},
+	}), nil
+}
+
+// watchers are the goroutines that tell the cache about revocations: the
+// other gateways over the shared Redis, and unless turned off, the
+// PostgreSQL listener and the secondary storage's keyspace events. Each
+// of them forgets everything cached when it (re)connects: what changed
+// while it was not listening is unknown.
+func (g *Gateway) watchers(ctx context.Context, cfg assembly, logger *zap.Logger) []func() {
+	var ws []func()
+	if g.bus != nil && g.cache.Shared() {
+		ws = append(ws, func() { g.relay(ctx, logger) })
+	}
+	if cfg.NoListener {
+		return ws
+	}
+	if g.db.Kind() == "postgres" {
+		targets := map[string]cache.Target{"apikey": cache.TargetAPIKey, "session": cache.TargetSession, "user": cache.TargetUser}
+		ws = append(ws, func() {
+			pgstore.Listen(ctx, pgstore.ListenOptions{
+				DSN:     cfg.Database,
+				Logger:  logger.Named("revocations"),
+				OnReset: func() { g.cache.Purge(ctx) },
+				OnInvalidate: func(inv pgstore.Invalidation) {
+					if target, ok := targets[inv.Kind]; ok && inv.ID != "" {
+						g.revoker.add(cache.Revocation{Target: target, ID: inv.ID}, true)
+					}
+				},
+			})
+		})
+	}
+	if client, ok := g.secondary.(redis.UniversalClient); ok {
+		prefix := secondary.DefaultPrefix
+		if cfg.Secondary.Prefix != nil {
+			prefix = *cfg.Secondary.Prefix
+		}
+		ws = append(ws, func() {
+			secondary.Watch(ctx, client, secondary.WatchOptions{
+				Prefix: prefix, PlainKeys: cfg.PlainKeys, Logger: logger.Named("secondary_storage"),
+				Ready:  func() { g.cache.Purge(ctx) },
+				Forget: func(d [32]byte) { g.revoker.add(cache.Revocation{Target: cache.TargetCredential, Digest: d}, true) },
+				ForgetUser: func(id string) {
+					g.revoker.add(cache.Revocation{Target: cache.TargetUser, ID: id}, true)
+				},
+			})
+		})
+	}
+	return ws
+}
+
+// apply carries out one batch of revocations: the cache (here and shared),
+// the open streams they concern, and, for those heard here, the other
+// gateways.
+func (g *Gateway) apply(ctx context.Context, revs []cache.Revocation, relay []cache.Revocation) {
+	at := time.Now()
+	n, epoch := g.cache.Revoke(ctx, revs...)
+	g.endStreams(revs)
+	if c := g.logger.Check(zapcore.DebugLevel, "revoked"); c != nil {
+		c.Write(zap.Int("revocations", len(revs)), zap.Int("entries", n), zap.Uint64("shared_epoch", epoch))
+	}
+	if len(relay) > 0 && g.bus != nil {
+		g.publish(ctx, busMessage{From: g.instance, Epoch: epoch, At: at.UnixMilli(), Revs: wireRevs(relay)})
+	}
+}
+
+func (g *Gateway) endStreams(revs []cache.Revocation) {
+	for _, r := range revs {
+		switch r.Target {
+		case cache.TargetAPIKey, cache.TargetSession, cache.TargetUser:
+			g.streams.Revoked(r.Target, r.ID)
+		}
+	}
+}
+
+// firstUse runs start once, on the first lookup.
+type firstUse struct {
+	betterauth.Store
+	once  sync.Once
+	start func()
+}
+
+func (f *firstUse) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
+	f.once.Do(f.start)
+	return f.Store.Lookup(ctx, l)
+}

@@ -1,0 +1,344 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+)
+
+// Options are a gateway's settings: everything a better_auth block (the
+// Caddy handler, or the better_auth app) says, in the same JSON, which the
+// standalone ext_authz server reads too.
+type Options struct {
+	// The Better-Auth database: a PostgreSQL URL
+	// (postgres://user:pass@host:5432/db) or a SQLite file
+	// (sqlite:///var/lib/app/auth.db, or file:auth.db), which is opened
+	// read-only so the app can keep writing it. pgx pool settings go in the
+	// PostgreSQL URL, for example `pool_max_conns=20`, or
+	// `default_query_exec_mode=exec` behind PgBouncer in transaction mode.
+	// A SQLite URL may set max_conns (sqlite:///path/auth.db?max_conns=8):
+	// the most connections, each a file descriptor, the gateway opens on the
+	// file. Default: max(4, GOMAXPROCS).
+	// Placeholders such as {env.DATABASE_URL} are replaced when the config
+	// loads, so the secret never appears in the adapted config. Required.
+	Database string `json:"database,omitempty"`
+
+	// Better-Auth's secret (BETTER_AUTH_SECRET; with rotation, the first
+	// secret), used to check signed session tokens and cookies. Without it
+	// only raw session tokens in bearer headers can verify. Placeholders are
+	// replaced when the config loads.
+	Secret string `json:"secret,omitempty"`
+
+	// Reject raw, unsigned session tokens in Authorization headers, as
+	// Better-Auth's bearer({requireSignature: true}) does. Default: false.
+	RequireSignature bool `json:"require_signature,omitempty"`
+
+	// Headers that carry an API key, tried in order before Authorization.
+	// Default: ["x-api-key"], Better-Auth's apiKeyHeaders default.
+	APIKeyHeaders []string `json:"api_key_headers,omitempty"`
+
+	// Prefixes of the application's API keys (the api-key plugin's
+	// defaultPrefix or per-key prefix). A bearer value that starts with one is
+	// looked up as a key only; without prefixes, a bearer value shaped like a
+	// raw session token is looked up as both, still in one round trip.
+	APIKeyPrefixes []string `json:"api_key_prefixes,omitempty"`
+
+	// The api-key plugin configurations (configId) whose keys are accepted.
+	// NULL, "" and "default" all name the default configuration.
+	// Default: ["default"].
+	APIKeyConfigIDs []string `json:"api_key_config_ids,omitempty"`
+
+	// Set when the api-key plugin runs with disableKeyHashing, so that
+	// apikey.key holds keys in plain text. Default: false.
+	DisableKeyHashing bool `json:"disable_key_hashing,omitempty"`
+
+	// Better-Auth's advanced.cookiePrefix. The session cookie is
+	// `<prefix>.session_token`, also read with the `__Secure-` prefix.
+	// Default: "better-auth".
+	CookiePrefix string `json:"cookie_prefix,omitempty"`
+
+	// Better-Auth's advanced.cookies.session_token.name, replacing
+	// `<prefix>.session_token`. Default: unset.
+	CookieName string `json:"cookie_name,omitempty"`
+
+	// Forward the credential upstream. By default the API-key header, the
+	// Authorization header or the session cookies (leaving other cookies) are
+	// removed, since MCP forbids passing a client's token through.
+	KeepCredential bool `json:"keep_credential,omitempty"`
+
+	// The realm in WWW-Authenticate challenges. Default: "better-auth".
+	Realm string `json:"realm,omitempty"`
+
+	// How long one database lookup may take before the request fails with
+	// 503. Default: 3s.
+	LookupTimeout Duration `json:"lookup_timeout,omitempty"`
+
+	// Where the Better-Auth tables are and how they are named.
+	// Default: Better-Auth's own migrations in the search_path.
+	Schema *Schema `json:"schema,omitempty"`
+
+	// The in-process cache of verified records.
+	Cache *Cache `json:"cache,omitempty"`
+
+	// Turn off the revocation listeners. By default the gateway holds one
+	// PostgreSQL connection that LISTENs for the notifications the triggers
+	// of `caddy better-auth install-triggers` send (and, with
+	// secondary_storage, follows its Redis keyspace events), and drops a
+	// revoked key, session or user's records at once; the cache TTL stays
+	// the backstop. Without the triggers it simply never hears anything. A
+	// gateway with a shared redis still hears the other gateways.
+	NoRevocationListener bool `json:"no_revocation_listener,omitempty"`
+
+	// Where the Better-Auth app keeps sessions (and, with the api-key
+	// plugin's storage: "secondary-storage", API keys) in Redis through its
+	// secondaryStorage option. Owners of keys kept there are read from SQL;
+	// a session kept there carries its user (and ban) in the stored blob.
+	SecondaryStorage *SecondaryStorage `json:"secondary_storage,omitempty"`
+
+	// Leave open the streams (server-sent events, WebSockets) whose
+	// credential expires or is revoked. By default every allowed request is
+	// tied to its credential, since any response may turn out to stream: it
+	// ends when the key or session expires, and, with the revocation
+	// triggers installed, within moments of a revocation or ban (the
+	// credential is checked again first, since not every change revokes).
+	KeepRevokedStreams bool `json:"keep_revoked_streams,omitempty"`
+
+	// A Redis shared by the gateway's replicas as a second cache level:
+	// read when a record is not in memory, written after the database
+	// answers. Optional; any Redis error or timeout falls through to the
+	// database and never fails a request.
+	Redis *Redis `json:"redis,omitempty"`
+}
+
+// Schema describes the Better-Auth tables. Whatever is left unset is
+// detected from the database's catalog on first use (never at load):
+// camelCase or snake_case columns, singular or plural table names, the
+// api-key owner column, and whether the admin plugin's columns exist.
+type Schema struct {
+	// The PostgreSQL schema holding the tables. Default: the connection's
+	// current schema (the first of its search_path).
+	PGSchema string `json:"pg_schema,omitempty"`
+	// "camel" for Better-Auth's migrations and Prisma ("expiresAt"), "snake"
+	// for Drizzle's generator (expires_at). Default: detected.
+	Naming string `json:"naming,omitempty"`
+	// Table names (Better-Auth's modelName). Default: detected among user
+	// and users, session and sessions, apikey and apikeys.
+	UserTable    string `json:"user_table,omitempty"`
+	SessionTable string `json:"session_table,omitempty"`
+	APIKeyTable  string `json:"api_key_table,omitempty"`
+	// Only consider plural table names, as the adapters' usePlural does.
+	UsePlural bool `json:"use_plural,omitempty"`
+	// The api-key owner column: "reference_id" for @better-auth/api-key 1.5+,
+	// "user_id" for the plugin built into better-auth 1.3 and 1.4 (whose
+	// table has no configId). Default: detected.
+	APIKeyOwner string `json:"api_key_owner,omitempty"`
+	// Single column names that differ, keyed "<model>.<field>" with
+	// Better-Auth's names, e.g. {"user.email": "email_address"}.
+	Columns map[string]string `json:"columns,omitempty"`
+}
+
+// Cache configures the in-process cache.
+type Cache struct {
+	// How long a verified record is served from memory: the longest a key
+	// deleted or disabled in Better-Auth keeps working. A record's own expiry
+	// caps it. Expiry, enabled and bans are re-checked on every hit.
+	// Negative disables the cache. Default: 15s.
+	TTL Duration `json:"ttl,omitempty"`
+	// How long an unknown credential is remembered. Negative disables it.
+	// Default: 5s.
+	NegativeTTL Duration `json:"negative_ttl,omitempty"`
+	// Replace ttl for API keys or for sessions.
+	APIKeyTTL  Duration `json:"api_key_ttl,omitempty"`
+	SessionTTL Duration `json:"session_ttl,omitempty"`
+	// Shorten each entry's TTL by a random fraction up to this (0 to 1), so
+	// that replicas do not reload a popular credential all at once.
+	// Negative disables it. Default: 0.1.
+	Jitter float64 `json:"jitter,omitempty"`
+	// Serve an entry this long past its TTL while one background lookup
+	// refreshes it. Widens the revocation bound without the triggers.
+	// Default: 0 (off).
+	StaleWhileRevalidate Duration `json:"stale_while_revalidate,omitempty"`
+	// Serve an entry verified this long ago (past its TTL) when the database
+	// cannot answer, instead of 503. Default: 0 (off: fail closed).
+	StaleIfError Duration `json:"stale_if_error,omitempty"`
+	// Bound on cached records. Default: 100000.
+	MaxEntries int `json:"max_entries,omitempty"`
+	// Bound on remembered unknown credentials, kept apart so that a flood of
+	// bad keys cannot evict good ones. Default: 10000.
+	MaxNegative int `json:"max_negative,omitempty"`
+}
+
+// SecondaryStorage says how to read the app's Better-Auth secondary storage.
+type SecondaryStorage struct {
+	// The app's Redis: redis://[user:pass@]host:port[/db] or rediss://.
+	// Placeholders are replaced when the config loads. Required.
+	URL string `json:"url,omitempty"`
+	// The storage's key prefix. Default: "better-auth:", as
+	// @better-auth/redis-storage writes; "" for a hand-written storage
+	// without one.
+	Prefix *string `json:"prefix,omitempty"`
+	// Where sessions are read: "storage" (secondaryStorage alone, or with
+	// preserveSessionInDatabase), "storage_then_database" (with
+	// storeSessionInDatabase) or "database". Default: "storage".
+	Sessions string `json:"sessions,omitempty"`
+	// Where API keys are read: "database" (the plugin's default),
+	// "storage" (storage: "secondary-storage") or "storage_then_database"
+	// (with fallbackToDatabase). Default: "database".
+	APIKeys string `json:"api_keys,omitempty"`
+	// Bound on each Redis call. This Redis is a source of truth: a failure
+	// answers 503. Default: 1s.
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// Redis configures the shared cache.
+type Redis struct {
+	// redis://[user:pass@]host:port[/db], or rediss:// for TLS; cluster
+	// nodes as more addr parameters (?addr=host2:6379). Placeholders are
+	// replaced when the config loads. Required.
+	URL string `json:"url,omitempty"`
+	// Treat the URL's hosts as Sentinels of this master.
+	SentinelMaster string `json:"sentinel_master,omitempty"`
+	// Starts every key. Gateways share entries when their prefixes match.
+	// Default: "caddy-betterauth:" and a short hash of the database's
+	// address, so that gateways for different databases never share.
+	Prefix string `json:"prefix,omitempty"`
+	// Bound on each Redis call; a slower Redis is skipped. Default: 100ms.
+	Timeout Duration `json:"timeout,omitempty"`
+	// The key that authenticates shared entries and invalidation messages
+	// (HMAC-SHA256 with a key derived from it), at least 32 characters,
+	// the same on every replica. Default: derived from secret; one of the
+	// two is required. Placeholders such as {env.CACHE_KEY} are replaced
+	// when the config loads.
+	Key string `json:"key,omitempty"`
+
+	named bool // a key was written, even if its placeholder came out empty
+}
+
+// Duration is a time.Duration that JSON gives as nanoseconds or as a
+// string such as "15s", "500ms" or "1d" (24h), as Caddy's durations are.
+type Duration time.Duration
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var v time.Duration
+	if len(b) > 1 && b[0] == '"' && b[len(b)-1] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		var err error
+		if v, err = ParseDuration(s); err != nil {
+			return err
+		}
+	} else if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ParseDuration parses a Go duration, with "d" for 24 hours.
+func ParseDuration(s string) (time.Duration, error) {
+	if len(s) > 1024 {
+		return 0, errors.New("parsing duration: input string too long")
+	}
+	var b strings.Builder
+	start := -1 // where the current number starts
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == 'd' && start >= 0:
+			days, err := strconv.ParseFloat(s[start:i], 64)
+			if err != nil {
+				return 0, fmt.Errorf("parsing duration %q: %w", s, err)
+			}
+			b.WriteString(strconv.FormatFloat(days*24, 'f', -1, 64) + "h")
+			start = -1
+			continue
+		case '0' <= c && c <= '9' || c == '.' || c == '-' || c == '+':
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		if start >= 0 {
+			b.WriteString(s[start:i])
+			start = -1
+		}
+		b.WriteByte(c)
+	}
+	if start >= 0 {
+		b.WriteString(s[start:])
+	}
+	return time.ParseDuration(b.String())
+}
+
+// Resolve returns a copy of o with the placeholders of the fields that
+// take them (database, secret, the redis and secondary_storage URLs, the
+// redis key) replaced by replace: Caddy's replacer in Caddy, environment
+// variables in the standalone server (see ExpandEnv).
+func (o Options) Resolve(replace func(string) string) Options {
+	o.Database = replace(o.Database)
+	o.Secret = replace(o.Secret)
+	if o.Redis != nil {
+		r := *o.Redis
+		r.named = r.named || r.Key != ""
+		r.URL, r.Key = replace(r.URL), replace(r.Key)
+		o.Redis = &r
+	}
+	if o.SecondaryStorage != nil {
+		ss := *o.SecondaryStorage
+		ss.URL = replace(ss.URL)
+		o.SecondaryStorage = &ss
+	}
+	return o
+}
+
+// ExpandEnv replaces each {env.NAME} in s with the environment variable
+// NAME (empty when unset), through getenv. Other braces stay.
+func ExpandEnv(s string, getenv func(string) string) string {
+	const open = "{env."
+	var b strings.Builder
+	for {
+		i := strings.Index(s, open)
+		if i < 0 {
+			break
+		}
+		j := strings.IndexByte(s[i:], '}')
+		if j < 0 {
+			break
+		}
+		b.WriteString(s[:i])
+		b.WriteString(getenv(s[i+len(open) : i+j]))
+		s = s[i+j+1:]
+	}
+	if b.Len() == 0 {
+		return s
+	}
+	b.WriteString(s)
+	return b.String()
+}
+
+// Validate checks the settings as written (before placeholders are
+// replaced); it changes nothing and does no I/O.
+func (o *Options) Validate() error {
+	if o.LookupTimeout < 0 {
+		return errors.New("lookup_timeout must not be negative")
+	}
+	for _, p := range o.APIKeyPrefixes {
+		if p == "" {
+			return errors.New("api_key_prefixes: empty prefix")
+		}
+	}
+	for _, name := range o.APIKeyHeaders {
+		if betterauth.IsOwnedHeader(name) || strings.EqualFold(name, "Authorization") || strings.EqualFold(name, "Cookie") {
+			return fmt.Errorf("api_key_headers: %q cannot carry API keys", name)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,116 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/cache"
+)
+
+// Why a request in flight was ended.
+var (
+	ErrRevoked = errors.New("better_auth: the credential was revoked")
+	ErrExpired = errors.New("better_auth: the credential expired")
+)
+
+// Streams tracks the allowed requests in flight of a gateway, so that a
+// revocation can end them: a client must not keep a stream (server-sent
+// events, a WebSocket, an extended CONNECT) that its key, session or user no
+// longer allows. A front end that proxies (the Caddy handler) watches every
+// allowed request, because whether a response streams is the upstream's
+// choice: MCP servers stream for "Accept: */*" and for any letter case, and
+// WebSockets over HTTP/2 and HTTP/3 carry no Upgrade header.
+type Streams struct {
+	mu  sync.Mutex
+	set map[*stream]struct{}
+}
+
+type stream struct {
+	keyID, sessionID, userID string
+	gate                     *betterauth.Gate
+	cred                     betterauth.Credential
+	set                      *Streams
+	cancel                   context.CancelCauseFunc
+	stopDeadline             context.CancelFunc // nil without an expiry
+}
+
+// NewStreams returns an empty registry (a Gateway has its own).
+func NewStreams() *Streams { return &Streams{set: map[*stream]struct{}{}} }
+
+// Watch ties ctx to the life of an allowed request's credential: the
+// returned context ends, with cause ErrExpired or ErrRevoked, when the
+// credential expires, or when it is revoked and no longer passes the gate.
+// Call release when the request is over.
+func (s *Streams) Watch(ctx context.Context, gate *betterauth.Gate, res *betterauth.Result) (_ context.Context, release func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	d := res.Decision
+	st := &stream{userID: d.User.ID, gate: gate, cred: res.Credential, cancel: cancel, set: s}
+	if !d.ExpiresAt.IsZero() {
+		ctx, st.stopDeadline = context.WithDeadlineCause(ctx, d.ExpiresAt, ErrExpired)
+	}
+	if d.Method == betterauth.MethodAPIKey {
+		st.keyID = d.CredentialID
+	} else {
+		st.sessionID = d.CredentialID
+	}
+	s.mu.Lock()
+	s.set[st] = struct{}{}
+	s.mu.Unlock()
+	return ctx, st.release
+}
+
+// Cut reports why the gateway ended a request's context, if it did.
+func Cut(ctx context.Context) error {
+	if c := context.Cause(ctx); errors.Is(c, ErrRevoked) || errors.Is(c, ErrExpired) {
+		return c
+	}
+	return nil
+}
+
+// release forgets the stream once its request is over.
+func (st *stream) release() {
+	st.set.mu.Lock()
+	delete(st.set.set, st)
+	st.set.mu.Unlock()
+	if st.stopDeadline != nil {
+		st.stopDeadline()
+	}
+	st.cancel(nil)
+}
+
+// Revoked rechecks the streams a revocation of a key, session or user (by
+// id) may concern, and ends those whose credential no longer passes. A change to a row is not always a
+// revocation (Better-Auth updates keys as it counts their use), hence the
+// recheck, from the database (the revocation has already dropped the
+// credential from the cache); a recheck that cannot reach the database
+// ends the stream too.
+func (s *Streams) Revoked(target cache.Target, id string) {
+	s.mu.Lock()
+	var hit []*stream
+	for st := range s.set {
+		if (target == cache.TargetAPIKey && st.keyID == id) || (target == cache.TargetSession && st.sessionID == id) ||
+			(target == cache.TargetUser && st.userID == id) {
+			hit = append(hit, st)
+		}
+	}
+	s.mu.Unlock()
+	for _, st := range hit {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if !st.gate.Recheck(ctx, st.cred) {
+				st.cancel(ErrRevoked)
+			}
+		}()
+	}
+}
+
+// Len is how many requests are watched.
+func (s *Streams) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.set)
+}
