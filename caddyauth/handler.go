@@ -147,8 +147,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	h.protect(r)
 	if h.streams != nil {
-		ctx, release := h.streams.Watch(r.Context(), h.gate, &res)
-		defer release()
+		ctx, st := h.streams.Watch(r.Context(), h.gate, &res)
+		defer st.Release()
 		r = r.WithContext(ctx)
 	}
 	err := next.ServeHTTP(w, r)

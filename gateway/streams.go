@@ -25,10 +25,11 @@ var (
 // WebSockets over HTTP/2 and HTTP/3 carry no Upgrade header.
 type Streams struct {
 	mu  sync.Mutex
-	set map[*stream]struct{}
+	set map[*Stream]struct{}
 }
 
-type stream struct {
+// Stream is one watched request.
+type Stream struct {
 	keyID, sessionID, userID string
 	gate                     *betterauth.Gate
 	cred                     betterauth.Credential
@@ -38,16 +39,16 @@ type stream struct {
 }
 
 // NewStreams returns an empty registry (a Gateway has its own).
-func NewStreams() *Streams { return &Streams{set: map[*stream]struct{}{}} }
+func NewStreams() *Streams { return &Streams{set: map[*Stream]struct{}{}} }
 
 // Watch ties ctx to the life of an allowed request's credential: the
 // returned context ends, with cause ErrExpired or ErrRevoked, when the
 // credential expires, or when it is revoked and no longer passes the gate.
-// Call release when the request is over.
-func (s *Streams) Watch(ctx context.Context, gate *betterauth.Gate, res *betterauth.Result) (_ context.Context, release func()) {
+// Release the stream when the request is over.
+func (s *Streams) Watch(ctx context.Context, gate *betterauth.Gate, res *betterauth.Result) (context.Context, *Stream) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	d := res.Decision
-	st := &stream{userID: d.User.ID, gate: gate, cred: res.Credential, cancel: cancel, set: s}
+	st := &Stream{userID: d.User.ID, gate: gate, cred: res.Credential, cancel: cancel, set: s}
 	if !d.ExpiresAt.IsZero() {
 		ctx, st.stopDeadline = context.WithDeadlineCause(ctx, d.ExpiresAt, ErrExpired)
 	}
@@ -59,7 +60,7 @@ func (s *Streams) Watch(ctx context.Context, gate *betterauth.Gate, res *bettera
 	s.mu.Lock()
 	s.set[st] = struct{}{}
 	s.mu.Unlock()
-	return ctx, st.release
+	return ctx, st
 }
 
 // Cut reports why the gateway ended a request's context, if it did.
@@ -70,8 +71,8 @@ func Cut(ctx context.Context) error {
 	return nil
 }
 
-// release forgets the stream once its request is over.
-func (st *stream) release() {
+// Release forgets the stream once its request is over.
+func (st *Stream) Release() {
 	st.set.mu.Lock()
 	delete(st.set.set, st)
 	st.set.mu.Unlock()
@@ -89,7 +90,7 @@ func (st *stream) release() {
 // ends the stream too.
 func (s *Streams) Revoked(target cache.Target, id string) {
 	s.mu.Lock()
-	var hit []*stream
+	var hit []*Stream
 	for st := range s.set {
 		if (target == cache.TargetAPIKey && st.keyID == id) || (target == cache.TargetSession && st.sessionID == id) ||
 			(target == cache.TargetUser && st.userID == id) {

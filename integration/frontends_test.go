@@ -129,13 +129,91 @@ func TestFrontEndsAgree(t *testing.T) {
 	authv3.RegisterAuthorizationServer(gs, srv)
 	go gs.Serve(lis)
 	defer gs.GracefulStop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	viaGRPC := grpcFront(t, lis.Addr().String())
+
+	// The HTTP mode, as forward-auth callers use it.
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	viaHTTP := httpFront(hs.URL)
+
+	cases := []frontCase{
+		{"x-api-key", http.Header{"X-Api-Key": {creds.APIKey}, "X-Auth-User-Id": {"forged"}, "X-Auth-Anything": {"x"}}, verdict{status: 200,
+			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "api_key", "x-auth-key-id": creds.KeyID},
+			removed: []string{"x-api-key", "x-auth-anything"}}},
+		{"bearer session", http.Header{"Authorization": {"Bearer " + signed}}, verdict{status: 200,
+			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "session", "x-auth-session-id": creds.SessionID},
+			removed: []string{"authorization"}}},
+		{"cookie only", http.Header{"Cookie": {"better-auth.session_token=" + cookieSigned}}, verdict{status: 200,
+			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "session", "x-auth-session-id": creds.SessionID},
+			removed: []string{"cookie"}}},
+		// Every credential Better-Auth would accept goes, whichever one was
+		// used; other cookies and other Authorization schemes stay.
+		{"x-api-key with a browser's session cookies", http.Header{"X-Api-Key": {creds.APIKey},
+			"Cookie": {"theme=dark; better-auth.session_token=" + cookieSigned + "; better-auth.session_data=e30; lang=fr"}}, verdict{status: 200,
+			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "api_key"},
+			removed: []string{"x-api-key"}, cookie: "theme=dark; lang=fr"}},
+		{"bearer session with cookies beside", http.Header{"Authorization": {"Bearer " + signed},
+			"Cookie": {"__Secure-better-auth.session_data.0=e30", "theme=dark"}}, verdict{status: 200,
+			set:     map[string]string{"x-auth-method": "session"},
+			removed: []string{"authorization"}, cookie: "theme=dark"}},
+		{"session cookie beside another", http.Header{"Cookie": {"theme=dark; better-auth.session_token=" + cookieSigned}}, verdict{status: 200,
+			set: map[string]string{"x-auth-method": "session"}, cookie: "theme=dark"}},
+		{"x-api-key with a bearer value beside", http.Header{"X-Api-Key": {creds.APIKey}, "Authorization": {"Bearer junk"}}, verdict{status: 200,
+			set: map[string]string{"x-auth-method": "api_key"}, removed: []string{"authorization", "x-api-key"}}},
+		{"x-api-key with basic auth beside", http.Header{"X-Api-Key": {creds.APIKey}, "Authorization": {"Basic dXNlcjpwYXNz"}}, verdict{status: 200,
+			set: map[string]string{"x-auth-method": "api_key"}, removed: []string{"x-api-key"}}},
+		{"missing", http.Header{"X-Auth-User-Id": {"forged"}}, verdict{status: 401, code: "MISSING_CREDENTIAL", challenge: `Bearer realm="better-auth"`}},
+		{"unknown key", http.Header{"X-Api-Key": {"ba_nope"}}, verdict{status: 401, code: "INVALID_API_KEY", challenge: "Bearer realm"}},
+		{"key no database can hold", http.Header{"X-Api-Key": {"ba_\xff\xfe"}}, verdict{status: 401, code: "INVALID_API_KEY", challenge: "Bearer realm"}},
+		{"disabled key", http.Header{"X-Api-Key": {disabled.APIKey}}, verdict{status: 401, code: "KEY_DISABLED", challenge: "Bearer realm"}},
+		{"bad signature", http.Header{"Authorization": {"Bearer " + creds.SessionToken + ".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}, verdict{status: 401, code: "INVALID_SESSION", challenge: "Bearer realm"}},
+	}
+	checkFronts(t, map[string]frontEnd{"caddy": viaCaddy, "grpc": viaGRPC, "http": viaHTTP}, cases)
+}
+
+// frontCase is one request and the verdict every front end must reach.
+type frontCase struct {
+	name string
+	hdr  http.Header
+	want verdict
+}
+
+// checkFronts sends every case to every front end.
+func checkFronts(t *testing.T, fronts map[string]frontEnd, cases []frontCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for name, fe := range fronts {
+				got := fe(t, tc.hdr)
+				w := tc.want
+				if got.status != w.status || got.code != w.code || !strings.HasPrefix(got.challenge, w.challenge) {
+					t.Errorf("%s: %d %s %q, want %d %s %q", name, got.status, got.code, got.challenge, w.status, w.code, w.challenge)
+				}
+				for k, v := range w.set {
+					if got.set[k] != v {
+						t.Errorf("%s: %s = %q, want %q (all: %v)", name, k, got.set[k], v, got.set)
+					}
+				}
+				if w.status == 200 && (len(got.set) < len(w.set) || !slices.Equal(got.removed, w.removed)) {
+					t.Errorf("%s: set %v removed %v, want removed %v", name, got.set, got.removed, w.removed)
+				}
+				if w.status == 200 && got.cookie != w.cookie {
+					t.Errorf("%s: the upstream gets Cookie %q, want %q", name, got.cookie, w.cookie)
+				}
+			}
+		})
+	}
+}
+
+// grpcFront calls the ext_authz gRPC service at addr the way Envoy does.
+func grpcFront(t *testing.T, addr string) frontEnd {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	client := authv3.NewAuthorizationClient(conn)
-	viaGRPC := func(t *testing.T, hdr http.Header) verdict {
+	return func(t *testing.T, hdr http.Header) verdict {
 		// As Envoy sends it: lower-case names, repeated values joined.
 		m := map[string]string{}
 		for k, vs := range hdr {
@@ -187,12 +265,12 @@ func TestFrontEndsAgree(t *testing.T) {
 		slices.Sort(v.removed)
 		return v
 	}
+}
 
-	// The HTTP mode, as forward-auth callers use it.
-	hs := httptest.NewServer(srv)
-	defer hs.Close()
-	viaHTTP := func(t *testing.T, hdr http.Header) verdict {
-		req, _ := http.NewRequest(http.MethodGet, hs.URL+"/", nil)
+// httpFront calls the HTTP mode at base as forward-auth callers do.
+func httpFront(base string) frontEnd {
+	return func(t *testing.T, hdr http.Header) verdict {
+		req, _ := http.NewRequest(http.MethodGet, base+"/", nil)
 		req.Header = hdr.Clone()
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -217,66 +295,6 @@ func TestFrontEndsAgree(t *testing.T) {
 		// copy over the client's cookies.
 		v.cookie = resp.Header.Get("Cookie")
 		return v
-	}
-
-	cases := []struct {
-		name string
-		hdr  http.Header
-		want verdict
-	}{
-		{"x-api-key", http.Header{"X-Api-Key": {creds.APIKey}, "X-Auth-User-Id": {"forged"}, "X-Auth-Anything": {"x"}}, verdict{status: 200,
-			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "api_key", "x-auth-key-id": creds.KeyID},
-			removed: []string{"x-api-key", "x-auth-anything"}}},
-		{"bearer session", http.Header{"Authorization": {"Bearer " + signed}}, verdict{status: 200,
-			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "session", "x-auth-session-id": creds.SessionID},
-			removed: []string{"authorization"}}},
-		{"cookie only", http.Header{"Cookie": {"better-auth.session_token=" + cookieSigned}}, verdict{status: 200,
-			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "session", "x-auth-session-id": creds.SessionID},
-			removed: []string{"cookie"}}},
-		// Every credential Better-Auth would accept goes, whichever one was
-		// used; other cookies and other Authorization schemes stay.
-		{"x-api-key with a browser's session cookies", http.Header{"X-Api-Key": {creds.APIKey},
-			"Cookie": {"theme=dark; better-auth.session_token=" + cookieSigned + "; better-auth.session_data=e30; lang=fr"}}, verdict{status: 200,
-			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "api_key"},
-			removed: []string{"x-api-key"}, cookie: "theme=dark; lang=fr"}},
-		{"bearer session with cookies beside", http.Header{"Authorization": {"Bearer " + signed},
-			"Cookie": {"__Secure-better-auth.session_data.0=e30", "theme=dark"}}, verdict{status: 200,
-			set:     map[string]string{"x-auth-method": "session"},
-			removed: []string{"authorization"}, cookie: "theme=dark"}},
-		{"session cookie beside another", http.Header{"Cookie": {"theme=dark; better-auth.session_token=" + cookieSigned}}, verdict{status: 200,
-			set: map[string]string{"x-auth-method": "session"}, cookie: "theme=dark"}},
-		{"x-api-key with a bearer value beside", http.Header{"X-Api-Key": {creds.APIKey}, "Authorization": {"Bearer junk"}}, verdict{status: 200,
-			set: map[string]string{"x-auth-method": "api_key"}, removed: []string{"authorization", "x-api-key"}}},
-		{"x-api-key with basic auth beside", http.Header{"X-Api-Key": {creds.APIKey}, "Authorization": {"Basic dXNlcjpwYXNz"}}, verdict{status: 200,
-			set: map[string]string{"x-auth-method": "api_key"}, removed: []string{"x-api-key"}}},
-		{"missing", http.Header{"X-Auth-User-Id": {"forged"}}, verdict{status: 401, code: "MISSING_CREDENTIAL", challenge: `Bearer realm="better-auth"`}},
-		{"unknown key", http.Header{"X-Api-Key": {"ba_nope"}}, verdict{status: 401, code: "INVALID_API_KEY", challenge: "Bearer realm"}},
-		{"key no database can hold", http.Header{"X-Api-Key": {"ba_\xff\xfe"}}, verdict{status: 401, code: "INVALID_API_KEY", challenge: "Bearer realm"}},
-		{"disabled key", http.Header{"X-Api-Key": {disabled.APIKey}}, verdict{status: 401, code: "KEY_DISABLED", challenge: "Bearer realm"}},
-		{"bad signature", http.Header{"Authorization": {"Bearer " + creds.SessionToken + ".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}, verdict{status: 401, code: "INVALID_SESSION", challenge: "Bearer realm"}},
-	}
-	fronts := map[string]frontEnd{"caddy": viaCaddy, "grpc": viaGRPC, "http": viaHTTP}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			for name, fe := range fronts {
-				got := fe(t, tc.hdr)
-				w := tc.want
-				if got.status != w.status || got.code != w.code || !strings.HasPrefix(got.challenge, w.challenge) {
-					t.Errorf("%s: %d %s %q, want %d %s %q", name, got.status, got.code, got.challenge, w.status, w.code, w.challenge)
-				}
-				for k, v := range w.set {
-					if got.set[k] != v {
-						t.Errorf("%s: %s = %q, want %q (all: %v)", name, k, got.set[k], v, got.set)
-					}
-				}
-				if w.status == 200 && (len(got.set) < len(w.set) || !slices.Equal(got.removed, w.removed)) {
-					t.Errorf("%s: set %v removed %v, want removed %v", name, got.set, got.removed, w.removed)
-				}
-				if w.status == 200 && got.cookie != w.cookie {
-					t.Errorf("%s: the upstream gets Cookie %q, want %q", name, got.cookie, w.cookie)
-				}
-			}
-		})
 	}
 }
 

@@ -60,7 +60,7 @@ func FreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// Caddy is a running Caddy process.
+// Caddy is a running gateway process: Caddy, or the standalone server.
 type Caddy struct {
 	URL string // http://127.0.0.1:port
 
@@ -137,12 +137,31 @@ func StartCaddy(t testing.TB, global, body string, env ...string) *Caddy {
 // StartCaddy does; URL is left empty.
 func StartCaddyfile(t testing.TB, caddyfile string, env ...string) *Caddy {
 	t.Helper()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "Caddyfile")
+	path := filepath.Join(t.TempDir(), "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(CaddyBinary(t), "run", "--config", path, "--adapter", "caddyfile")
+	return StartProcess(t, "serving initial configuration", env, CaddyBinary(t), "run", "--config", path, "--adapter", "caddyfile")
+}
+
+// StartCaddyJSON runs the Caddy binary with a JSON config.
+func StartCaddyJSON(t testing.TB, config []byte, env ...string) *Caddy {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "caddy.json")
+	if err := os.WriteFile(path, config, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return StartProcess(t, "serving initial configuration", env, CaddyBinary(t), "run", "--config", path)
+}
+
+// StartProcess runs a gateway process (Caddy, or the standalone ext_authz
+// server) with env added to the test's, keeps what it logs to stderr, and
+// returns once it has logged a line containing ready. It is stopped when
+// the test ends.
+func StartProcess(t testing.TB, ready string, env []string, name string, args ...string) *Caddy {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()
@@ -154,7 +173,7 @@ func StartCaddyfile(t testing.TB, caddyfile string, env ...string) *Caddy {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan struct{})
+	readyCh := make(chan struct{})
 	go func() {
 		defer close(c.done)
 		sc := bufio.NewScanner(stderr)
@@ -167,21 +186,50 @@ func StartCaddyfile(t testing.TB, caddyfile string, env ...string) *Caddy {
 			close(c.newLine)
 			c.newLine = make(chan struct{})
 			c.mu.Unlock()
-			if !signalled && strings.Contains(sc.Text(), "serving initial configuration") {
+			if !signalled && strings.Contains(sc.Text(), ready) {
 				signalled = true
-				close(ready)
+				close(readyCh)
 			}
 		}
 	}()
 	t.Cleanup(func() { c.Stop(t) })
 	select {
-	case <-ready:
+	case <-readyCh:
 	case <-c.done:
-		t.Fatalf("caddy exited before serving:\n%s", c.Logs())
+		t.Fatalf("%s exited before serving:\n%s", filepath.Base(name), c.Logs())
 	case <-time.After(30 * time.Second):
-		t.Fatalf("caddy did not start within 30s:\n%s", c.Logs())
+		t.Fatalf("%s did not start within 30s:\n%s", filepath.Base(name), c.Logs())
 	}
 	return c
+}
+
+var (
+	extAuthzOnce sync.Once
+	extAuthzBin  string
+	extAuthzErr  error
+)
+
+// ExtAuthzBinary returns the standalone server built from
+// cmd/betterauth-extauthz, once per test binary.
+func ExtAuthzBinary(t testing.TB) string {
+	t.Helper()
+	extAuthzOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "caddy-betterauth-bin")
+		if err != nil {
+			extAuthzErr = err
+			return
+		}
+		extAuthzBin = filepath.Join(dir, "betterauth-extauthz")
+		cmd := exec.Command("go", "build", "-o", extAuthzBin, "./cmd/betterauth-extauthz")
+		cmd.Dir = RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			extAuthzErr = fmt.Errorf("go build ./cmd/betterauth-extauthz: %v\n%s", err, out)
+		}
+	})
+	if extAuthzErr != nil {
+		t.Fatal(extAuthzErr)
+	}
+	return extAuthzBin
 }
 
 // Stop ends Caddy gracefully and waits for it.
