@@ -1,0 +1,95 @@
+package betterauth
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+)
+
+func newTestGate(t *testing.T, store Store, keep bool, onError func(Credential, error)) *Gate {
+	t.Helper()
+	v, err := NewVerifier(Options{Store: store, Secret: vecSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewGate(GateConfig{Verifier: v, KeepCredential: keep, OnError: onError})
+}
+
+// What Strip leaves of a request's headers, for each outcome.
+func TestGateStrip(t *testing.T) {
+	t.Parallel()
+	const key = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
+	store := &fakeStore{keys: map[string]*APIKey{NewLookup(ModeAPIKey, key).KeyHash(): {ID: "k1", ConfigID: "default", Enabled: true, User: alice()}}}
+	for _, tc := range []struct {
+		name      string
+		keep      bool
+		in        HTTPHeader
+		allowed   bool
+		left      []string // names left, sorted
+		removed   []string // as recorded, sorted
+		cookie    string
+		cookieSet bool
+	}{
+		{name: "allowed: forged identity replaced, other owned names and the key removed",
+			in:      HTTPHeader{"X-Api-Key": {key}, "X-Auth-User-Id": {"forged"}, "X_auth_user_id": {"forged"}, "X-Auth-Extra": {"x"}, "Accept": {"*/*"}},
+			allowed: true, left: []string{"Accept", "X-Auth-User-Id"}, removed: []string{"X-Api-Key", "X-Auth-Extra", "X_auth_user_id"}},
+		{name: "allowed: session cookies go, others stay", in: HTTPHeader{"X-Api-Key": {key}, "Cookie": {"a=1; better-auth.session_token=t.s; better-auth.session_data=e30; b=2"}},
+			allowed: true, left: []string{"Cookie"}, removed: []string{"X-Api-Key"}, cookie: "a=1; b=2", cookieSet: true},
+		{name: "allowed, credential kept", keep: true, in: HTTPHeader{"X-Api-Key": {key}, "X-Auth-Extra": {"x"}, "Cookie": {"better-auth.session_token=t.s"}},
+			allowed: true, left: []string{"Cookie", "X-Api-Key"}, removed: []string{"X-Auth-Extra"}, cookie: "better-auth.session_token=t.s"},
+		{name: "denied: every owned name goes, the credential is not touched",
+			in:   HTTPHeader{"X-Api-Key": {"ba_unknown"}, "X-Auth-User-Id": {"forged"}, "x-AUTH-method": {"x"}},
+			left: []string{"X-Api-Key"}, removed: []string{"X-Auth-User-Id", "x-AUTH-method"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newTestGate(t, store, tc.keep, nil)
+			res := g.Decide(context.Background(), tc.in)
+			if res.Allowed() != tc.allowed {
+				t.Fatalf("allowed %v (%v), want %v", res.Allowed(), res.Decision.Reason, tc.allowed)
+			}
+			var removed []string
+			cookieSet := res.Strip(tc.in, &removed)
+			var left []string
+			for name := range tc.in {
+				left = append(left, name)
+			}
+			slices.Sort(left)
+			slices.Sort(removed)
+			if !slices.Equal(left, tc.left) || !slices.Equal(removed, tc.removed) {
+				t.Fatalf("left %v removed %v, want left %v removed %v", left, removed, tc.left, tc.removed)
+			}
+			if got := tc.in["Cookie"]; cookieSet != tc.cookieSet || (tc.cookie != "" && (len(got) != 1 || got[0] != tc.cookie)) {
+				t.Fatalf("cookie %q (set %v), want %q (set %v)", got, cookieSet, tc.cookie, tc.cookieSet)
+			}
+			// Without a list to record into, the edits are the same.
+			again := HTTPHeader{}
+			for k, v := range tc.in {
+				again[k] = v
+			}
+			if res.Strip(again, nil); len(again) != len(tc.in) {
+				t.Fatalf("a second Strip changed %v into %v", tc.in, again)
+			}
+		})
+	}
+}
+
+// A failed lookup is a 503 with the error kept, heard by OnError only while
+// the caller still waits.
+func TestGateLookupFailure(t *testing.T) {
+	t.Parallel()
+	boom := errors.New("boom")
+	var heard []error
+	g := newTestGate(t, &fakeStore{err: boom}, false, func(_ Credential, err error) { heard = append(heard, err) })
+	hdr := HTTPHeader{"X-Api-Key": {"ba_x"}}
+	res := g.Decide(context.Background(), hdr)
+	if res.Allowed() || res.Status != 503 || !errors.Is(res.Err, boom) || res.Decision.Reason != BackendUnavailable || len(res.Body) == 0 {
+		t.Fatalf("%+v", res)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	g.Decide(ctx, hdr)
+	if len(heard) != 1 {
+		t.Fatalf("OnError heard %d failures, want 1 (not the one whose caller left)", len(heard))
+	}
+}

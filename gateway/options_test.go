@@ -1,0 +1,107 @@
+package gateway
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDurationJSON(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]time.Duration{
+		`"15s"`: 15 * time.Second, `"1d"`: 24 * time.Hour, `"1.5d2h"`: 38 * time.Hour, `"500ms"`: 500 * time.Millisecond,
+		`3000000000`: 3 * time.Second, `"-1s"`: -time.Second,
+	} {
+		var d Duration
+		if err := json.Unmarshal([]byte(in), &d); err != nil || time.Duration(d) != want {
+			t.Errorf("%s: %v, %v; want %v", in, time.Duration(d), err, want)
+		}
+	}
+	for _, in := range []string{`"soon"`, `"d"`, `true`, `"1x"`} {
+		var d Duration
+		if err := json.Unmarshal([]byte(in), &d); err == nil {
+			t.Errorf("%s: no error", in)
+		}
+	}
+	// It marshals as Caddy's does: nanoseconds.
+	if b, _ := json.Marshal(Duration(2 * time.Second)); string(b) != "2000000000" {
+		t.Errorf("marshalled as %s", b)
+	}
+}
+
+func TestExpandEnv(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"DB": "postgres://u@h/db", "K": "k"}
+	getenv := func(k string) string { return env[k] }
+	for in, want := range map[string]string{
+		"{env.DB}":                "postgres://u@h/db",
+		"x{env.K}y{env.K}z":       "xkykz",
+		"{env.UNSET}":             "",
+		"{env.UNSET}tail":         "tail",
+		"no placeholders":         "no placeholders",
+		"{http.request.host}":     "{http.request.host}",
+		"{env.DB":                 "{env.DB",
+		"redis://{env.K}@host/{}": "redis://k@host/{}",
+	} {
+		if got := ExpandEnv(in, getenv); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Resolve replaces placeholders in a copy: the written options (which
+// Caddy shows in its adapted config) keep them.
+func TestResolveCopies(t *testing.T) {
+	t.Parallel()
+	o := Options{Database: "{env.DB}", Secret: "{env.S}", Realm: "{env.DB}",
+		Redis: &Redis{URL: "{env.R}", Key: "{env.K}"}, SecondaryStorage: &SecondaryStorage{URL: "{env.R}"}}
+	r := o.Resolve(func(s string) string { return strings.ToUpper(s) })
+	if r.Database != "{ENV.DB}" || r.Secret != "{ENV.S}" || r.Redis.URL != "{ENV.R}" || r.Redis.Key != "{ENV.K}" ||
+		r.SecondaryStorage.URL != "{ENV.R}" || r.Realm != "{env.DB}" {
+		t.Fatalf("resolved %+v %+v %+v", r, r.Redis, r.SecondaryStorage)
+	}
+	if o.Database != "{env.DB}" || o.Redis.URL != "{env.R}" || o.SecondaryStorage.URL != "{env.R}" {
+		t.Fatal("Resolve changed the written options")
+	}
+}
+
+// Front ends share a gateway when what shapes it is equal, and never
+// otherwise; the sharing key never carries a secret.
+func TestSharingKey(t *testing.T) {
+	t.Parallel()
+	const db = "postgres://u:hunter2@h/db"
+	key := func(o Options) string {
+		t.Helper()
+		k, err := SharingKey(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(k, "hunter2") {
+			t.Fatal("the sharing key holds the password")
+		}
+		return k
+	}
+	base := key(Options{Database: db, Secret: "s"})
+	if key(Options{Database: db, Secret: "s", Realm: "other", KeepCredential: true, APIKeyPrefixes: []string{"x_"}}) != base {
+		t.Error("gate settings split the gateway")
+	}
+	for name, o := range map[string]Options{
+		"database":   {Database: db + "2", Secret: "s"},
+		"plain keys": {Database: db, DisableKeyHashing: true},
+		"cache":      {Database: db, Cache: &Cache{TTL: Duration(time.Hour)}},
+		"listener":   {Database: db, NoRevocationListener: true},
+		"redis":      {Database: db, Secret: "s", Redis: &Redis{URL: "redis://h"}},
+	} {
+		if key(o) == base {
+			t.Errorf("%s: shares the gateway", name)
+		}
+	}
+	a := key(Options{Database: db, Secret: "a", Redis: &Redis{URL: "redis://h"}})
+	if b := key(Options{Database: db, Secret: "b", Redis: &Redis{URL: "redis://h"}}); a == b {
+		t.Error("gateways sealing with different secrets share")
+	}
+	if _, err := SharingKey(Options{}); err == nil || !strings.Contains(err.Error(), "database is required") {
+		t.Errorf("no database: %v", err)
+	}
+}
