@@ -38,7 +38,11 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return // the usage is printed
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "betterauth-extauthz:", err)
 		os.Exit(1)
 	}
