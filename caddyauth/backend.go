@@ -200,7 +200,7 @@ func (b *backend) watchers(ctx context.Context, cfg backendConfig, logger *zap.L
 	if cfg.NoListener {
 		return ws
 	}
-	if b.db.Kind() == "postgres" {
+	if b.db.Dialect() == store.Postgres {
 		targets := map[string]cache.Target{"apikey": cache.TargetAPIKey, "session": cache.TargetSession, "user": cache.TargetUser}
 		ws = append(ws, func() {
 			pgstore.Listen(ctx, pgstore.ListenOptions{

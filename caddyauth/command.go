@@ -207,7 +207,7 @@ func runTriggers(cmd *cobra.Command, install bool) int {
 	}
 	defer cancel()
 	defer db.Close()
-	if db.Kind() != "postgres" {
+	if db.Dialect() != store.Postgres {
 		fmt.Fprintln(cmd.ErrOrStderr(), "triggers are for PostgreSQL; SQLite databases are read within the cache TTL")
 		return cli.ExitError
 	}

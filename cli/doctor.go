@@ -9,13 +9,14 @@ import (
 	"strings"
 
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
+	"github.com/caddy-betterauth/caddy-betterauth/store"
 )
 
 // Inspector is what the doctor needs from a store.
 type Inspector interface {
 	Catalog(ctx context.Context) (schema.Catalog, error)
 	Layout(ctx context.Context) (*schema.Layout, error)
-	Kind() string
+	Dialect() store.Dialect
 }
 
 // Doctor connects to the database, prints the Better-Auth tables and
@@ -25,11 +26,11 @@ type Inspector interface {
 func Doctor(ctx context.Context, db Inspector, cfg schema.Config, out, errOut io.Writer) int {
 	cat, err := db.Catalog(ctx)
 	if err != nil {
-		fmt.Fprintf(errOut, "doctor: cannot read the %s database: %v\n", db.Kind(), err)
+		fmt.Fprintf(errOut, "doctor: cannot read the %s database: %v\n", db.Dialect(), err)
 		fmt.Fprintln(errOut, "fix: check the URL, that the server is running and reachable, and the credentials")
 		return ExitError
 	}
-	fmt.Fprintf(out, "database: %s, reachable\n", db.Kind())
+	fmt.Fprintf(out, "database: %s, reachable\n", db.Dialect())
 	names := make([]string, 0, len(cat))
 	for t := range cat {
 		names = append(names, t)
