@@ -17,15 +17,12 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/cli"
 	"github.com/caddy-betterauth/caddy-betterauth/demo"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
-	"github.com/caddy-betterauth/caddy-betterauth/schema"
-	"github.com/caddy-betterauth/caddy-betterauth/store"
 )
 
 func init() {
@@ -50,20 +47,29 @@ Credentials are read from stdin or a file, never from the command line, so
 they stay out of shell history and process lists. The database URL is taken
 from --database or, better, from the DATABASE_URL environment variable.
 `,
-		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(demoCommand(), checkCommand(), doctorCommand(), hashKeyCommand(),
-				triggersCommand(true), triggersCommand(false))
-		},
+		CobraFunc: func(cmd *cobra.Command) { addCommands(cmd, os.Exit) },
 	})
 }
 
-// exit ends the process with a command's own exit code (caddycmd maps every
-// error to 1, and check and doctor distinguish 1 from 2).
-func exit(code int) error {
-	if code != 0 {
-		os.Exit(code)
+// addCommands adds the subcommands to cmd. They return a *cli.ExitStatus
+// for a status other than 0, which caddycmd would turn into 1 (and check
+// and doctor tell 1 from 2), so each is wrapped to call exit with it, once
+// its own deferred cleanup has run.
+func addCommands(cmd *cobra.Command, exit func(code int)) {
+	cmd.AddCommand(demoCommand(), checkCommand(), doctorCommand(), hashKeyCommand(),
+		triggersCommand(true), triggersCommand(false))
+	for _, sub := range cmd.Commands() {
+		if run := sub.RunE; run != nil {
+			sub.RunE = func(cmd *cobra.Command, args []string) error {
+				err := run(cmd, args)
+				if st, ok := errors.AsType[*cli.ExitStatus](err); ok {
+					exit(st.Code)
+					return nil
+				}
+				return err
+			}
+		}
 	}
-	return nil
 }
 
 func hashKeyCommand() *cobra.Command {
@@ -72,7 +78,7 @@ func hashKeyCommand() *cobra.Command {
 		Short: "Print the value Better-Auth stores in apikey.key for a key read from stdin",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return exit(cli.HashKey(cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()))
+			return cli.Exit(cli.HashKey(cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
 }
@@ -84,22 +90,11 @@ func databaseFlags(cmd *cobra.Command) {
 	cmd.Flags().Duration("timeout", 5*time.Second, "how long to wait for the database")
 }
 
-func openDatabase(cmd *cobra.Command) (store.DB, context.Context, context.CancelFunc, error) {
-	dsn, _ := cmd.Flags().GetString("database")
-	if dsn == "" {
-		dsn = os.Getenv("DATABASE_URL")
-	}
-	if dsn == "" {
-		return nil, nil, nil, errors.New("no database: pass --database or set DATABASE_URL")
-	}
+func database(cmd *cobra.Command) cli.Database {
+	url, _ := cmd.Flags().GetString("database")
 	pgSchema, _ := cmd.Flags().GetString("pg-schema")
 	timeout, _ := cmd.Flags().GetDuration("timeout")
-	db, err := store.Open(dsn, store.Options{PGSchema: pgSchema})
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-	return db, ctx, cancel, nil
+	return cli.Database{URL: url, PGSchema: pgSchema, Timeout: timeout}
 }
 
 func checkCommand() *cobra.Command {
@@ -111,33 +106,14 @@ gateway's decision, its code and the identity headers it would send.
 Exit status: 0 allowed, 1 denied, 2 error (no database, bad input).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			db, ctx, cancel, err := openDatabase(cmd)
-			if err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), "check:", err)
-				return exit(cli.ExitError)
-			}
-			defer cancel()
-			defer db.Close()
-			in := cmd.InOrStdin()
-			if path, _ := cmd.Flags().GetString("credential-file"); path != "" {
-				f, err := os.Open(path)
-				if err != nil {
-					fmt.Fprintln(cmd.ErrOrStderr(), "check:", err)
-					return exit(cli.ExitError)
-				}
-				defer f.Close()
-				in = f
-			}
+			file, _ := cmd.Flags().GetString("credential-file")
 			secretEnv, _ := cmd.Flags().GetString("secret-env")
 			as, _ := cmd.Flags().GetString("as")
 			prefixes, _ := cmd.Flags().GetStringSlice("api-key-prefix")
 			configIDs, _ := cmd.Flags().GetStringSlice("config-id")
-			code := cli.Check(ctx, cli.CheckOptions{
-				Store: db, Secret: os.Getenv(secretEnv), As: as, APIKeyPrefixes: prefixes, ConfigIDs: configIDs,
-			}, in, cmd.OutOrStdout(), cmd.ErrOrStderr())
-			cancel()
-			db.Close()
-			return exit(code)
+			return cli.Exit(cli.CheckDatabase(cmd.Context(), database(cmd), cli.CheckOptions{
+				Secret: os.Getenv(secretEnv), As: as, APIKeyPrefixes: prefixes, ConfigIDs: configIDs,
+			}, file, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
 	databaseFlags(cmd)
@@ -158,15 +134,7 @@ the layout the gateway will use and what is missing, with the fix.
 Exit status: 0 usable, 1 not usable, 2 unreachable.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			db, ctx, cancel, err := openDatabase(cmd)
-			if err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), "doctor:", err)
-				return exit(cli.ExitError)
-			}
-			code := cli.Doctor(ctx, db, schema.Config{}, cmd.OutOrStdout(), cmd.ErrOrStderr())
-			cancel()
-			db.Close()
-			return exit(code)
+			return cli.Exit(cli.DoctorDatabase(cmd.Context(), database(cmd), cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
 	databaseFlags(cmd)
@@ -190,63 +158,14 @@ key hash or a token. The table and column names come from the detected
 layout. --print writes the SQL instead of running it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			code := runTriggers(cmd, install)
-			return exit(code)
+			printSQL, _ := cmd.Flags().GetBool("print")
+			return cli.Exit(cli.Triggers(cmd.Context(), cli.TriggerOptions{Database: database(cmd), Uninstall: !install, Print: printSQL},
+				cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
 	databaseFlags(cmd)
 	cmd.Flags().Bool("print", false, "print the SQL instead of running it")
 	return cmd
-}
-
-func runTriggers(cmd *cobra.Command, install bool) int {
-	db, ctx, cancel, err := openDatabase(cmd)
-	if err != nil {
-		fmt.Fprintln(cmd.ErrOrStderr(), err)
-		return cli.ExitError
-	}
-	defer cancel()
-	defer db.Close()
-	if db.Dialect() != store.Postgres {
-		fmt.Fprintln(cmd.ErrOrStderr(), "triggers are for PostgreSQL; SQLite databases are read within the cache TTL")
-		return cli.ExitError
-	}
-	layout, err := db.Layout(ctx)
-	if err != nil {
-		fmt.Fprintln(cmd.ErrOrStderr(), err)
-		return cli.ExitError
-	}
-	pgSchema, _ := cmd.Flags().GetString("pg-schema")
-	in, un := pgstore.Triggers(layout, pgSchema)
-	sqlText := in
-	if !install {
-		sqlText = un
-	}
-	if p, _ := cmd.Flags().GetBool("print"); p {
-		fmt.Fprint(cmd.OutOrStdout(), sqlText)
-		return cli.ExitOK
-	}
-	dsn, _ := cmd.Flags().GetString("database")
-	if dsn == "" {
-		dsn = os.Getenv("DATABASE_URL")
-	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		fmt.Fprintln(cmd.ErrOrStderr(), "connecting:", err)
-		return cli.ExitError
-	}
-	defer conn.Close(context.Background())
-	// One implicit transaction: all of it or nothing.
-	if _, err := conn.Exec(ctx, sqlText); err != nil {
-		fmt.Fprintln(cmd.ErrOrStderr(), err)
-		return cli.ExitError
-	}
-	if install {
-		fmt.Fprintf(cmd.OutOrStdout(), "installed the revocation triggers (%s)\n", layout.Describe())
-	} else {
-		fmt.Fprintln(cmd.OutOrStdout(), "removed the revocation triggers")
-	}
-	return cli.ExitOK
 }
 
 func demoCommand() *cobra.Command {
@@ -265,7 +184,7 @@ front of it. Prints the key and commands to try. Ctrl-C stops everything.`,
 			defer stop()
 			if err := runDemo(ctx, listen, dbPath, cmd.OutOrStdout()); err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "demo:", err)
-				return exit(1)
+				return cli.Exit(1)
 			}
 			return nil
 		},
