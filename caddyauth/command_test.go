@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/caddy-betterauth/caddy-betterauth/cli"
 	"github.com/caddy-betterauth/caddy-betterauth/demo"
 )
 
@@ -143,5 +144,30 @@ func TestCommandUsageErrors(t *testing.T) {
 	root.SetOut(&bytes.Buffer{})
 	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "unknown flag: --no-such-flag") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// AddCommand's commands come first in the usage line, and their exit
+// statuses reach exit as the built-in commands' do.
+func TestAddCommand(t *testing.T) {
+	defer func(saved []func() *cobra.Command) { added = saved }(added)
+	root := &cobra.Command{Use: "better-auth"}
+	addCommands(root, func(int) {})
+	if root.Use != "better-auth check|doctor|hash-key [flags]" {
+		t.Errorf("usage %q", root.Use)
+	}
+
+	AddCommand(func() *cobra.Command {
+		return &cobra.Command{Use: "fail", RunE: func(*cobra.Command, []string) error { return cli.Exit(3) }}
+	})
+	root = &cobra.Command{Use: "better-auth", SilenceUsage: true, SilenceErrors: true}
+	code := 0
+	addCommands(root, func(c int) { code = c })
+	if root.Use != "better-auth fail|check|doctor|hash-key [flags]" {
+		t.Errorf("usage %q", root.Use)
+	}
+	root.SetArgs([]string{"fail"})
+	if err := root.Execute(); err != nil || code != 3 {
+		t.Fatalf("err %v, exit %d", err, code)
 	}
 }
