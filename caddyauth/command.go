@@ -1,43 +1,26 @@
 package caddyauth
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
-	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/cli"
-	"github.com/caddy-betterauth/caddy-betterauth/demo"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
-	"github.com/caddy-betterauth/caddy-betterauth/schema"
-	"github.com/caddy-betterauth/caddy-betterauth/store"
 )
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "better-auth",
-		Usage: "demo|check|doctor|hash-key [flags]",
+		Usage: "check|doctor|hash-key [flags]",
 		Short: "Try the better_auth gateway, and check a Better-Auth database or credential",
 		Long: `
 Tools for the better_auth gateway:
 
-  demo       run a gateway in front of a small MCP server, with a local
-             Better-Auth database and a key to try
   check      verify a credential (read from stdin) against a database, as the
              gateway would
   doctor     inspect a database and say whether the gateway can use it
@@ -50,20 +33,47 @@ Credentials are read from stdin or a file, never from the command line, so
 they stay out of shell history and process lists. The database URL is taken
 from --database or, better, from the DATABASE_URL environment variable.
 `,
-		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(demoCommand(), checkCommand(), doctorCommand(), hashKeyCommand(),
-				triggersCommand(true), triggersCommand(false))
-		},
+		CobraFunc: func(cmd *cobra.Command) { addCommands(cmd, os.Exit) },
 	})
 }
 
-// exit ends the process with a command's own exit code (caddycmd maps every
-// error to 1, and check and doctor distinguish 1 from 2).
-func exit(code int) error {
-	if code != 0 {
-		os.Exit(code)
+// added holds the commands of AddCommand.
+var added []func() *cobra.Command
+
+// AddCommand adds a subcommand to `caddy better-auth`; cmd/caddy adds
+// `demo` so. Call it from an init function: newCommand is called when Caddy
+// builds its command line. A command that returns a *cli.ExitStatus ends the
+// process with that status; any other error is Caddy's to report (status 1).
+func AddCommand(newCommand func() *cobra.Command) {
+	added = append(added, newCommand)
+}
+
+// addCommands adds the subcommands to cmd, those of AddCommand first (as
+// the usage line lists them). They return a *cli.ExitStatus for a status
+// other than 0, which caddycmd would turn into 1 (and check and doctor tell
+// 1 from 2), so each is wrapped to call exit with it, once its own deferred
+// cleanup has run.
+func addCommands(cmd *cobra.Command, exit func(code int)) {
+	var names []string
+	for _, newCommand := range added {
+		sub := newCommand()
+		cmd.AddCommand(sub)
+		names = append(names, sub.Name())
 	}
-	return nil
+	cmd.Use = cmd.Name() + " " + strings.Join(append(names, "check", "doctor", "hash-key"), "|") + " [flags]"
+	cmd.AddCommand(checkCommand(), doctorCommand(), hashKeyCommand(), triggersCommand(true), triggersCommand(false))
+	for _, sub := range cmd.Commands() {
+		if run := sub.RunE; run != nil {
+			sub.RunE = func(cmd *cobra.Command, args []string) error {
+				err := run(cmd, args)
+				if st, ok := errors.AsType[*cli.ExitStatus](err); ok {
+					exit(st.Code)
+					return nil
+				}
+				return err
+			}
+		}
+	}
 }
 
 func hashKeyCommand() *cobra.Command {
@@ -72,7 +82,7 @@ func hashKeyCommand() *cobra.Command {
 		Short: "Print the value Better-Auth stores in apikey.key for a key read from stdin",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return exit(cli.HashKey(cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()))
+			return cli.Exit(cli.HashKey(cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
 }
@@ -84,22 +94,11 @@ func databaseFlags(cmd *cobra.Command) {
 	cmd.Flags().Duration("timeout", 5*time.Second, "how long to wait for the database")
 }
 
-func openDatabase(cmd *cobra.Command) (store.DB, context.Context, context.CancelFunc, error) {
-	dsn, _ := cmd.Flags().GetString("database")
-	if dsn == "" {
-		dsn = os.Getenv("DATABASE_URL")
-	}
-	if dsn == "" {
-		return nil, nil, nil, errors.New("no database: pass --database or set DATABASE_URL")
-	}
+func database(cmd *cobra.Command) cli.Database {
+	url, _ := cmd.Flags().GetString("database")
 	pgSchema, _ := cmd.Flags().GetString("pg-schema")
 	timeout, _ := cmd.Flags().GetDuration("timeout")
-	db, err := store.Open(dsn, store.Options{PGSchema: pgSchema})
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-	return db, ctx, cancel, nil
+	return cli.Database{URL: url, PGSchema: pgSchema, Timeout: timeout}
 }
 
 func checkCommand() *cobra.Command {
@@ -111,33 +110,14 @@ gateway's decision, its code and the identity headers it would send.
 Exit status: 0 allowed, 1 denied, 2 error (no database, bad input).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			db, ctx, cancel, err := openDatabase(cmd)
-			if err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), "check:", err)
-				return exit(cli.ExitError)
-			}
-			defer cancel()
-			defer db.Close()
-			in := cmd.InOrStdin()
-			if path, _ := cmd.Flags().GetString("credential-file"); path != "" {
-				f, err := os.Open(path)
-				if err != nil {
-					fmt.Fprintln(cmd.ErrOrStderr(), "check:", err)
-					return exit(cli.ExitError)
-				}
-				defer f.Close()
-				in = f
-			}
+			file, _ := cmd.Flags().GetString("credential-file")
 			secretEnv, _ := cmd.Flags().GetString("secret-env")
 			as, _ := cmd.Flags().GetString("as")
 			prefixes, _ := cmd.Flags().GetStringSlice("api-key-prefix")
 			configIDs, _ := cmd.Flags().GetStringSlice("config-id")
-			code := cli.Check(ctx, cli.CheckOptions{
-				Store: db, Secret: os.Getenv(secretEnv), As: as, APIKeyPrefixes: prefixes, ConfigIDs: configIDs,
-			}, in, cmd.OutOrStdout(), cmd.ErrOrStderr())
-			cancel()
-			db.Close()
-			return exit(code)
+			return cli.Exit(cli.CheckDatabase(cmd.Context(), database(cmd), cli.CheckOptions{
+				Secret: os.Getenv(secretEnv), As: as, APIKeyPrefixes: prefixes, ConfigIDs: configIDs,
+			}, file, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
 	databaseFlags(cmd)
@@ -158,15 +138,7 @@ the layout the gateway will use and what is missing, with the fix.
 Exit status: 0 usable, 1 not usable, 2 unreachable.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			db, ctx, cancel, err := openDatabase(cmd)
-			if err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), "doctor:", err)
-				return exit(cli.ExitError)
-			}
-			code := cli.Doctor(ctx, db, schema.Config{}, cmd.OutOrStdout(), cmd.ErrOrStderr())
-			cancel()
-			db.Close()
-			return exit(code)
+			return cli.Exit(cli.DoctorDatabase(cmd.Context(), database(cmd), cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
 	databaseFlags(cmd)
@@ -190,179 +162,12 @@ key hash or a token. The table and column names come from the detected
 layout. --print writes the SQL instead of running it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			code := runTriggers(cmd, install)
-			return exit(code)
+			printSQL, _ := cmd.Flags().GetBool("print")
+			return cli.Exit(cli.Triggers(cmd.Context(), cli.TriggerOptions{Database: database(cmd), Uninstall: !install, Print: printSQL},
+				cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
 	databaseFlags(cmd)
 	cmd.Flags().Bool("print", false, "print the SQL instead of running it")
 	return cmd
-}
-
-func runTriggers(cmd *cobra.Command, install bool) int {
-	db, ctx, cancel, err := openDatabase(cmd)
-	if err != nil {
-		fmt.Fprintln(cmd.ErrOrStderr(), err)
-		return cli.ExitError
-	}
-	defer cancel()
-	defer db.Close()
-	if db.Kind() != "postgres" {
-		fmt.Fprintln(cmd.ErrOrStderr(), "triggers are for PostgreSQL; SQLite databases are read within the cache TTL")
-		return cli.ExitError
-	}
-	layout, err := db.Layout(ctx)
-	if err != nil {
-		fmt.Fprintln(cmd.ErrOrStderr(), err)
-		return cli.ExitError
-	}
-	pgSchema, _ := cmd.Flags().GetString("pg-schema")
-	in, un := pgstore.Triggers(layout, pgSchema)
-	sqlText := in
-	if !install {
-		sqlText = un
-	}
-	if p, _ := cmd.Flags().GetBool("print"); p {
-		fmt.Fprint(cmd.OutOrStdout(), sqlText)
-		return cli.ExitOK
-	}
-	dsn, _ := cmd.Flags().GetString("database")
-	if dsn == "" {
-		dsn = os.Getenv("DATABASE_URL")
-	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		fmt.Fprintln(cmd.ErrOrStderr(), "connecting:", err)
-		return cli.ExitError
-	}
-	defer conn.Close(context.Background())
-	// One implicit transaction: all of it or nothing.
-	if _, err := conn.Exec(ctx, sqlText); err != nil {
-		fmt.Fprintln(cmd.ErrOrStderr(), err)
-		return cli.ExitError
-	}
-	if install {
-		fmt.Fprintf(cmd.OutOrStdout(), "installed the revocation triggers (%s)\n", layout.Describe())
-	} else {
-		fmt.Fprintln(cmd.OutOrStdout(), "removed the revocation triggers")
-	}
-	return cli.ExitOK
-}
-
-func demoCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "demo",
-		Short: "Run the gateway in front of a small MCP server, with a local Better-Auth database",
-		Long: `Creates (or reuses) a SQLite database in Better-Auth's own schema with a demo
-user, adds a new API key and session, starts a small MCP server (Streamable
-HTTP, tools whoami and countdown) on loopback, and the better_auth gateway in
-front of it. Prints the key and commands to try. Ctrl-C stops everything.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			listen, _ := cmd.Flags().GetString("listen")
-			dbPath, _ := cmd.Flags().GetString("db")
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			if err := runDemo(ctx, listen, dbPath, cmd.OutOrStdout()); err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), "demo:", err)
-				return exit(1)
-			}
-			return nil
-		},
-	}
-	cmd.Flags().String("listen", "127.0.0.1:8080", "address of the gateway")
-	cmd.Flags().String("db", filepath.Join(caddy.AppDataDir(), "better-auth-demo.db"), "the demo's SQLite database")
-	return cmd
-}
-
-// runDemo runs until ctx ends, then stops the gateway and the MCP server.
-func runDemo(ctx context.Context, listen, dbPath string, out io.Writer) error {
-	dbPath, err := filepath.Abs(dbPath)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(dbPath), 0o700); err != nil {
-		return err
-	}
-	creds, err := demo.Create(ctx, dbPath, time.Now())
-	if err != nil {
-		return err
-	}
-	secret := demo.GenerateSecret()
-	signed := betterauth.NewSigner(secret).Sign(creds.SessionToken)
-
-	mcpLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	mcpSrv := &http.Server{Handler: demo.MCPHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go mcpSrv.Serve(mcpLn)
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		mcpSrv.Shutdown(sctx)
-	}()
-
-	cfg, err := demoConfig(listen, "sqlite://"+dbPath, secret, mcpLn.Addr().String())
-	if err != nil {
-		return err
-	}
-	if err := caddy.Load(cfg, true); err != nil {
-		return fmt.Errorf("starting the gateway on %s: %w", listen, err)
-	}
-	defer caddy.Stop()
-
-	base := "http://" + listen
-	state := "reused"
-	if creds.Created {
-		state = "created"
-	}
-	fmt.Fprintf(out, `
-caddy-betterauth demo
-  gateway:     %[1]s  ->  MCP server at %[1]s/mcp (Streamable HTTP)
-  database:    %[2]s (%[3]s; Better-Auth's own schema)
-  user:        %[4]s <%[5]s>
-
-  API key:        %[6]s
-  session token:  %[7]s
-
-Try it:
-  curl -i %[1]s/mcp                                              # 401, no credential
-  curl -s %[1]s/mcp -H 'x-api-key: %[6]s' \
-       -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
-       -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}'
-
-Add it to an MCP client (Streamable HTTP, with a header):
-  {"mcpServers": {"better-auth-demo": {"url": "%[1]s/mcp", "headers": {"x-api-key": "%[6]s"}}}}
-  claude mcp add --transport http better-auth-demo %[1]s/mcp --header "x-api-key: %[6]s"
-
-Then call the whoami tool: it answers with the identity the gateway injected.
-Ctrl-C stops the gateway and the MCP server.
-`, base, dbPath, state, creds.UserID, demo.UserEmail, creds.APIKey, signed)
-	<-ctx.Done()
-	fmt.Fprintln(out, "stopping")
-	return nil
-}
-
-// demoConfig is the gateway's Caddy config: better_auth, then reverse_proxy
-// to the MCP server, with flushing for streams.
-func demoConfig(listen, database, secret, upstream string) ([]byte, error) {
-	if strings.TrimSpace(listen) == "" {
-		return nil, errors.New("--listen is empty")
-	}
-	route := map[string]any{"handle": []any{
-		map[string]any{"handler": "better_auth", "database": database, "secret": secret, "api_key_prefixes": []string{demo.KeyPrefix}},
-		map[string]any{"handler": "reverse_proxy", "flush_interval": -1, "upstreams": []any{map[string]any{"dial": upstream}}},
-	}}
-	return json.Marshal(map[string]any{
-		"admin": map[string]any{"disabled": true},
-		"apps": map[string]any{"http": map[string]any{
-			// Open MCP streams would otherwise hold Ctrl-C up forever.
-			"grace_period": int64(2 * time.Second),
-			"servers": map[string]any{"demo": map[string]any{
-				"listen":          []string{listen},
-				"routes":          []any{route},
-				"automatic_https": map[string]any{"disable": true},
-			}}}},
-	})
 }

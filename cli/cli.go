@@ -1,7 +1,7 @@
 // Package cli implements the `caddy better-auth` subcommands that need no
-// Caddy: hash-key, check and doctor. Each reads its input from an
-// io.Reader, writes to io.Writers and returns the process exit code, so that
-// they are tested without a process.
+// Caddy: hash-key, check, doctor and install-triggers/uninstall-triggers.
+// Each reads its input from an io.Reader, writes to io.Writers and returns
+// the process exit code, so that they are tested without a process.
 package cli
 
 import (
@@ -21,6 +21,21 @@ const (
 	ExitDeny  = 1 // denied; schema unusable
 	ExitError = 2 // bad usage, or the database could not answer
 )
+
+// ExitStatus is the error a command returns to end the process with Code:
+// commands return it, and only the outermost layer, which owns the
+// process, exits.
+type ExitStatus struct{ Code int }
+
+func (e *ExitStatus) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+
+// Exit returns nil for ExitOK and an *ExitStatus for any other code.
+func Exit(code int) error {
+	if code == ExitOK {
+		return nil
+	}
+	return &ExitStatus{Code: code}
+}
 
 // readSecret reads one credential: the first line of r, trimmed. Secrets
 // come from stdin or a file, never from the command line, so that they stay

@@ -9,13 +9,14 @@ import (
 	"strings"
 
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
+	"github.com/caddy-betterauth/caddy-betterauth/store"
 )
 
 // Inspector is what the doctor needs from a store.
 type Inspector interface {
 	Catalog(ctx context.Context) (schema.Catalog, error)
 	Layout(ctx context.Context) (*schema.Layout, error)
-	Kind() string
+	Dialect() store.Dialect
 }
 
 // Doctor connects to the database, prints the Better-Auth tables and
@@ -25,11 +26,11 @@ type Inspector interface {
 func Doctor(ctx context.Context, db Inspector, cfg schema.Config, out, errOut io.Writer) int {
 	cat, err := db.Catalog(ctx)
 	if err != nil {
-		fmt.Fprintf(errOut, "doctor: cannot read the %s database: %v\n", db.Kind(), err)
+		fmt.Fprintf(errOut, "doctor: cannot read the %s database: %v\n", db.Dialect(), err)
 		fmt.Fprintln(errOut, "fix: check the URL, that the server is running and reachable, and the credentials")
 		return ExitError
 	}
-	fmt.Fprintf(out, "database: %s, reachable\n", db.Kind())
+	fmt.Fprintf(out, "database: %s, reachable\n", db.Dialect())
 	names := make([]string, 0, len(cat))
 	for t := range cat {
 		names = append(names, t)
@@ -45,12 +46,14 @@ func Doctor(ctx context.Context, db Inspector, cfg schema.Config, out, errOut io
 	}
 
 	layout, err := db.Layout(ctx)
-	if err != nil {
+	var unusable *schema.UnusableError
+	switch {
+	case errors.As(err, &unusable):
+		fmt.Fprintln(out, "problem:", unusable)
+		fmt.Fprintln(out, "fix:", fixFor(unusable))
+		return ExitDeny
+	case err != nil:
 		fmt.Fprintln(out, "problem:", strings.TrimPrefix(strings.TrimPrefix(err.Error(), "pgstore: "), "sqlitestore: "))
-		if errors.Is(err, schema.ErrUnusable) {
-			fmt.Fprintln(out, "fix:", fixFor(err.Error()))
-			return ExitDeny
-		}
 		return ExitError
 	}
 	fmt.Fprintln(out, "layout:", layout.Describe())
@@ -61,7 +64,7 @@ func Doctor(ctx context.Context, db Inspector, cfg schema.Config, out, errOut io
 		fmt.Fprintln(out, "note: no api-key table, so API keys are all unknown; fix: add the @better-auth/api-key plugin to the app and run its migration (npx auth migrate)")
 	}
 	if layout.Session == nil {
-		fmt.Fprintln(out, "note: no session table, so session tokens are all unknown (sessions kept only in secondary storage are not read yet)")
+		fmt.Fprintln(out, "note: no session table, so session tokens are unknown unless the app keeps its sessions in secondary storage; then give the gateway the `secondary_storage` block")
 	}
 	if !layout.Admin {
 		fmt.Fprintln(out, "note: no admin plugin columns (role, banned, banExpires): no X-Auth-User-Role header and no bans to enforce")
@@ -93,17 +96,36 @@ func versions(l *schema.Layout) string {
 	return strings.Join(parts, "; ")
 }
 
-// fixFor turns a schema error into the fix to apply.
-func fixFor(msg string) string {
+// fixFor says what to do about an unusable schema, in the better_auth
+// block's terms.
+func fixFor(e *schema.UnusableError) string {
 	switch {
-	case strings.Contains(msg, "no user table"):
+	case e.Problem == schema.NoUserTable:
 		return "run Better-Auth's migration in the app (npx auth migrate, or your ORM's), or, if the table is renamed, set `schema { table user <name> }` in the better_auth block"
-	case strings.Contains(msg, "neither a session table"):
+	case e.Problem == schema.NoCredentialTable:
 		return "run Better-Auth's migration in the app, or name the tables with `schema { table session <name> }` / `schema { table api_key <name> }`"
-	case strings.Contains(msg, "has no column"):
-		return "if the app renamed that field, map it with `schema { column <model>.<field> <column> }`; otherwise run Better-Auth's migration (npx auth migrate) to add it"
-	case strings.Contains(msg, "no apikey table"), strings.Contains(msg, "no session table"):
-		return "check the table name set with `schema { table ... }`"
+	case e.Problem == schema.NoNamedTable:
+		return fmt.Sprintf("check the name set with `schema { table %s <name> }`: the database has no table %q", caddyfileModel(e.Model), e.Table)
+	case e.OwnerMissing():
+		other := schema.UserID
+		if e.Field == "userId" {
+			other = schema.ReferenceID
+		}
+		return fmt.Sprintf("if the app renamed the owner column, map it with `schema { column apikey.%s <column> }`; "+
+			"if its table is the other plugin version's, set `schema { api_key_owner %s }`; otherwise run the api-key plugin's migration (npx auth migrate)",
+			e.Field, other)
+	case e.Problem == schema.NoColumn:
+		return fmt.Sprintf("if the app renamed %s.%s, map it with `schema { column %s.%s <column> }`; otherwise run Better-Auth's migration (npx auth migrate) to add it",
+			e.Model, e.Field, e.Model, e.Field)
 	}
 	return "run Better-Auth's migration in the app (npx auth migrate)"
+}
+
+// caddyfileModel is the name the `schema { table ... }` subdirective gives
+// a model.
+func caddyfileModel(model string) string {
+	if model == "apikey" {
+		return "api_key"
+	}
+	return model
 }

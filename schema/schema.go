@@ -174,11 +174,62 @@ func (c Config) configuredTable(model string) string {
 	return ""
 }
 
-// ErrUnusable wraps every reason a catalog cannot be used.
+// ErrUnusable matches every reason a catalog cannot be used: Resolve
+// returns an *UnusableError, and errors.Is(err, ErrUnusable) holds for it.
 var ErrUnusable = errors.New("unusable Better-Auth schema")
 
-func unusable(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrUnusable, fmt.Sprintf(format, args...))
+// Problem is what makes a schema unusable.
+type Problem int
+
+// Problems.
+const (
+	// NoUserTable: no table holds Better-Auth's users.
+	NoUserTable Problem = iota + 1
+	// NoCredentialTable: there is neither a session table nor an api-key
+	// table, so nothing could be verified.
+	NoCredentialTable
+	// NoNamedTable: a table the configuration names does not exist.
+	NoNamedTable
+	// NoColumn: a table lacks a column the gateway reads.
+	NoColumn
+)
+
+// UnusableError says why the gateway cannot use a database's schema, in
+// fields a program can act on; its message names what is missing.
+type UnusableError struct {
+	Problem Problem
+	// Model is Better-Auth's model ("user", "session" or "apikey") whose
+	// table is missing (NoNamedTable) or lacks a column (NoColumn).
+	Model string
+	// Table is the table named in the configuration (NoNamedTable) or the
+	// one that lacks a column (NoColumn).
+	Table string
+	// Field is Better-Auth's field whose column is missing, and Column the
+	// name the gateway looked for (NoColumn).
+	Field, Column string
+
+	detail string
+}
+
+func (e *UnusableError) Error() string {
+	if e.detail == "" {
+		return ErrUnusable.Error()
+	}
+	return ErrUnusable.Error() + ": " + e.detail
+}
+
+// Is reports whether target is ErrUnusable.
+func (e *UnusableError) Is(target error) bool { return target == ErrUnusable }
+
+// OwnerMissing reports whether the missing column is the one naming an API
+// key's owner (referenceId or userId, which differ between plugin versions).
+func (e *UnusableError) OwnerMissing() bool {
+	return e.Problem == NoColumn && e.Model == "apikey" && (e.Field == "referenceId" || e.Field == "userId")
+}
+
+func unusable(e UnusableError, format string, args ...any) error {
+	e.detail = fmt.Sprintf(format, args...)
+	return &e
 }
 
 // Resolve works out the layout from the configuration and the catalog.
@@ -197,17 +248,18 @@ func (c Config) Resolve(cat Catalog) (*Layout, error) {
 	}
 	userName, userCols := find("user")
 	if userName == "" {
-		return nil, unusable("no user table (looked for %s)", strings.Join(quoteAll(c.tableCandidates("user")), " or "))
+		return nil, unusable(UnusableError{Problem: NoUserTable}, "no user table (looked for %s)", strings.Join(quoteAll(c.tableCandidates("user")), " or "))
 	}
 	sessName, sessCols := find("session")
 	keyName, keyCols := find("apikey")
 	for model, name := range map[string]string{"session": sessName, "apikey": keyName} {
 		if name == "" && c.configuredTable(model) != "" {
-			return nil, unusable("no %s table %q", model, c.configuredTable(model))
+			return nil, unusable(UnusableError{Problem: NoNamedTable, Model: model, Table: c.configuredTable(model)},
+				"no %s table %q", model, c.configuredTable(model))
 		}
 	}
 	if sessName == "" && keyName == "" {
-		return nil, unusable("neither a session table (%s) nor an api-key table (%s)",
+		return nil, unusable(UnusableError{Problem: NoCredentialTable}, "neither a session table (%s) nor an api-key table (%s)",
 			strings.Join(quoteAll(c.tableCandidates("session")), " or "), strings.Join(quoteAll(c.tableCandidates("apikey")), " or "))
 	}
 
@@ -246,8 +298,10 @@ func (c Config) Resolve(cat Catalog) (*Layout, error) {
 			owner = "userId"
 		}
 		if !t.Has(owner) {
-			return nil, unusable("table %q has no column %q (the api-key owner; @better-auth/api-key 1.5+ has %q, better-auth 1.3/1.4 %q)",
-				keyName, c.column("apikey", owner, l.Naming), c.column("apikey", "referenceId", l.Naming), c.column("apikey", "userId", l.Naming))
+			col := c.column("apikey", owner, l.Naming)
+			return nil, unusable(UnusableError{Problem: NoColumn, Model: "apikey", Table: keyName, Field: owner, Column: col},
+				"table %q has no column %q (the api-key owner; @better-auth/api-key 1.5+ has %q, better-auth 1.3/1.4 %q)",
+				keyName, col, c.column("apikey", "referenceId", l.Naming), c.column("apikey", "userId", l.Naming))
 		}
 		l.APIKey = &t
 	}
@@ -265,7 +319,8 @@ func (c Config) table(model, name string, cols []string, naming Naming) (Table, 
 			continue
 		}
 		if _, overridden := c.Columns[model+"."+f]; overridden || !optional[f] {
-			return Table{}, unusable("table %q has no column %q (Better-Auth's %s.%s)", name, col, model, f)
+			return Table{}, unusable(UnusableError{Problem: NoColumn, Model: model, Table: name, Field: f, Column: col},
+				"table %q has no column %q (Better-Auth's %s.%s)", name, col, model, f)
 		}
 	}
 	return t, nil

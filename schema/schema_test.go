@@ -103,22 +103,42 @@ func TestResolveErrorsNameWhatIsMissing(t *testing.T) {
 	noToken := []string{"id", "expiresAt", "userId"}
 	noOwner := []string{"id", "key", "enabled", "expiresAt", "remaining", "refillInterval", "refillAmount", "lastRefillAt", "createdAt"}
 	for _, tt := range []struct {
-		cfg  Config
-		cat  Catalog
-		want string
+		cfg   Config
+		cat   Catalog
+		want  string
+		typed UnusableError // without the message
+		owner bool
 	}{
-		{Config{}, Catalog{"session": camelSession}, `no user table (looked for "user" or "users")`},
-		{Config{}, Catalog{"user": camelUser}, `neither a session table ("session" or "sessions") nor an api-key table ("apikey" or "apikeys")`},
-		{Config{}, Catalog{"user": camelUser, "session": noToken}, `table "session" has no column "token" (Better-Auth's session.token)`},
-		{Config{}, Catalog{"user": camelUser, "apikey": noOwner}, `table "apikey" has no column "referenceId"`},
-		{Config{Owner: UserID}, Catalog{"user": camelUser, "apikey": camelKey}, `table "apikey" has no column "userId"`},
-		{Config{APIKeyTable: "keys"}, Catalog{"user": camelUser, "session": camelSession}, `no apikey table "keys"`},
-		{Config{Columns: map[string]string{"user.role": "kind"}}, Catalog{"user": camelAdmin, "session": camelSession}, `table "user" has no column "kind"`},
-		{Config{Naming: SnakeCase}, Catalog{"user": camelUser, "session": camelSession}, `table "session" has no column "user_id" (Better-Auth's session.userId)`},
+		{Config{}, Catalog{"session": camelSession}, `no user table (looked for "user" or "users")`,
+			UnusableError{Problem: NoUserTable}, false},
+		{Config{}, Catalog{"user": camelUser}, `neither a session table ("session" or "sessions") nor an api-key table ("apikey" or "apikeys")`,
+			UnusableError{Problem: NoCredentialTable}, false},
+		{Config{}, Catalog{"user": camelUser, "session": noToken}, `table "session" has no column "token" (Better-Auth's session.token)`,
+			UnusableError{Problem: NoColumn, Model: "session", Table: "session", Field: "token", Column: "token"}, false},
+		{Config{}, Catalog{"user": camelUser, "apikey": noOwner}, `table "apikey" has no column "referenceId"`,
+			UnusableError{Problem: NoColumn, Model: "apikey", Table: "apikey", Field: "referenceId", Column: "referenceId"}, true},
+		{Config{Owner: UserID}, Catalog{"user": camelUser, "apikey": camelKey}, `table "apikey" has no column "userId"`,
+			UnusableError{Problem: NoColumn, Model: "apikey", Table: "apikey", Field: "userId", Column: "userId"}, true},
+		{Config{APIKeyTable: "keys"}, Catalog{"user": camelUser, "session": camelSession}, `no apikey table "keys"`,
+			UnusableError{Problem: NoNamedTable, Model: "apikey", Table: "keys"}, false},
+		{Config{Columns: map[string]string{"user.role": "kind"}}, Catalog{"user": camelAdmin, "session": camelSession}, `table "user" has no column "kind"`,
+			UnusableError{Problem: NoColumn, Model: "user", Table: "user", Field: "role", Column: "kind"}, false},
+		{Config{Naming: SnakeCase}, Catalog{"user": camelUser, "session": camelSession}, `table "session" has no column "user_id" (Better-Auth's session.userId)`,
+			UnusableError{Problem: NoColumn, Model: "session", Table: "session", Field: "userId", Column: "user_id"}, false},
 	} {
 		_, err := tt.cfg.Resolve(tt.cat)
 		if !errors.Is(err, ErrUnusable) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%+v: %v, want %q", tt.cfg, err, tt.want)
+		}
+		var ue *UnusableError
+		if !errors.As(err, &ue) {
+			t.Errorf("%+v: %T is not an *UnusableError", tt.cfg, err)
+			continue
+		}
+		got := *ue
+		got.detail = ""
+		if got != tt.typed || ue.OwnerMissing() != tt.owner {
+			t.Errorf("%+v: %+v (owner %v), want %+v (owner %v)", tt.cfg, got, ue.OwnerMissing(), tt.typed, tt.owner)
 		}
 	}
 }

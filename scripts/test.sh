@@ -34,6 +34,13 @@ if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; 
 go vet ./...
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
+step "an xcaddy build of the module does not link the MCP SDK"
+# Only cmd/caddy imports the demo, whose MCP server needs the SDK.
+deps=$(go list -deps .)
+if grep '^github.com/modelcontextprotocol/' <<<"$deps"; then
+  echo "the module's root package depends on the packages above (go list -deps .)"; exit 1
+fi
+
 step "Caddyfile.example adapts and validates with the database down"
 DATABASE_URL="postgres://nobody@127.0.0.1:1/none" BETTER_AUTH_SECRET="$(head -c 24 /dev/urandom | base64)" \
   "$CADDY_BIN" adapt --config Caddyfile.example --validate >/dev/null 2>.tmp/adapt.log \

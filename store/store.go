@@ -32,6 +32,26 @@ type Options struct {
 	Logger    *zap.Logger
 }
 
+// Dialect is the kind of database a store reads.
+type Dialect int
+
+// Dialects.
+const (
+	Postgres Dialect = iota + 1
+	SQLite
+)
+
+// String returns "postgres" or "sqlite", for messages.
+func (d Dialect) String() string {
+	switch d {
+	case Postgres:
+		return "postgres"
+	case SQLite:
+		return "sqlite"
+	}
+	return fmt.Sprintf("Dialect(%d)", int(d))
+}
+
 // DB is an open Better-Auth database.
 type DB interface {
 	betterauth.Store
@@ -41,8 +61,8 @@ type DB interface {
 	Layout(ctx context.Context) (*schema.Layout, error)
 	// User reads one user by id (nil when there is none).
 	User(ctx context.Context, id string) (*betterauth.User, error)
-	// Kind is "postgres" or "sqlite".
-	Kind() string
+	// Dialect says which database it is.
+	Dialect() Dialect
 	// Identity names the database without credentials
 	// (postgres://host:port/db, sqlite:/path), to tell databases apart.
 	Identity() string
@@ -132,7 +152,7 @@ type pgDB struct {
 	scope    string
 }
 
-func (*pgDB) Kind() string       { return "postgres" }
+func (*pgDB) Dialect() Dialect   { return Postgres }
 func (d *pgDB) Identity() string { return d.identity }
 func (d *pgDB) Close() error     { d.pool.Close(); return nil }
 
@@ -174,7 +194,7 @@ type sqliteDB struct {
 	identity string
 }
 
-func (*sqliteDB) Kind() string       { return "sqlite" }
+func (*sqliteDB) Dialect() Dialect   { return SQLite }
 func (d *sqliteDB) Identity() string { return d.identity }
 
 // Scope implements DB: the file and the layout.

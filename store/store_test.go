@@ -97,3 +97,27 @@ GRANT SELECT ON ALL TABLES IN SCHEMA tenant_b, public TO NAME`, "NAME", role))
 		t.Fatalf("scopes:\n%s\n%s", public, tenant)
 	}
 }
+
+// Open tells the two databases apart by the DSN alone, and the dialect
+// prints as the word messages use.
+func TestDialect(t *testing.T) {
+	t.Parallel()
+	for dsn, want := range map[string]Dialect{
+		"postgres://app@db.internal:5432/auth":     Postgres,
+		"host=db.internal dbname=auth":             Postgres,
+		"sqlite://" + t.TempDir() + "/auth.db":     SQLite,
+		"file:" + t.TempDir() + "/auth.db?mode=ro": SQLite,
+	} {
+		db, err := Open(dsn, Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", dsn, err)
+		}
+		if got := db.Dialect(); got != want {
+			t.Errorf("%s: dialect %v, want %v", dsn, got, want)
+		}
+		db.Close()
+	}
+	if Postgres.String() != "postgres" || SQLite.String() != "sqlite" || Dialect(0).String() != "Dialect(0)" {
+		t.Errorf("names: %s, %s, %s", Postgres, SQLite, Dialect(0))
+	}
+}

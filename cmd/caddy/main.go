@@ -11,6 +11,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/caddy-betterauth/caddy-betterauth"
+	// The demo subcommand, which links the MCP SDK; see package democmd.
+	_ "github.com/caddy-betterauth/caddy-betterauth/demo/democmd"
 )
 
 func main() {
