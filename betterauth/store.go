@@ -6,31 +6,25 @@ import (
 	"encoding/base64"
 )
 
-// Mode says which tables a Lookup reads.
-type Mode uint8
-
-// Modes.
-const (
-	ModeAPIKey  Mode = iota + 1 // apikey by stored hash
-	ModeSession                 // session by token
-	ModeEither                  // both, in one round trip
-)
-
 // Lookup is one store query. It is passed by value so that a cache hit
 // allocates nothing.
 type Lookup struct {
-	Mode Mode
-	// Secret is the API key (ModeAPIKey, ModeEither) or the unsigned session
-	// token (ModeSession, ModeEither). Never log it.
+	// Kind says which tables are read: KindAPIKey the api-key table by
+	// stored key, KindSession the session table by token, KindEither both,
+	// in one round trip. Its numeric value is part of the cache's keys,
+	// local and shared: it must not change.
+	Kind Kind
+	// Secret is the API key (KindAPIKey, KindEither) or the unsigned session
+	// token (KindSession, KindEither). Never log it.
 	Secret string
 	// Digest is SHA-256 of Secret. Caches key on it; a raw secret is never a
 	// cache key.
 	Digest [sha256.Size]byte
 }
 
-// NewLookup returns the lookup of secret in mode.
-func NewLookup(mode Mode, secret string) Lookup {
-	return Lookup{Mode: mode, Secret: secret, Digest: digest(secret)}
+// NewLookup returns the lookup of secret as kind.
+func NewLookup(kind Kind, secret string) Lookup {
+	return Lookup{Kind: kind, Secret: secret, Digest: digest(secret)}
 }
 
 // KeyHash returns the value Better-Auth stores in apikey.key for Secret.

@@ -22,7 +22,7 @@ func TestHashAPIKeyMatchesBetterAuth(t *testing.T) {
 		if got := HashAPIKey(key); got != want {
 			t.Errorf("HashAPIKey(%q) = %q, want %q", key, got, want)
 		}
-		if got := NewLookup(ModeAPIKey, key).KeyHash(); got != want {
+		if got := NewLookup(KindAPIKey, key).KeyHash(); got != want {
 			t.Errorf("Lookup.KeyHash(%q) = %q, want %q", key, got, want)
 		}
 	}

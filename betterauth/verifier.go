@@ -53,15 +53,15 @@ func NewVerifier(opts Options) (*Verifier, error) {
 func (v *Verifier) Verify(ctx context.Context, c Credential) (Decision, error) {
 	switch c.Kind {
 	case KindAPIKey:
-		return v.lookup(ctx, NewLookup(ModeAPIKey, c.Value), InvalidAPIKey)
+		return v.lookup(ctx, NewLookup(KindAPIKey, c.Value), InvalidAPIKey)
 	case KindEither:
-		return v.lookup(ctx, NewLookup(ModeEither, c.Value), InvalidSession)
+		return v.lookup(ctx, NewLookup(KindEither, c.Value), InvalidSession)
 	case KindSession:
 		token, ok := v.unsign(c)
 		if !ok {
 			return deny(InvalidSession), nil
 		}
-		return v.lookup(ctx, NewLookup(ModeSession, token), InvalidSession)
+		return v.lookup(ctx, NewLookup(KindSession, token), InvalidSession)
 	case KindInvalid:
 		if c.Source == SourceAPIKeyHeader {
 			return deny(InvalidAPIKey), nil

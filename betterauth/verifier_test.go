@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// fakeStore serves records by lookup mode and secret, and counts calls.
+// fakeStore serves records by lookup kind and secret, and counts calls.
 type fakeStore struct {
 	keys     map[string]*APIKey  // by stored hash
 	sessions map[string]*Session // by token
@@ -21,10 +21,10 @@ func (f *fakeStore) Lookup(_ context.Context, l Lookup) (Record, error) {
 		return Record{}, f.err
 	}
 	var r Record
-	if l.Mode != ModeSession {
+	if l.Kind != KindSession {
 		r.APIKey = f.keys[l.KeyHash()]
 	}
-	if l.Mode != ModeAPIKey && r.APIKey == nil {
+	if l.Kind != KindAPIKey && r.APIKey == nil {
 		r.Session = f.sessions[l.Secret]
 	}
 	return r.Seal(), nil

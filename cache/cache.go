@@ -1,7 +1,7 @@
 // Package cache keeps verified Better-Auth records in process memory, in
 // front of a betterauth.Store.
 //
-// Entries are keyed by the lookup mode and SHA-256 of the presented secret,
+// Entries are keyed by the lookup kind and SHA-256 of the presented secret,
 // never by the secret itself. They hold facts (the rows), not decisions: the
 // Verifier re-checks expiry, enabled and bans on every hit. Unknown
 // credentials are remembered briefly in a separate, bounded space so that a
@@ -313,7 +313,7 @@ const (
 	TargetAPIKey     Target = iota + 1 // one API key, by id
 	TargetSession                      // one session, by id
 	TargetUser                         // everything of one user, by user id
-	TargetCredential                   // one credential in every lookup mode, by digest
+	TargetCredential                   // one credential in every lookup kind, by digest
 	TargetAll                          // everything, unknown credentials included
 )
 
@@ -393,8 +393,8 @@ func (s *Store) drop(m *matcher) (names []key, n int) {
 	}
 	for d := range m.digests {
 		// Named even when not held here: another gateway may have shared it.
-		for _, mode := range []betterauth.Mode{betterauth.ModeAPIKey, betterauth.ModeSession, betterauth.ModeEither} {
-			names = append(names, keyOf(betterauth.Lookup{Mode: mode, Digest: d}))
+		for _, kind := range []betterauth.Kind{betterauth.KindAPIKey, betterauth.KindSession, betterauth.KindEither} {
+			names = append(names, keyOf(betterauth.Lookup{Kind: kind, Digest: d}))
 		}
 	}
 	return names, n
@@ -451,12 +451,12 @@ func (e *TimeoutError) Unwrap() error { return e.Err }
 // included until they are swept.
 func (s *Store) Len() (positive, negative int) { return s.pos.len(), s.neg.len() }
 
-// key is the lookup mode followed by the digest of the secret.
+// key is the lookup kind followed by the digest of the secret.
 type key [1 + 32]byte
 
 func keyOf(l betterauth.Lookup) key {
 	var k key
-	k[0] = byte(l.Mode)
+	k[0] = byte(l.Kind)
 	copy(k[1:], l.Digest[:])
 	return k
 }

@@ -51,7 +51,7 @@ func keyRecord(expires time.Time) betterauth.Record {
 }
 
 func lookup(secret string) betterauth.Lookup {
-	return betterauth.NewLookup(betterauth.ModeAPIKey, secret)
+	return betterauth.NewLookup(betterauth.KindAPIKey, secret)
 }
 
 func TestHitServesFromMemoryUntilTTL(t *testing.T) {

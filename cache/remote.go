@@ -159,7 +159,7 @@ func (s *Store) Prefix(ctx context.Context) (string, error) {
 }
 
 // keyFor is the shared-cache key of a lookup: the prefix, the codec version,
-// the lookup mode and the SHA-256 of the secret (for API keys, what
+// the lookup kind and the SHA-256 of the secret (for API keys, what
 // Better-Auth itself stores), never the secret.
 func keyFor(prefix string, k key) string {
 	return prefix + string("?kse"[k[0]%4]) + ":" + base64.RawURLEncoding.EncodeToString(k[1:])

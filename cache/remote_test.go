@@ -232,3 +232,19 @@ func TestCodecRoundTrip(t *testing.T) {
 		t.Error("empty record encoded")
 	}
 }
+
+// Lookup kinds are part of every key, here and in Redis: the values
+// gateways of earlier versions wrote ("k", "s", "e") must not move.
+func TestSharedKeysNameTheKind(t *testing.T) {
+	t.Parallel()
+	const secret = "ba_secret"
+	for kind, letter := range map[betterauth.Kind]string{betterauth.KindAPIKey: "k", betterauth.KindSession: "s", betterauth.KindEither: "e"} {
+		l := betterauth.NewLookup(kind, secret)
+		if got, want := keyFor("p:", keyOf(l)), "p:"+letter+":"+l.KeyHash(); got != want {
+			t.Errorf("kind %d: key %q, want %q", kind, got, want)
+		}
+	}
+	if betterauth.KindAPIKey != 1 || betterauth.KindSession != 2 || betterauth.KindEither != 3 {
+		t.Error("the lookup kinds' values changed: cached keys would no longer match")
+	}
+}

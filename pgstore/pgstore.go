@@ -136,16 +136,16 @@ func (s *Store) lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 	}
 	keySQL, sessionSQL := p.Queries.APIKey, p.Queries.Session
 	switch {
-	case l.Mode == betterauth.ModeEither && keySQL != "" && sessionSQL != "":
+	case l.Kind == betterauth.KindEither && keySQL != "" && sessionSQL != "":
 		return s.lookupEither(ctx, p, l)
-	case l.Mode != betterauth.ModeSession && keySQL != "":
+	case l.Kind != betterauth.KindSession && keySQL != "":
 		rows, err := s.db.Query(ctx, keySQL, s.keyArg(l))
 		if err != nil {
 			return betterauth.Record{}, fmt.Errorf("pgstore: api key lookup: %w", err)
 		}
 		k, err := s.collectKey(rows)
 		return betterauth.Record{APIKey: k}.Seal(), err
-	case l.Mode != betterauth.ModeAPIKey && sessionSQL != "":
+	case l.Kind != betterauth.KindAPIKey && sessionSQL != "":
 		rows, err := s.db.Query(ctx, sessionSQL, l.Secret)
 		if err != nil {
 			return betterauth.Record{}, fmt.Errorf("pgstore: session lookup: %w", err)

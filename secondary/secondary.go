@@ -99,14 +99,14 @@ func New(client redis.UniversalClient, sql SQL, opts Options) (*Store, error) {
 // Lookup implements betterauth.Store.
 func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
 	var rec betterauth.Record
-	if l.Mode != betterauth.ModeSession {
+	if l.Kind != betterauth.KindSession {
 		k, err := s.apiKey(ctx, l)
 		if err != nil {
 			return betterauth.Record{}, err
 		}
 		rec.APIKey = k
 	}
-	if l.Mode != betterauth.ModeAPIKey && rec.APIKey == nil {
+	if l.Kind != betterauth.KindAPIKey && rec.APIKey == nil {
 		sess, err := s.session(ctx, l)
 		if err != nil {
 			return betterauth.Record{}, err
@@ -117,7 +117,7 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 }
 
 func (s *Store) apiKey(ctx context.Context, l betterauth.Lookup) (*betterauth.APIKey, error) {
-	one := betterauth.Lookup{Mode: betterauth.ModeAPIKey, Secret: l.Secret, Digest: l.Digest}
+	one := betterauth.Lookup{Kind: betterauth.KindAPIKey, Secret: l.Secret, Digest: l.Digest}
 	if s.keys == Database {
 		rec, err := s.sql.Lookup(ctx, one)
 		return rec.APIKey, err
@@ -166,7 +166,7 @@ func (s *Store) apiKey(ctx context.Context, l betterauth.Lookup) (*betterauth.AP
 }
 
 func (s *Store) session(ctx context.Context, l betterauth.Lookup) (*betterauth.Session, error) {
-	one := betterauth.Lookup{Mode: betterauth.ModeSession, Secret: l.Secret, Digest: l.Digest}
+	one := betterauth.Lookup{Kind: betterauth.KindSession, Secret: l.Secret, Digest: l.Digest}
 	if s.sessions == Database {
 		rec, err := s.sql.Lookup(ctx, one)
 		return rec.Session, err

@@ -190,7 +190,7 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 		return betterauth.Record{}, err
 	}
 	var rec betterauth.Record
-	if l.Mode != betterauth.ModeSession && p.Queries.APIKey != "" {
+	if l.Kind != betterauth.KindSession && p.Queries.APIKey != "" {
 		arg := l.KeyHash()
 		if s.opts.PlainKeys {
 			arg = l.Secret
@@ -199,7 +199,7 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 			return betterauth.Record{}, err
 		}
 	}
-	if l.Mode != betterauth.ModeAPIKey && rec.APIKey == nil && p.Queries.Session != "" {
+	if l.Kind != betterauth.KindAPIKey && rec.APIKey == nil && p.Queries.Session != "" {
 		if rec.Session, err = s.session(ctx, p.Queries.Session, l.Secret); err != nil {
 			return betterauth.Record{}, err
 		}
