@@ -30,6 +30,33 @@ func NewLookup(kind Kind, secret string) Lookup {
 // KeyHash returns the value Better-Auth stores in apikey.key for Secret.
 func (l Lookup) KeyHash() string { return base64.RawURLEncoding.EncodeToString(l.Digest[:]) }
 
+// StoredKey returns what the api-key plugin stores for Secret (in apikey.key,
+// or after "api-key:" in secondary storage): its hash, or, with the plugin's
+// disableKeyHashing (plain), the key itself.
+func (l Lookup) StoredKey(plain bool) string {
+	if plain {
+		return l.Secret
+	}
+	return l.KeyHash()
+}
+
+// StoredKeyDigest is the way back from StoredKey: the Digest of the lookups
+// of the key stored as stored, or false when stored cannot be a stored
+// key. A change reported by stored key (secondary storage's keyspace
+// events) is matched against cached lookups by digest.
+func StoredKeyDigest(stored string, plain bool) ([sha256.Size]byte, bool) {
+	var d [sha256.Size]byte
+	if plain {
+		return digest(stored), true
+	}
+	// Checked first: Decode writes past d for a longer input.
+	if len(stored) != base64.RawURLEncoding.EncodedLen(len(d)) {
+		return d, false
+	}
+	n, err := base64.RawURLEncoding.Decode(d[:], []byte(stored))
+	return d, err == nil && n == len(d)
+}
+
 // Store reads Better-Auth's records.
 //
 // Lookup returns the matching record, a zero Record when nothing matches, and

@@ -139,7 +139,7 @@ func (s *Store) lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 	case l.Kind == betterauth.KindEither && keySQL != "" && sessionSQL != "":
 		return s.lookupEither(ctx, p, l)
 	case l.Kind != betterauth.KindSession && keySQL != "":
-		rows, err := s.db.Query(ctx, keySQL, s.keyArg(l))
+		rows, err := s.db.Query(ctx, keySQL, l.StoredKey(s.plainKeys))
 		if err != nil {
 			return betterauth.Record{}, fmt.Errorf("pgstore: api key lookup: %w", err)
 		}
@@ -159,7 +159,7 @@ func (s *Store) lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 // lookupEither sends both queries in one pipelined batch: one round trip.
 func (s *Store) lookupEither(ctx context.Context, p *schema.Prepared, l betterauth.Lookup) (betterauth.Record, error) {
 	var b pgx.Batch
-	b.Queue(p.Queries.APIKey, s.keyArg(l))
+	b.Queue(p.Queries.APIKey, l.StoredKey(s.plainKeys))
 	b.Queue(p.Queries.Session, l.Secret)
 	br := s.db.SendBatch(ctx, &b)
 	defer br.Close()
@@ -208,13 +208,6 @@ func (s *Store) user(ctx context.Context, id string) (*betterauth.User, error) {
 		return nil, fmt.Errorf("pgstore: %w", err)
 	}
 	return u, nil
-}
-
-func (s *Store) keyArg(l betterauth.Lookup) string {
-	if s.plainKeys {
-		return l.Secret
-	}
-	return l.KeyHash()
 }
 
 func (s *Store) collectKey(rows pgx.Rows) (*betterauth.APIKey, error) {

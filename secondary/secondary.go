@@ -122,11 +122,7 @@ func (s *Store) apiKey(ctx context.Context, l betterauth.Lookup) (*betterauth.AP
 		rec, err := s.sql.Lookup(ctx, one)
 		return rec.APIKey, err
 	}
-	hash := l.KeyHash()
-	if s.plain {
-		hash = l.Secret
-	}
-	raw, err := s.get(ctx, "api-key:"+hash)
+	raw, err := s.get(ctx, "api-key:"+l.StoredKey(s.plain))
 	if err != nil {
 		return nil, err
 	}

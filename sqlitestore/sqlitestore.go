@@ -191,11 +191,7 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 	}
 	var rec betterauth.Record
 	if l.Kind != betterauth.KindSession && p.Queries.APIKey != "" {
-		arg := l.KeyHash()
-		if s.opts.PlainKeys {
-			arg = l.Secret
-		}
-		if rec.APIKey, err = s.key(ctx, p.Queries.APIKey, arg); err != nil {
+		if rec.APIKey, err = s.key(ctx, p.Queries.APIKey, l.StoredKey(s.opts.PlainKeys)); err != nil {
 			return betterauth.Record{}, err
 		}
 	}
