@@ -61,8 +61,9 @@ func StoredKeyDigest(stored string, plain bool) ([sha256.Size]byte, bool) {
 //
 // Lookup returns the matching record, a zero Record when nothing matches, and
 // an error only when the store could not answer (which the Verifier's callers
-// turn into 503). Records are sealed (see Record.Seal) and never changed after
-// they are returned, so caches may share them. A store never writes.
+// turn into 503). Each Lookup returns records of its own, which the store
+// never changes afterwards, so that a cache may seal them (see Record.Seal)
+// and share them. A store never writes to the database.
 type Store interface {
 	Lookup(ctx context.Context, l Lookup) (Record, error)
 }

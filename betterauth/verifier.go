@@ -119,7 +119,7 @@ func (v *Verifier) checkAPIKey(k *APIKey, now time.Time) Decision {
 			return Decision{Reason: UsageExceeded, RetryAfter: wait}
 		}
 	}
-	return Decision{Method: MethodAPIKey, User: k.User, CredentialID: k.ID, credHdr: k.hdrID, ExpiresAt: k.ExpiresAt}
+	return Decision{Method: MethodAPIKey, User: k.User, CredentialID: k.ID, credHdr: k.headerID(), ExpiresAt: k.ExpiresAt}
 }
 
 // refillWait reports whether an exhausted key would be refilled by a verify at
@@ -146,7 +146,7 @@ func checkSession(s *Session, now time.Time) Decision {
 	if s.User.BannedAt(now) {
 		return deny(UserBanned)
 	}
-	return Decision{Method: MethodSession, User: s.User, CredentialID: s.ID, credHdr: s.hdrID, ExpiresAt: s.ExpiresAt}
+	return Decision{Method: MethodSession, User: s.User, CredentialID: s.ID, credHdr: s.headerID(), ExpiresAt: s.ExpiresAt}
 }
 
 func (v *Verifier) acceptsConfig(id string) bool {

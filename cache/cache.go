@@ -221,6 +221,9 @@ func (s *Store) miss(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 
 // load runs one shared lookup. It is detached from the first caller's
 // cancellation, since other callers wait on it, and bounded by the timeout.
+// It seals every record it returns, from the shared tier or the inner
+// store, before any other goroutine can see it: the cache is the one owner
+// of sealing (see betterauth.Record.Seal), so that a hit costs no encoding.
 func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betterauth.Record, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
@@ -231,6 +234,7 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 	var sh shared
 	if s.remote != nil {
 		if sh = s.remote.get(ctx, k); sh.hit {
+			sh.rec = sh.rec.Seal()
 			// Never kept past this gateway's own TTL, nor the record's
 			// expiry, whatever the shared entry says.
 			now := s.now()

@@ -233,3 +233,40 @@ func TestHitDoesNotAllocate(t *testing.T) {
 		t.Fatalf("cache hit allocates %v times", a)
 	}
 }
+
+// The cache seals what it keeps, from the database and from the shared
+// tier: a hit encodes nothing, even values that need escaping. Not
+// parallel: AllocsPerRun counts every goroutine's allocations.
+func TestRecordsLeaveTheCacheSealed(t *testing.T) {
+	clk := &clock{t0}
+	remote := newFakeRemote()
+	rec := betterauth.Record{APIKey: &betterauth.APIKey{ID: "k\u00e9", Enabled: true,
+		User: &betterauth.User{ID: "u1", Email: "zo\u00eb@example.com", Name: "Zo\u00eb", Role: "r\u00f4le"}}}
+	fromDB := New(&countingStore{rec: rec}, sharedOpts(remote, Options{TTL: time.Minute, Jitter: -1, Now: clk.now}))
+	inner := &countingStore{}
+	fromShared := New(inner, sharedOpts(remote, Options{TTL: time.Minute, Jitter: -1, Now: clk.now}))
+	clk.advance(ClockSkew) // entries written as a gateway starts are not read
+	ctx := context.Background()
+	c := betterauth.Credential{Kind: betterauth.KindAPIKey, Source: betterauth.SourceAPIKeyHeader, Value: secretKey}
+	for _, s := range []*Store{fromDB, fromShared} {
+		v, err := betterauth.NewVerifier(betterauth.Options{Store: s, Now: clk.now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := v.Verify(ctx, c)
+		if err != nil || !d.Allowed() || d.CredentialHeader() != "k%C3%A9" {
+			t.Fatalf("%+v %v", d, err)
+		}
+		var buf [betterauth.MaxHeaders]betterauth.Header
+		if a := testing.AllocsPerRun(50, func() {
+			d, _ := v.Verify(ctx, c)
+			d.AppendHeaders(buf[:0])
+			d.User.HeaderValues()
+		}); a != 0 {
+			t.Errorf("a hit allocates %v times: the record was not sealed", a)
+		}
+	}
+	if inner.calls.Load() != 0 {
+		t.Fatal("the second gateway read the database, not the shared tier")
+	}
+}

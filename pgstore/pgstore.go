@@ -144,14 +144,14 @@ func (s *Store) lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 			return betterauth.Record{}, fmt.Errorf("pgstore: api key lookup: %w", err)
 		}
 		k, err := s.collectKey(rows)
-		return betterauth.Record{APIKey: k}.Seal(), err
+		return betterauth.Record{APIKey: k}, err
 	case l.Kind != betterauth.KindAPIKey && sessionSQL != "":
 		rows, err := s.db.Query(ctx, sessionSQL, l.Secret)
 		if err != nil {
 			return betterauth.Record{}, fmt.Errorf("pgstore: session lookup: %w", err)
 		}
 		sess, err := collectSession(rows)
-		return betterauth.Record{Session: sess}.Seal(), err
+		return betterauth.Record{Session: sess}, err
 	}
 	return betterauth.Record{}, nil // no table for this kind of credential
 }
@@ -185,7 +185,7 @@ func (s *Store) lookupEither(ctx context.Context, p *schema.Prepared, l betterau
 	if k != nil {
 		sess = nil // an API key equal to a session token: the key wins
 	}
-	return betterauth.Record{APIKey: k, Session: sess}.Seal(), nil
+	return betterauth.Record{APIKey: k, Session: sess}, nil
 }
 
 // User reads one user by id, retrying once as Lookup does.

@@ -113,7 +113,7 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 		}
 		rec.Session = sess
 	}
-	return rec.Seal(), nil
+	return rec, nil
 }
 
 func (s *Store) apiKey(ctx context.Context, l betterauth.Lookup) (*betterauth.APIKey, error) {

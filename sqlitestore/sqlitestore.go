@@ -200,7 +200,7 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 			return betterauth.Record{}, err
 		}
 	}
-	return rec.Seal(), nil
+	return rec, nil
 }
 
 // User reads one user by id.
