@@ -66,7 +66,9 @@ type Options struct {
 	// LookupTimeout bounds one lookup in the inner store. Default:
 	// DefaultLookupTimeout.
 	LookupTimeout time.Duration
-	// Now is the clock. Default: time.Now.
+	// Now is the clock: every time the cache reads (expiry, the shared
+	// tier's stamps and watermarks, the pace of its warnings) comes from
+	// it. Only timeouts run on real time. Default: time.Now.
 	Now func() time.Time
 
 	// Remote, when set, is a cache shared with other gateways (Redis): read
@@ -148,7 +150,7 @@ func New(inner betterauth.Store, opts Options) *Store {
 		if opts.Sealer == nil {
 			s.logger.Error("the shared cache is off: its entries cannot be authenticated without a key")
 		} else {
-			s.remote = newRemoteTier(opts)
+			s.remote = newRemoteTier(opts, s.now)
 		}
 	}
 	return s
@@ -199,7 +201,7 @@ func (s *Store) refresh(k key, l betterauth.Lookup) {
 // logStale says, at most once per throttle.Every, that the database is
 // down and stale entries are served.
 func (s *Store) logStale(err error) {
-	if _, ok := s.staleLog.Allow(); ok {
+	if _, ok := s.staleLog.AllowAt(s.now()); ok {
 		s.logger.Warn("the database cannot answer; serving recently verified records (stale_if_error)", zap.Error(err))
 	}
 }
