@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
@@ -146,40 +147,37 @@ func TestErrorsAreNotCached(t *testing.T) {
 
 func TestConcurrentMissesShareOneLookup(t *testing.T) {
 	t.Parallel()
-	inner := gated(keyRecord(time.Time{}))
-	s := New(inner, Options{})
-	const n = 50
-	var wg sync.WaitGroup
-	started := make(chan struct{}, n)
-	errs := make(chan error, n)
-	for range n {
-		wg.Go(func() {
-			started <- struct{}{}
-			rec, err := s.Lookup(context.Background(), lookup("k"))
-			if err == nil && rec.APIKey == nil {
-				err = errors.New("no record")
-			}
-			errs <- err
-		})
-	}
-	for range n {
-		<-started
-	}
-	// Wait until the one flight is in the inner store, then release it.
-	<-inner.entered
-	close(inner.gate)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
+	synctest.Test(t, func(t *testing.T) {
+		inner := gated(keyRecord(time.Time{}))
+		s := New(inner, Options{})
+		const n = 50
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for range n {
+			wg.Go(func() {
+				rec, err := s.Lookup(context.Background(), lookup("k"))
+				if err == nil && rec.APIKey == nil {
+					err = errors.New("no record")
+				}
+				errs <- err
+			})
 		}
-	}
-	if c := inner.calls.Load(); c > 2 {
-		// Goroutines that arrive after the flight finished hit the cache; one
-		// flight, at most a second for stragglers between check and DoChan.
-		t.Fatalf("inner calls = %d for %d concurrent misses", c, n)
-	}
+		// Every goroutine is blocked: one in the inner store, the others
+		// waiting for its flight. Then release it.
+		synctest.Wait()
+		<-inner.entered
+		close(inner.gate)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if c := inner.calls.Load(); c != 1 {
+			t.Fatalf("inner calls = %d for %d concurrent misses", c, n)
+		}
+	})
 }
 
 func TestLookupTimeoutIsAnError(t *testing.T) {
