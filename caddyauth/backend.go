@@ -66,7 +66,7 @@ type backend struct {
 	redis     io.Closer // nil without Redis
 	secondary io.Closer // nil without secondary storage
 	cache     *cache.Store
-	bus       *rediscache.Remote // the shared Redis, for relaying invalidations
+	bus       *rediscache.Bus // the shared Redis, for relaying invalidations
 	sealer    *cache.Sealer
 	instance  string           // this backend's id on the bus
 	store     betterauth.Store // what handlers read: the cache, starting the watchers on first use
@@ -145,8 +145,8 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 			return nil, err
 		}
 		b.redis, b.sealer = client, cfg.sealer
-		b.bus = rediscache.New(client)
-		opts.Remote, opts.Sealer, opts.RemoteTimeout, opts.RemotePrefix = b.bus, cfg.sealer, time.Duration(r.Timeout), r.Prefix
+		b.bus = rediscache.NewBus(client)
+		opts.Remote, opts.Sealer, opts.RemoteTimeout, opts.RemotePrefix = rediscache.New(client), cfg.sealer, time.Duration(r.Timeout), r.Prefix
 		if opts.RemotePrefix == "" {
 			// Gateways share entries only when they read the same rows.
 			opts.RemoteScope = db.Scope

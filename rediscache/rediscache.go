@@ -1,5 +1,6 @@
 // Package rediscache is the Redis side of the shared cache: a cache.Remote
-// over a go-redis universal client (one node, Sentinel or Cluster).
+// over a go-redis universal client (one node, Sentinel or Cluster), and the
+// Bus on which gateways relay invalidations to each other.
 package rediscache
 
 import (
@@ -145,17 +146,25 @@ func (r *Remote) Set(ctx context.Context, key string, value []byte, ttl time.Dur
 
 var _ cache.Remote = (*Remote)(nil)
 
+// Bus carries messages between gateways over Redis pub/sub: the
+// invalidations one gateway heard, relayed to the others. It is not part
+// of the cache tier (Remote), though it may share its client.
+type Bus struct{ c redis.UniversalClient }
+
+// NewBus returns the bus over c.
+func NewBus(c redis.UniversalClient) *Bus { return &Bus{c: c} }
+
 // Publish sends msg on channel.
-func (r *Remote) Publish(ctx context.Context, channel string, msg []byte) error {
-	return r.c.Publish(ctx, channel, msg).Err()
+func (b *Bus) Publish(ctx context.Context, channel string, msg []byte) error {
+	return b.c.Publish(ctx, channel, msg).Err()
 }
 
 // Subscribe calls handle for every message on channel until ctx ends.
 // subscribed, if set, is called each time Redis confirms the subscription:
 // the first time, and again after go-redis has reconnected and
 // resubscribed, when messages sent meanwhile were lost.
-func (r *Remote) Subscribe(ctx context.Context, channel string, subscribed func(), handle func([]byte)) error {
-	ps := r.c.Subscribe(ctx, channel)
+func (b *Bus) Subscribe(ctx context.Context, channel string, subscribed func(), handle func([]byte)) error {
+	ps := b.c.Subscribe(ctx, channel)
 	defer ps.Close()
 	if _, err := ps.Receive(ctx); err != nil {
 		return err
