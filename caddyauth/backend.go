@@ -154,11 +154,7 @@ func newBackend(cfg backendConfig, logger *zap.Logger) (*backend, error) {
 	}
 	var inner betterauth.Store = db
 	if ss := cfg.Secondary; ss != nil {
-		timeout := time.Duration(ss.Timeout)
-		if timeout <= 0 {
-			timeout = time.Second
-		}
-		client, err := rediscache.Open(rediscache.Options{URL: ss.URL, Timeout: timeout})
+		client, err := secondary.Open(secondary.RedisOptions{URL: ss.URL, Timeout: time.Duration(ss.Timeout)})
 		if err != nil {
 			b.Destruct()
 			return nil, fmt.Errorf("secondary_storage: %w", err)

@@ -5,18 +5,18 @@ package rediscache
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/redisurl"
 )
 
-// Options configure a client.
+// Options configure a client of the shared cache tier. Secondary storage,
+// a source of truth, opens its own (secondary.Open).
 type Options struct {
 	// URL is redis://[user:pass@]host:port[/db], or rediss:// for TLS. More
 	// nodes of a cluster go in addr parameters:
@@ -30,31 +30,16 @@ type Options struct {
 	Timeout time.Duration
 }
 
-// Open returns a client for opts. It does not connect: the first command
-// does.
+// Open returns a client for opts that fails fast, as a tier the gateway
+// may skip should. It does not connect: the first command does.
 func Open(opts Options) (redis.UniversalClient, error) {
-	u, err := url.Parse(opts.URL)
-	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-		// The URL may hold a password: do not repeat it.
-		return nil, errors.New("redis: want a redis:// or rediss:// URL")
+	uo, err := redisurl.Parse(opts.URL, opts.SentinelMaster)
+	if err != nil {
+		return nil, err
 	}
 	timeout := opts.Timeout
 	if timeout <= 0 {
 		timeout = cache.DefaultRemoteTimeout
-	}
-	uo := &redis.UniversalOptions{MasterName: opts.SentinelMaster}
-	if u.Query().Has("addr") {
-		co, err := redis.ParseClusterURL(opts.URL)
-		if err != nil {
-			return nil, fmt.Errorf("redis: cluster URL: %s", redact(err))
-		}
-		uo.Addrs, uo.Username, uo.Password, uo.TLSConfig = co.Addrs, co.Username, co.Password, co.TLSConfig
-	} else {
-		o, err := redis.ParseURL(opts.URL)
-		if err != nil {
-			return nil, fmt.Errorf("redis: URL: %s", redact(err))
-		}
-		uo.Addrs, uo.Username, uo.Password, uo.DB, uo.TLSConfig = []string{o.Addr}, o.Username, o.Password, o.DB, o.TLSConfig
 	}
 	uo.DialTimeout, uo.ReadTimeout, uo.WriteTimeout = timeout, timeout, timeout
 	// A slow or absent Redis must not slow requests: no command retries and
@@ -62,15 +47,6 @@ func Open(opts Options) (redis.UniversalClient, error) {
 	// then fall through to the database.
 	uo.MaxRetries, uo.DialerRetries = -1, 1
 	return redis.NewUniversalClient(uo), nil
-}
-
-// redact keeps go-redis's reason without any URL it quotes.
-func redact(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err.Error()
-	}
-	return "invalid"
 }
 
 // Remote adapts a client to cache.Remote.
