@@ -1,6 +1,7 @@
 package secondary
 
 import (
+	"errors"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,6 +21,18 @@ type RedisOptions struct {
 	// Timeout bounds dialing, and each read and write. Default:
 	// DefaultTimeout.
 	Timeout time.Duration
+}
+
+// Validate checks the options without connecting. Open is more lenient:
+// it takes a negative Timeout for the default.
+func (o RedisOptions) Validate() error {
+	if _, err := redisurl.Parse(o.URL, ""); err != nil {
+		return err
+	}
+	if o.Timeout < 0 {
+		return errors.New("timeout must not be negative")
+	}
+	return nil
 }
 
 // Open returns a client of the app's secondary storage. It does not
