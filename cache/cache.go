@@ -13,6 +13,8 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -42,11 +44,12 @@ type Options struct {
 	// A record's own expiry caps it further. Negative disables positive
 	// caching. Default: DefaultTTL.
 	TTL time.Duration
-	// APIKeyTTL and SessionTTL, when set, replace TTL for that kind.
+	// APIKeyTTL and SessionTTL, when set, replace TTL for that kind;
+	// negative disables caching that kind.
 	APIKeyTTL, SessionTTL time.Duration
-	// Jitter shortens each entry's TTL by a random fraction up to this, so
-	// that replicas do not all reload a popular credential at once.
-	// Negative disables it. Default: DefaultJitter.
+	// Jitter shortens each entry's TTL by a random fraction up to this (at
+	// most 1), so that replicas do not all reload a popular credential at
+	// once. Negative disables it. Default: DefaultJitter.
 	Jitter float64
 	// StaleWhileRevalidate serves an entry for this long past its TTL while
 	// one background lookup refreshes it, so that popular credentials never
@@ -60,7 +63,8 @@ type Options struct {
 	// NegativeTTL is how long "no such credential" is remembered. Negative
 	// disables it. Default: DefaultNegativeTTL.
 	NegativeTTL time.Duration
-	// MaxEntries and MaxNegative bound the two spaces.
+	// MaxEntries and MaxNegative bound the two spaces. Default:
+	// DefaultMaxEntries and DefaultMaxNegative.
 	MaxEntries  int
 	MaxNegative int
 	// LookupTimeout bounds one lookup in the inner store. Default:
@@ -90,6 +94,35 @@ type Options struct {
 	RemoteTimeout time.Duration
 	// Logger receives rate-limited warnings about the Remote.
 	Logger *zap.Logger
+}
+
+// Validate reports options that mean nothing: a jitter above 1, and
+// negative values where only zero (the default) or a positive value does.
+// New is more lenient (it takes those negatives for the default or off);
+// front ends call Validate when a configuration loads, so that a mistake
+// is an error rather than a silent default. Zero durations and counts
+// mean the default; negative TTL, NegativeTTL, APIKeyTTL, SessionTTL and
+// Jitter mean off.
+func (o Options) Validate() error {
+	switch {
+	case math.IsNaN(o.Jitter) || o.Jitter > 1:
+		return fmt.Errorf("jitter must be a fraction from 0 to 1, or negative for off, not %v", o.Jitter)
+	case o.StaleWhileRevalidate < 0:
+		return errors.New("stale_while_revalidate must not be negative")
+	case o.StaleIfError < 0:
+		return errors.New("stale_if_error must not be negative")
+	case o.MaxEntries < 0:
+		return errors.New("max_entries must not be negative")
+	case o.MaxNegative < 0:
+		return errors.New("max_negative must not be negative")
+	case o.LookupTimeout < 0:
+		return errors.New("lookup_timeout must not be negative")
+	case o.RemoteTimeout < 0:
+		return errors.New("the redis timeout must not be negative")
+	case o.Remote != nil && o.Sealer == nil:
+		return errors.New("a shared cache needs a Sealer to authenticate its entries")
+	}
+	return nil
 }
 
 // Store is a caching betterauth.Store.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -266,5 +267,30 @@ func TestRecordsLeaveTheCacheSealed(t *testing.T) {
 	}
 	if inner.calls.Load() != 0 {
 		t.Fatal("the second gateway read the database, not the shared tier")
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	t.Parallel()
+	for _, o := range []Options{
+		{Jitter: 1.01}, {Jitter: 10}, {Jitter: math.NaN()},
+		{StaleWhileRevalidate: -time.Second}, {StaleIfError: -1},
+		{MaxEntries: -1}, {MaxNegative: -1}, {LookupTimeout: -time.Second}, {RemoteTimeout: -1},
+		{Remote: newFakeRemote()},
+	} {
+		if err := o.Validate(); err == nil {
+			t.Errorf("%+v accepted", o)
+		}
+	}
+	for _, o := range []Options{
+		{},                                     // every default
+		{TTL: -1, NegativeTTL: -1, Jitter: -1}, // off, as the Caddyfile's "off" writes them
+		{Jitter: -5, APIKeyTTL: -1, SessionTTL: time.Minute},
+		{TTL: time.Minute, Jitter: 1, StaleWhileRevalidate: time.Second, StaleIfError: time.Hour, MaxEntries: 1, MaxNegative: 1,
+			LookupTimeout: time.Second, RemoteTimeout: time.Millisecond, Remote: newFakeRemote(), Sealer: testSealer},
+	} {
+		if err := o.Validate(); err != nil {
+			t.Errorf("%+v refused: %v", o, err)
+		}
 	}
 }
