@@ -17,7 +17,9 @@ const (
 	SourceCookie              // Better-Auth's session cookie
 )
 
-// Kind is what a credential is taken to be.
+// Kind is what a credential is taken to be, and so which tables its Lookup
+// reads. KindAPIKey, KindSession and KindEither are part of the cache's keys
+// (1, 2 and 3, also in Redis): their values must not change.
 type Kind uint8
 
 // Kinds.

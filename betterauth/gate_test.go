@@ -20,7 +20,7 @@ func newTestGate(t *testing.T, store Store, keep bool, onError func(Credential, 
 func TestGateStrip(t *testing.T) {
 	t.Parallel()
 	const key = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
-	store := &fakeStore{keys: map[string]*APIKey{NewLookup(ModeAPIKey, key).KeyHash(): {ID: "k1", ConfigID: "default", Enabled: true, User: alice()}}}
+	store := &fakeStore{keys: map[string]*APIKey{NewLookup(KindAPIKey, key).KeyHash(): {ID: "k1", ConfigID: "default", Enabled: true, User: alice()}}}
 	for _, tc := range []struct {
 		name      string
 		keep      bool

@@ -57,16 +57,16 @@ func (d Decision) AppendHeaders(dst []Header) []Header {
 	if d.Reason != Allowed || d.User == nil {
 		return dst
 	}
-	u := d.User
-	dst = append(dst, Header{HeaderUserID, u.hdr.id})
-	if u.hdr.email != "" {
-		dst = append(dst, Header{HeaderUserEmail, u.hdr.email})
+	u := d.User.headers()
+	dst = append(dst, Header{HeaderUserID, u.id})
+	if u.email != "" {
+		dst = append(dst, Header{HeaderUserEmail, u.email})
 	}
-	if u.hdr.name != "" {
-		dst = append(dst, Header{HeaderUserName, u.hdr.name})
+	if u.name != "" {
+		dst = append(dst, Header{HeaderUserName, u.name})
 	}
-	if u.hdr.role != "" {
-		dst = append(dst, Header{HeaderUserRole, u.hdr.role})
+	if u.role != "" {
+		dst = append(dst, Header{HeaderUserRole, u.role})
 	}
 	dst = append(dst, Header{HeaderMethod, d.Method.String()})
 	switch d.Method {

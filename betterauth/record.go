@@ -17,7 +17,11 @@ type User struct {
 	hdr userHeaders
 }
 
-type userHeaders struct{ id, email, name, role string }
+// userHeaders are a user's values encoded for headers, set by Seal.
+type userHeaders struct {
+	id, email, name, role string
+	sealed                bool
+}
 
 // BannedAt reports whether the admin plugin's ban is in force at now.
 func (u *User) BannedAt(now time.Time) bool {
@@ -50,7 +54,8 @@ type APIKey struct {
 
 	User *User
 
-	hdrID string
+	hdrID  string // ID encoded for headers, set by Seal
+	sealed bool
 }
 
 // Session is the part of a session row the gateway reads, joined with its
@@ -60,7 +65,8 @@ type Session struct {
 	ExpiresAt time.Time
 	User      *User
 
-	hdrID string
+	hdrID  string // ID encoded for headers, set by Seal
+	sealed bool
 }
 
 // Record is what a Store found for a Lookup: an API key, a session, or
@@ -74,31 +80,66 @@ type Record struct {
 func (r Record) Found() bool { return r.APIKey != nil || r.Session != nil }
 
 // Seal precomputes the header-safe forms of the record's values, so that a
-// cached record costs no encoding per request. Stores call it once, before
-// the record is shared; records must not be changed afterwards.
+// record served many times costs no encoding per request. It is an
+// optimisation only: an unsealed record gives the same headers, encoded on
+// each use. The cache (package cache) is its one caller: it seals every
+// record it keeps or hands out, once, before anyone else can read it;
+// stores do not seal. Seal writes to the record unless it is sealed
+// already, so it must not be called on a record others may be reading
+// unsealed.
 func (r Record) Seal() Record {
-	if k := r.APIKey; k != nil {
-		k.hdrID = EncodeHeaderValue(k.ID)
+	if k := r.APIKey; k != nil && !k.sealed {
+		k.hdrID, k.sealed = EncodeHeaderValue(k.ID), true
 		k.User.seal()
 	}
-	if s := r.Session; s != nil {
-		s.hdrID = EncodeHeaderValue(s.ID)
+	if s := r.Session; s != nil && !s.sealed {
+		s.hdrID, s.sealed = EncodeHeaderValue(s.ID), true
 		s.User.seal()
 	}
 	return r
 }
 
 func (u *User) seal() {
-	u.hdr = userHeaders{
-		id:    EncodeHeaderValue(u.ID),
-		email: EncodeHeaderValue(u.Email),
-		name:  EncodeHeaderValue(u.Name),
-		role:  EncodeHeaderValue(u.Role),
+	if !u.hdr.sealed {
+		u.hdr = u.encode()
 	}
+}
+
+func (u *User) encode() userHeaders {
+	return userHeaders{
+		id:     EncodeHeaderValue(u.ID),
+		email:  EncodeHeaderValue(u.Email),
+		name:   EncodeHeaderValue(u.Name),
+		role:   EncodeHeaderValue(u.Role),
+		sealed: true,
+	}
+}
+
+// headers returns the encoded values, sealed or encoded now.
+func (u *User) headers() userHeaders {
+	if u.hdr.sealed {
+		return u.hdr
+	}
+	return u.encode()
+}
+
+func (k *APIKey) headerID() string {
+	if k.sealed {
+		return k.hdrID
+	}
+	return EncodeHeaderValue(k.ID)
+}
+
+func (s *Session) headerID() string {
+	if s.sealed {
+		return s.hdrID
+	}
+	return EncodeHeaderValue(s.ID)
 }
 
 // HeaderValues returns the encoded identity values (id, email, name, role),
 // for placeholders.
 func (u *User) HeaderValues() (id, email, name, role string) {
-	return u.hdr.id, u.hdr.email, u.hdr.name, u.hdr.role
+	h := u.headers()
+	return h.id, h.email, h.name, h.role
 }

@@ -1,6 +1,9 @@
 package betterauth
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // Test vectors computed by the real Better-Auth packages
 // (docs/better-auth-compat.md §11-12).
@@ -22,7 +25,7 @@ func TestHashAPIKeyMatchesBetterAuth(t *testing.T) {
 		if got := HashAPIKey(key); got != want {
 			t.Errorf("HashAPIKey(%q) = %q, want %q", key, got, want)
 		}
-		if got := NewLookup(ModeAPIKey, key).KeyHash(); got != want {
+		if got := NewLookup(KindAPIKey, key).KeyHash(); got != want {
 			t.Errorf("Lookup.KeyHash(%q) = %q, want %q", key, got, want)
 		}
 	}
@@ -67,5 +70,29 @@ func TestSignerMatchesBetterAuth(t *testing.T) {
 				t.Fatalf("token = %q, want %q", tok, vecToken)
 			}
 		})
+	}
+}
+
+// What a store looks up for a key, and the digest a stored key maps back
+// to, agree for hashed and plain keys; anything else stored maps to nothing.
+func TestStoredKeyRoundTrip(t *testing.T) {
+	t.Parallel()
+	const key = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
+	l := NewLookup(KindAPIKey, key)
+	if got := l.StoredKey(false); got != "_OJ7Ir1qCBrTSFpH62hmBXp8k64EE7W9VBDB38ORyvU" {
+		t.Errorf("hashed stored key %q", got)
+	}
+	if got := l.StoredKey(true); got != key {
+		t.Errorf("plain stored key %q", got)
+	}
+	for _, plain := range []bool{false, true} {
+		if d, ok := StoredKeyDigest(l.StoredKey(plain), plain); !ok || d != l.Digest {
+			t.Errorf("plain=%v: digest %x %v, want %x", plain, d, ok, l.Digest)
+		}
+	}
+	for _, stored := range []string{"", "short", "_OJ7Ir1qCBrTSFpH62hmBXp8k64EE7W9VBDB38ORyv=", strings.Repeat("A", 44), strings.Repeat("A", 400)} {
+		if _, ok := StoredKeyDigest(stored, false); ok {
+			t.Errorf("%q taken for a key hash", stored)
+		}
 	}
 }

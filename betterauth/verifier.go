@@ -53,15 +53,15 @@ func NewVerifier(opts Options) (*Verifier, error) {
 func (v *Verifier) Verify(ctx context.Context, c Credential) (Decision, error) {
 	switch c.Kind {
 	case KindAPIKey:
-		return v.lookup(ctx, NewLookup(ModeAPIKey, c.Value), InvalidAPIKey)
+		return v.lookup(ctx, NewLookup(KindAPIKey, c.Value), InvalidAPIKey)
 	case KindEither:
-		return v.lookup(ctx, NewLookup(ModeEither, c.Value), InvalidSession)
+		return v.lookup(ctx, NewLookup(KindEither, c.Value), InvalidSession)
 	case KindSession:
 		token, ok := v.unsign(c)
 		if !ok {
 			return deny(InvalidSession), nil
 		}
-		return v.lookup(ctx, NewLookup(ModeSession, token), InvalidSession)
+		return v.lookup(ctx, NewLookup(KindSession, token), InvalidSession)
 	case KindInvalid:
 		if c.Source == SourceAPIKeyHeader {
 			return deny(InvalidAPIKey), nil
@@ -119,7 +119,7 @@ func (v *Verifier) checkAPIKey(k *APIKey, now time.Time) Decision {
 			return Decision{Reason: UsageExceeded, RetryAfter: wait}
 		}
 	}
-	return Decision{Method: MethodAPIKey, User: k.User, CredentialID: k.ID, credHdr: k.hdrID, ExpiresAt: k.ExpiresAt}
+	return Decision{Method: MethodAPIKey, User: k.User, CredentialID: k.ID, credHdr: k.headerID(), ExpiresAt: k.ExpiresAt}
 }
 
 // refillWait reports whether an exhausted key would be refilled by a verify at
@@ -146,7 +146,7 @@ func checkSession(s *Session, now time.Time) Decision {
 	if s.User.BannedAt(now) {
 		return deny(UserBanned)
 	}
-	return Decision{Method: MethodSession, User: s.User, CredentialID: s.ID, credHdr: s.hdrID, ExpiresAt: s.ExpiresAt}
+	return Decision{Method: MethodSession, User: s.User, CredentialID: s.ID, credHdr: s.headerID(), ExpiresAt: s.ExpiresAt}
 }
 
 func (v *Verifier) acceptsConfig(id string) bool {

@@ -7,7 +7,8 @@ import (
 	"time"
 )
 
-// fakeStore serves records by lookup mode and secret, and counts calls.
+// fakeStore serves records by lookup kind and secret, and counts calls. Its
+// records are not sealed, as no store's are.
 type fakeStore struct {
 	keys     map[string]*APIKey  // by stored hash
 	sessions map[string]*Session // by token
@@ -21,13 +22,13 @@ func (f *fakeStore) Lookup(_ context.Context, l Lookup) (Record, error) {
 		return Record{}, f.err
 	}
 	var r Record
-	if l.Mode != ModeSession {
+	if l.Kind != KindSession {
 		r.APIKey = f.keys[l.KeyHash()]
 	}
-	if l.Mode != ModeAPIKey && r.APIKey == nil {
+	if l.Kind != KindAPIKey && r.APIKey == nil {
 		r.Session = f.sessions[l.Secret]
 	}
-	return r.Seal(), nil
+	return r, nil
 }
 
 var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
@@ -177,27 +178,37 @@ func TestVerifierWithoutSecretRejectsSignedTokens(t *testing.T) {
 	}
 }
 
+// A sealed record (what the cache serves) and an unsealed one (what a store
+// returns) give the same, encoded, headers.
 func TestDecisionHeaders(t *testing.T) {
 	t.Parallel()
-	u := &User{ID: "u1", Name: "Eve\r\nX-Auth-User-Role: admin", Email: "", Role: ""}
-	rec := Record{Session: &Session{ID: "s1", ExpiresAt: t0, User: u}}.Seal()
-	d := checkSession(rec.Session, t0.Add(-time.Hour))
-	got := map[string]string{}
-	for _, h := range d.AppendHeaders(nil) {
-		got[h.Name] = h.Value
-	}
-	want := map[string]string{
-		HeaderUserID:    "u1",
-		HeaderUserName:  "Eve%0D%0AX-Auth-User-Role: admin",
-		HeaderMethod:    "session",
-		HeaderSessionID: "s1",
-	}
-	if len(got) != len(want) {
-		t.Fatalf("headers = %v, want %v", got, want)
-	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s = %q, want %q", k, got[k], v)
+	for _, sealed := range []bool{true, false} {
+		u := &User{ID: "u1", Name: "Eve\r\nX-Auth-User-Role: admin", Email: "", Role: ""}
+		rec := Record{Session: &Session{ID: "s\n1", ExpiresAt: t0, User: u}}
+		if sealed {
+			rec = rec.Seal()
+		}
+		d := checkSession(rec.Session, t0.Add(-time.Hour))
+		got := map[string]string{}
+		for _, h := range d.AppendHeaders(nil) {
+			got[h.Name] = h.Value
+		}
+		want := map[string]string{
+			HeaderUserID:    "u1",
+			HeaderUserName:  "Eve%0D%0AX-Auth-User-Role: admin",
+			HeaderMethod:    "session",
+			HeaderSessionID: "s%0A1",
+		}
+		if len(got) != len(want) {
+			t.Fatalf("sealed=%v: headers = %v, want %v", sealed, got, want)
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("sealed=%v: %s = %q, want %q", sealed, k, got[k], v)
+			}
+		}
+		if _, _, name, _ := u.HeaderValues(); name != want[HeaderUserName] || d.CredentialHeader() != want[HeaderSessionID] {
+			t.Errorf("sealed=%v: placeholders %q %q", sealed, name, d.CredentialHeader())
 		}
 	}
 	if hs := deny(InvalidAPIKey).AppendHeaders(nil); len(hs) != 0 {

@@ -20,10 +20,10 @@ type benchStore struct{}
 
 func (benchStore) Lookup(_ context.Context, l betterauth.Lookup) (betterauth.Record, error) {
 	u := &betterauth.User{ID: "u1", Email: "alice@example.com", Name: "Alice"}
-	if l.Mode == betterauth.ModeAPIKey {
-		return betterauth.Record{APIKey: &betterauth.APIKey{ID: "k1", Enabled: true, User: u}}.Seal(), nil
+	if l.Kind == betterauth.KindAPIKey {
+		return betterauth.Record{APIKey: &betterauth.APIKey{ID: "k1", Enabled: true, User: u}}, nil
 	}
-	return betterauth.Record{Session: &betterauth.Session{ID: "s1", ExpiresAt: time.Now().Add(time.Hour), User: u}}.Seal(), nil
+	return betterauth.Record{Session: &betterauth.Session{ID: "s1", ExpiresAt: time.Now().Add(time.Hour), User: u}}, nil
 }
 
 func benchVerifier(b *testing.B) *betterauth.Verifier {

@@ -1,7 +1,7 @@
 // Package cache keeps verified Better-Auth records in process memory, in
 // front of a betterauth.Store.
 //
-// Entries are keyed by the lookup mode and SHA-256 of the presented secret,
+// Entries are keyed by the lookup kind and SHA-256 of the presented secret,
 // never by the secret itself. They hold facts (the rows), not decisions: the
 // Verifier re-checks expiry, enabled and bans on every hit. Unknown
 // credentials are remembered briefly in a separate, bounded space so that a
@@ -13,6 +13,8 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -42,11 +44,12 @@ type Options struct {
 	// A record's own expiry caps it further. Negative disables positive
 	// caching. Default: DefaultTTL.
 	TTL time.Duration
-	// APIKeyTTL and SessionTTL, when set, replace TTL for that kind.
+	// APIKeyTTL and SessionTTL, when set, replace TTL for that kind;
+	// negative disables caching that kind.
 	APIKeyTTL, SessionTTL time.Duration
-	// Jitter shortens each entry's TTL by a random fraction up to this, so
-	// that replicas do not all reload a popular credential at once.
-	// Negative disables it. Default: DefaultJitter.
+	// Jitter shortens each entry's TTL by a random fraction up to this (at
+	// most 1), so that replicas do not all reload a popular credential at
+	// once. Negative disables it. Default: DefaultJitter.
 	Jitter float64
 	// StaleWhileRevalidate serves an entry for this long past its TTL while
 	// one background lookup refreshes it, so that popular credentials never
@@ -60,13 +63,16 @@ type Options struct {
 	// NegativeTTL is how long "no such credential" is remembered. Negative
 	// disables it. Default: DefaultNegativeTTL.
 	NegativeTTL time.Duration
-	// MaxEntries and MaxNegative bound the two spaces.
+	// MaxEntries and MaxNegative bound the two spaces. Default:
+	// DefaultMaxEntries and DefaultMaxNegative.
 	MaxEntries  int
 	MaxNegative int
 	// LookupTimeout bounds one lookup in the inner store. Default:
 	// DefaultLookupTimeout.
 	LookupTimeout time.Duration
-	// Now is the clock. Default: time.Now.
+	// Now is the clock: every time the cache reads (expiry, the shared
+	// tier's stamps and watermarks, the pace of its warnings) comes from
+	// it. Only timeouts run on real time. Default: time.Now.
 	Now func() time.Time
 
 	// Remote, when set, is a cache shared with other gateways (Redis): read
@@ -88,6 +94,35 @@ type Options struct {
 	RemoteTimeout time.Duration
 	// Logger receives rate-limited warnings about the Remote.
 	Logger *zap.Logger
+}
+
+// Validate reports options that mean nothing: a jitter above 1, and
+// negative values where only zero (the default) or a positive value does.
+// New is more lenient (it takes those negatives for the default or off);
+// front ends call Validate when a configuration loads, so that a mistake
+// is an error rather than a silent default. Zero durations and counts
+// mean the default; negative TTL, NegativeTTL, APIKeyTTL, SessionTTL and
+// Jitter mean off.
+func (o Options) Validate() error {
+	switch {
+	case math.IsNaN(o.Jitter) || o.Jitter > 1:
+		return fmt.Errorf("jitter must be a fraction from 0 to 1, or negative for off, not %v", o.Jitter)
+	case o.StaleWhileRevalidate < 0:
+		return errors.New("stale_while_revalidate must not be negative")
+	case o.StaleIfError < 0:
+		return errors.New("stale_if_error must not be negative")
+	case o.MaxEntries < 0:
+		return errors.New("max_entries must not be negative")
+	case o.MaxNegative < 0:
+		return errors.New("max_negative must not be negative")
+	case o.LookupTimeout < 0:
+		return errors.New("lookup_timeout must not be negative")
+	case o.RemoteTimeout < 0:
+		return errors.New("the redis timeout must not be negative")
+	case o.Remote != nil && o.Sealer == nil:
+		return errors.New("a shared cache needs a Sealer to authenticate its entries")
+	}
+	return nil
 }
 
 // Store is a caching betterauth.Store.
@@ -148,7 +183,7 @@ func New(inner betterauth.Store, opts Options) *Store {
 		if opts.Sealer == nil {
 			s.logger.Error("the shared cache is off: its entries cannot be authenticated without a key")
 		} else {
-			s.remote = newRemoteTier(opts)
+			s.remote = newRemoteTier(opts, s.now)
 		}
 	}
 	return s
@@ -199,7 +234,7 @@ func (s *Store) refresh(k key, l betterauth.Lookup) {
 // logStale says, at most once per throttle.Every, that the database is
 // down and stale entries are served.
 func (s *Store) logStale(err error) {
-	if _, ok := s.staleLog.Allow(); ok {
+	if _, ok := s.staleLog.AllowAt(s.now()); ok {
 		s.logger.Warn("the database cannot answer; serving recently verified records (stale_if_error)", zap.Error(err))
 	}
 }
@@ -221,6 +256,9 @@ func (s *Store) miss(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 
 // load runs one shared lookup. It is detached from the first caller's
 // cancellation, since other callers wait on it, and bounded by the timeout.
+// It seals every record it returns, from the shared tier or the inner
+// store, before any other goroutine can see it: the cache is the one owner
+// of sealing (see betterauth.Record.Seal), so that a hit costs no encoding.
 func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betterauth.Record, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
@@ -231,6 +269,7 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 	var sh shared
 	if s.remote != nil {
 		if sh = s.remote.get(ctx, k); sh.hit {
+			sh.rec = sh.rec.Seal()
 			// Never kept past this gateway's own TTL, nor the record's
 			// expiry, whatever the shared entry says.
 			now := s.now()
@@ -313,7 +352,7 @@ const (
 	TargetAPIKey     Target = iota + 1 // one API key, by id
 	TargetSession                      // one session, by id
 	TargetUser                         // everything of one user, by user id
-	TargetCredential                   // one credential in every lookup mode, by digest
+	TargetCredential                   // one credential in every lookup kind, by digest
 	TargetAll                          // everything, unknown credentials included
 )
 
@@ -393,8 +432,8 @@ func (s *Store) drop(m *matcher) (names []key, n int) {
 	}
 	for d := range m.digests {
 		// Named even when not held here: another gateway may have shared it.
-		for _, mode := range []betterauth.Mode{betterauth.ModeAPIKey, betterauth.ModeSession, betterauth.ModeEither} {
-			names = append(names, keyOf(betterauth.Lookup{Mode: mode, Digest: d}))
+		for _, kind := range []betterauth.Kind{betterauth.KindAPIKey, betterauth.KindSession, betterauth.KindEither} {
+			names = append(names, keyOf(betterauth.Lookup{Kind: kind, Digest: d}))
 		}
 	}
 	return names, n
@@ -451,12 +490,12 @@ func (e *TimeoutError) Unwrap() error { return e.Err }
 // included until they are swept.
 func (s *Store) Len() (positive, negative int) { return s.pos.len(), s.neg.len() }
 
-// key is the lookup mode followed by the digest of the secret.
+// key is the lookup kind followed by the digest of the secret.
 type key [1 + 32]byte
 
 func keyOf(l betterauth.Lookup) key {
 	var k key
-	k[0] = byte(l.Mode)
+	k[0] = byte(l.Kind)
 	copy(k[1:], l.Digest[:])
 	return k
 }

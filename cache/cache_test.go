@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
@@ -51,7 +53,7 @@ func keyRecord(expires time.Time) betterauth.Record {
 }
 
 func lookup(secret string) betterauth.Lookup {
-	return betterauth.NewLookup(betterauth.ModeAPIKey, secret)
+	return betterauth.NewLookup(betterauth.KindAPIKey, secret)
 }
 
 func TestHitServesFromMemoryUntilTTL(t *testing.T) {
@@ -146,40 +148,37 @@ func TestErrorsAreNotCached(t *testing.T) {
 
 func TestConcurrentMissesShareOneLookup(t *testing.T) {
 	t.Parallel()
-	inner := gated(keyRecord(time.Time{}))
-	s := New(inner, Options{})
-	const n = 50
-	var wg sync.WaitGroup
-	started := make(chan struct{}, n)
-	errs := make(chan error, n)
-	for range n {
-		wg.Go(func() {
-			started <- struct{}{}
-			rec, err := s.Lookup(context.Background(), lookup("k"))
-			if err == nil && rec.APIKey == nil {
-				err = errors.New("no record")
-			}
-			errs <- err
-		})
-	}
-	for range n {
-		<-started
-	}
-	// Wait until the one flight is in the inner store, then release it.
-	<-inner.entered
-	close(inner.gate)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
+	synctest.Test(t, func(t *testing.T) {
+		inner := gated(keyRecord(time.Time{}))
+		s := New(inner, Options{})
+		const n = 50
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for range n {
+			wg.Go(func() {
+				rec, err := s.Lookup(context.Background(), lookup("k"))
+				if err == nil && rec.APIKey == nil {
+					err = errors.New("no record")
+				}
+				errs <- err
+			})
 		}
-	}
-	if c := inner.calls.Load(); c > 2 {
-		// Goroutines that arrive after the flight finished hit the cache; one
-		// flight, at most a second for stragglers between check and DoChan.
-		t.Fatalf("inner calls = %d for %d concurrent misses", c, n)
-	}
+		// Every goroutine is blocked: one in the inner store, the others
+		// waiting for its flight. Then release it.
+		synctest.Wait()
+		<-inner.entered
+		close(inner.gate)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if c := inner.calls.Load(); c != 1 {
+			t.Fatalf("inner calls = %d for %d concurrent misses", c, n)
+		}
+	})
 }
 
 func TestLookupTimeoutIsAnError(t *testing.T) {
@@ -231,5 +230,67 @@ func TestHitDoesNotAllocate(t *testing.T) {
 	s.Lookup(ctx, l)
 	if a := testing.AllocsPerRun(100, func() { s.Lookup(ctx, l) }); a != 0 {
 		t.Fatalf("cache hit allocates %v times", a)
+	}
+}
+
+// The cache seals what it keeps, from the database and from the shared
+// tier: a hit encodes nothing, even values that need escaping. Not
+// parallel: AllocsPerRun counts every goroutine's allocations.
+func TestRecordsLeaveTheCacheSealed(t *testing.T) {
+	clk := &clock{t0}
+	remote := newFakeRemote()
+	rec := betterauth.Record{APIKey: &betterauth.APIKey{ID: "k\u00e9", Enabled: true,
+		User: &betterauth.User{ID: "u1", Email: "zo\u00eb@example.com", Name: "Zo\u00eb", Role: "r\u00f4le"}}}
+	fromDB := New(&countingStore{rec: rec}, sharedOpts(remote, Options{TTL: time.Minute, Jitter: -1, Now: clk.now}))
+	inner := &countingStore{}
+	fromShared := New(inner, sharedOpts(remote, Options{TTL: time.Minute, Jitter: -1, Now: clk.now}))
+	clk.advance(ClockSkew) // entries written as a gateway starts are not read
+	ctx := context.Background()
+	c := betterauth.Credential{Kind: betterauth.KindAPIKey, Source: betterauth.SourceAPIKeyHeader, Value: secretKey}
+	for _, s := range []*Store{fromDB, fromShared} {
+		v, err := betterauth.NewVerifier(betterauth.Options{Store: s, Now: clk.now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := v.Verify(ctx, c)
+		if err != nil || !d.Allowed() || d.CredentialHeader() != "k%C3%A9" {
+			t.Fatalf("%+v %v", d, err)
+		}
+		var buf [betterauth.MaxHeaders]betterauth.Header
+		if a := testing.AllocsPerRun(50, func() {
+			d, _ := v.Verify(ctx, c)
+			d.AppendHeaders(buf[:0])
+			d.User.HeaderValues()
+		}); a != 0 {
+			t.Errorf("a hit allocates %v times: the record was not sealed", a)
+		}
+	}
+	if inner.calls.Load() != 0 {
+		t.Fatal("the second gateway read the database, not the shared tier")
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	t.Parallel()
+	for _, o := range []Options{
+		{Jitter: 1.01}, {Jitter: 10}, {Jitter: math.NaN()},
+		{StaleWhileRevalidate: -time.Second}, {StaleIfError: -1},
+		{MaxEntries: -1}, {MaxNegative: -1}, {LookupTimeout: -time.Second}, {RemoteTimeout: -1},
+		{Remote: newFakeRemote()},
+	} {
+		if err := o.Validate(); err == nil {
+			t.Errorf("%+v accepted", o)
+		}
+	}
+	for _, o := range []Options{
+		{},                                     // every default
+		{TTL: -1, NegativeTTL: -1, Jitter: -1}, // off, as the Caddyfile's "off" writes them
+		{Jitter: -5, APIKeyTTL: -1, SessionTTL: time.Minute},
+		{TTL: time.Minute, Jitter: 1, StaleWhileRevalidate: time.Second, StaleIfError: time.Hour, MaxEntries: 1, MaxNegative: 1,
+			LookupTimeout: time.Second, RemoteTimeout: time.Millisecond, Remote: newFakeRemote(), Sealer: testSealer},
+	} {
+		if err := o.Validate(); err != nil {
+			t.Errorf("%+v refused: %v", o, err)
+		}
 	}
 }

@@ -97,7 +97,8 @@ func encode(r betterauth.Record, st stamp) ([]byte, error) {
 	return json.Marshal(w)
 }
 
-// decode reads a shared-cache value back into a sealed record.
+// decode reads a shared-cache value back into a record (unsealed: load
+// seals it).
 func decode(b []byte) (betterauth.Record, stamp, error) {
 	var w wireRecord
 	if err := json.Unmarshal(b, &w); err != nil {
@@ -126,5 +127,5 @@ func decode(b []byte) (betterauth.Record, stamp, error) {
 	if u.ID == "" {
 		return betterauth.Record{}, stamp{}, errors.New("cache: shared entry has no user")
 	}
-	return r.Seal(), stamp{expires: time.UnixMilli(w.Expires), epoch: w.Epoch, written: time.UnixMilli(w.Written)}, nil
+	return r, stamp{expires: time.UnixMilli(w.Expires), epoch: w.Epoch, written: time.UnixMilli(w.Written)}, nil
 }

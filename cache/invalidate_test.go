@@ -8,11 +8,11 @@ import (
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 )
 
-// byMode is a store with one user's key and session.
+// byKind is a store with one user's key and session.
 type twoRecords struct{ key, session betterauth.Record }
 
 func (s twoRecords) Lookup(_ context.Context, l betterauth.Lookup) (betterauth.Record, error) {
-	if l.Mode == betterauth.ModeAPIKey {
+	if l.Kind == betterauth.KindAPIKey {
 		return s.key, nil
 	}
 	return s.session, nil
@@ -36,8 +36,8 @@ func TestInvalidateDropsOnlyWhatItNames(t *testing.T) {
 		{TargetAPIKey, "s1", 0}, {TargetUser, other.ID, 0}, {TargetSession, "k1", 0},
 	} {
 		s := New(inner, Options{Now: (&clock{t0}).now})
-		s.Lookup(ctx, betterauth.NewLookup(betterauth.ModeAPIKey, "key"))
-		s.Lookup(ctx, betterauth.NewLookup(betterauth.ModeSession, "token"))
+		s.Lookup(ctx, betterauth.NewLookup(betterauth.KindAPIKey, "key"))
+		s.Lookup(ctx, betterauth.NewLookup(betterauth.KindSession, "token"))
 		if n, _ := s.Revoke(ctx, Revocation{Target: tc.target, ID: tc.id}); n != tc.drops {
 			t.Errorf("Invalidate(%d, %s) dropped %d, want %d", tc.target, tc.id, n, tc.drops)
 		}
@@ -112,16 +112,16 @@ func TestInvalidationMakesSharedEntriesStale(t *testing.T) {
 	}
 }
 
-func TestForgetDropsOneCredentialInEveryMode(t *testing.T) {
+func TestForgetDropsOneCredentialInEveryKind(t *testing.T) {
 	t.Parallel()
 	inner := &countingStore{rec: keyRecord(time.Time{})}
 	s := New(inner, Options{})
 	ctx := context.Background()
-	for _, m := range []betterauth.Mode{betterauth.ModeAPIKey, betterauth.ModeEither} {
+	for _, m := range []betterauth.Kind{betterauth.KindAPIKey, betterauth.KindEither} {
 		s.Lookup(ctx, betterauth.NewLookup(m, "k"))
 		s.Lookup(ctx, betterauth.NewLookup(m, "other"))
 	}
-	if n, _ := s.Revoke(ctx, Revocation{Target: TargetCredential, Digest: betterauth.NewLookup(betterauth.ModeAPIKey, "k").Digest}); n != 2 {
+	if n, _ := s.Revoke(ctx, Revocation{Target: TargetCredential, Digest: betterauth.NewLookup(betterauth.KindAPIKey, "k").Digest}); n != 2 {
 		t.Fatalf("Revoking the credential dropped %d entries, want 2", n)
 	}
 	if pos, _ := s.Len(); pos != 2 {

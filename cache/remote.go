@@ -94,11 +94,9 @@ type remoteTier struct {
 	errors throttle.Log // Remote errors: an outage must not flood the log
 }
 
-func newRemoteTier(opts Options) *remoteTier {
-	t := &remoteTier{r: opts.Remote, sealer: opts.Sealer, timeout: opts.RemoteTimeout, logger: opts.Logger, scope: opts.RemoteScope, now: opts.Now}
-	if t.now == nil {
-		t.now = time.Now
-	}
+// newRemoteTier returns the shared tier of a Store whose clock is now.
+func newRemoteTier(opts Options, now func() time.Time) *remoteTier {
+	t := &remoteTier{r: opts.Remote, sealer: opts.Sealer, timeout: opts.RemoteTimeout, logger: opts.Logger, scope: opts.RemoteScope, now: now}
 	t.notBefore.Store(t.now().UnixMilli())
 	if t.timeout <= 0 {
 		t.timeout = DefaultRemoteTimeout
@@ -159,7 +157,7 @@ func (s *Store) Prefix(ctx context.Context) (string, error) {
 }
 
 // keyFor is the shared-cache key of a lookup: the prefix, the codec version,
-// the lookup mode and the SHA-256 of the secret (for API keys, what
+// the lookup kind and the SHA-256 of the secret (for API keys, what
 // Better-Auth itself stores), never the secret.
 func keyFor(prefix string, k key) string {
 	return prefix + string("?kse"[k[0]%4]) + ":" + base64.RawURLEncoding.EncodeToString(k[1:])
@@ -370,7 +368,7 @@ func (t *remoteTier) resume(ctx context.Context) {
 // forgery counts an entry whose seal did not match and says so, without
 // its contents, at most once per throttle.Every.
 func (t *remoteTier) forgery() {
-	if n, ok := t.forged.Allow(); ok {
+	if n, ok := t.forged.AllowAt(t.now()); ok {
 		t.logger.Warn("ignored shared cache entries that failed authentication: written without this gateway's key, "+
 			"or tampered with; is something else writing to this Redis, or do the gateways' secrets differ?",
 			zap.Uint64("total", n))
@@ -379,7 +377,7 @@ func (t *remoteTier) forgery() {
 
 // fail logs a Remote error at most once per throttle.Every.
 func (t *remoteTier) fail(msg string, err error) {
-	if _, ok := t.errors.Allow(); ok {
+	if _, ok := t.errors.AllowAt(t.now()); ok {
 		t.logger.Warn(msg, zap.Error(err))
 	}
 }

@@ -3,10 +3,15 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
 )
 
 // An attacker who can write to the shared Redis, against a gateway whose
@@ -372,5 +377,35 @@ func BenchmarkSealerOpen(b *testing.B) {
 		if _, ok := testSealer.Open(name, sealed); !ok {
 			b.Fatal("not opened")
 		}
+	}
+}
+
+// The shared tier reads the cache's clock for everything, the pace of its
+// warnings included: while the clock stands still an outage is reported
+// once, and once more when it has moved past throttle.Every.
+func TestRemoteTierRunsOnTheInjectedClock(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zap.WarnLevel)
+	clk := &clock{t0}
+	remote := newFakeRemote()
+	remote.err = errors.New("connection refused")
+	s := New(&countingStore{}, sharedOpts(remote, Options{Now: clk.now, Logger: zap.New(core)}))
+	ctx := context.Background()
+	failures := func() int { return logs.FilterMessageSnippet("shared cache read failed").Len() }
+	for i := range 5 {
+		if _, err := s.Lookup(ctx, lookup(fmt.Sprint("key", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := failures(); n != 1 {
+		t.Fatalf("%d warnings for 5 failures at one instant, want 1", n)
+	}
+	clk.advance(throttle.Every)
+	s.Lookup(ctx, lookup("key5"))
+	if n := failures(); n != 2 {
+		t.Fatalf("%d warnings once the clock moved past the interval, want 2", n)
+	}
+	if remote.gets != 6 {
+		t.Fatalf("%d shared reads, want 6", remote.gets)
 	}
 }

@@ -78,7 +78,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	}
 //
 // Placeholders such as {env.DATABASE_URL} are kept as written and replaced
-// when the config loads.
+// when the config loads. The parser only parses: values are checked by the
+// packages that own them when the config is validated (Validate), for JSON
+// configs too.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -179,15 +181,11 @@ func unmarshalSchema(d *caddyfile.Dispenser, s *gateway.Schema) error {
 		case "pg_schema":
 			err = oneArg(d, &s.PGSchema)
 		case "naming":
-			if err = oneArg(d, &s.Naming); err == nil && s.Naming != "camel" && s.Naming != "snake" {
-				return d.Errf("naming must be camel or snake, not %q", s.Naming)
-			}
+			err = oneArg(d, &s.Naming)
 		case "use_plural":
 			err = flag(d, &s.UsePlural)
 		case "api_key_owner":
-			if err = oneArg(d, &s.APIKeyOwner); err == nil && s.APIKeyOwner != "reference_id" && s.APIKeyOwner != "user_id" {
-				return d.Errf("api_key_owner must be reference_id or user_id, not %q", s.APIKeyOwner)
-			}
+			err = oneArg(d, &s.APIKeyOwner)
 		case "table":
 			var pair []string
 			if err = args(d, &pair); err != nil {
@@ -254,7 +252,7 @@ func unmarshalCache(d *caddyfile.Dispenser, c *gateway.Cache) error {
 				return nil
 			}
 			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || f <= 0 || f > 1 {
+			if err != nil {
 				return d.Errf("jitter takes a fraction between 0 and 1, or off, not %q", v)
 			}
 			c.Jitter = f
@@ -290,7 +288,6 @@ func subBlock(d *caddyfile.Dispenser, seen map[string]bool, sub func(name string
 }
 
 func unmarshalSecondary(d *caddyfile.Dispenser, ss *gateway.SecondaryStorage) error {
-	modes := map[string]bool{"storage": true, "storage_then_database": true, "database": true}
 	return urlBlock(d, "secondary_storage", &ss.URL, func(name string) error {
 		switch name {
 		case "prefix":
@@ -303,13 +300,7 @@ func unmarshalSecondary(d *caddyfile.Dispenser, ss *gateway.SecondaryStorage) er
 			if name == "api_keys" {
 				dst = &ss.APIKeys
 			}
-			if err := oneArg(d, dst); err != nil {
-				return err
-			}
-			if !modes[*dst] {
-				return d.Errf("%s must be storage, storage_then_database or database, not %q", name, *dst)
-			}
-			return nil
+			return oneArg(d, dst)
 		case "timeout":
 			return duration(d, &ss.Timeout, false)
 		}

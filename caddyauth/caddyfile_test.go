@@ -98,18 +98,15 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		`better_auth { lookup_timeout off }`:                     "bad duration",
 		`better_auth { require_signature yes }`:                  "wrong argument count",
 		`better_auth { api_key_header }`:                         "wrong argument count",
-		`better_auth { schema { naming kebab } }`:                "naming must be camel or snake",
 		`better_auth { schema { table account accounts } }`:      "table must be user, session or api_key",
 		`better_auth { schema { column email x } }`:              "column takes <model>.<field> <name>",
-		`better_auth { schema { api_key_owner org } }`:           "api_key_owner must be",
 		`better_auth { schema { bogus } }`:                       "unrecognized schema subdirective",
 		`better_auth { cache { max_entries -3 } }`:               "positive whole number",
 		`better_auth { cache { ttl 0s } }`:                       "duration must be positive",
-		`better_auth { cache { jitter 2 } }`:                     "jitter takes a fraction",
+		`better_auth { cache { jitter lots } }`:                  "jitter takes a fraction",
 		`better_auth { cache { flavour vanilla } }`:              "unrecognized cache subdirective",
 		`better_auth { schema { table user a ; table user b } }`: "table user already specified",
 		`better_auth { redis }`:                                  "redis needs a url",
-		`better_auth { secondary_storage { sessions redis } }`:   "sessions must be storage",
 		`better_auth { secondary_storage }`:                      "secondary_storage needs a url",
 		`better_auth { redis a b }`:                              "wrong argument count",
 		`better_auth { redis redis://x { url redis://y } }`:      "url already specified",
@@ -120,6 +117,30 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(opened))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: error %v, want %q", input, err, want)
+		}
+	}
+}
+
+// Values the parser takes as written are refused when the config is
+// validated, by the package that owns each: the same check as for JSON.
+func TestCaddyfileValuesAreValidated(t *testing.T) {
+	t.Parallel()
+	for input, want := range map[string]string{
+		`better_auth { schema { naming kebab } }`:                             "naming must be",
+		`better_auth { schema { api_key_owner org } }`:                        "owner must be",
+		`better_auth { schema { table user a ; table session a } }`:           "tables are both",
+		`better_auth { cache { jitter 2 } }`:                                  "jitter must be a fraction",
+		`better_auth { secondary_storage redis://x { sessions redis } }`:      "sessions must be",
+		`better_auth { secondary_storage redis://x { api_keys everywhere } }`: "api_keys must be",
+		`better_auth { api_key_header Authorization }`:                        "cannot carry API keys",
+	} {
+		var h Handler
+		opened := strings.NewReplacer("{ ", "{\n", " }", "\n}", " ; ", "\n").Replace(input)
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(opened)); err != nil {
+			t.Fatalf("%q: %v", input, err)
+		}
+		if err := h.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: Validate said %v, want %q", input, err, want)
 		}
 	}
 }

@@ -41,10 +41,10 @@ func (f *fakeStore) Lookup(_ context.Context, l betterauth.Lookup) (betterauth.R
 		return betterauth.Record{}, f.err
 	}
 	var r betterauth.Record
-	if l.Mode != betterauth.ModeSession && l.Secret == testKey {
+	if l.Kind != betterauth.KindSession && l.Secret == testKey {
 		r.APIKey = f.key
 	}
-	if l.Mode != betterauth.ModeAPIKey && l.Secret == testToken {
+	if l.Kind != betterauth.KindAPIKey && l.Secret == testToken {
 		r.Session = f.session
 	}
 	return r.Seal(), nil

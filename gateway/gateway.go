@@ -46,20 +46,48 @@ func (s Schema) config() schema.Config {
 	}
 }
 
-// assembly is everything in Options that shapes a Gateway (not a Gate):
-// front ends whose assemblies are equal share one Gateway. It holds the
-// resolved DSN, so it is never logged.
+// cache is the cache package's view of the cache block, without the
+// shared tier (which Open adds).
+func (c Cache) options(lookupTimeout time.Duration) cache.Options {
+	return cache.Options{
+		TTL:                  time.Duration(c.TTL),
+		APIKeyTTL:            time.Duration(c.APIKeyTTL),
+		SessionTTL:           time.Duration(c.SessionTTL),
+		Jitter:               c.Jitter,
+		StaleWhileRevalidate: time.Duration(c.StaleWhileRevalidate),
+		StaleIfError:         time.Duration(c.StaleIfError),
+		NegativeTTL:          time.Duration(c.NegativeTTL),
+		MaxEntries:           c.MaxEntries,
+		MaxNegative:          c.MaxNegative,
+		LookupTimeout:        lookupTimeout,
+	}
+}
+
+// options is the secondary package's view of the secondary_storage block.
+func (ss SecondaryStorage) options(plainKeys bool) secondary.Options {
+	return secondary.Options{Prefix: ss.Prefix, Sessions: secondary.Mode(ss.Sessions), APIKeys: secondary.Mode(ss.APIKeys), PlainKeys: plainKeys}
+}
+
+// assembly is everything in Options that shapes a Gateway (not a Gate),
+// with the owners' defaults filled in: front ends whose assemblies are
+// equal share one Gateway. It holds the resolved DSN, so it is never
+// logged.
 type assembly struct {
 	Database   string
 	PlainKeys  bool
 	Timeout    time.Duration
 	Schema     Schema
 	Cache      Cache
-	Redis      *Redis            // Key replaced by the sealer's fingerprint
-	Secondary  *SecondaryStorage // with its URL resolved
+	Redis      *Redis // Key replaced by the sealer's fingerprint
+	Secondary  *secondaryAssembly
 	NoListener bool
 
 	sealer *cache.Sealer // authenticates what goes through Redis; set with Redis
+}
+
+type secondaryAssembly struct {
+	Store secondary.Options
+	Redis secondary.RedisOptions // with its URL resolved
 }
 
 // assemble checks resolved options and derives the assembly.
@@ -79,15 +107,15 @@ func (o *Options) assemble() (assembly, error) {
 	if o.Cache != nil {
 		a.Cache = *o.Cache
 	}
-	if o.SecondaryStorage != nil {
-		ss := *o.SecondaryStorage
+	if ss := o.SecondaryStorage; ss != nil {
 		if ss.URL == "" {
 			return a, errors.New("secondary_storage: url is required (is its environment variable set?)")
 		}
-		if ss.Sessions == "" {
-			ss.Sessions = string(secondary.Storage)
+		ro := secondary.RedisOptions{URL: ss.URL, Timeout: time.Duration(ss.Timeout)}
+		if err := ro.Validate(); err != nil {
+			return a, fmt.Errorf("secondary_storage: %w", err)
 		}
-		a.Secondary = &ss
+		a.Secondary = &secondaryAssembly{Store: ss.options(o.DisableKeyHashing).WithDefaults(), Redis: ro}
 	}
 	if o.Redis != nil {
 		r := *o.Redis
@@ -143,7 +171,7 @@ type Gateway struct {
 	redis     io.Closer // nil without Redis
 	secondary io.Closer // nil without secondary storage
 	cache     *cache.Store
-	bus       *rediscache.Remote // the shared Redis, for relaying invalidations
+	bus       *rediscache.Bus // the shared Redis, for relaying invalidations
 	sealer    *cache.Sealer
 	instance  string           // this gateway's id on the bus
 	store     betterauth.Store // what gates read: the cache, starting the watchers on first use
@@ -186,20 +214,8 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	// (and context) that opened it.
 	ctx, stop := context.WithCancel(context.Background())
 	g := &Gateway{db: db, streams: NewStreams(), stop: stop, logger: logger}
-	c := cfg.Cache
-	opts := cache.Options{
-		TTL:                  time.Duration(c.TTL),
-		APIKeyTTL:            time.Duration(c.APIKeyTTL),
-		SessionTTL:           time.Duration(c.SessionTTL),
-		Jitter:               c.Jitter,
-		StaleWhileRevalidate: time.Duration(c.StaleWhileRevalidate),
-		StaleIfError:         time.Duration(c.StaleIfError),
-		NegativeTTL:          time.Duration(c.NegativeTTL),
-		MaxEntries:           c.MaxEntries,
-		MaxNegative:          c.MaxNegative,
-		LookupTimeout:        cfg.Timeout,
-		Logger:               logger.Named("cache"),
-	}
+	opts := cfg.Cache.options(cfg.Timeout)
+	opts.Logger = logger.Named("cache")
 	if r := cfg.Redis; r != nil {
 		client, err := rediscache.Open(rediscache.Options{URL: r.URL, SentinelMaster: r.SentinelMaster, Timeout: time.Duration(r.Timeout)})
 		if err != nil {
@@ -207,8 +223,8 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 			return nil, err
 		}
 		g.redis, g.sealer = client, cfg.sealer
-		g.bus = rediscache.New(client)
-		opts.Remote, opts.Sealer, opts.RemoteTimeout, opts.RemotePrefix = g.bus, cfg.sealer, time.Duration(r.Timeout), r.Prefix
+		g.bus = rediscache.NewBus(client)
+		opts.Remote, opts.Sealer, opts.RemoteTimeout, opts.RemotePrefix = rediscache.New(client), cfg.sealer, time.Duration(r.Timeout), r.Prefix
 		if opts.RemotePrefix == "" {
 			// Gateways share entries only when they read the same rows.
 			opts.RemoteScope = db.Scope
@@ -216,19 +232,13 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	}
 	var inner betterauth.Store = db
 	if ss := cfg.Secondary; ss != nil {
-		timeout := time.Duration(ss.Timeout)
-		if timeout <= 0 {
-			timeout = time.Second
-		}
-		client, err := rediscache.Open(rediscache.Options{URL: ss.URL, Timeout: timeout})
+		client, err := secondary.Open(ss.Redis)
 		if err != nil {
 			g.Close()
 			return nil, fmt.Errorf("secondary_storage: %w", err)
 		}
 		g.secondary = client
-		if inner, err = secondary.New(client, db, secondary.Options{
-			Prefix: ss.Prefix, Sessions: secondary.Mode(ss.Sessions), APIKeys: secondary.Mode(ss.APIKeys), PlainKeys: cfg.PlainKeys,
-		}); err != nil {
+		if inner, err = secondary.New(client, db, ss.Store); err != nil {
 			g.Close()
 			return nil, fmt.Errorf("secondary_storage: %w", err)
 		}
@@ -342,7 +352,7 @@ func (g *Gateway) watchers(ctx context.Context, cfg assembly, logger *zap.Logger
 	if cfg.NoListener {
 		return ws
 	}
-	if g.db.Kind() == "postgres" {
+	if g.db.Dialect() == store.Postgres {
 		targets := map[string]cache.Target{"apikey": cache.TargetAPIKey, "session": cache.TargetSession, "user": cache.TargetUser}
 		ws = append(ws, func() {
 			pgstore.Listen(ctx, pgstore.ListenOptions{
@@ -358,10 +368,7 @@ func (g *Gateway) watchers(ctx context.Context, cfg assembly, logger *zap.Logger
 		})
 	}
 	if client, ok := g.secondary.(redis.UniversalClient); ok {
-		prefix := secondary.DefaultPrefix
-		if cfg.Secondary.Prefix != nil {
-			prefix = *cfg.Secondary.Prefix
-		}
+		prefix := *cfg.Secondary.Store.Prefix // set by WithDefaults
 		ws = append(ws, func() {
 			secondary.Watch(ctx, client, secondary.WatchOptions{
 				Prefix: prefix, PlainKeys: cfg.PlainKeys, Logger: logger.Named("secondary_storage"),

@@ -325,10 +325,32 @@ func ExpandEnv(s string, getenv func(string) string) string {
 }
 
 // Validate checks the settings as written (before placeholders are
-// replaced); it changes nothing and does no I/O.
+// replaced), each by the package that owns it; it changes nothing and does
+// no I/O.
 func (o *Options) Validate() error {
 	if o.LookupTimeout < 0 {
 		return errors.New("lookup_timeout must not be negative")
+	}
+	if o.Schema != nil {
+		if err := o.Schema.config().Validate(); err != nil {
+			return fmt.Errorf("schema: %w", err)
+		}
+	}
+	if o.Cache != nil {
+		if err := o.Cache.options(0).Validate(); err != nil {
+			return fmt.Errorf("cache: %w", err)
+		}
+	}
+	if o.Redis != nil && o.Redis.Timeout < 0 {
+		return errors.New("redis: timeout must not be negative")
+	}
+	if ss := o.SecondaryStorage; ss != nil {
+		if err := ss.options(false).Validate(); err != nil {
+			return fmt.Errorf("secondary_storage: %w", err)
+		}
+		if ss.Timeout < 0 {
+			return errors.New("secondary_storage: timeout must not be negative")
+		}
 	}
 	for _, p := range o.APIKeyPrefixes {
 		if p == "" {

@@ -36,7 +36,7 @@ func BenchmarkTiers(b *testing.B) {
 	defer client.Close()
 	remote := rediscache.New(client)
 	ctx := context.Background()
-	l := betterauth.NewLookup(betterauth.ModeAPIKey, f.Keys.Valid.Key)
+	l := betterauth.NewLookup(betterauth.KindAPIKey, f.Keys.Valid.Key)
 	sealer, err := cache.NewSealer(testenv.Secret)
 	if err != nil {
 		b.Fatal(err)

@@ -136,22 +136,22 @@ func (s *Store) lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 	}
 	keySQL, sessionSQL := p.Queries.APIKey, p.Queries.Session
 	switch {
-	case l.Mode == betterauth.ModeEither && keySQL != "" && sessionSQL != "":
+	case l.Kind == betterauth.KindEither && keySQL != "" && sessionSQL != "":
 		return s.lookupEither(ctx, p, l)
-	case l.Mode != betterauth.ModeSession && keySQL != "":
-		rows, err := s.db.Query(ctx, keySQL, s.keyArg(l))
+	case l.Kind != betterauth.KindSession && keySQL != "":
+		rows, err := s.db.Query(ctx, keySQL, l.StoredKey(s.plainKeys))
 		if err != nil {
 			return betterauth.Record{}, fmt.Errorf("pgstore: api key lookup: %w", err)
 		}
 		k, err := s.collectKey(rows)
-		return betterauth.Record{APIKey: k}.Seal(), err
-	case l.Mode != betterauth.ModeAPIKey && sessionSQL != "":
+		return betterauth.Record{APIKey: k}, err
+	case l.Kind != betterauth.KindAPIKey && sessionSQL != "":
 		rows, err := s.db.Query(ctx, sessionSQL, l.Secret)
 		if err != nil {
 			return betterauth.Record{}, fmt.Errorf("pgstore: session lookup: %w", err)
 		}
 		sess, err := collectSession(rows)
-		return betterauth.Record{Session: sess}.Seal(), err
+		return betterauth.Record{Session: sess}, err
 	}
 	return betterauth.Record{}, nil // no table for this kind of credential
 }
@@ -159,7 +159,7 @@ func (s *Store) lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 // lookupEither sends both queries in one pipelined batch: one round trip.
 func (s *Store) lookupEither(ctx context.Context, p *schema.Prepared, l betterauth.Lookup) (betterauth.Record, error) {
 	var b pgx.Batch
-	b.Queue(p.Queries.APIKey, s.keyArg(l))
+	b.Queue(p.Queries.APIKey, l.StoredKey(s.plainKeys))
 	b.Queue(p.Queries.Session, l.Secret)
 	br := s.db.SendBatch(ctx, &b)
 	defer br.Close()
@@ -185,7 +185,7 @@ func (s *Store) lookupEither(ctx context.Context, p *schema.Prepared, l betterau
 	if k != nil {
 		sess = nil // an API key equal to a session token: the key wins
 	}
-	return betterauth.Record{APIKey: k, Session: sess}.Seal(), nil
+	return betterauth.Record{APIKey: k, Session: sess}, nil
 }
 
 // User reads one user by id, retrying once as Lookup does.
@@ -208,13 +208,6 @@ func (s *Store) user(ctx context.Context, id string) (*betterauth.User, error) {
 		return nil, fmt.Errorf("pgstore: %w", err)
 	}
 	return u, nil
-}
-
-func (s *Store) keyArg(l betterauth.Lookup) string {
-	if s.plainKeys {
-		return l.Secret
-	}
-	return l.KeyHash()
 }
 
 func (s *Store) collectKey(rows pgx.Rows) (*betterauth.APIKey, error) {

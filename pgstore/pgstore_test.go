@@ -85,7 +85,7 @@ func TestBetterAuthSchemas(t *testing.T) {
 				t.Errorf("layout %+v, %v", layout, err)
 			}
 			t.Run("user fields", func(t *testing.T) {
-				rec, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.ModeAPIKey, f.Keys.Zoe.Key))
+				rec, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.KindAPIKey, f.Keys.Zoe.Key))
 				if err != nil || rec.APIKey == nil {
 					t.Fatalf("Lookup = %+v, %v", rec, err)
 				}
@@ -106,7 +106,7 @@ func TestBetterAuthSchemas(t *testing.T) {
 				}
 			})
 			t.Run("timestamps are instants", func(t *testing.T) {
-				rec, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.ModeSession, f.Users.Alice.Token))
+				rec, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.KindSession, f.Users.Alice.Token))
 				if err != nil || rec.Session == nil {
 					t.Fatalf("Lookup = %+v, %v", rec, err)
 				}
@@ -157,13 +157,13 @@ func TestLegacyUserIDSchema(t *testing.T) {
 		t.Fatalf("legacy session: %+v, %v", d, err)
 	}
 	// Two rows with one hash: neither is trusted.
-	rec, err := store.Lookup(ctx, betterauth.Lookup{Mode: betterauth.ModeAPIKey, Secret: "dup"})
+	rec, err := store.Lookup(ctx, betterauth.Lookup{Kind: betterauth.KindAPIKey, Secret: "dup"})
 	if err != nil || rec.Found() {
 		t.Fatalf("duplicate hash: %+v, %v", rec, err)
 	}
 	opts.PlainKeys = true
 	plain, _ := pgstore.New(newPool(t, db, nil), opts)
-	if rec, err := plain.Lookup(ctx, betterauth.NewLookup(betterauth.ModeAPIKey, "dup")); err != nil || rec.Found() {
+	if rec, err := plain.Lookup(ctx, betterauth.NewLookup(betterauth.KindAPIKey, "dup")); err != nil || rec.Found() {
 		t.Fatalf("duplicate plain key: %+v, %v", rec, err)
 	}
 }
@@ -184,21 +184,21 @@ func TestMissIsOneRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	warm(betterauth.NewLookup(betterauth.ModeAPIKey, "warm-up"))
-	warm(betterauth.NewLookup(betterauth.ModeEither, strings.Repeat("w", 32)))
+	warm(betterauth.NewLookup(betterauth.KindAPIKey, "warm-up"))
+	warm(betterauth.NewLookup(betterauth.KindEither, strings.Repeat("w", 32)))
 	for _, l := range []betterauth.Lookup{
-		betterauth.NewLookup(betterauth.ModeAPIKey, f.Keys.Valid.Key),
-		betterauth.NewLookup(betterauth.ModeSession, f.Users.Alice.Token),
-		betterauth.NewLookup(betterauth.ModeEither, f.Users.Zoe.Token),
+		betterauth.NewLookup(betterauth.KindAPIKey, f.Keys.Valid.Key),
+		betterauth.NewLookup(betterauth.KindSession, f.Users.Alice.Token),
+		betterauth.NewLookup(betterauth.KindEither, f.Users.Zoe.Token),
 	} {
 		q, p, b := c.queries.Load(), c.prepares.Load(), c.batches.Load()
 		rec, err := store.Lookup(ctx, l)
 		if err != nil || !rec.Found() {
-			t.Fatalf("mode %d: %+v, %v", l.Mode, rec, err)
+			t.Fatalf("kind %d: %+v, %v", l.Kind, rec, err)
 		}
 		dq, dp, db := c.queries.Load()-q, c.prepares.Load()-p, c.batches.Load()-b
 		if dp != 0 || dq+db != 1 {
-			t.Errorf("mode %d: %d queries, %d batches, %d prepares; want one statement", l.Mode, dq, db, dp)
+			t.Errorf("kind %d: %d queries, %d batches, %d prepares; want one statement", l.Kind, dq, db, dp)
 		}
 	}
 }
@@ -211,9 +211,9 @@ func TestUnreachableDatabaseIsAnError(t *testing.T) {
 	}
 	defer pool.Close()
 	store, _ := pgstore.New(pool, pgstore.Options{})
-	for _, mode := range []betterauth.Mode{betterauth.ModeAPIKey, betterauth.ModeSession, betterauth.ModeEither} {
-		if rec, err := store.Lookup(context.Background(), betterauth.NewLookup(mode, "k")); err == nil || rec.Found() {
-			t.Fatalf("mode %d: %+v, %v; want an error", mode, rec, err)
+	for _, kind := range []betterauth.Kind{betterauth.KindAPIKey, betterauth.KindSession, betterauth.KindEither} {
+		if rec, err := store.Lookup(context.Background(), betterauth.NewLookup(kind, "k")); err == nil || rec.Found() {
+			t.Fatalf("kind %d: %+v, %v; want an error", kind, rec, err)
 		}
 	}
 }
@@ -237,7 +237,7 @@ func TestUnusableSchemaIsAnErrorUntilFixed(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	l := betterauth.NewLookup(betterauth.ModeSession, "tokentokentokentokentokentoken12")
+	l := betterauth.NewLookup(betterauth.KindSession, "tokentokentokentokentokentoken12")
 	_, err = store.Lookup(ctx, l)
 	if !errors.Is(err, schema.ErrUnusable) || !strings.Contains(err.Error(), `table "session" has no column "token"`) {
 		t.Fatalf("err = %v", err)
@@ -250,7 +250,7 @@ func TestUnusableSchemaIsAnErrorUntilFixed(t *testing.T) {
 		t.Fatalf("after the fix: %+v, %v", rec, err)
 	}
 	// No api-key table: keys are unknown, not an error.
-	if rec, err := store.Lookup(ctx, betterauth.NewLookup(betterauth.ModeAPIKey, "ba_x")); err != nil || rec.Found() {
+	if rec, err := store.Lookup(ctx, betterauth.NewLookup(betterauth.KindAPIKey, "ba_x")); err != nil || rec.Found() {
 		t.Fatalf("key lookup without the table: %+v, %v", rec, err)
 	}
 }

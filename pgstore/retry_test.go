@@ -118,7 +118,7 @@ func TestRetryOnlyOnceAndOnlyForLostConnections(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The first lookup reads the catalog: that is the query that fails.
-		if _, err := store.Lookup(tc.ctx, betterauth.NewLookup(betterauth.ModeAPIKey, "k")); !errors.Is(err, tc.err) {
+		if _, err := store.Lookup(tc.ctx, betterauth.NewLookup(betterauth.KindAPIKey, "k")); !errors.Is(err, tc.err) {
 			t.Errorf("%s: Lookup error %v, want %v", tc.name, err, tc.err)
 		}
 		if db.queries != tc.queries || db.resets != tc.wantResets {
@@ -135,7 +135,7 @@ func TestRetryOnlyOnceAndOnlyForLostConnections(t *testing.T) {
 	// A DBTX without Reset (a *pgx.Conn, a pgx.Tx) is simply read again.
 	db := &failing{err: io.EOF}
 	store, _ := pgstore.New(db, pgstore.Options{})
-	if _, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.ModeSession, "k")); !errors.Is(err, io.EOF) || db.queries != 2 {
+	if _, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.KindSession, "k")); !errors.Is(err, io.EOF) || db.queries != 2 {
 		t.Errorf("without Reset: %d queries, %v", db.queries, err)
 	}
 }
@@ -193,11 +193,11 @@ WHERE application_name = $1 AND datname = current_database()`, app).Scan(&n); er
 		l      betterauth.Lookup
 		userID string
 	}{
-		{"catalog, then api key", betterauth.NewLookup(betterauth.ModeAPIKey, f.Keys.Valid.Key), f.Users.Alice.ID},
-		{"api key", betterauth.NewLookup(betterauth.ModeAPIKey, f.Keys.Zoe.Key), f.Users.Zoe.ID},
-		{"session", betterauth.NewLookup(betterauth.ModeSession, f.Users.Eve.Token), f.Users.Eve.ID},
-		{"key or session, one batch", betterauth.NewLookup(betterauth.ModeEither, f.Users.Zoe.Token), f.Users.Zoe.ID},
-		{"unknown key", betterauth.NewLookup(betterauth.ModeAPIKey, "ba_unknown"), ""},
+		{"catalog, then api key", betterauth.NewLookup(betterauth.KindAPIKey, f.Keys.Valid.Key), f.Users.Alice.ID},
+		{"api key", betterauth.NewLookup(betterauth.KindAPIKey, f.Keys.Zoe.Key), f.Users.Zoe.ID},
+		{"session", betterauth.NewLookup(betterauth.KindSession, f.Users.Eve.Token), f.Users.Eve.ID},
+		{"key or session, one batch", betterauth.NewLookup(betterauth.KindEither, f.Users.Zoe.Token), f.Users.Zoe.ID},
+		{"unknown key", betterauth.NewLookup(betterauth.KindAPIKey, "ba_unknown"), ""},
 	} {
 		terminate()
 		conns := pool.Stat().NewConnsCount()
@@ -225,7 +225,7 @@ WHERE application_name = $1 AND datname = current_database()`, app).Scan(&n); er
 	}
 	// Back to normal: one statement per lookup, no retry.
 	q, b := c.queries.Load(), c.batches.Load()
-	if _, err := store.Lookup(ctx, betterauth.NewLookup(betterauth.ModeAPIKey, f.Keys.Valid2.Key)); err != nil {
+	if _, err := store.Lookup(ctx, betterauth.NewLookup(betterauth.KindAPIKey, f.Keys.Valid2.Key)); err != nil {
 		t.Fatal(err)
 	}
 	if dq, db := c.queries.Load()-q, c.batches.Load()-b; dq+db != 1 {

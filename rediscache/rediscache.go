@@ -1,21 +1,22 @@
 // Package rediscache is the Redis side of the shared cache: a cache.Remote
-// over a go-redis universal client (one node, Sentinel or Cluster).
+// over a go-redis universal client (one node, Sentinel or Cluster), and the
+// Bus on which gateways relay invalidations to each other.
 package rediscache
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/redisurl"
 )
 
-// Options configure a client.
+// Options configure a client of the shared cache tier. Secondary storage,
+// a source of truth, opens its own (secondary.Open).
 type Options struct {
 	// URL is redis://[user:pass@]host:port[/db], or rediss:// for TLS. More
 	// nodes of a cluster go in addr parameters:
@@ -29,31 +30,16 @@ type Options struct {
 	Timeout time.Duration
 }
 
-// Open returns a client for opts. It does not connect: the first command
-// does.
+// Open returns a client for opts that fails fast, as a tier the gateway
+// may skip should. It does not connect: the first command does.
 func Open(opts Options) (redis.UniversalClient, error) {
-	u, err := url.Parse(opts.URL)
-	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-		// The URL may hold a password: do not repeat it.
-		return nil, errors.New("redis: want a redis:// or rediss:// URL")
+	uo, err := redisurl.Parse(opts.URL, opts.SentinelMaster)
+	if err != nil {
+		return nil, err
 	}
 	timeout := opts.Timeout
 	if timeout <= 0 {
 		timeout = cache.DefaultRemoteTimeout
-	}
-	uo := &redis.UniversalOptions{MasterName: opts.SentinelMaster}
-	if u.Query().Has("addr") {
-		co, err := redis.ParseClusterURL(opts.URL)
-		if err != nil {
-			return nil, fmt.Errorf("redis: cluster URL: %s", redact(err))
-		}
-		uo.Addrs, uo.Username, uo.Password, uo.TLSConfig = co.Addrs, co.Username, co.Password, co.TLSConfig
-	} else {
-		o, err := redis.ParseURL(opts.URL)
-		if err != nil {
-			return nil, fmt.Errorf("redis: URL: %s", redact(err))
-		}
-		uo.Addrs, uo.Username, uo.Password, uo.DB, uo.TLSConfig = []string{o.Addr}, o.Username, o.Password, o.DB, o.TLSConfig
 	}
 	uo.DialTimeout, uo.ReadTimeout, uo.WriteTimeout = timeout, timeout, timeout
 	// A slow or absent Redis must not slow requests: no command retries and
@@ -61,15 +47,6 @@ func Open(opts Options) (redis.UniversalClient, error) {
 	// then fall through to the database.
 	uo.MaxRetries, uo.DialerRetries = -1, 1
 	return redis.NewUniversalClient(uo), nil
-}
-
-// redact keeps go-redis's reason without any URL it quotes.
-func redact(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err.Error()
-	}
-	return "invalid"
 }
 
 // Remote adapts a client to cache.Remote.
@@ -145,17 +122,25 @@ func (r *Remote) Set(ctx context.Context, key string, value []byte, ttl time.Dur
 
 var _ cache.Remote = (*Remote)(nil)
 
+// Bus carries messages between gateways over Redis pub/sub: the
+// invalidations one gateway heard, relayed to the others. It is not part
+// of the cache tier (Remote), though it may share its client.
+type Bus struct{ c redis.UniversalClient }
+
+// NewBus returns the bus over c.
+func NewBus(c redis.UniversalClient) *Bus { return &Bus{c: c} }
+
 // Publish sends msg on channel.
-func (r *Remote) Publish(ctx context.Context, channel string, msg []byte) error {
-	return r.c.Publish(ctx, channel, msg).Err()
+func (b *Bus) Publish(ctx context.Context, channel string, msg []byte) error {
+	return b.c.Publish(ctx, channel, msg).Err()
 }
 
 // Subscribe calls handle for every message on channel until ctx ends.
 // subscribed, if set, is called each time Redis confirms the subscription:
 // the first time, and again after go-redis has reconnected and
 // resubscribed, when messages sent meanwhile were lost.
-func (r *Remote) Subscribe(ctx context.Context, channel string, subscribed func(), handle func([]byte)) error {
-	ps := r.c.Subscribe(ctx, channel)
+func (b *Bus) Subscribe(ctx context.Context, channel string, subscribed func(), handle func([]byte)) error {
+	ps := b.c.Subscribe(ctx, channel)
 	defer ps.Close()
 	if _, err := ps.Receive(ctx); err != nil {
 		return err

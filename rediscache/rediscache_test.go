@@ -2,11 +2,14 @@ package rediscache
 
 import (
 	"context"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 )
 
 func TestRemoteAgainstARedisProtocolServer(t *testing.T) {
@@ -66,4 +69,59 @@ func TestOpenRejectsBadURLsWithoutRepeatingThem(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
+}
+
+// The bus delivers what is published, and reports every subscription: the
+// first, and the one go-redis makes again after its connection dropped, when
+// messages sent meanwhile were lost.
+func TestBusRelaysAndReportsResubscriptions(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	var mu sync.Mutex
+	var conns []net.Conn
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		cn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil {
+			mu.Lock()
+			conns = append(conns, cn)
+			mu.Unlock()
+		}
+		return cn, err
+	}})
+	defer c.Close()
+	bus := NewBus(c)
+	ctx, cancel := context.WithCancel(context.Background())
+	subscribed, got, done := make(chan struct{}, 4), make(chan string, 4), make(chan error)
+	go func() {
+		done <- bus.Subscribe(ctx, "ch", func() { subscribed <- struct{}{} }, func(b []byte) { got <- string(b) })
+	}()
+	// The timeouts bound a failing run; they synchronise nothing.
+	for round, msg := range []string{"first", "after the connections dropped"} {
+		select {
+		case <-subscribed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: no subscription", round)
+		}
+		if err := bus.Publish(ctx, "ch", []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-got:
+			if m != msg {
+				t.Fatalf("got %q, want %q", m, msg)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: nothing delivered", round)
+		}
+		mu.Lock()
+		for _, cn := range conns {
+			cn.Close()
+		}
+		conns = nil
+		mu.Unlock()
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Subscribe after cancellation: %v", err)
+	}
 }

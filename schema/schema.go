@@ -82,13 +82,30 @@ func fieldsOf(model string) ([]string, map[string]bool) {
 	return nil, nil
 }
 
-// Validate checks a Config without a database.
+// Validate checks a Config without a database: the stores call it, and
+// front ends may, to refuse a configuration when it loads.
 func (c Config) Validate() error {
 	if c.Naming != "" && c.Naming != CamelCase && c.Naming != SnakeCase {
 		return fmt.Errorf("naming must be %q or %q, not %q", CamelCase, SnakeCase, c.Naming)
 	}
 	if c.Owner != "" && c.Owner != ReferenceID && c.Owner != UserID {
 		return fmt.Errorf("api key owner must be %q or %q, not %q", ReferenceID, UserID, c.Owner)
+	}
+	// Names are quoted in queries, so any text is a name, except that
+	// neither database takes a NUL byte in one.
+	tables := map[string]string{}
+	for _, m := range models {
+		name := c.configuredTable(m.name)
+		if name == "" {
+			continue
+		}
+		if strings.ContainsRune(name, 0) {
+			return fmt.Errorf("%s table: a name cannot hold a NUL byte", m.name)
+		}
+		if other, ok := tables[name]; ok {
+			return fmt.Errorf("%s and %s tables are both %q", other, m.name, name)
+		}
+		tables[name] = m.name
 	}
 	for k, v := range c.Columns {
 		model, field, _ := strings.Cut(k, ".")
@@ -98,6 +115,9 @@ func (c Config) Validate() error {
 		}
 		if v == "" {
 			return fmt.Errorf("column %q: empty name", k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return fmt.Errorf("column %q: a name cannot hold a NUL byte", k)
 		}
 	}
 	return nil

@@ -146,11 +146,24 @@ func TestResolveErrorsNameWhatIsMissing(t *testing.T) {
 func TestValidate(t *testing.T) {
 	t.Parallel()
 	for _, c := range []Config{
-		{Naming: "kebab"}, {Owner: "org"}, {Columns: map[string]string{"apikey.secret": "x"}},
-		{Columns: map[string]string{"nomodel": "x"}}, {Columns: map[string]string{"user.email": ""}},
+		{Naming: "kebab"}, {Naming: "Camel"}, {Owner: "org"}, {Owner: "userId"},
+		{Columns: map[string]string{"apikey.secret": "x"}}, {Columns: map[string]string{"nomodel": "x"}},
+		{Columns: map[string]string{"user": "x"}}, {Columns: map[string]string{".email": "x"}},
+		{Columns: map[string]string{"user.email": ""}}, {Columns: map[string]string{"user.email": "e\x00"}},
+		{UserTable: "users\x00"}, {UserTable: "auth", SessionTable: "auth"},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%+v accepted", c)
+		}
+	}
+	for _, c := range []Config{
+		{},
+		{Naming: CamelCase, Owner: UserID},
+		{Naming: SnakeCase, Owner: ReferenceID, UserTable: "users", SessionTable: "sessions", APIKeyTable: "api keys", UsePlural: true,
+			Columns: map[string]string{"user.email": `e"mail`, "apikey.referenceId": "org_id", "session.expiresAt": "valid_until"}},
+	} {
+		if err := c.Validate(); err != nil {
+			t.Errorf("%+v refused: %v", c, err)
 		}
 	}
 }

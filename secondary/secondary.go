@@ -58,11 +58,52 @@ type SQL interface {
 type Options struct {
 	// Prefix of every key. Default: DefaultPrefix. A hand-written
 	// secondaryStorage usually has none: set it to "".
-	Prefix   *string
+	Prefix *string
+	// Sessions is where sessions are read. Default: Storage (an app
+	// configures secondaryStorage for its sessions first of all).
 	Sessions Mode
-	APIKeys  Mode
+	// APIKeys is where API keys are read. Default: Database (the api-key
+	// plugin's default storage).
+	APIKeys Mode
 	// PlainKeys matches the api-key plugin's disableKeyHashing.
 	PlainKeys bool
+}
+
+// Defaults for Options.
+const (
+	DefaultSessions = Storage
+	DefaultAPIKeys  = Database
+)
+
+// Validate reports what New would refuse: a mode other than Database,
+// Storage and StorageThenDatabase (or empty, for the default).
+func (o Options) Validate() error {
+	for _, m := range []struct {
+		name string
+		mode Mode
+	}{{"sessions", o.Sessions}, {"api_keys", o.APIKeys}} {
+		switch m.mode {
+		case "", Database, Storage, StorageThenDatabase:
+		default:
+			return fmt.Errorf("%s must be %q, %q or %q, not %q", m.name, Storage, StorageThenDatabase, Database, m.mode)
+		}
+	}
+	return nil
+}
+
+// WithDefaults returns o with what is unset filled in.
+func (o Options) WithDefaults() Options {
+	if o.Prefix == nil {
+		p := DefaultPrefix
+		o.Prefix = &p
+	}
+	if o.Sessions == "" {
+		o.Sessions = DefaultSessions
+	}
+	if o.APIKeys == "" {
+		o.APIKeys = DefaultAPIKeys
+	}
+	return o
 }
 
 // Store reads secondary storage and SQL as the options say.
@@ -75,58 +116,43 @@ type Store struct {
 	plain    bool
 }
 
-// New returns a Store. It does no I/O.
+// New returns a Store, with defaults for what opts leave unset. It does no
+// I/O.
 func New(client redis.UniversalClient, sql SQL, opts Options) (*Store, error) {
-	s := &Store{redis: client, sql: sql, prefix: DefaultPrefix, sessions: opts.Sessions, keys: opts.APIKeys, plain: opts.PlainKeys}
-	if opts.Prefix != nil {
-		s.prefix = *opts.Prefix
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
-	for _, m := range []*Mode{&s.sessions, &s.keys} {
-		switch *m {
-		case "":
-			*m = Database
-		case Database, Storage, StorageThenDatabase:
-		default:
-			return nil, fmt.Errorf("secondary storage mode must be %q, %q or %q, not %q", Database, Storage, StorageThenDatabase, *m)
-		}
-	}
-	if s.sessions == "" {
-		s.sessions = Database
-	}
-	return s, nil
+	opts = opts.WithDefaults()
+	return &Store{redis: client, sql: sql, prefix: *opts.Prefix, sessions: opts.Sessions, keys: opts.APIKeys, plain: opts.PlainKeys}, nil
 }
 
 // Lookup implements betterauth.Store.
 func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
 	var rec betterauth.Record
-	if l.Mode != betterauth.ModeSession {
+	if l.Kind != betterauth.KindSession {
 		k, err := s.apiKey(ctx, l)
 		if err != nil {
 			return betterauth.Record{}, err
 		}
 		rec.APIKey = k
 	}
-	if l.Mode != betterauth.ModeAPIKey && rec.APIKey == nil {
+	if l.Kind != betterauth.KindAPIKey && rec.APIKey == nil {
 		sess, err := s.session(ctx, l)
 		if err != nil {
 			return betterauth.Record{}, err
 		}
 		rec.Session = sess
 	}
-	return rec.Seal(), nil
+	return rec, nil
 }
 
 func (s *Store) apiKey(ctx context.Context, l betterauth.Lookup) (*betterauth.APIKey, error) {
-	one := betterauth.Lookup{Mode: betterauth.ModeAPIKey, Secret: l.Secret, Digest: l.Digest}
+	one := betterauth.Lookup{Kind: betterauth.KindAPIKey, Secret: l.Secret, Digest: l.Digest}
 	if s.keys == Database {
 		rec, err := s.sql.Lookup(ctx, one)
 		return rec.APIKey, err
 	}
-	hash := l.KeyHash()
-	if s.plain {
-		hash = l.Secret
-	}
-	raw, err := s.get(ctx, "api-key:"+hash)
+	raw, err := s.get(ctx, "api-key:"+l.StoredKey(s.plain))
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +192,7 @@ func (s *Store) apiKey(ctx context.Context, l betterauth.Lookup) (*betterauth.AP
 }
 
 func (s *Store) session(ctx context.Context, l betterauth.Lookup) (*betterauth.Session, error) {
-	one := betterauth.Lookup{Mode: betterauth.ModeSession, Secret: l.Secret, Digest: l.Digest}
+	one := betterauth.Lookup{Kind: betterauth.KindSession, Secret: l.Secret, Digest: l.Digest}
 	if s.sessions == Database {
 		rec, err := s.sql.Lookup(ctx, one)
 		return rec.Session, err

@@ -49,13 +49,13 @@ func TestBetterAuthSecondaryStorage(t *testing.T) {
 	storetest.Run(t, s, f)
 
 	// Keys really come from Redis: the SQL table is empty.
-	if rec, err := db.Lookup(context.Background(), betterauth.NewLookup(betterauth.ModeAPIKey, f.Keys.Valid.Key)); err != nil || rec.Found() {
+	if rec, err := db.Lookup(context.Background(), betterauth.NewLookup(betterauth.KindAPIKey, f.Keys.Valid.Key)); err != nil || rec.Found() {
 		t.Fatalf("the key is in SQL too: %+v %v", rec, err)
 	}
 
 	// "Revoke all sessions" (Better-Auth 1.7.16+) marks the user.
 	ctx := context.Background()
-	l := betterauth.NewLookup(betterauth.ModeSession, f.Users.Alice.Token)
+	l := betterauth.NewLookup(betterauth.KindSession, f.Users.Alice.Token)
 	if rec, err := s.Lookup(ctx, l); err != nil || rec.Session == nil {
 		t.Fatalf("before the mark: %+v %v", rec, err)
 	}
@@ -71,7 +71,7 @@ func TestSessionsInStorageAndDatabase(t *testing.T) {
 	t.Parallel()
 	f, client, db, prefix := setup(t, testenv.SeedOptions{SessionsInDB: true})
 	ctx := context.Background()
-	l := betterauth.NewLookup(betterauth.ModeSession, f.Users.Zoe.Token)
+	l := betterauth.NewLookup(betterauth.KindSession, f.Users.Zoe.Token)
 	client.Del(ctx, prefix+f.Users.Zoe.Token) // gone from storage, still in SQL
 	for mode, found := range map[secondary.Mode]bool{secondary.StorageThenDatabase: true, secondary.Storage: false, secondary.Database: true} {
 		s, _ := secondary.New(client, db, secondary.Options{Prefix: &prefix, Sessions: mode})
@@ -82,7 +82,7 @@ func TestSessionsInStorageAndDatabase(t *testing.T) {
 	}
 	// Keys stay in SQL (the default storage).
 	s, _ := secondary.New(client, db, secondary.Options{Prefix: &prefix, Sessions: secondary.Storage})
-	if rec, err := s.Lookup(ctx, betterauth.NewLookup(betterauth.ModeAPIKey, f.Keys.Valid.Key)); err != nil || rec.APIKey == nil {
+	if rec, err := s.Lookup(ctx, betterauth.NewLookup(betterauth.KindAPIKey, f.Keys.Valid.Key)); err != nil || rec.APIKey == nil {
 		t.Fatalf("key from SQL: %+v %v", rec, err)
 	}
 }
@@ -93,7 +93,7 @@ func TestStorageDownIsAnError(t *testing.T) {
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	defer client.Close()
 	s, _ := secondary.New(client, nil, secondary.Options{Sessions: secondary.Storage})
-	if _, err := s.Lookup(context.Background(), betterauth.NewLookup(betterauth.ModeSession, strings.Repeat("t", 32))); err == nil {
+	if _, err := s.Lookup(context.Background(), betterauth.NewLookup(betterauth.KindSession, strings.Repeat("t", 32))); err == nil {
 		t.Fatal("no error with the storage down")
 	}
 	if _, err := secondary.New(client, nil, secondary.Options{APIKeys: "redis-ish"}); err == nil {
@@ -130,7 +130,7 @@ func TestWatchMapsKeysToDigests(t *testing.T) {
 	client.Set(ctx, prefix+token, "{}", 0)
 	client.Set(ctx, prefix+"revoked-sessions-before-u1", "1", 0)
 	client.Set(ctx, "elsewhere:"+token, "{}", 0) // another prefix: ignored
-	for _, want := range [][32]byte{betterauth.NewLookup(betterauth.ModeAPIKey, key).Digest, betterauth.NewLookup(betterauth.ModeSession, token).Digest} {
+	for _, want := range [][32]byte{betterauth.NewLookup(betterauth.KindAPIKey, key).Digest, betterauth.NewLookup(betterauth.KindSession, token).Digest} {
 		select {
 		case d := <-digests:
 			if d != want {

@@ -3,11 +3,12 @@ package secondary
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 )
 
 // WatchOptions configure Watch.
@@ -84,14 +85,9 @@ func handle(key string, opts WatchOptions) {
 			opts.ForgetUser(strings.TrimPrefix(key, "revoked-sessions-before-"))
 		}
 	case strings.HasPrefix(key, "api-key:"):
-		stored := strings.TrimPrefix(key, "api-key:")
-		var d [32]byte
-		if opts.PlainKeys {
-			d = sha256.Sum256([]byte(stored))
-		} else if n, err := base64.RawURLEncoding.Decode(d[:], []byte(stored)); err != nil || n != len(d) {
-			return
+		if d, ok := betterauth.StoredKeyDigest(strings.TrimPrefix(key, "api-key:"), opts.PlainKeys); ok {
+			opts.Forget(d)
 		}
-		opts.Forget(d)
 	default: // a session, keyed by its token
 		opts.Forget(sha256.Sum256([]byte(key)))
 	}

@@ -190,21 +190,17 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 		return betterauth.Record{}, err
 	}
 	var rec betterauth.Record
-	if l.Mode != betterauth.ModeSession && p.Queries.APIKey != "" {
-		arg := l.KeyHash()
-		if s.opts.PlainKeys {
-			arg = l.Secret
-		}
-		if rec.APIKey, err = s.key(ctx, p.Queries.APIKey, arg); err != nil {
+	if l.Kind != betterauth.KindSession && p.Queries.APIKey != "" {
+		if rec.APIKey, err = s.key(ctx, p.Queries.APIKey, l.StoredKey(s.opts.PlainKeys)); err != nil {
 			return betterauth.Record{}, err
 		}
 	}
-	if l.Mode != betterauth.ModeAPIKey && rec.APIKey == nil && p.Queries.Session != "" {
+	if l.Kind != betterauth.KindAPIKey && rec.APIKey == nil && p.Queries.Session != "" {
 		if rec.Session, err = s.session(ctx, p.Queries.Session, l.Secret); err != nil {
 			return betterauth.Record{}, err
 		}
 	}
-	return rec.Seal(), nil
+	return rec, nil
 }
 
 // User reads one user by id.

@@ -58,7 +58,7 @@ func TestBetterAuthSQLiteMatchesPostgres(t *testing.T) {
 			if err != nil || layout.Admin == tt.seed.NoAdmin || (layout.Naming == schema.SnakeCase) != tt.seed.Snake {
 				t.Errorf("layout %+v, %v", layout, err)
 			}
-			rec, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.ModeSession, f.Users.Alice.Token))
+			rec, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.KindSession, f.Users.Alice.Token))
 			if err != nil || rec.Session == nil {
 				t.Fatalf("session: %+v %v", rec, err)
 			}
@@ -88,7 +88,7 @@ func TestReadOnlyAndMissingFile(t *testing.T) {
 	dir := t.TempDir()
 	missing := "sqlite://" + filepath.Join(dir, "nope.db")
 	store := open(t, missing, sqlitestore.Options{})
-	if _, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.ModeAPIKey, "k")); err == nil {
+	if _, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.KindAPIKey, "k")); err == nil {
 		t.Fatal("a missing file must be an error")
 	}
 	if _, err := filepath.Glob(filepath.Join(dir, "*")); err != nil {
@@ -124,7 +124,7 @@ func TestUnusableSchemaNamesTheColumn(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := open(t, "file:"+path, sqlitestore.Options{})
-	_, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.ModeAPIKey, "k"))
+	_, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.KindAPIKey, "k"))
 	if !errors.Is(err, schema.ErrUnusable) || !strings.Contains(err.Error(), `table "apikey" has no column "enabled"`) {
 		t.Fatalf("err = %v", err)
 	}
@@ -174,13 +174,13 @@ func TestReadsAWALDatabaseWhileItIsWritten(t *testing.T) {
 	store := open(t, "sqlite://"+path, sqlitestore.Options{})
 	ctx := context.Background()
 	token := strings.Repeat("t", 32)
-	if rec, err := store.Lookup(ctx, betterauth.NewLookup(betterauth.ModeSession, token)); err != nil || rec.Found() {
+	if rec, err := store.Lookup(ctx, betterauth.NewLookup(betterauth.KindSession, token)); err != nil || rec.Found() {
 		t.Fatalf("before the insert: %+v %v", rec, err)
 	}
 	if _, err := rw.Exec(`INSERT INTO session VALUES ('s1', ?, 'u1', ?)`, token, time.Now().Add(time.Hour).UTC().Format("2006-01-02T15:04:05.000Z")); err != nil {
 		t.Fatal(err)
 	}
-	if rec, err := store.Lookup(ctx, betterauth.NewLookup(betterauth.ModeSession, token)); err != nil || rec.Session == nil || rec.Session.User.Email != "u@example.com" {
+	if rec, err := store.Lookup(ctx, betterauth.NewLookup(betterauth.KindSession, token)); err != nil || rec.Session == nil || rec.Session.User.Email != "u@example.com" {
 		t.Fatalf("after the insert: %+v %v", rec, err)
 	}
 }

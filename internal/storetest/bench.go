@@ -14,10 +14,10 @@ func BenchLookups(b *testing.B, store betterauth.Store, f *testenv.Fixture) {
 		name string
 		l    betterauth.Lookup
 	}{
-		{"api_key", betterauth.NewLookup(betterauth.ModeAPIKey, f.Keys.Valid.Key)},
-		{"session", betterauth.NewLookup(betterauth.ModeSession, f.Users.Alice.Token)},
-		{"either", betterauth.NewLookup(betterauth.ModeEither, f.Users.Alice.Token)},
-		{"unknown_key", betterauth.NewLookup(betterauth.ModeAPIKey, "ba_unknown")},
+		{"api_key", betterauth.NewLookup(betterauth.KindAPIKey, f.Keys.Valid.Key)},
+		{"session", betterauth.NewLookup(betterauth.KindSession, f.Users.Alice.Token)},
+		{"either", betterauth.NewLookup(betterauth.KindEither, f.Users.Alice.Token)},
+		{"unknown_key", betterauth.NewLookup(betterauth.KindAPIKey, "ba_unknown")},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			ctx := context.Background()

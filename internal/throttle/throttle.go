@@ -20,9 +20,12 @@ type Log struct {
 
 // Allow counts one event and reports whether it may be logged now, with
 // the number of events counted so far.
-func (l *Log) Allow() (total uint64, ok bool) {
+func (l *Log) Allow() (total uint64, ok bool) { return l.AllowAt(time.Now()) }
+
+// AllowAt is Allow by the caller's clock.
+func (l *Log) AllowAt(t time.Time) (total uint64, ok bool) {
 	total = l.n.Add(1)
-	now := time.Now().UnixNano()
+	now := t.UnixNano()
 	last := l.last.Load()
 	return total, now-last >= int64(Every) && l.last.CompareAndSwap(last, now)
 }

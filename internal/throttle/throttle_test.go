@@ -3,6 +3,7 @@ package throttle
 import (
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestOnePerInterval(t *testing.T) {
@@ -23,5 +24,19 @@ func TestOnePerInterval(t *testing.T) {
 	wg.Wait()
 	if allowed != 1 || l.Count() != 100 {
 		t.Fatalf("%d of 100 let through, %d counted; want 1 and 100", allowed, l.Count())
+	}
+}
+
+func TestAllowAtFollowsTheCallersClock(t *testing.T) {
+	t.Parallel()
+	var l Log
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	for i, tc := range []struct {
+		at time.Time
+		ok bool
+	}{{t0, true}, {t0.Add(Every - 1), false}, {t0.Add(Every), true}, {t0.Add(Every + time.Second), false}} {
+		if _, ok := l.AllowAt(tc.at); ok != tc.ok {
+			t.Errorf("event %d at %v: allowed %v, want %v", i, tc.at, ok, tc.ok)
+		}
 	}
 }
