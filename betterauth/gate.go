@@ -75,22 +75,23 @@ func (r *Result) Allowed() bool { return r.Err == nil && r.Decision.Allowed() }
 
 // Decide verifies the request whose headers are h (canonical names, as
 // net/http keeps them).
-func (g *Gate) Decide(ctx context.Context, h HTTPHeader) Result {
-	cred := g.extractor.Extract(h)
-	d, err := g.verifier.Verify(ctx, cred)
-	res := Result{Credential: cred, gate: g}
-	if err != nil {
+func (g *Gate) Decide(ctx context.Context, h HTTPHeader) (res Result) {
+	// Written in place: the result is returned by value, and copies of it
+	// showed on the hot path.
+	res.gate = g
+	res.Credential = g.extractor.Extract(h)
+	res.Decision, res.Err = g.verifier.Verify(ctx, res.Credential)
+	if res.Err != nil {
 		if g.onError != nil && ctx.Err() == nil {
-			g.onError(cred, err)
+			g.onError(res.Credential, res.Err)
 		}
-		res.Err, d = err, Decision{Reason: BackendUnavailable}
+		res.Decision = Decision{Reason: BackendUnavailable}
 	}
-	res.Decision = d
-	if d.Allowed() {
+	if res.Decision.Allowed() {
 		res.Status = http.StatusOK
 		return res
 	}
-	res.Status, res.Headers, res.Body = g.answers.For(d)
+	res.Status, res.Headers, res.Body = g.answers.For(res.Decision)
 	return res
 }
 
@@ -103,33 +104,42 @@ func (g *Gate) Recheck(ctx context.Context, c Credential) bool {
 
 // Strip edits a request's headers as the upstream must get them, whatever
 // the outcome: it removes every header the gateway owns (X-Auth-*, in any
-// letter case, '_' for '-') except those an allowed request is about to be
-// given, and on an allowed request, unless the credential is kept, the
-// credential (see Extractor.RemoveCredentials). Each name it deletes is
-// appended to removed, when removed is not nil; cookieSet reports that the
-// Cookie header was rewritten (the session cookies taken out, others kept).
+// letter case, '_' for '-'), and on an allowed request, unless the
+// credential is kept, the credential (see Extractor.RemoveCredentials); the
+// front end then sets the identity headers. With removed not nil, for a
+// front end that reports the edits rather than makes them (ext_authz), it
+// appends to removed each name it deletes, except the identity headers
+// about to be set (those are overwritten), and says whether it rewrote the
+// Cookie header (the session cookies taken out, others kept); with nil, it
+// reports nothing and allocates nothing.
 func (r *Result) Strip(h HTTPHeader, removed *[]string) (cookieSet bool) {
 	var set [MaxHeaders]Header
-	hs := r.Decision.AppendHeaders(set[:0])
+	var hs []Header // the identity headers, computed at the first owned name reported
 	for name := range h {
-		if IsOwnedHeader(name) && !setsName(hs, name) {
-			delete(h, name)
-			if removed != nil {
-				*removed = append(*removed, name)
-			}
+		if !IsOwnedHeader(name) {
+			continue
+		}
+		delete(h, name)
+		if removed == nil {
+			continue
+		}
+		if hs == nil {
+			hs = r.Decision.AppendHeaders(set[:0])
+		}
+		if !setsName(hs, name) {
+			*removed = append(*removed, name)
 		}
 	}
 	if !r.Allowed() || r.gate.keep {
 		return false
 	}
-	before := h["Cookie"]
 	if removed == nil {
-		r.gate.extractor.RemoveCredentials(h) // no recording, no allocation
-	} else {
-		r.gate.extractor.RemoveCredentials(&recorder{HTTPHeader: h, removed: removed})
+		r.gate.extractor.RemoveCredentials(h)
+		return false
 	}
-	after := h["Cookie"]
-	return len(after) > 0 && (len(before) == 0 || &after[0] != &before[0])
+	rec := recorder{HTTPHeader: h, removed: removed}
+	r.gate.extractor.RemoveCredentials(&rec)
+	return rec.cookieSet
 }
 
 // setsName reports whether name is, exactly but for letter case, one of the
@@ -143,13 +153,19 @@ func setsName(hs []Header, name string) bool {
 	return false
 }
 
-// recorder is an HTTPHeader that notes the names deleted.
+// recorder is an HTTPHeader that notes its edits.
 type recorder struct {
 	HTTPHeader
-	removed *[]string
+	removed   *[]string
+	cookieSet bool
 }
 
 func (e *recorder) Del(name string) {
 	e.HTTPHeader.Del(name)
 	*e.removed = append(*e.removed, name)
+}
+
+func (e *recorder) Set(name, value string) {
+	e.HTTPHeader.Set(name, value)
+	e.cookieSet = e.cookieSet || name == "Cookie"
 }
