@@ -54,39 +54,42 @@ func (d Database) open(ctx context.Context) (store.DB, context.Context, context.
 	return db, ctx, cancel, nil
 }
 
-// CheckDatabase is the check command: Check against the database d
-// names (opts.Store is ignored), of the credential read from in or, when
-// credentialFile is set, from that file.
-func CheckDatabase(ctx context.Context, d Database, opts CheckOptions, credentialFile string, in io.Reader, out, errOut io.Writer) int {
+// use opens the database d names and runs fn with it, within the timeout;
+// a database that cannot be opened fails the command named cmd.
+func (d Database) use(ctx context.Context, cmd string, errOut io.Writer, fn func(context.Context, store.DB) int) int {
 	db, ctx, cancel, err := d.open(ctx)
 	if err != nil {
-		fmt.Fprintln(errOut, "check:", err)
+		fmt.Fprintln(errOut, cmd+":", err)
 		return ExitError
 	}
 	defer cancel()
 	defer db.Close()
-	if credentialFile != "" {
-		f, err := os.Open(credentialFile)
-		if err != nil {
-			fmt.Fprintln(errOut, "check:", err)
-			return ExitError
+	return fn(ctx, db)
+}
+
+// CheckDatabase is the check command: Check against the database d
+// names (opts.Store is ignored), of the credential read from in or, when
+// credentialFile is set, from that file.
+func CheckDatabase(ctx context.Context, d Database, opts CheckOptions, credentialFile string, in io.Reader, out, errOut io.Writer) int {
+	return d.use(ctx, "check", errOut, func(ctx context.Context, db store.DB) int {
+		if credentialFile != "" {
+			f, err := os.Open(credentialFile)
+			if err != nil {
+				fmt.Fprintln(errOut, "check:", err)
+				return ExitError
+			}
+			defer f.Close()
+			in = f
 		}
-		defer f.Close()
-		in = f
-	}
-	opts.Store = db
-	return Check(ctx, opts, in, out, errOut)
+		opts.Store = db
+		return Check(ctx, opts, in, out, errOut)
+	})
 }
 
 // DoctorDatabase is the doctor command: Doctor on the database d names,
 // with the layout detected from its tables.
 func DoctorDatabase(ctx context.Context, d Database, out, errOut io.Writer) int {
-	db, ctx, cancel, err := d.open(ctx)
-	if err != nil {
-		fmt.Fprintln(errOut, "doctor:", err)
-		return ExitError
-	}
-	defer cancel()
-	defer db.Close()
-	return Doctor(ctx, db, schema.Config{}, out, errOut)
+	return d.use(ctx, "doctor", errOut, func(ctx context.Context, db store.DB) int {
+		return Doctor(ctx, db, schema.Config{}, out, errOut)
+	})
 }

@@ -17,11 +17,39 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// binary builds a command of this repository once per test binary.
+type binary struct {
+	pkg  string // ./cmd/...
+	once sync.Once
+	path string
+	err  error
+}
+
 var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
+	caddyBin    = &binary{pkg: "./cmd/caddy"}
+	extAuthzBin = &binary{pkg: "./cmd/betterauth-extauthz"}
 )
+
+func (b *binary) build(t testing.TB) string {
+	t.Helper()
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "caddy-betterauth-bin")
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.path = filepath.Join(dir, filepath.Base(b.pkg))
+		cmd := exec.Command("go", "build", "-o", b.path, b.pkg)
+		cmd.Dir = RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
 
 // CaddyBinary returns the Caddy built from cmd/caddy: $CADDY_BIN when the
 // test script built it, otherwise a build made once per test binary.
@@ -30,23 +58,14 @@ func CaddyBinary(t testing.TB) string {
 	if bin := os.Getenv("CADDY_BIN"); bin != "" {
 		return bin
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "caddy-betterauth-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		builtBin = filepath.Join(dir, "caddy")
-		cmd := exec.Command("go", "build", "-o", builtBin, "./cmd/caddy")
-		cmd.Dir = RepoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/caddy: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtBin
+	return caddyBin.build(t)
+}
+
+// ExtAuthzBinary returns the standalone server built from
+// cmd/betterauth-extauthz, once per test binary.
+func ExtAuthzBinary(t testing.TB) string {
+	t.Helper()
+	return extAuthzBin.build(t)
 }
 
 // FreePort returns a loopback port that was free a moment ago.
@@ -201,35 +220,6 @@ func StartProcess(t testing.TB, ready string, env []string, name string, args ..
 		t.Fatalf("%s did not start within 30s:\n%s", filepath.Base(name), c.Logs())
 	}
 	return c
-}
-
-var (
-	extAuthzOnce sync.Once
-	extAuthzBin  string
-	extAuthzErr  error
-)
-
-// ExtAuthzBinary returns the standalone server built from
-// cmd/betterauth-extauthz, once per test binary.
-func ExtAuthzBinary(t testing.TB) string {
-	t.Helper()
-	extAuthzOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "caddy-betterauth-bin")
-		if err != nil {
-			extAuthzErr = err
-			return
-		}
-		extAuthzBin = filepath.Join(dir, "betterauth-extauthz")
-		cmd := exec.Command("go", "build", "-o", extAuthzBin, "./cmd/betterauth-extauthz")
-		cmd.Dir = RepoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			extAuthzErr = fmt.Errorf("go build ./cmd/betterauth-extauthz: %v\n%s", err, out)
-		}
-	})
-	if extAuthzErr != nil {
-		t.Fatal(extAuthzErr)
-	}
-	return extAuthzBin
 }
 
 // Stop ends Caddy gracefully and waits for it.
