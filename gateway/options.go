@@ -106,6 +106,8 @@ type Options struct {
 	// ends when the key or session expires, and, with the revocation
 	// triggers installed, within moments of a revocation or ban (the
 	// credential is checked again first, since not every change revokes).
+	// For the Caddy handler, which proxies the request; ext_authz answers
+	// before the response exists, so Envoy's own timeouts bound its streams.
 	KeepRevokedStreams bool `json:"keep_revoked_streams,omitempty"`
 
 	// A Redis shared by the gateway's replicas as a second cache level:
