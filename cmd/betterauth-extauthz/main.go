@@ -87,6 +87,10 @@ func load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		if err := dec.Decode(&cfg); err != nil {
 			return Config{}, fmt.Errorf("%s: %w", *path, err)
 		}
+		// One value, as Caddy reads it: settings after it would be ignored.
+		if dec.Decode(new(json.RawMessage)) != io.EOF {
+			return Config{}, fmt.Errorf("%s: more after the settings object", *path)
+		}
 	} else {
 		cfg.GRPC, cfg.HTTP = *grpcAddr, *httpAddr
 	}

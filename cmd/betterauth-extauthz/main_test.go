@@ -75,6 +75,9 @@ func TestLoadErrors(t *testing.T) {
 		"bad header name": {[]string{"-config", writeConfig(t, `{"database": "x", "grpc": ":1", "api_key_headers": ["Cookie"]}`)}, "cannot carry API keys"},
 		"stray argument":  {[]string{"serve"}, "unexpected argument"},
 		"missing file":    {[]string{"-config", "/nonexistent/gateway.json"}, "no such file"},
+		// Caddy's json.Unmarshal refuses a second value; it must not be
+		// ignored here either.
+		"second value": {[]string{"-config", writeConfig(t, `{"database": "x", "grpc": ":1"} {"redis": {"url": "redis://r:6379"}}`)}, "after"},
 		// Caddy reads {file.…} (a Docker secret, say); taken as text, a
 		// secret would be its own name, and so would the key that seals
 		// the shared Redis entries.
