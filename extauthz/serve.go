@@ -90,7 +90,9 @@ func (l Listeners) Serve(s *Server, listen func(addr string) (net.Listener, erro
 		logger.Info("serving ext_authz gRPC", zap.String("address", gln.Addr().String()))
 	}
 	if hln != nil {
-		sv.http = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
+		// DisableGeneralOptionsHandler: net/http would answer "OPTIONS *"
+		// 200 itself, a pass for a caller that asks it without a credential.
+		sv.http = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, DisableGeneralOptionsHandler: true}
 		go sv.serve("HTTP", func() error { return sv.http.Serve(hln) })
 		logger.Info("serving ext_authz HTTP", zap.String("address", hln.Addr().String()))
 	}

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/redisurl"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 	"github.com/caddy-betterauth/caddy-betterauth/rediscache"
@@ -148,6 +150,29 @@ func (o *Options) assemble() (assembly, error) {
 	return a, nil
 }
 
+// reading names what, beside the rows (store.DB.Scope), decides the
+// records a gateway reads: keys stored in plain text, and secondary storage
+// (its prefix, what is read there, and the Redis it is on, without
+// credentials). A record one reading finds may be one another would not
+// (the stored hash of a key taken as a key, a session deleted from
+// storage but kept in the database), so gateways whose readings differ
+// must not share entries. Empty for the database read alone, whose shared
+// prefix it leaves as it was.
+func (a assembly) reading() string {
+	var b strings.Builder
+	if a.PlainKeys {
+		b.WriteString("\nplain_keys=true")
+	}
+	if ss := a.Secondary; ss != nil {
+		var at string
+		if uo, err := redisurl.Parse(ss.Redis.URL, ""); err == nil { // checked by assemble
+			at = fmt.Sprintf("%s/%d", strings.Join(uo.Addrs, ","), uo.DB)
+		}
+		fmt.Fprintf(&b, "\nsecondary_storage=%q sessions=%s api_keys=%s redis=%s", *ss.Store.Prefix, ss.Store.Sessions, ss.Store.APIKeys, at)
+	}
+	return b.String()
+}
+
 // SharingKey returns the key under which front ends configured alike share
 // one Gateway (Caddy's handlers and app, through its usage pool), and an
 // error if the resolved options cannot make one. It changes nothing.
@@ -226,8 +251,13 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 		g.bus = rediscache.NewBus(client)
 		opts.Remote, opts.Sealer, opts.RemoteTimeout, opts.RemotePrefix = rediscache.New(client), cfg.sealer, time.Duration(r.Timeout), r.Prefix
 		if opts.RemotePrefix == "" {
-			// Gateways share entries only when they read the same rows.
-			opts.RemoteScope = db.Scope
+			// Gateways share entries only when they read the same rows,
+			// and read them alike.
+			reading := cfg.reading()
+			opts.RemoteScope = func(ctx context.Context) (string, error) {
+				scope, err := db.Scope(ctx)
+				return scope + reading, err
+			}
 		}
 	}
 	var inner betterauth.Store = db

@@ -207,7 +207,9 @@ type Redis struct {
 	SentinelMaster string `json:"sentinel_master,omitempty"`
 	// Starts every key. Gateways share entries when their prefixes match.
 	// Default: "caddy-betterauth:" and a short hash of the database's
-	// address, so that gateways for different databases never share.
+	// address and of how it is read (disable_key_hashing,
+	// secondary_storage), so that gateways for different databases, or
+	// reading one differently, never share.
 	Prefix string `json:"prefix,omitempty"`
 	// Bound on each Redis call; a slower Redis is skipped. Default: 100ms.
 	Timeout Duration `json:"timeout,omitempty"`

@@ -112,16 +112,12 @@ func TestStandaloneExtAuthz(t *testing.T) {
 	if r := check(map[string]string{}); codes.Code(r.GetStatus().GetCode()) != codes.Unauthenticated || r.GetDeniedResponse().GetStatus().GetCode() != 401 {
 		t.Fatalf("no key: %v", r)
 	}
-	// Envoy's http_service sends the original path: no path of the HTTP
-	// mode may answer 200 without a credential (it once had a /healthz).
-	for _, path := range []string{"/healthz", "/", "/mcp"} {
-		resp, err := http.Get("http://" + httpAddr + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
-			t.Fatalf("%s without a credential: %d, want 401", path, resp.StatusCode)
+	// Envoy's http_service sends the original method and path: no request
+	// to the HTTP mode may answer 200 without a credential (it once had a
+	// /healthz, and net/http answers "OPTIONS *" itself unless told not to).
+	for _, line := range []string{"GET /healthz", "GET /", "POST /mcp", "HEAD /", "OPTIONS /", "OPTIONS *"} {
+		if status := rawStatus(t, httpAddr, line+" HTTP/1.1\r\nHost: auth\r\nContent-Length: 0\r\n\r\n"); status != http.StatusUnauthorized {
+			t.Fatalf("%s without a credential: %d, want 401", line, status)
 		}
 	}
 
@@ -142,6 +138,27 @@ func TestStandaloneExtAuthz(t *testing.T) {
 			t.Fatalf("%s still listens", addr)
 		}
 	}
+}
+
+// rawStatus sends one raw HTTP/1.1 request to addr and returns the status
+// of the answer.
+func rawStatus(t *testing.T, addr, raw string) int {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: strings.Fields(raw)[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // The same service from inside Caddy, configured as a global option; the
@@ -190,6 +207,9 @@ func TestCaddyServesExtAuthz(t *testing.T) {
 	req.Header.Set("X-Api-Key", "ba_wrong")
 	if r, err := http.DefaultClient.Do(req); err != nil || r.StatusCode != 401 {
 		t.Fatalf("HTTP mode: %v %v", r, err)
+	}
+	if status := rawStatus(t, httpAddr, "OPTIONS * HTTP/1.1\r\nHost: auth\r\n\r\n"); status != 401 {
+		t.Fatalf("HTTP mode, OPTIONS * without a credential: %d, want 401", status)
 	}
 	if r := send(t, gw, "/", h("X-Api-Key", creds.APIKey)); r.status != 200 {
 		t.Fatalf("the site's handler: %d %s", r.status, r.raw)

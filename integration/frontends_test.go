@@ -60,6 +60,10 @@ func TestFrontEndsAgree(t *testing.T) {
 	if _, err := rw.Exec(`UPDATE apikey SET enabled = 0 WHERE id = ?`, disabled.KeyID); err != nil {
 		t.Fatal(err)
 	}
+	// No role: the gateway sets no X-Auth-User-Role, so a client's must go.
+	if _, err := rw.Exec(`UPDATE "user" SET role = NULL`); err != nil {
+		t.Fatal(err)
+	}
 	rw.Close()
 	const secret = "frontends-secret-0123456789abcdefghijklmnop"
 	signed := betterauth.NewSigner(secret).Sign(creds.SessionToken)
@@ -140,6 +144,17 @@ func TestFrontEndsAgree(t *testing.T) {
 		{"x-api-key", http.Header{"X-Api-Key": {creds.APIKey}, "X-Auth-User-Id": {"forged"}, "X-Auth-Anything": {"x"}}, verdict{status: 200,
 			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "api_key", "x-auth-key-id": creds.KeyID},
 			removed: []string{"x-api-key", "x-auth-anything"}}},
+		// A forged header named like an identity header this request does
+		// not get (a key id on a session, a role the user lacks) is
+		// removed, in any spelling; one it gets is overwritten.
+		{"bearer session with forged identity headers", http.Header{"Authorization": {"Bearer " + signed},
+			"X-Auth-Key-Id": {"forged"}, "X-Auth-User-Role": {"admin"}, "X-Auth-Session-Id": {"forged"}, "X_auth_user_role": {"admin"}}, verdict{status: 200,
+			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "session", "x-auth-session-id": creds.SessionID},
+			removed: []string{"authorization", "x-auth-key-id", "x-auth-user-role", "x_auth_user_role"}}},
+		{"x-api-key with forged identity headers", http.Header{"X-Api-Key": {creds.APIKey},
+			"X-Auth-Session-Id": {"forged"}, "X-Auth-User-Role": {"admin"}, "X-Auth-Key-Id": {"forged"}}, verdict{status: 200,
+			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "api_key", "x-auth-key-id": creds.KeyID},
+			removed: []string{"x-api-key", "x-auth-session-id", "x-auth-user-role"}}},
 		{"bearer session", http.Header{"Authorization": {"Bearer " + signed}}, verdict{status: 200,
 			set:     map[string]string{"x-auth-user-id": creds.UserID, "x-auth-method": "session", "x-auth-session-id": creds.SessionID},
 			removed: []string{"authorization"}}},

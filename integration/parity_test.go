@@ -175,3 +175,49 @@ func proxiedFront(gw *testenv.Caddy, up *upstream) frontEnd {
 		return v
 	}
 }
+
+// The standalone server fails closed as the Caddy handler does: with the
+// app's secondary storage down, a session read there gets 503 from the gRPC
+// service and the HTTP mode; with the database down, so does any key; and
+// nothing is cached meanwhile, so both answer as before once they are back.
+func TestStandaloneFailsClosed(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	storage := testenv.StartRedis(t)
+	f := testenv.Seed(t, testenv.SeedOptions{Server: pg.URL, Redis: storage.URL, RedisPrefix: "app:"})
+	grpcAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	raw, _ := json.Marshal(map[string]any{
+		"database": "{env.DATABASE_URL}", "lookup_timeout": "2s",
+		"secondary_storage": map[string]any{"url": "{env.APP_REDIS_URL}", "prefix": "app:"},
+		"grpc":              grpcAddr, "http": httpAddr,
+	})
+	path := filepath.Join(t.TempDir(), "gateway.json")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testenv.StartProcess(t, "serving ext_authz HTTP", []string{"DATABASE_URL=" + f.DatabaseURL,
+		"BETTER_AUTH_SECRET=" + testenv.Secret, "APP_REDIS_URL=" + storage.URL}, testenv.ExtAuthzBinary(t), "-config", path)
+	fronts := map[string]frontEnd{"grpc": grpcFront(t, grpcAddr), "http": httpFront("http://" + httpAddr)}
+	expect := func(what string, hdr http.Header, status int, code string) {
+		t.Helper()
+		for name, fe := range fronts {
+			if got := fe(t, hdr); got.status != status || got.code != code {
+				t.Errorf("%s, %s: %d %s, want %d %s", what, name, got.status, got.code, status, code)
+			}
+		}
+	}
+	key, session := h("X-Api-Key", f.Keys.Valid.Key), h("Authorization", "Bearer "+f.Users.Alice.Signed)
+	expect("up", key, 200, "")
+
+	storage.Stop(t)
+	expect("secondary storage down", session, 503, "BACKEND_UNAVAILABLE")
+	expect("secondary storage down, a key from the database", key, 200, "")
+	pg.Stop(t)
+	expect("database down", h("X-Api-Key", f.Keys.Valid2.Key), 503, "BACKEND_UNAVAILABLE")
+	expect("database down, an unknown key", h("X-Api-Key", "ba_unknown_while_down"), 503, "BACKEND_UNAVAILABLE")
+
+	pg.Start(t)
+	expect("database back", h("X-Api-Key", f.Keys.Valid2.Key), 200, "")
+	expect("database back, an unknown key", h("X-Api-Key", "ba_unknown_while_down"), 401, "INVALID_API_KEY")
+}

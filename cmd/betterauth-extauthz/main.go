@@ -10,8 +10,9 @@
 //	DATABASE_URL=postgres://... BETTER_AUTH_SECRET=... betterauth-extauthz -grpc 127.0.0.1:9191 -http 127.0.0.1:9192
 //
 // In the config file, {env.NAME} placeholders are replaced by environment
-// variables; database and secret default to DATABASE_URL and
-// BETTER_AUTH_SECRET, so that they stay out of files and process lists.
+// variables (any other placeholder there is an error); database and secret
+// default to DATABASE_URL and BETTER_AUTH_SECRET, so that they stay out of
+// files and process lists.
 package main
 
 import (
@@ -86,6 +87,10 @@ func load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		if err := dec.Decode(&cfg); err != nil {
 			return Config{}, fmt.Errorf("%s: %w", *path, err)
 		}
+		// One value, as Caddy reads it: settings after it would be ignored.
+		if dec.Decode(new(json.RawMessage)) != io.EOF {
+			return Config{}, fmt.Errorf("%s: more after the settings object", *path)
+		}
 	} else {
 		cfg.GRPC, cfg.HTTP = *grpcAddr, *httpAddr
 	}
@@ -133,11 +138,41 @@ func load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	if err := cfg.Listeners.Validate(); err != nil {
 		return Config{}, errors.New("nothing to serve: " + err.Error())
 	}
-	cfg.Options = cfg.Resolve(func(s string) string { return gateway.ExpandEnv(s, getenv) })
+	other := false
+	cfg.Options = cfg.Resolve(func(s string) string {
+		other = other || otherPlaceholder(s)
+		return gateway.ExpandEnv(s, getenv)
+	})
+	if other {
+		// Caddy replaces it ({file.…} reads a file); kept as text, a secret
+		// would be its own name, and so would the key sealing the shared
+		// Redis entries. Its value is not repeated: it may be a secret.
+		return Config{}, errors.New("database, secret, a Redis URL or the redis key holds a placeholder other than {env.NAME} " +
+			"(such as {file.…}), which Caddy replaces and betterauth-extauthz cannot")
+	}
 	if cfg.Database == "" {
 		return Config{}, errors.New("no database: set database in the config, or DATABASE_URL")
 	}
 	return cfg, nil
+}
+
+// otherPlaceholder reports whether s, as written, holds a placeholder
+// other than {env.NAME}: like Caddy, any "{" followed by a "}".
+func otherPlaceholder(s string) bool {
+	for {
+		i := strings.IndexByte(s, '{')
+		if i < 0 {
+			return false
+		}
+		j := strings.IndexByte(s[i:], '}')
+		if j < 0 {
+			return false
+		}
+		if !strings.HasPrefix(s[i:i+j], "{env.") {
+			return true
+		}
+		s = s[i+j+1:]
+	}
 }
 
 // run serves until ctx ends or a listener fails.

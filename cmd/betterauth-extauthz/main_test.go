@@ -75,6 +75,15 @@ func TestLoadErrors(t *testing.T) {
 		"bad header name": {[]string{"-config", writeConfig(t, `{"database": "x", "grpc": ":1", "api_key_headers": ["Cookie"]}`)}, "cannot carry API keys"},
 		"stray argument":  {[]string{"serve"}, "unexpected argument"},
 		"missing file":    {[]string{"-config", "/nonexistent/gateway.json"}, "no such file"},
+		// Caddy's json.Unmarshal refuses a second value; it must not be
+		// ignored here either.
+		"second value": {[]string{"-config", writeConfig(t, `{"database": "x", "grpc": ":1"} {"redis": {"url": "redis://r:6379"}}`)}, "after"},
+		// Caddy reads {file.…} (a Docker secret, say); taken as text, a
+		// secret would be its own name, and so would the key that seals
+		// the shared Redis entries.
+		"file placeholder in secret":    {[]string{"-config", writeConfig(t, `{"database": "x", "grpc": ":1", "secret": "{file./run/secrets/better_auth_secret}", "redis": {"url": "redis://r:6379"}}`)}, "{env.NAME}"},
+		"file placeholder in redis key": {[]string{"-config", writeConfig(t, `{"database": "x", "grpc": ":1", "redis": {"url": "redis://r:6379", "key": "{file./run/secrets/better_auth_cache_key}"}}`)}, "{env.NAME}"},
+		"other placeholder in database": {[]string{"-config", writeConfig(t, `{"database": "postgres://u@{env.HOST}/{system.hostname}", "grpc": ":1"}`)}, "{env.NAME}"},
 	} {
 		if _, err := load(tc.args, none, io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error with %q", name, err, tc.want)

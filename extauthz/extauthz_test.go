@@ -1,0 +1,100 @@
+package extauthz
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+)
+
+// noStore knows no credential.
+type noStore struct{}
+
+func (noStore) Lookup(context.Context, betterauth.Lookup) (betterauth.Record, error) {
+	return betterauth.Record{}, nil
+}
+
+// Every request to the HTTP mode is a decision, "OPTIONS *" too: net/http
+// would otherwise answer it 200 itself, without asking the gate.
+func TestHTTPModeAnswersEveryRequestWithADecision(t *testing.T) {
+	t.Parallel()
+	v, err := betterauth.NewVerifier(betterauth.Options{Store: noStore{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := Listeners{HTTP: "127.0.0.1:0"}.Serve(New(betterauth.NewGate(betterauth.GateConfig{Verifier: v})),
+		func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sv.Stop(context.Background())
+	addr := sv.lns[0].Addr().String()
+	for _, line := range []string{"OPTIONS * HTTP/1.1", "OPTIONS / HTTP/1.1", "HEAD /healthz HTTP/1.1", "GET /healthz HTTP/1.1", "POST /mcp HTTP/1.1"} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write([]byte(line + "\r\nHost: auth\r\nX-Auth-User-Id: forged\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: strings.Fields(line)[0]})
+		conn.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s without a credential: %d %v, want 401 with a challenge", line, resp.StatusCode, resp.Header)
+		}
+	}
+}
+
+// Check takes whatever Envoy (or anyone reaching the port) sends: missing
+// messages, nil header entries, raw bytes, the same name in headers and
+// header_map, pseudo-headers. It never panics, and never allows without a
+// credential.
+func TestCheckMalformedRequests(t *testing.T) {
+	t.Parallel()
+	v, err := betterauth.NewVerifier(betterauth.Options{Store: noStore{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(betterauth.NewGate(betterauth.GateConfig{Verifier: v}))
+	httpReq := func(h *authv3.AttributeContext_HttpRequest) *authv3.CheckRequest {
+		return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: h}}}
+	}
+	for name, req := range map[string]*authv3.CheckRequest{
+		"nil":           nil,
+		"no attributes": {},
+		"no request":    {Attributes: &authv3.AttributeContext{}},
+		"no http":       {Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{}}},
+		"nil entries":   httpReq(&authv3.AttributeContext_HttpRequest{HeaderMap: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{nil, {}}}}),
+		"pseudo-headers and raw bytes": httpReq(&authv3.AttributeContext_HttpRequest{
+			Headers:   map[string]string{":authority": "x", ":path": "/", "x-auth-user-id": "forged", "": ""},
+			HeaderMap: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "x-api-key", RawValue: []byte{0xff, 0}}, {Key: "X-AUTH-USER-ID", RawValue: []byte("forged")}}},
+		}),
+		"one key in both": httpReq(&authv3.AttributeContext_HttpRequest{
+			Headers:   map[string]string{"x-api-key": "ba_a"},
+			HeaderMap: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "x-api-key", Value: "ba_b"}}},
+		}),
+	} {
+		resp, err := s.Check(context.Background(), req)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if resp.GetOkResponse() != nil || codes.Code(resp.GetStatus().GetCode()) == codes.OK || resp.GetDeniedResponse().GetStatus().GetCode() != 401 {
+			t.Errorf("%s: %v, want a 401 denial", name, resp)
+		}
+	}
+}
