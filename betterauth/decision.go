@@ -19,6 +19,9 @@ const (
 	InvalidSession
 	SessionExpired
 	UserBanned
+	// The route's rules refused a verified credential (see Rules).
+	CredentialNotAccepted
+	InsufficientRole
 	BackendUnavailable
 	numReasons
 )
@@ -38,15 +41,18 @@ type Outcome struct {
 // outcomes is the one table that maps decisions to answers. The Caddy handler
 // and the ext_authz servers both read it, so they cannot drift apart.
 var outcomes = [numReasons]Outcome{
-	Allowed:            {http.StatusOK, "OK", "Authenticated."},
-	MissingCredential:  {http.StatusUnauthorized, "MISSING_CREDENTIAL", "An API key or a session token is required."},
-	InvalidAPIKey:      {http.StatusUnauthorized, "INVALID_API_KEY", "Invalid API key."},
-	KeyDisabled:        {http.StatusUnauthorized, "KEY_DISABLED", "API Key is disabled"},
-	KeyExpired:         {http.StatusUnauthorized, "KEY_EXPIRED", "API Key has expired"},
-	UsageExceeded:      {http.StatusTooManyRequests, "USAGE_EXCEEDED", "API Key has reached its usage limit"},
-	InvalidSession:     {http.StatusUnauthorized, "INVALID_SESSION", "Invalid session token."},
-	SessionExpired:     {http.StatusUnauthorized, "SESSION_EXPIRED", "Session has expired."},
-	UserBanned:         {http.StatusForbidden, "USER_BANNED", "The user is banned."},
+	Allowed:           {http.StatusOK, "OK", "Authenticated."},
+	MissingCredential: {http.StatusUnauthorized, "MISSING_CREDENTIAL", "An API key or a session token is required."},
+	InvalidAPIKey:     {http.StatusUnauthorized, "INVALID_API_KEY", "Invalid API key."},
+	KeyDisabled:       {http.StatusUnauthorized, "KEY_DISABLED", "API Key is disabled"},
+	KeyExpired:        {http.StatusUnauthorized, "KEY_EXPIRED", "API Key has expired"},
+	UsageExceeded:     {http.StatusTooManyRequests, "USAGE_EXCEEDED", "API Key has reached its usage limit"},
+	InvalidSession:    {http.StatusUnauthorized, "INVALID_SESSION", "Invalid session token."},
+	SessionExpired:    {http.StatusUnauthorized, "SESSION_EXPIRED", "Session has expired."},
+	UserBanned:        {http.StatusForbidden, "USER_BANNED", "The user is banned."},
+	CredentialNotAccepted: {http.StatusUnauthorized, "CREDENTIAL_NOT_ACCEPTED",
+		"This route does not accept this kind of credential."},
+	InsufficientRole:   {http.StatusForbidden, "INSUFFICIENT_ROLE", "The user's role does not allow this."},
 	BackendUnavailable: {http.StatusServiceUnavailable, "BACKEND_UNAVAILABLE", "The authentication backend is unavailable; try again later."},
 }
 

@@ -17,6 +17,9 @@ type GateConfig struct {
 	// KeepCredential forwards the credential upstream; by default Strip
 	// removes it.
 	KeepCredential bool
+	// Rules are what this front end (a route, in Caddy) asks beyond a
+	// valid credential.
+	Rules Rules
 	// OnError, when set, hears every lookup the store could not answer while
 	// the caller was still waiting (the request gets 503). It must not
 	// block.
@@ -32,6 +35,7 @@ type Gate struct {
 	verifier  *Verifier
 	answers   *Answers
 	keep      bool
+	rules     Rules
 	onError   func(Credential, error)
 }
 
@@ -42,6 +46,7 @@ func NewGate(cfg GateConfig) *Gate {
 		verifier:  cfg.Verifier,
 		answers:   NewAnswers(cfg.Realm),
 		keep:      cfg.KeepCredential,
+		rules:     cfg.Rules,
 		onError:   cfg.OnError,
 	}
 }
@@ -87,6 +92,7 @@ func (g *Gate) Decide(ctx context.Context, h HTTPHeader) (res Result) {
 		}
 		res.Decision = Decision{Reason: BackendUnavailable}
 	}
+	g.enforce(&res.Decision)
 	if res.Decision.Allowed() {
 		res.Status = http.StatusOK
 		return res
@@ -99,7 +105,22 @@ func (g *Gate) Decide(ctx context.Context, h HTTPHeader) (res Result) {
 // user may have been revoked: true only if it still passes.
 func (g *Gate) Recheck(ctx context.Context, c Credential) bool {
 	d, err := g.verifier.Verify(ctx, c)
-	return err == nil && d.Allowed()
+	if err != nil {
+		return false
+	}
+	g.enforce(&d)
+	return d.Allowed()
+}
+
+// enforce applies the rules to an allowed decision: a refusal keeps the
+// method (for logs) and drops the identity.
+func (g *Gate) enforce(d *Decision) {
+	if !d.Allowed() {
+		return
+	}
+	if why := g.rules.check(d); why != Allowed {
+		*d = Decision{Reason: why, Method: d.Method}
+	}
 }
 
 // Strip edits a request's headers as the upstream must get them, whatever

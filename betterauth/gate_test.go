@@ -93,3 +93,56 @@ func TestGateLookupFailure(t *testing.T) {
 		t.Fatalf("OnError heard %d failures, want 1 (not the one whose caller left)", len(heard))
 	}
 }
+
+// A route's rules refuse verified credentials that lack what it asks, with
+// the answer naming what is missing, and they hold on a stream's recheck.
+func TestGateRules(t *testing.T) {
+	t.Parallel()
+	const key = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
+	user := func(role string) *User { u := alice(); u.Role = role; return u }
+	for _, tc := range []struct {
+		name  string
+		role  string
+		rules Rules
+		want  Reason
+	}{
+		{"no rules", "user", Rules{}, Allowed},
+		{"keys accepted", "user", Rules{Methods: []Method{MethodAPIKey}}, Allowed},
+		{"sessions only", "user", Rules{Methods: []Method{MethodSession}}, CredentialNotAccepted},
+		{"one of the roles", "admin", Rules{Roles: []string{"support", "admin"}}, Allowed},
+		{"one of several stored roles", "user, admin", Rules{Roles: []string{"admin"}}, Allowed},
+		{"role not held", "user", Rules{Roles: []string{"admin"}}, InsufficientRole},
+		{"letter case counts", "Admin", Rules{Roles: []string{"admin"}}, InsufficientRole},
+		{"a prefix is not the role", "administrator", Rules{Roles: []string{"admin"}}, InsufficientRole},
+		{"no role at all", "", Rules{Roles: []string{"admin"}}, InsufficientRole},
+		{"kind checked before role", "admin", Rules{Methods: []Method{MethodSession}, Roles: []string{"admin"}}, CredentialNotAccepted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := &fakeStore{keys: map[string]*APIKey{NewLookup(KindAPIKey, key).KeyHash(): {ID: "k1", ConfigID: "default", Enabled: true, User: user(tc.role)}}}
+			v, _ := NewVerifier(Options{Store: store})
+			g := NewGate(GateConfig{Verifier: v, Rules: tc.rules})
+			hdr := HTTPHeader{"X-Api-Key": {key}, "X-Auth-User-Id": {"forged"}}
+			res := g.Decide(context.Background(), hdr)
+			if res.Decision.Reason != tc.want || res.Allowed() != (tc.want == Allowed) {
+				t.Fatalf("%v, want %v", res.Decision.Reason, tc.want)
+			}
+			if g.Recheck(context.Background(), res.Credential) != (tc.want == Allowed) {
+				t.Fatal("the recheck disagrees")
+			}
+			if tc.want == Allowed {
+				return
+			}
+			// A refusal carries no identity and removes every owned header.
+			res.Strip(hdr, nil)
+			if len(res.Decision.AppendHeaders(nil)) != 0 || len(hdr["X-Auth-User-Id"]) != 0 || res.Status != tc.want.Outcome().Status {
+				t.Fatalf("refused with identity %v, headers %v, status %d", res.Decision.AppendHeaders(nil), hdr, res.Status)
+			}
+		})
+	}
+	if err := (Rules{Roles: []string{"a,b"}}).Validate(); err == nil {
+		t.Error("a role with a comma validated")
+	}
+	if _, err := ParseMethod("apikey"); err == nil {
+		t.Error("apikey parsed as a credential kind")
+	}
+}

@@ -34,6 +34,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    api_key_header      <name...>
 //	    api_key_prefix      <prefix...>
 //	    api_key_config_id   <id...>
+//	    allow               api_key|session...
+//	    require_role        <role...>
 //	    disable_key_hashing
 //	    cookie_prefix       <prefix>
 //	    cookie_name         <name>
@@ -127,6 +129,10 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 			err = args(d, &h.APIKeyPrefixes)
 		case "api_key_config_id":
 			err = args(d, &h.APIKeyConfigIDs)
+		case "allow":
+			err = args(d, &h.Allow)
+		case "require_role":
+			err = args(d, &h.RequireRole)
 		case "lookup_timeout":
 			err = duration(d, &h.LookupTimeout, false)
 		case "schema":

@@ -351,6 +351,10 @@ func NewGate(o Options, s betterauth.Store, logger *zap.Logger) (*betterauth.Gat
 	if err != nil {
 		return nil, err
 	}
+	rules, err := o.rules()
+	if err != nil {
+		return nil, err
+	}
 	return betterauth.NewGate(betterauth.GateConfig{
 		Verifier: v,
 		Extract: betterauth.ExtractorConfig{
@@ -362,6 +366,7 @@ func NewGate(o Options, s betterauth.Store, logger *zap.Logger) (*betterauth.Gat
 		},
 		Realm:          o.Realm,
 		KeepCredential: o.KeepCredential,
+		Rules:          rules,
 		OnError: func(c betterauth.Credential, err error) {
 			logger.Error("better-auth lookup failed; answering 503",
 				zap.String("credential_fingerprint", betterauth.Fingerprint(c.Value)), zap.Error(err))

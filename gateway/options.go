@@ -71,6 +71,16 @@ type Options struct {
 	// removed, since MCP forbids passing a client's token through.
 	KeepCredential bool `json:"keep_credential,omitempty"`
 
+	// The credential kinds this route accepts: "api_key", "session" or
+	// both. A verified credential of another kind gets 401
+	// CREDENTIAL_NOT_ACCEPTED. Default: both.
+	Allow []string `json:"allow,omitempty"`
+
+	// Roles of which the user must hold one, in Better-Auth's admin plugin
+	// user.role (several are stored comma-separated; each is compared
+	// exactly). Others get 403 INSUFFICIENT_ROLE. Default: none required.
+	RequireRole []string `json:"require_role,omitempty"`
+
 	// The realm in WWW-Authenticate challenges. Default: "better-auth".
 	Realm string `json:"realm,omitempty"`
 
@@ -335,6 +345,9 @@ func (o *Options) Validate() error {
 	if o.LookupTimeout < 0 {
 		return errors.New("lookup_timeout must not be negative")
 	}
+	if _, err := o.rules(); err != nil {
+		return err
+	}
 	if o.Schema != nil {
 		if err := o.Schema.config().Validate(); err != nil {
 			return fmt.Errorf("schema: %w", err)
@@ -367,4 +380,17 @@ func (o *Options) Validate() error {
 		}
 	}
 	return nil
+}
+
+// rules are the route's requirements, checked.
+func (o *Options) rules() (betterauth.Rules, error) {
+	r := betterauth.Rules{Roles: o.RequireRole}
+	for _, s := range o.Allow {
+		m, err := betterauth.ParseMethod(s)
+		if err != nil {
+			return r, fmt.Errorf("allow: %w", err)
+		}
+		r.Methods = append(r.Methods, m)
+	}
+	return r, r.Validate()
 }
