@@ -22,6 +22,7 @@ const (
 	// The route's rules refused a verified credential (see Rules).
 	CredentialNotAccepted
 	InsufficientRole
+	InsufficientPermissions
 	BackendUnavailable
 	numReasons
 )
@@ -52,7 +53,9 @@ var outcomes = [numReasons]Outcome{
 	UserBanned:        {http.StatusForbidden, "USER_BANNED", "The user is banned."},
 	CredentialNotAccepted: {http.StatusUnauthorized, "CREDENTIAL_NOT_ACCEPTED",
 		"This route does not accept this kind of credential."},
-	InsufficientRole:   {http.StatusForbidden, "INSUFFICIENT_ROLE", "The user's role does not allow this."},
+	InsufficientRole: {http.StatusForbidden, "INSUFFICIENT_ROLE", "The user's role does not allow this."},
+	InsufficientPermissions: {http.StatusForbidden, "INSUFFICIENT_PERMISSIONS",
+		"The API key's permissions do not allow this."},
 	BackendUnavailable: {http.StatusServiceUnavailable, "BACKEND_UNAVAILABLE", "The authentication backend is unavailable; try again later."},
 }
 
@@ -111,7 +114,9 @@ type Decision struct {
 	// ExpiresAt is when the credential expires (zero: never); set when
 	// Reason is Allowed.
 	ExpiresAt time.Time
-	credHdr   string // CredentialID, encoded for headers
+	// Permissions are the API key's; nil for sessions.
+	Permissions Permissions
+	credHdr     string // CredentialID, encoded for headers
 
 	// RetryAfter, when positive, is how long until the denial may lift (a key
 	// that refills).

@@ -2,9 +2,11 @@ package betterauth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"testing"
+	"time"
 )
 
 func newTestGate(t *testing.T, store Store, keep bool, onError func(Credential, error)) *Gate {
@@ -144,5 +146,63 @@ func TestGateRules(t *testing.T) {
 	}
 	if _, err := ParseMethod("apikey"); err == nil {
 		t.Error("apikey parsed as a credential kind")
+	}
+}
+
+// Permissions as Better-Auth's role(statements).authorize(request) with its
+// default AND connector decides them (better-auth/plugins/access).
+func TestPermissionsGrant(t *testing.T) {
+	t.Parallel()
+	held := ParsePermissions(`{"files": ["read", "write"], "projects": ["list"], "odd": "read", "none": []}`)
+	for _, tc := range []struct {
+		name string
+		want Permissions
+		ok   bool
+	}{
+		{"one action", Permissions{"files": {"read"}}, true},
+		{"every action of a resource", Permissions{"files": {"read", "write"}}, true},
+		{"every resource", Permissions{"files": {"write"}, "projects": {"list"}}, true},
+		{"an action not held", Permissions{"files": {"read", "delete"}}, false},
+		{"a resource not held", Permissions{"files": {"read"}, "billing": {"read"}}, false},
+		{"no wildcard", Permissions{"files": {"*"}}, false},
+		{"exact strings", Permissions{"files": {"READ"}}, false},
+		{"an empty request", Permissions{}, false},
+		{"a resource with no actions asked", Permissions{"files": {}}, false},
+		{"a resource held with no actions", Permissions{"none": {"read"}}, false},
+		{"a value that is not a list grants nothing", Permissions{"odd": {"read"}}, false},
+	} {
+		if got := held.Grants(tc.want); got != tc.ok {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.ok)
+		}
+	}
+	for _, text := range []string{"", "null", "not json", `["files"]`, `{"files": "read"`} {
+		if p := ParsePermissions(text); p.Grants(Permissions{"files": {"read"}}) {
+			t.Errorf("%q grants files:read", text)
+		}
+	}
+}
+
+// A route that requires permissions admits keys that hold them, and
+// neither other keys nor sessions.
+func TestGatePermissionRule(t *testing.T) {
+	t.Parallel()
+	const key, token = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp", vecToken
+	k := &APIKey{ID: "k1", ConfigID: "default", Enabled: true, User: alice(), Permissions: ParsePermissions(`{"files":["read"]}`)}
+	store := &fakeStore{keys: map[string]*APIKey{NewLookup(KindAPIKey, key).KeyHash(): k},
+		sessions: map[string]*Session{token: {ID: "s1", ExpiresAt: t0.Add(time.Hour), User: alice()}}}
+	v, _ := NewVerifier(Options{Store: store, Secret: vecSecret, Now: func() time.Time { return t0 }})
+	for want, reason := range map[string]Reason{`{"files":["read"]}`: Allowed, `{"files":["write"]}`: InsufficientPermissions} {
+		var p Permissions
+		json.Unmarshal([]byte(want), &p)
+		g := NewGate(GateConfig{Verifier: v, Rules: Rules{Permissions: p}})
+		if res := g.Decide(context.Background(), HTTPHeader{"X-Api-Key": {key}}); res.Decision.Reason != reason {
+			t.Errorf("key, %s: %v, want %v", want, res.Decision.Reason, reason)
+		}
+		if res := g.Decide(context.Background(), HTTPHeader{"Authorization": {"Bearer " + NewSigner(vecSecret).Sign(token)}}); res.Decision.Reason != InsufficientPermissions {
+			t.Errorf("session, %s: %v, want INSUFFICIENT_PERMISSIONS", want, res.Decision.Reason)
+		}
+	}
+	if err := (Rules{Permissions: Permissions{"files": {}}}).Validate(); err == nil {
+		t.Error("a resource without actions validated")
 	}
 }

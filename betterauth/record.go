@@ -51,6 +51,9 @@ type APIKey struct {
 	HasRefillAmount bool
 	LastRefillAt    time.Time
 	CreatedAt       time.Time
+	// Permissions are the key's resource → actions (the permissions column,
+	// JSON); nil when it has none, or none that parse.
+	Permissions Permissions
 
 	User *User
 

@@ -1,6 +1,7 @@
 package betterauth
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 )
@@ -19,6 +20,66 @@ type Rules struct {
 	// user without a role, or a database without the admin plugin, never
 	// passes.
 	Roles []string
+	// Permissions, when set, admit only API keys whose permissions grant
+	// every listed action on every listed resource, as Better-Auth's
+	// verifyApiKey({permissions}) decides. Others, sessions included, get
+	// 403 INSUFFICIENT_PERMISSIONS (Better-Auth itself answers 401
+	// KEY_NOT_FOUND).
+	Permissions Permissions
+}
+
+// Permissions map a resource to its actions, as the api-key plugin stores
+// them and as verifyApiKey's permissions argument asks for them.
+type Permissions map[string][]string
+
+// ParsePermissions reads the api-key plugin's permissions column: JSON text
+// of an object of string arrays. Text that does not parse grants nothing,
+// as in Better-Auth (safeJSONParse gives null); a resource whose value is
+// not an array of strings grants nothing on that resource.
+func ParsePermissions(text string) Permissions {
+	var raw map[string]json.RawMessage
+	if text == "" || json.Unmarshal([]byte(text), &raw) != nil || raw == nil {
+		return nil
+	}
+	p := make(Permissions, len(raw))
+	for resource, v := range raw {
+		var actions []string
+		if json.Unmarshal(v, &actions) == nil && actions != nil {
+			p[resource] = actions
+		}
+	}
+	return p
+}
+
+// Grants reports whether p grants want: Better-Auth's role(p).authorize
+// with its default AND connector. Every resource asked for must be present
+// with every action asked for (exact strings; "*" is no wildcard), and an
+// empty request, or a resource with no actions, is refused.
+func (p Permissions) Grants(want Permissions) bool {
+	if len(want) == 0 {
+		return false
+	}
+	for resource, actions := range want {
+		allowed, ok := p[resource]
+		if !ok || len(actions) == 0 {
+			return false
+		}
+		for _, a := range actions {
+			if !containsString(allowed, a) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 // ParseMethod returns the Method named as in X-Auth-Method: "api_key" or
@@ -40,6 +101,11 @@ func (r Rules) Validate() error {
 			return fmt.Errorf("unknown credential kind %d", m)
 		}
 	}
+	for resource, actions := range r.Permissions {
+		if resource == "" || len(actions) == 0 {
+			return fmt.Errorf("require_permission: %q needs a resource and at least one action", resource)
+		}
+	}
 	for _, role := range r.Roles {
 		if strings.TrimSpace(role) == "" || strings.Contains(role, ",") {
 			return fmt.Errorf("require_role: %q is not a role name", role)
@@ -55,6 +121,9 @@ func (r *Rules) check(d *Decision) Reason {
 	}
 	if len(r.Roles) > 0 && !hasRole(d.User.Role, r.Roles) {
 		return InsufficientRole
+	}
+	if len(r.Permissions) > 0 && !d.Permissions.Grants(r.Permissions) {
+		return InsufficientPermissions
 	}
 	return Allowed
 }

@@ -119,7 +119,7 @@ func (v *Verifier) checkAPIKey(k *APIKey, now time.Time) Decision {
 			return Decision{Reason: UsageExceeded, RetryAfter: wait}
 		}
 	}
-	return Decision{Method: MethodAPIKey, User: k.User, CredentialID: k.ID, credHdr: k.headerID(), ExpiresAt: k.ExpiresAt}
+	return Decision{Method: MethodAPIKey, User: k.User, CredentialID: k.ID, credHdr: k.headerID(), ExpiresAt: k.ExpiresAt, Permissions: k.Permissions}
 }
 
 // refillWait reports whether an exhausted key would be refilled by a verify at

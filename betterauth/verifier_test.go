@@ -222,17 +222,18 @@ func TestOutcomeTable(t *testing.T) {
 		status int
 		code   string
 	}{
-		MissingCredential:     {401, "MISSING_CREDENTIAL"},
-		InvalidAPIKey:         {401, "INVALID_API_KEY"},
-		KeyDisabled:           {401, "KEY_DISABLED"},
-		KeyExpired:            {401, "KEY_EXPIRED"},
-		UsageExceeded:         {429, "USAGE_EXCEEDED"},
-		InvalidSession:        {401, "INVALID_SESSION"},
-		SessionExpired:        {401, "SESSION_EXPIRED"},
-		UserBanned:            {403, "USER_BANNED"},
-		CredentialNotAccepted: {401, "CREDENTIAL_NOT_ACCEPTED"},
-		InsufficientRole:      {403, "INSUFFICIENT_ROLE"},
-		BackendUnavailable:    {503, "BACKEND_UNAVAILABLE"},
+		MissingCredential:       {401, "MISSING_CREDENTIAL"},
+		InvalidAPIKey:           {401, "INVALID_API_KEY"},
+		KeyDisabled:             {401, "KEY_DISABLED"},
+		KeyExpired:              {401, "KEY_EXPIRED"},
+		UsageExceeded:           {429, "USAGE_EXCEEDED"},
+		InvalidSession:          {401, "INVALID_SESSION"},
+		SessionExpired:          {401, "SESSION_EXPIRED"},
+		UserBanned:              {403, "USER_BANNED"},
+		CredentialNotAccepted:   {401, "CREDENTIAL_NOT_ACCEPTED"},
+		InsufficientRole:        {403, "INSUFFICIENT_ROLE"},
+		InsufficientPermissions: {403, "INSUFFICIENT_PERMISSIONS"},
+		BackendUnavailable:      {503, "BACKEND_UNAVAILABLE"},
 	}
 	for r, w := range want {
 		o := r.Outcome()

@@ -8,10 +8,11 @@ import (
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 )
 
-// codecVersion is part of every shared-cache key, so that a gateway with a
-// different encoding never reads another's entries. v2 entries are sealed
-// (see Sealer); v1 entries, which were not, are never read.
-const codecVersion = "v2"
+// CodecVersion is part of every shared-cache key, so that a gateway with a
+// different encoding never reads another's entries. Entries are sealed
+// since v2 (see Sealer); v3 carries API keys' permissions, which a v2
+// entry would silently lack.
+const CodecVersion = "v3"
 
 // The shared-cache value of a record: its facts and when the entry expires.
 // It holds no secret: no key hash, no session token.
@@ -34,6 +35,8 @@ type wireKey struct {
 	RefillAmount   *int64 `json:"ramt,omitempty"`
 	LastRefillAt   int64  `json:"rlast,omitempty"`
 	CreatedAt      int64  `json:"created,omitempty"`
+	// Permissions as parsed; absent when the key has none.
+	Permissions betterauth.Permissions `json:"perm,omitempty"`
 }
 
 type wireSess struct {
@@ -80,7 +83,8 @@ func encode(r betterauth.Record, st stamp) ([]byte, error) {
 	case r.APIKey != nil:
 		k := r.APIKey
 		wk := &wireKey{ID: k.ID, ConfigID: k.ConfigID, Enabled: k.Enabled, ExpiresAt: millis(k.ExpiresAt),
-			RefillInterval: k.RefillInterval.Milliseconds(), LastRefillAt: millis(k.LastRefillAt), CreatedAt: millis(k.CreatedAt)}
+			RefillInterval: k.RefillInterval.Milliseconds(), LastRefillAt: millis(k.LastRefillAt), CreatedAt: millis(k.CreatedAt),
+			Permissions: k.Permissions}
 		if k.HasRemaining {
 			wk.Remaining = &k.Remaining
 		}
@@ -111,7 +115,7 @@ func decode(b []byte) (betterauth.Record, stamp, error) {
 	case w.Key != nil:
 		k := &betterauth.APIKey{ID: w.Key.ID, ConfigID: w.Key.ConfigID, Enabled: w.Key.Enabled, ExpiresAt: fromMillis(w.Key.ExpiresAt),
 			RefillInterval: time.Duration(w.Key.RefillInterval) * time.Millisecond, LastRefillAt: fromMillis(w.Key.LastRefillAt),
-			CreatedAt: fromMillis(w.Key.CreatedAt), User: u}
+			CreatedAt: fromMillis(w.Key.CreatedAt), Permissions: w.Key.Permissions, User: u}
 		if w.Key.Remaining != nil {
 			k.HasRemaining, k.Remaining = true, *w.Key.Remaining
 		}

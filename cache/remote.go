@@ -105,7 +105,7 @@ func newRemoteTier(opts Options, now func() time.Time) *remoteTier {
 		t.logger = zap.NewNop()
 	}
 	if opts.RemotePrefix != "" || t.scope == nil {
-		p := opts.RemotePrefix + codecVersion + ":"
+		p := opts.RemotePrefix + CodecVersion + ":"
 		t.prefix.Store(&p)
 	}
 	return t
@@ -135,7 +135,7 @@ func (t *remoteTier) keyPrefix(ctx context.Context) (string, bool) {
 		t.fail("cannot name the shared cache's entries yet; using the database", err)
 		return "", false
 	}
-	p := DefaultPrefix(scope) + codecVersion + ":"
+	p := DefaultPrefix(scope) + CodecVersion + ":"
 	t.prefix.Store(&p)
 	return p, true
 }
@@ -153,7 +153,7 @@ func (s *Store) Prefix(ctx context.Context) (string, error) {
 	if !ok {
 		return "", errors.New("the shared cache's prefix is not resolved yet")
 	}
-	return p[:len(p)-len(codecVersion)-1], nil
+	return p[:len(p)-len(CodecVersion)-1], nil
 }
 
 // keyFor is the shared-cache key of a lookup: the prefix, the codec version,

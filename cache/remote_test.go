@@ -134,7 +134,7 @@ func TestRemoteSharesRecordsBetweenGateways(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := <-remote.sets
-	if !strings.HasPrefix(key, "gw:db1:v2:k:") || strings.Contains(key, secretKey) || !strings.HasSuffix(key, betterauth.HashAPIKey(secretKey)) {
+	if !strings.HasPrefix(key, "gw:db1:"+CodecVersion+":k:") || strings.Contains(key, secretKey) || !strings.HasSuffix(key, betterauth.HashAPIKey(secretKey)) {
 		t.Fatalf("shared key %q", key)
 	}
 	if v := string(remote.m[key]); strings.Contains(v, secretKey) || strings.Contains(v, betterauth.HashAPIKey(secretKey)) {
@@ -184,10 +184,10 @@ func TestRemoteIgnoresUnknownAndExpiredEntries(t *testing.T) {
 	remote := newFakeRemote()
 	inner := &countingStore{rec: keyRecord(time.Time{})}
 	s := New(inner, sharedOpts(remote, Options{Now: clk.now}))
-	k := keyFor("gw:v2:", keyOf(lookup("k")))
+	k := keyFor("gw:"+CodecVersion+":", keyOf(lookup("k")))
 	old, _ := encode(keyRecord(time.Time{}), stamp{expires: t0.Add(-time.Second), written: t0.Add(-time.Minute)})
 	remote.m[k] = testSealer.Seal(k, old)
-	junk := keyFor("gw:v2:", keyOf(lookup("junk")))
+	junk := keyFor("gw:"+CodecVersion+":", keyOf(lookup("junk")))
 	remote.m[junk] = testSealer.Seal(junk, []byte("{not json"))
 	for _, secret := range []string{"k", "junk"} {
 		if rec, err := s.Lookup(context.Background(), lookup(secret)); err != nil || rec.APIKey == nil {
@@ -205,7 +205,8 @@ func TestCodecRoundTrip(t *testing.T) {
 	recs := []betterauth.Record{
 		{APIKey: &betterauth.APIKey{ID: "k", ConfigID: "org", Enabled: false, ExpiresAt: t0, Remaining: 0, HasRemaining: true,
 			RefillInterval: time.Minute, RefillAmount: five, HasRefillAmount: true, LastRefillAt: t0, CreatedAt: t0,
-			User: &betterauth.User{ID: "u", Email: "e", Name: "n\r\n", Role: "r"}}},
+			Permissions: betterauth.Permissions{"files": {"read", "write"}},
+			User:        &betterauth.User{ID: "u", Email: "e", Name: "n\r\n", Role: "r"}}},
 		{Session: &betterauth.Session{ID: "s", ExpiresAt: t0, User: &betterauth.User{ID: "u"}}},
 	}
 	for _, r := range recs {
@@ -221,7 +222,8 @@ func TestCodecRoundTrip(t *testing.T) {
 		if r.APIKey != nil {
 			g, w := *got.APIKey, *want.APIKey
 			if g.User.Name != w.User.Name || g.Remaining != w.Remaining || !g.HasRemaining || g.RefillAmount != 5 ||
-				g.RefillInterval != time.Minute || !g.ExpiresAt.Equal(t0) || g.Enabled || g.ConfigID != "org" {
+				g.RefillInterval != time.Minute || !g.ExpiresAt.Equal(t0) || g.Enabled || g.ConfigID != "org" ||
+				!g.Permissions.Grants(betterauth.Permissions{"files": {"read", "write"}}) {
 				t.Errorf("key round trip: %+v", g)
 			}
 		} else if got.Session.ID != "s" || !got.Session.ExpiresAt.Equal(t0) {

@@ -25,7 +25,7 @@ func TestForgedSharedEntriesAreNotServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	other, _ := NewSealer("not-the-gateways-secret-0123456789abcdef")
-	victim := keyFor("gw:v2:", keyOf(lookup("victim")))
+	victim := keyFor("gw:"+CodecVersion+":", keyOf(lookup("victim")))
 	for _, tc := range []struct {
 		name  string
 		value func(remote *fakeRemote, name string) []byte
@@ -47,7 +47,7 @@ func TestForgedSharedEntriesAreNotServed(t *testing.T) {
 			remote := newFakeRemote()
 			inner := &countingStore{} // the database: no such key
 			s := New(inner, sharedOpts(remote, Options{Now: (&clock{t0}).now}))
-			name := keyFor("gw:v2:", keyOf(lookup("invented")))
+			name := keyFor("gw:"+CodecVersion+":", keyOf(lookup("invented")))
 			remote.setRaw(name, tc.value(remote, name))
 			rec, err := s.Lookup(ctx, lookup("invented"))
 			if err != nil || rec.Found() {
@@ -108,7 +108,7 @@ func TestEpochRollbackDoesNotReviveRevokedEntries(t *testing.T) {
 		t.Fatal("the revocation did not delete the entry it could name")
 	}
 	remote.setRaw(name, saved)
-	remote.setEpoch("gw:v2:epoch", 0)
+	remote.setEpoch("gw:"+CodecVersion+":epoch", 0)
 	for range 3 {
 		clk.advance(2 * time.Hour) // past every local entry
 		if rec, _ := s.Lookup(ctx, lookup("k")); rec.Found() {
@@ -121,7 +121,7 @@ func TestEpochRollbackDoesNotReviveRevokedEntries(t *testing.T) {
 	}
 	// A gateway that heard of the revocation (epoch 1) refuses the old
 	// epoch as well.
-	remote.setEpoch("gw:v2:epoch", 0)
+	remote.setEpoch("gw:"+CodecVersion+":epoch", 0)
 	other := New(&countingStore{}, sharedOpts(remote, Options{}))
 	other.Relayed(ctx, 1, t0, Revocation{Target: TargetAPIKey, ID: "k1"})
 	if rec, _ := other.Lookup(ctx, lookup("k")); rec.Found() {
@@ -250,7 +250,7 @@ func TestEpochOutOfRangeIsRefused(t *testing.T) {
 	inner := &countingStore{rec: keyRecord(time.Time{})}
 	s := New(inner, sharedOpts(remote, Options{TTL: time.Hour, Now: clk.now}))
 	clk.advance(ClockSkew)
-	remote.setEpoch("gw:v2:epoch", 1<<60)
+	remote.setEpoch("gw:"+CodecVersion+":epoch", 1<<60)
 	if rec, err := s.Lookup(ctx, lookup("k")); err != nil || rec.APIKey == nil || inner.calls.Load() != 1 {
 		t.Fatalf("%+v %v", rec, err)
 	}
@@ -281,7 +281,7 @@ func TestNewGatewayRefusesEntriesFromBeforeItStarted(t *testing.T) {
 
 	clk.advance(time.Minute)
 	remote.setRaw(name, saved)
-	remote.setEpoch("gw:v2:epoch", 0)
+	remote.setEpoch("gw:"+CodecVersion+":epoch", 0)
 	d := New(&countingStore{}, sharedOpts(remote, Options{TTL: time.Hour, Now: clk.now}))
 	if rec, _ := d.Lookup(ctx, lookup("k")); rec.Found() {
 		t.Fatal("a new gateway accepted an entry written before a revocation it never saw")
@@ -293,7 +293,7 @@ func TestNewGatewayRefusesEntriesFromBeforeItStarted(t *testing.T) {
 	e := New(&countingStore{}, sharedOpts(remote, Options{TTL: time.Hour, Now: clk2.now}))
 	payload, _ := encode(keyRecord(time.Time{}), stamp{expires: t0.Add(time.Hour), epoch: 5, written: t0.Add(30 * time.Second)})
 	remote.setRaw(name, testSealer.Seal(name, payload))
-	remote.setEpoch("gw:v2:epoch", 5)
+	remote.setEpoch("gw:"+CodecVersion+":epoch", 5)
 	clk2.advance(2 * time.Minute)
 	e.Relayed(ctx, 5, t0.Add(time.Minute), Revocation{Target: TargetAPIKey, ID: "k1"})
 	if rec, _ := e.Lookup(ctx, lookup("k")); rec.Found() {
@@ -342,7 +342,7 @@ func TestEntriesStampedWhenRead(t *testing.T) {
 		close(inner.gate)
 		<-done
 		name := <-remote.sets // written after the revocation, under epoch 0
-		remote.setEpoch("gw:v2:epoch", 0)
+		remote.setEpoch("gw:"+CodecVersion+":epoch", 0)
 		if rec, _ := fresh.Lookup(ctx, lookup("k")); rec.Found() {
 			t.Fatalf("a read from before the revocation was served by a replica started after it (%s)", name)
 		}

@@ -36,6 +36,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    api_key_config_id   <id...>
 //	    allow               api_key|session...
 //	    require_role        <role...>
+//	    require_permission  <resource> <action...>
 //	    disable_key_hashing
 //	    cookie_prefix       <prefix>
 //	    cookie_name         <name>
@@ -97,7 +98,7 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		name := d.Val()
-		if seen[name] && name != "column" {
+		if seen[name] && name != "column" && name != "require_permission" {
 			return d.Errf("%s already specified", name)
 		}
 		seen[name] = true
@@ -133,6 +134,21 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 			err = args(d, &h.Allow)
 		case "require_role":
 			err = args(d, &h.RequireRole)
+		case "require_permission":
+			var words []string
+			if err = args(d, &words); err != nil {
+				return err
+			}
+			if len(words) < 2 {
+				return d.Errf("require_permission takes <resource> <action...>")
+			}
+			if _, dup := h.RequirePermission[words[0]]; dup {
+				return d.Errf("require_permission %s already specified", words[0])
+			}
+			if h.RequirePermission == nil {
+				h.RequirePermission = map[string][]string{}
+			}
+			h.RequirePermission[words[0]] = words[1:]
 		case "lookup_timeout":
 			err = duration(d, &h.LookupTimeout, false)
 		case "schema":

@@ -81,6 +81,13 @@ type Options struct {
 	// exactly). Others get 403 INSUFFICIENT_ROLE. Default: none required.
 	RequireRole []string `json:"require_role,omitempty"`
 
+	// Permissions the API key must hold: resource → actions, as the api-key
+	// plugin's permissions and verifyApiKey({permissions}) name them. Every
+	// action on every resource is needed (exact strings; "*" is no
+	// wildcard); sessions, which have no permissions, never pass. Others
+	// get 403 INSUFFICIENT_PERMISSIONS. Default: none required.
+	RequirePermission map[string][]string `json:"require_permission,omitempty"`
+
 	// The realm in WWW-Authenticate challenges. Default: "better-auth".
 	Realm string `json:"realm,omitempty"`
 
@@ -384,7 +391,7 @@ func (o *Options) Validate() error {
 
 // rules are the route's requirements, checked.
 func (o *Options) rules() (betterauth.Rules, error) {
-	r := betterauth.Rules{Roles: o.RequireRole}
+	r := betterauth.Rules{Roles: o.RequireRole, Permissions: o.RequirePermission}
 	for _, s := range o.Allow {
 		m, err := betterauth.ParseMethod(s)
 		if err != nil {

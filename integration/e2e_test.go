@@ -753,7 +753,7 @@ func TestSharedRedisStopsAndComesBack(t *testing.T) {
 	reverse_proxy %s`, up.addr()), "DATABASE_URL="+f.DatabaseURL, "BETTER_AUTH_SECRET="+testenv.Secret, "CACHE_REDIS_URL="+rs.URL)
 	rdb := redisClient(t, rs.URL)
 	shared := func() int {
-		keys, err := rdb.Keys(context.Background(), "stop-start:v2:?:*").Result()
+		keys, err := rdb.Keys(context.Background(), "stop-start:"+cache.CodecVersion+":?:*").Result()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,7 +1,10 @@
 package integration
 
 import (
+	"crypto/rand"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,5 +83,104 @@ func TestRouteRules(t *testing.T) {
 		if time.Since(since) > time.Second {
 			t.Fatalf("still %d %s a second after the role was granted", r.status, r.raw)
 		}
+	}
+}
+
+// require_permission decides as Better-Auth's verifyApiKey({permissions})
+// does, on a key real Better-Auth created with permissions, kept in
+// PostgreSQL, in a SQLite file and in secondary storage: for each
+// requirement, Better-Auth's own verdict and the gateway's agree (it
+// answers 403 INSUFFICIENT_PERMISSIONS where Better-Auth says
+// KEY_NOT_FOUND), and a session never passes.
+func TestPermissionsMatchBetterAuth(t *testing.T) {
+	t.Parallel()
+	redisURL := testenv.Require(t, "TEST_REDIS_URL")
+	requirements := []map[string][]string{
+		{"files": {"read"}},
+		{"files": {"read", "write"}},
+		{"files": {"read"}, "projects": {"list"}},
+		{"files": {"delete"}},
+		{"files": {"read"}, "billing": {"read"}},
+		{"files": {"*"}},
+		{"FILES": {"read"}},
+		{"projects": {"list", "create"}},
+	}
+	appPrefix := "perm-" + strings.ToLower(rand.Text()[:8]) + ":"
+	for _, tc := range []struct {
+		name  string
+		seed  testenv.SeedOptions
+		extra string
+		env   []string
+	}{
+		{"postgres", testenv.SeedOptions{}, "", nil},
+		{"sqlite", testenv.SeedOptions{SQLite: true}, "", nil},
+		{"secondary storage", testenv.SeedOptions{Redis: redisURL, RedisPrefix: appPrefix, KeysInRedis: true},
+			"secondary_storage {env.APP_REDIS_URL} {\n\t\t\t\tprefix " + appPrefix + "\n\t\t\t\tapi_keys storage\n\t\t\t}",
+			[]string{"APP_REDIS_URL=" + redisURL}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := testenv.Seed(t, tc.seed)
+			up := newUpstream(t)
+			var routes strings.Builder
+			for i, req := range requirements {
+				var lines []string
+				for resource, actions := range req {
+					lines = append(lines, "require_permission "+resource+" "+strings.Join(actions, " "))
+				}
+				fmt.Fprintf(&routes, `
+	route /p%d/* {
+		better_auth {
+			database {env.DATABASE_URL}
+			secret {env.BETTER_AUTH_SECRET}
+			%s
+			%s
+		}
+		reverse_proxy %s
+	}`, i, strings.Join(lines, "\n\t\t\t"), tc.extra, up.addr())
+			}
+			gw := testenv.StartCaddy(t, "", routes.String(),
+				append([]string{"DATABASE_URL=" + f.DatabaseURL, "BETTER_AUTH_SECRET=" + testenv.Secret}, tc.env...)...)
+			seedEnv := []string{"REDIS_URL=" + redisURL, "REDIS_PREFIX=" + appPrefix, "KEY_STORAGE=secondary"}
+			if tc.seed.Redis == "" {
+				seedEnv = nil
+			}
+			outcomes := map[bool]int{}
+			for i, req := range requirements {
+				raw, _ := json.Marshal(req)
+				var verdict struct {
+					Valid bool `json:"valid"`
+					Error *struct {
+						Code string `json:"code"`
+					} `json:"error"`
+				}
+				out := testenv.RunSeed(t, f.DatabaseURL, seedEnv, "verify-key", f.Keys.Permitted.Key, string(raw))
+				if err := json.Unmarshal(out, &verdict); err != nil {
+					t.Fatalf("Better-Auth's verifyApiKey: %s", out)
+				}
+				outcomes[verdict.Valid]++
+				r := send(t, gw, fmt.Sprintf("/p%d/x", i), h("X-Api-Key", f.Keys.Permitted.Key))
+				want, code := 200, ""
+				if !verdict.Valid {
+					want, code = 403, "INSUFFICIENT_PERMISSIONS"
+					if verdict.Error == nil || verdict.Error.Code != "KEY_NOT_FOUND" {
+						t.Fatalf("%s: Better-Auth refused with %s, not for the permissions", raw, out)
+					}
+				}
+				if r.status != want || r.body.Code != code {
+					t.Errorf("%s: Better-Auth valid=%v, the gateway %d %s", raw, verdict.Valid, r.status, r.raw)
+				}
+				if s := send(t, gw, fmt.Sprintf("/p%d/x", i), h("Authorization", "Bearer "+f.Users.Alice.Signed)); s.status != 403 {
+					t.Errorf("%s: a session got %d", raw, s.status)
+				}
+			}
+			if outcomes[true] != 3 || outcomes[false] != len(requirements)-3 {
+				t.Errorf("Better-Auth granted %d requirements and refused %d; the table expects 3 and %d", outcomes[true], outcomes[false], len(requirements)-3)
+			}
+			// The key of another route passes none of them, but is known.
+			if r := send(t, gw, "/p0/x", h("X-Api-Key", f.Keys.Valid.Key)); r.status != 403 || r.body.Code != "INSUFFICIENT_PERMISSIONS" {
+				t.Errorf("a key without permissions: %d %s", r.status, r.raw)
+			}
+		})
 	}
 }

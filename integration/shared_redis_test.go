@@ -64,7 +64,7 @@ func TestSharedRedisCannotMintIdentities(t *testing.T) {
 	// entries before they were sealed and in today's: an admin, under the
 	// current epoch, valid for a day.
 	invented := "ba_invented_" + strings.ToLower(rand.Text())
-	for _, version := range []string{"v1", "v2"} {
+	for _, version := range []string{"v1", "v2", cache.CodecVersion} {
 		epoch, _ := rdb.Get(ctx, prefix+version+":epoch").Uint64()
 		forged, _ := json.Marshal(map[string]any{
 			"exp": time.Now().Add(24 * time.Hour).UnixMilli(), "ep": epoch,
@@ -84,12 +84,12 @@ func TestSharedRedisCannotMintIdentities(t *testing.T) {
 	if r := send(t, a, "/", h("X-Api-Key", f.Keys.Valid.Key)); r.status != 200 {
 		t.Fatalf("valid key: %d %s", r.status, r.raw)
 	}
-	genuine, err := rdb.Get(ctx, sharedKey(prefix, "v2", f.Keys.Valid.Key)).Bytes()
+	genuine, err := rdb.Get(ctx, sharedKey(prefix, cache.CodecVersion, f.Keys.Valid.Key)).Bytes()
 	if err != nil {
 		t.Fatalf("the valid key was not shared: %v", err)
 	}
 	copied := "ba_copied_" + strings.ToLower(rand.Text())
-	rdb.Set(ctx, sharedKey(prefix, "v2", copied), genuine, time.Hour)
+	rdb.Set(ctx, sharedKey(prefix, cache.CodecVersion, copied), genuine, time.Hour)
 	if r := send(t, a, "/", h("X-Api-Key", copied)); r.status != 401 {
 		t.Fatalf("a genuine entry under another key's name: %d %s", r.status, r.raw)
 	}
@@ -100,19 +100,19 @@ func TestSharedRedisCannotMintIdentities(t *testing.T) {
 	if string(tampered) == string(genuine) {
 		t.Fatal("the entry does not hold the name")
 	}
-	rdb.Set(ctx, sharedKey(prefix, "v2", f.Keys.Valid.Key), tampered, time.Hour)
+	rdb.Set(ctx, sharedKey(prefix, cache.CodecVersion, f.Keys.Valid.Key), tampered, time.Hour)
 	b := sharedGateway(t, f.DatabaseURL, redisURL, prefix, up, "")
 	// b's watchers advanced the epoch when they connected: move the
 	// tampered entry to the epoch now current, as an attacker would.
-	epoch, _ := rdb.Get(ctx, prefix+"v2:epoch").Uint64()
+	epoch, _ := rdb.Get(ctx, prefix+cache.CodecVersion+":epoch").Uint64()
 	tampered = []byte(strings.Replace(string(tampered), fmt.Sprintf(`"ep":%d`, epochOf(t, genuine)), fmt.Sprintf(`"ep":%d`, epoch), 1))
-	rdb.Set(ctx, sharedKey(prefix, "v2", f.Keys.Valid.Key), tampered, time.Hour)
+	rdb.Set(ctx, sharedKey(prefix, cache.CodecVersion, f.Keys.Valid.Key), tampered, time.Hour)
 	r = send(t, b, "/", h("X-Api-Key", f.Keys.Valid.Key))
 	if got := up.headers(r.id); r.status != 200 || got.Get("X-Auth-User-Name") != "Alice" {
 		t.Fatalf("tampered entry: %d, name %q", r.status, got.Get("X-Auth-User-Name"))
 	}
 	b.WaitForLog(t, "failed authentication", 5*time.Second)
-	if again, _ := rdb.Get(ctx, sharedKey(prefix, "v2", f.Keys.Valid.Key)).Bytes(); strings.Contains(string(again), "Alicf") {
+	if again, _ := rdb.Get(ctx, sharedKey(prefix, cache.CodecVersion, f.Keys.Valid.Key)).Bytes(); strings.Contains(string(again), "Alicf") {
 		t.Fatal("the tampered entry was not replaced by the fresh record")
 	}
 }
@@ -143,7 +143,7 @@ func TestSharedEpochRollbackDoesNotReviveKeys(t *testing.T) {
 	rdb := redisClient(t, redisURL)
 	ctx := context.Background()
 	key := h("X-Api-Key", f.Keys.Valid.Key)
-	name := sharedKey(prefix, "v2", f.Keys.Valid.Key)
+	name := sharedKey(prefix, cache.CodecVersion, f.Keys.Valid.Key)
 
 	if r := send(t, a, "/", key); r.status != 200 {
 		t.Fatalf("before: %d", r.status)
@@ -152,7 +152,7 @@ func TestSharedEpochRollbackDoesNotReviveKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	savedEpoch, _ := rdb.Get(ctx, prefix+"v2:epoch").Result()
+	savedEpoch, _ := rdb.Get(ctx, prefix+cache.CodecVersion+":epoch").Result()
 
 	testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET enabled = false WHERE id = $1`, f.Keys.Valid.ID)
 	// A revokes: it advances the epoch, then deletes the entry it can name.
@@ -172,7 +172,7 @@ func TestSharedEpochRollbackDoesNotReviveKeys(t *testing.T) {
 
 	// The rollback.
 	rdb.Set(ctx, name, saved, time.Hour)
-	rdb.Set(ctx, prefix+"v2:epoch", savedEpoch, 0)
+	rdb.Set(ctx, prefix+cache.CodecVersion+":epoch", savedEpoch, 0)
 	if r := send(t, c, "/", key); r.status != 401 || r.body.Code != "KEY_DISABLED" {
 		t.Fatalf("after the rollback, gateway C: %d %s", r.status, r.raw)
 	}
@@ -215,7 +215,7 @@ func TestRevocationWithRedisRefusingWrites(t *testing.T) {
 			}
 		}
 	}
-	if n, _ := rdb.Exists(ctx, sharedKey("paused:", "v2", f.Keys.Valid.Key)).Result(); n != 1 {
+	if n, _ := rdb.Exists(ctx, sharedKey("paused:", cache.CodecVersion, f.Keys.Valid.Key)).Result(); n != 1 {
 		t.Fatal("the shared entry is gone: the test proves nothing")
 	}
 	a.WaitForLog(t, "could not advance the shared cache's epoch", 5*time.Second)
@@ -235,7 +235,7 @@ func TestRevocationWithRedisRefusingWrites(t *testing.T) {
 	if r := send(t, a, "/", h("X-Api-Key", f.Keys.Valid2.Key)); r.status != 200 {
 		t.Fatalf("valid2 after the pause: %d", r.status)
 	}
-	if n, _ := rdb.Exists(ctx, sharedKey("paused:", "v2", f.Keys.Valid2.Key)).Result(); n != 1 {
+	if n, _ := rdb.Exists(ctx, sharedKey("paused:", cache.CodecVersion, f.Keys.Valid2.Key)).Result(); n != 1 {
 		t.Fatal("not shared after the pause")
 	}
 }
@@ -330,7 +330,7 @@ func TestRevokedKeysStayRevokedWhateverTheEpoch(t *testing.T) {
 		if r := send(t, gw, "/", hdr); r.status != 200 {
 			t.Fatalf("before: %d %s", r.status, r.raw)
 		}
-		name = sharedKey(prefix, "v2", key.Key)
+		name = sharedKey(prefix, cache.CodecVersion, key.Key)
 		saved, _ = rdb.Get(ctx, name).Bytes()
 		testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET enabled = false WHERE id = $1`, key.ID)
 		since := time.Now()
@@ -346,7 +346,7 @@ func TestRevokedKeysStayRevokedWhateverTheEpoch(t *testing.T) {
 		prefix := "frozen-" + strings.ToLower(rand.Text()[:8]) + ":"
 		a := sharedGateway(t, f.DatabaseURL, redisURL, prefix, up, extra)
 		c := sharedGateway(t, f.DatabaseURL, redisURL, prefix, up, extra)
-		rdb.Set(ctx, prefix+"v2:epoch", "1152921504606846976", 0)
+		rdb.Set(ctx, prefix+cache.CodecVersion+":epoch", "1152921504606846976", 0)
 		for i, gw := range []*testenv.Caddy{a, c} {
 			send(t, gw, "/", h("X-Api-Key", fmt.Sprintf("ba_probe_%d", i)))
 		}
@@ -370,9 +370,9 @@ func TestRevokedKeysStayRevokedWhateverTheEpoch(t *testing.T) {
 		// The new replica's watchers advance the epoch as they connect:
 		// start it two below the entry's epoch, and set the entry's epoch
 		// again once it runs, as an attacker would.
-		rdb.Set(ctx, prefix+"v2:epoch", max(written, 2)-2, 0)
+		rdb.Set(ctx, prefix+cache.CodecVersion+":epoch", max(written, 2)-2, 0)
 		d := sharedGateway(t, f.DatabaseURL, redisURL, prefix, up, extra)
-		rdb.Set(ctx, prefix+"v2:epoch", written, 0)
+		rdb.Set(ctx, prefix+cache.CodecVersion+":epoch", written, 0)
 		rdb.Set(ctx, name, saved, time.Hour)
 		if r := send(t, d, "/", h("X-Api-Key", f.Keys.Valid2.Key)); r.status != 401 {
 			t.Fatalf("a new replica serves a disabled key: %d", r.status)

@@ -9,7 +9,8 @@ import (
 // both accept. Each returns one row shape:
 //
 //	API key: id, configId, enabled, expiresAt, remaining, refillInterval,
-//	         refillAmount, lastRefillAt, createdAt, then the user columns
+//	         refillAmount, lastRefillAt, createdAt, permissions, then the
+//	         user columns
 //	session: id, expiresAt, then the user columns
 //	user:    id, email, name, role, banned, banExpires
 //
@@ -49,14 +50,14 @@ func (l *Layout) Build(d Dialect) Queries {
 FROM %s u
 WHERE u.%s = %s`, user, qualify(u.Name), QuoteIdent(u.Col("id")), param)}
 	if k := l.APIKey; k != nil {
-		q.APIKey = fmt.Sprintf(`SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
+		q.APIKey = fmt.Sprintf(`SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
 FROM %s k
 JOIN %s u ON u.%s = k.%s
 WHERE k.%s = %s
 LIMIT 2`,
 			col("k", k, "id"), col("k", k, "configId"), col("k", k, "enabled"), col("k", k, "expiresAt"),
 			col("k", k, "remaining"), col("k", k, "refillInterval"), col("k", k, "refillAmount"),
-			col("k", k, "lastRefillAt"), col("k", k, "createdAt"), user,
+			col("k", k, "lastRefillAt"), col("k", k, "createdAt"), col("k", k, "permissions"), user,
 			qualify(k.Name), qualify(u.Name), QuoteIdent(u.Col("id")), QuoteIdent(k.Col(l.OwnerField())),
 			QuoteIdent(k.Col("key")), param)
 	}

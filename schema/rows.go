@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -24,7 +25,7 @@ type Rows interface {
 // booleans as bool or 0/1, dates as timestamps, ISO-8601 text or epoch
 // milliseconds.
 func DecodeAPIKey(rows Rows) (k *betterauth.APIKey, duplicate bool, err error) {
-	var v [9 + userColumns]any
+	var v [10 + userColumns]any
 	n := 0
 	for rows.Next() {
 		if n++; n > 1 {
@@ -61,7 +62,8 @@ func DecodeAPIKey(rows Rows) (k *betterauth.APIKey, duplicate bool, err error) {
 	}
 	k.LastRefillAt = d.time(v[7], "apikey.lastRefillAt")
 	k.CreatedAt = d.time(v[8], "apikey.createdAt")
-	k.User = d.user(v[9:])
+	k.Permissions = permissions(v[9])
+	k.User = d.user(v[10:])
 	if d.err != nil {
 		return nil, false, d.err
 	}
@@ -144,6 +146,25 @@ func (d *decoder) user(v []any) *betterauth.User {
 	}
 	u.BanExpires = d.time(v[5], "user.banExpires")
 	return u
+}
+
+// permissions reads the permissions column: text as Better-Auth writes it,
+// or, in a json or jsonb column an ORM chose, the value pgx decoded. What
+// does not read as permissions grants none, as in Better-Auth.
+func permissions(v any) betterauth.Permissions {
+	switch x := v.(type) {
+	case string:
+		return betterauth.ParsePermissions(x)
+	case []byte:
+		return betterauth.ParsePermissions(string(x))
+	case map[string]any:
+		b, err := json.Marshal(x)
+		if err != nil {
+			return nil
+		}
+		return betterauth.ParsePermissions(string(b))
+	}
+	return nil
 }
 
 func (d *decoder) text(v any, field string) string {

@@ -69,8 +69,8 @@ var models = []struct {
 		map[string]bool{"role": true, "banned": true, "banExpires": true}},
 	{"session", []string{"id", "token", "userId", "expiresAt"}, nil},
 	{"apikey", []string{"id", "key", "configId", "referenceId", "userId", "enabled", "expiresAt", "remaining",
-		"refillInterval", "refillAmount", "lastRefillAt", "createdAt"},
-		map[string]bool{"configId": true, "referenceId": true, "userId": true}},
+		"refillInterval", "refillAmount", "lastRefillAt", "createdAt", "permissions"},
+		map[string]bool{"configId": true, "referenceId": true, "userId": true, "permissions": true}},
 }
 
 func fieldsOf(model string) ([]string, map[string]bool) {

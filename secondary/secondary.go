@@ -188,6 +188,12 @@ func (s *Store) apiKey(ctx context.Context, l betterauth.Lookup) (*betterauth.AP
 	if w.RefillAmount != nil {
 		k.HasRefillAmount, k.RefillAmount = true, *w.RefillAmount
 	}
+	var text string
+	if json.Unmarshal(w.Permissions, &text) == nil {
+		k.Permissions = betterauth.ParsePermissions(text)
+	} else if len(w.Permissions) > 0 && w.Permissions[0] == '{' {
+		k.Permissions = betterauth.ParsePermissions(string(w.Permissions))
+	}
 	return k, nil
 }
 
@@ -298,4 +304,7 @@ type wireKey struct {
 	RefillAmount   *int64  `json:"refillAmount"`
 	LastRefillAt   isoTime `json:"lastRefillAt"`
 	CreatedAt      isoTime `json:"createdAt"`
+	// Permissions are the row's JSON text, as the plugin serializes the
+	// record (an object is read too).
+	Permissions json.RawMessage `json:"permissions"`
 }

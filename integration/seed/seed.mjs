@@ -8,7 +8,8 @@
 //   node seed.mjs revoke-session <token>
 //   node seed.mjs ban-user <userId>
 //   node seed.mjs ddl                          prints the SQL Better-Auth's migrations run
-//   node seed.mjs verify-key <key>             prints Better-Auth's verifyApiKey result
+//   node seed.mjs verify-key <key> [<permissions JSON>]
+//                                              prints Better-Auth's verifyApiKey result
 //   node seed.mjs get-session <signed token>   prints Better-Auth's getSession result
 //
 // DATABASE_URL is a PostgreSQL URL, or sqlite:<path> for a SQLite file
@@ -154,6 +155,9 @@ switch (cmd) {
       banned: await newKey(bob.id),
       deletable: await newKey(alice.id),
       unhashedPrefix: await newKey(alice.id, { prefix: "gw_" }),
+      // Verified by Better-Auth itself in the permission tests: no rate
+      // limit, so that its verifies are never counted out.
+      permitted: await newKey(alice.id, { permissions: { files: ["read", "write"], projects: ["list"] }, rateLimitEnabled: false }),
     };
     await auth.api.updateApiKey({ body: { keyId: keys.disabled.id, userId: alice.id, enabled: false } });
     // Spend the single use of the exhausted and refill keys, as a verify would.
@@ -234,7 +238,7 @@ switch (cmd) {
     console.log(await (await getMigrations(auth.options)).compileMigrations());
     break;
   case "verify-key":
-    console.log(JSON.stringify(await auth.api.verifyApiKey({ body: { key: args[0] } })));
+    console.log(JSON.stringify(await auth.api.verifyApiKey({ body: { key: args[0], permissions: args[1] ? JSON.parse(args[1]) : undefined } })));
     break;
   case "get-session":
     console.log(JSON.stringify(await auth.api.getSession({ headers: new Headers({ authorization: `Bearer ${args[0]}` }) })));
