@@ -23,6 +23,8 @@ const (
 	CredentialNotAccepted
 	InsufficientRole
 	InsufficientPermissions
+	// The route's address rules refused the client.
+	IPNotAllowed
 	BackendUnavailable
 	numReasons
 )
@@ -56,6 +58,7 @@ var outcomes = [numReasons]Outcome{
 	InsufficientRole: {http.StatusForbidden, "INSUFFICIENT_ROLE", "The user's role does not allow this."},
 	InsufficientPermissions: {http.StatusForbidden, "INSUFFICIENT_PERMISSIONS",
 		"The API key's permissions do not allow this."},
+	IPNotAllowed:       {http.StatusForbidden, "IP_NOT_ALLOWED", "Requests from this address are not allowed here."},
 	BackendUnavailable: {http.StatusServiceUnavailable, "BACKEND_UNAVAILABLE", "The authentication backend is unavailable; try again later."},
 }
 

@@ -3,6 +3,7 @@ package betterauth
 import (
 	"context"
 	"net/http"
+	"net/netip"
 	"strings"
 )
 
@@ -36,6 +37,7 @@ type Gate struct {
 	answers   *Answers
 	keep      bool
 	rules     Rules
+	ruled     bool // the rules ask anything
 	onError   func(Credential, error)
 }
 
@@ -47,9 +49,15 @@ func NewGate(cfg GateConfig) *Gate {
 		answers:   NewAnswers(cfg.Realm),
 		keep:      cfg.KeepCredential,
 		rules:     cfg.Rules,
-		onError:   cfg.OnError,
+		ruled: len(cfg.Rules.Methods)+len(cfg.Rules.Roles)+len(cfg.Rules.Permissions)+
+			len(cfg.Rules.AllowIPs)+len(cfg.Rules.DenyIPs) > 0,
+		onError: cfg.OnError,
 	}
 }
+
+// WantsClient reports whether decisions depend on the client's address, so
+// that a front end finds it only then.
+func (g *Gate) WantsClient() bool { return len(g.rules.AllowIPs)+len(g.rules.DenyIPs) > 0 }
 
 // Extractor returns the gate's extractor.
 func (g *Gate) Extractor() *Extractor { return g.extractor }
@@ -79,11 +87,18 @@ type Result struct {
 func (r *Result) Allowed() bool { return r.Err == nil && r.Decision.Allowed() }
 
 // Decide verifies the request whose headers are h (canonical names, as
-// net/http keeps them).
-func (g *Gate) Decide(ctx context.Context, h HTTPHeader) (res Result) {
+// net/http keeps them) from the client at client (the zero Addr when the
+// front end cannot tell).
+func (g *Gate) Decide(ctx context.Context, h HTTPHeader, client netip.Addr) (res Result) {
 	// Written in place: the result is returned by value, and copies of it
 	// showed on the hot path.
 	res.gate = g
+	if g.ruled && !g.rules.admits(client) {
+		// Before any lookup: a refused address costs no database work.
+		res.Decision = Decision{Reason: IPNotAllowed}
+		res.Status, res.Headers, res.Body = g.answers.For(res.Decision)
+		return res
+	}
 	res.Credential = g.extractor.Extract(h)
 	res.Decision, res.Err = g.verifier.Verify(ctx, res.Credential)
 	if res.Err != nil {
@@ -115,7 +130,7 @@ func (g *Gate) Recheck(ctx context.Context, c Credential) bool {
 // enforce applies the rules to an allowed decision: a refusal keeps the
 // method (for logs) and drops the identity.
 func (g *Gate) enforce(d *Decision) {
-	if !d.Allowed() {
+	if !g.ruled || !d.Allowed() {
 		return
 	}
 	if why := g.rules.check(d); why != Allowed {

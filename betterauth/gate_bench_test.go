@@ -2,6 +2,7 @@ package betterauth
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 )
 
@@ -24,7 +25,7 @@ func BenchmarkGateDecide(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		res := g.Decide(ctx, h)
+		res := g.Decide(ctx, h, netip.Addr{})
 		if !res.Allowed() {
 			b.Fatal(res.Decision.Reason)
 		}

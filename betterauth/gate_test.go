@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -46,7 +47,7 @@ func TestGateStrip(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := newTestGate(t, store, tc.keep, nil)
-			res := g.Decide(context.Background(), tc.in)
+			res := g.Decide(context.Background(), tc.in, netip.Addr{})
 			if res.Allowed() != tc.allowed {
 				t.Fatalf("allowed %v (%v), want %v", res.Allowed(), res.Decision.Reason, tc.allowed)
 			}
@@ -84,13 +85,13 @@ func TestGateLookupFailure(t *testing.T) {
 	var heard []error
 	g := newTestGate(t, &fakeStore{err: boom}, false, func(_ Credential, err error) { heard = append(heard, err) })
 	hdr := HTTPHeader{"X-Api-Key": {"ba_x"}}
-	res := g.Decide(context.Background(), hdr)
+	res := g.Decide(context.Background(), hdr, netip.Addr{})
 	if res.Allowed() || res.Status != 503 || !errors.Is(res.Err, boom) || res.Decision.Reason != BackendUnavailable || len(res.Body) == 0 {
 		t.Fatalf("%+v", res)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	g.Decide(ctx, hdr)
+	g.Decide(ctx, hdr, netip.Addr{})
 	if len(heard) != 1 {
 		t.Fatalf("OnError heard %d failures, want 1 (not the one whose caller left)", len(heard))
 	}
@@ -124,7 +125,7 @@ func TestGateRules(t *testing.T) {
 			v, _ := NewVerifier(Options{Store: store})
 			g := NewGate(GateConfig{Verifier: v, Rules: tc.rules})
 			hdr := HTTPHeader{"X-Api-Key": {key}, "X-Auth-User-Id": {"forged"}}
-			res := g.Decide(context.Background(), hdr)
+			res := g.Decide(context.Background(), hdr, netip.Addr{})
 			if res.Decision.Reason != tc.want || res.Allowed() != (tc.want == Allowed) {
 				t.Fatalf("%v, want %v", res.Decision.Reason, tc.want)
 			}
@@ -195,14 +196,69 @@ func TestGatePermissionRule(t *testing.T) {
 		var p Permissions
 		json.Unmarshal([]byte(want), &p)
 		g := NewGate(GateConfig{Verifier: v, Rules: Rules{Permissions: p}})
-		if res := g.Decide(context.Background(), HTTPHeader{"X-Api-Key": {key}}); res.Decision.Reason != reason {
+		if res := g.Decide(context.Background(), HTTPHeader{"X-Api-Key": {key}}, netip.Addr{}); res.Decision.Reason != reason {
 			t.Errorf("key, %s: %v, want %v", want, res.Decision.Reason, reason)
 		}
-		if res := g.Decide(context.Background(), HTTPHeader{"Authorization": {"Bearer " + NewSigner(vecSecret).Sign(token)}}); res.Decision.Reason != InsufficientPermissions {
+		if res := g.Decide(context.Background(), HTTPHeader{"Authorization": {"Bearer " + NewSigner(vecSecret).Sign(token)}}, netip.Addr{}); res.Decision.Reason != InsufficientPermissions {
 			t.Errorf("session, %s: %v, want INSUFFICIENT_PERMISSIONS", want, res.Decision.Reason)
 		}
 	}
 	if err := (Rules{Permissions: Permissions{"files": {}}}).Validate(); err == nil {
 		t.Error("a resource without actions validated")
+	}
+}
+
+// Address rules refuse a client before its credential is read: no lookup.
+func TestGateAddressRules(t *testing.T) {
+	t.Parallel()
+	const key = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
+	prefixes := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			p, err := ParsePrefix(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, p)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name        string
+		allow, deny []netip.Prefix
+		client      string
+		ok          bool
+	}{
+		{"no rules, no address", nil, nil, "", true},
+		{"inside the allowed prefix", prefixes("10.0.0.0/8"), nil, "10.1.2.3", true},
+		{"outside it", prefixes("10.0.0.0/8"), nil, "192.168.1.1", false},
+		{"an IPv4-mapped IPv6 address is the IPv4 one", prefixes("10.0.0.0/8"), nil, "::ffff:10.1.2.3", true},
+		{"one address", prefixes("2001:db8::1"), nil, "2001:db8::1", true},
+		{"its neighbour", prefixes("2001:db8::1"), nil, "2001:db8::2", false},
+		{"denied inside an allowed prefix", prefixes("10.0.0.0/8"), prefixes("10.9.0.0/16"), "10.9.1.1", false},
+		{"deny alone", nil, prefixes("203.0.113.0/24"), "198.51.100.7", true},
+		{"deny alone, inside", nil, prefixes("203.0.113.0/24"), "203.0.113.9", false},
+		{"an address the front end cannot tell", prefixes("0.0.0.0/0"), nil, "", false},
+		{"the same with deny alone", nil, prefixes("203.0.113.0/24"), "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := &fakeStore{keys: map[string]*APIKey{NewLookup(KindAPIKey, key).KeyHash(): {ID: "k1", ConfigID: "default", Enabled: true, User: alice()}}}
+			v, _ := NewVerifier(Options{Store: store})
+			g := NewGate(GateConfig{Verifier: v, Rules: Rules{AllowIPs: tc.allow, DenyIPs: tc.deny}})
+			var client netip.Addr
+			if tc.client != "" {
+				client = netip.MustParseAddr(tc.client)
+			}
+			res := g.Decide(context.Background(), HTTPHeader{"X-Api-Key": {key}}, client)
+			if res.Allowed() != tc.ok {
+				t.Fatalf("allowed %v (%v), want %v", res.Allowed(), res.Decision.Reason, tc.ok)
+			}
+			if !tc.ok && (res.Decision.Reason != IPNotAllowed || res.Status != 403 || store.calls != 0) {
+				t.Fatalf("%v %d after %d lookups", res.Decision.Reason, res.Status, store.calls)
+			}
+		})
+	}
+	if _, err := ParsePrefix("10.0.0.1/8"); err == nil {
+		t.Error("a prefix with host bits parsed")
 	}
 }

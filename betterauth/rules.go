@@ -3,6 +3,7 @@ package betterauth
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
@@ -26,6 +27,53 @@ type Rules struct {
 	// 403 INSUFFICIENT_PERMISSIONS (Better-Auth itself answers 401
 	// KEY_NOT_FOUND).
 	Permissions Permissions
+	// AllowIPs, when set, admit only clients within one of the prefixes;
+	// DenyIPs refuse clients within any. Both are checked before the
+	// credential is even read, and a client whose address the front end
+	// cannot tell is refused by either: 403 IP_NOT_ALLOWED.
+	AllowIPs, DenyIPs []netip.Prefix
+}
+
+// admits reports whether the route's address rules let client in.
+func (r *Rules) admits(client netip.Addr) bool {
+	if len(r.AllowIPs) == 0 && len(r.DenyIPs) == 0 {
+		return true
+	}
+	if !client.IsValid() {
+		return false
+	}
+	client = client.Unmap() // ::ffff:10.0.0.1 is 10.0.0.1
+	for _, p := range r.DenyIPs {
+		if p.Contains(client) {
+			return false
+		}
+	}
+	if len(r.AllowIPs) == 0 {
+		return true
+	}
+	for _, p := range r.AllowIPs {
+		if p.Contains(client) {
+			return true
+		}
+	}
+	return false
+}
+
+// ParsePrefix reads an address rule: a CIDR prefix (10.0.0.0/8,
+// 2001:db8::/32) or one address (a /32 or /128).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		if p != p.Masked() {
+			return p, fmt.Errorf("%q has host bits set; did you mean %s?", s, p.Masked())
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is neither an address nor a CIDR prefix", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // Permissions map a resource to its actions, as the api-key plugin stores

@@ -233,6 +233,7 @@ func TestOutcomeTable(t *testing.T) {
 		CredentialNotAccepted:   {401, "CREDENTIAL_NOT_ACCEPTED"},
 		InsufficientRole:        {403, "INSUFFICIENT_ROLE"},
 		InsufficientPermissions: {403, "INSUFFICIENT_PERMISSIONS"},
+		IPNotAllowed:            {403, "IP_NOT_ALLOWED"},
 		BackendUnavailable:      {503, "BACKEND_UNAVAILABLE"},
 	}
 	for r, w := range want {

@@ -37,6 +37,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    allow               api_key|session...
 //	    require_role        <role...>
 //	    require_permission  <resource> <action...>
+//	    allow_ip            <cidr...>
+//	    deny_ip             <cidr...>
 //	    disable_key_hashing
 //	    cookie_prefix       <prefix>
 //	    cookie_name         <name>
@@ -134,6 +136,10 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 			err = args(d, &h.Allow)
 		case "require_role":
 			err = args(d, &h.RequireRole)
+		case "allow_ip":
+			err = args(d, &h.AllowIP)
+		case "deny_ip":
+			err = args(d, &h.DenyIP)
 		case "require_permission":
 			var words []string
 			if err = args(d, &words); err != nil {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -116,7 +117,11 @@ func (h *Handler) Cleanup() error { return h.release() }
 // ServeHTTP authenticates r and, when allowed, passes it to next.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	hdr := betterauth.HTTPHeader(r.Header)
-	res := h.gate.Decide(r.Context(), hdr)
+	var client netip.Addr
+	if h.gate.WantsClient() {
+		client = clientIP(r)
+	}
+	res := h.gate.Decide(r.Context(), hdr, client)
 	res.Strip(hdr, nil)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if res.Err != nil && r.Context().Err() != nil {
@@ -163,6 +168,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.containError(w, r, err)
 	}
 	return err
+}
+
+// clientIP is the client's address as Caddy determined it: the peer, or
+// with trusted_proxies the address they vouch for; never a header a client
+// could set on its own.
+func clientIP(r *http.Request) netip.Addr {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a.Unmap()
 }
 
 // placeholders serves {http.auth.user.*} from the decision, without

@@ -8,6 +8,7 @@ package extauthz
 import (
 	"context"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"strings"
 
@@ -46,13 +47,13 @@ type verdict struct {
 
 // decide runs the gate on headers named in any letter case (Envoy sends
 // them in lower case).
-func (s *Server) decide(ctx context.Context, in map[string][]string) verdict {
+func (s *Server) decide(ctx context.Context, in map[string][]string, client netip.Addr) verdict {
 	h := make(betterauth.HTTPHeader, len(in))
 	for k, vs := range in {
 		k = textproto.CanonicalMIMEHeaderKey(k)
 		h[k] = append(h[k], vs...)
 	}
-	v := verdict{Result: s.gate.Decide(ctx, h)}
+	v := verdict{Result: s.gate.Decide(ctx, h, client)}
 	if !v.Allowed() {
 		return v
 	}
@@ -87,7 +88,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		}
 		in[hv.GetKey()] = append(in[hv.GetKey()], v)
 	}
-	v := s.decide(ctx, in)
+	// Envoy's downstream address: the peer, or the client its
+	// use_remote_address and xff_num_trusted_hops settings trust.
+	client, _ := netip.ParseAddr(req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress())
+	v := s.decide(ctx, in, client.Unmap())
 	if !v.Allowed() {
 		return &authv3.CheckResponse{
 			Status: &status.Status{Code: int32(grpcCode(v.Status))},
@@ -146,7 +150,13 @@ func grpcCode(status int) codes.Code {
 // request had cookies, and, for Envoy, x-envoy-auth-headers-to-remove;
 // denied: the same answer as the Caddy handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	v := s.decide(r.Context(), r.Header)
+	// The caller: a forward-auth proxy, whose own address is what address
+	// rules see here (headers naming the client are the client's to forge).
+	var client netip.Addr
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		client = ap.Addr().Unmap()
+	}
+	v := s.decide(r.Context(), r.Header, client)
 	hdr := w.Header()
 	if v.Allowed() {
 		for _, hd := range v.set {

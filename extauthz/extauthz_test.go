@@ -5,6 +5,8 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +97,49 @@ func TestCheckMalformedRequests(t *testing.T) {
 		}
 		if resp.GetOkResponse() != nil || codes.Code(resp.GetStatus().GetCode()) == codes.OK || resp.GetDeniedResponse().GetStatus().GetCode() != 401 {
 			t.Errorf("%s: %v, want a 401 denial", name, resp)
+		}
+	}
+}
+
+// Address rules see Envoy's downstream address in a Check, and the caller
+// in the HTTP mode; never a header the client sets.
+func TestAddressRulesSeeTheRightAddress(t *testing.T) {
+	t.Parallel()
+	v, err := betterauth.NewVerifier(betterauth.Options{Store: noStore{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(betterauth.NewGate(betterauth.GateConfig{Verifier: v,
+		Rules: betterauth.Rules{AllowIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}))
+	check := func(source string) int32 {
+		req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+				SocketAddress: &corev3.SocketAddress{Address: source}}}},
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Headers: map[string]string{"x-forwarded-for": "10.1.2.3"}}},
+		}}
+		resp, err := s.Check(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int32(resp.GetDeniedResponse().GetStatus().GetCode())
+	}
+	// Inside the prefix the request gets as far as the credential (none:
+	// 401); outside, or unknown, it is refused first (403), whatever
+	// X-Forwarded-For says.
+	for source, want := range map[string]int32{"10.9.9.9": 401, "::ffff:10.9.9.9": 401, "192.168.1.1": 403, "": 403} {
+		if got := check(source); got != want {
+			t.Errorf("source %q: %d, want %d", source, got, want)
+		}
+	}
+	for remote, want := range map[string]int{"10.9.9.9:5000": 401, "127.0.0.1:5000": 403} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = remote
+		r.Header.Set("X-Forwarded-For", "10.1.2.3")
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("HTTP mode from %s: %d, want %d", remote, w.Code, want)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"io"
+	"net/netip"
 	"path/filepath"
 	"testing"
 	"time"
@@ -33,7 +34,7 @@ func TestSharedTierKeepsReadingRulesApart(t *testing.T) {
 		APIKeyPrefixes: []string{demo.KeyPrefix}, Redis: &Redis{URL: "redis://" + mr.Addr()}}
 	decide := func(g *betterauth.Gate, name, value string) betterauth.Reason {
 		t.Helper()
-		res := g.Decide(context.Background(), betterauth.HTTPHeader{name: {value}})
+		res := g.Decide(context.Background(), betterauth.HTTPHeader{name: {value}}, netip.Addr{})
 		if res.Err != nil {
 			t.Fatal(res.Err)
 		}

@@ -184,3 +184,58 @@ func TestPermissionsMatchBetterAuth(t *testing.T) {
 		})
 	}
 }
+
+// Address rules through the real Caddy: the client address is Caddy's
+// client_ip, so X-Forwarded-For counts only from a trusted proxy; a refused
+// client never reaches the upstream, whatever its credential.
+func TestAddressRules(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	up := newUpstream(t)
+	body := fmt.Sprintf(`
+	route /internal/* {
+		better_auth {
+			database {env.DATABASE_URL}
+			allow_ip 10.0.0.0/8
+		}
+		reverse_proxy %[1]s
+	}
+	route /public/* {
+		better_auth {
+			database {env.DATABASE_URL}
+			deny_ip 127.0.0.1 10.66.0.0/16
+		}
+		reverse_proxy %[1]s
+	}`, up.addr())
+	env := "DATABASE_URL=" + f.DatabaseURL
+	behindProxy := testenv.StartCaddy(t, "servers {\n\t\ttrusted_proxies static 127.0.0.1/32\n\t}", body, env)
+	direct := testenv.StartCaddy(t, "", body, env)
+	key := f.Keys.Valid.Key
+	for _, tc := range []struct {
+		name   string
+		gw     *testenv.Caddy
+		path   string
+		xff    string
+		status int
+	}{
+		{"a client the trusted proxy names, inside the prefix", behindProxy, "/internal/x", "10.1.2.3", 200},
+		{"the proxy itself, outside it", behindProxy, "/internal/x", "", 403},
+		{"a client the trusted proxy names, outside it", behindProxy, "/internal/x", "192.168.1.1", 403},
+		{"X-Forwarded-For from an untrusted peer is ignored", direct, "/internal/x", "10.1.2.3", 403},
+		{"a denied client named by the trusted proxy", behindProxy, "/public/x", "10.66.1.1", 403},
+		{"another client named by it", behindProxy, "/public/x", "10.1.2.3", 200},
+		{"a denied peer claiming another address", direct, "/public/x", "10.1.2.3", 403},
+	} {
+		hdr := h("X-Api-Key", key)
+		if tc.xff != "" {
+			hdr.Set("X-Forwarded-For", tc.xff)
+		}
+		r := send(t, tc.gw, tc.path, hdr)
+		if r.status != tc.status || (tc.status == 403 && r.body.Code != "IP_NOT_ALLOWED") {
+			t.Errorf("%s: %d %s, want %d", tc.name, r.status, r.raw, tc.status)
+		}
+		if reached := up.headers(r.id) != nil; reached != (tc.status == 200) {
+			t.Errorf("%s: reached the upstream: %v", tc.name, reached)
+		}
+	}
+}
