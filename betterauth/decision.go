@@ -25,6 +25,8 @@ const (
 	InsufficientPermissions
 	// The route's address rules refused the client.
 	IPNotAllowed
+	// The client failed to authenticate too often (see Shield).
+	TooManyFailures
 	BackendUnavailable
 	numReasons
 )
@@ -58,7 +60,9 @@ var outcomes = [numReasons]Outcome{
 	InsufficientRole: {http.StatusForbidden, "INSUFFICIENT_ROLE", "The user's role does not allow this."},
 	InsufficientPermissions: {http.StatusForbidden, "INSUFFICIENT_PERMISSIONS",
 		"The API key's permissions do not allow this."},
-	IPNotAllowed:       {http.StatusForbidden, "IP_NOT_ALLOWED", "Requests from this address are not allowed here."},
+	IPNotAllowed: {http.StatusForbidden, "IP_NOT_ALLOWED", "Requests from this address are not allowed here."},
+	TooManyFailures: {http.StatusTooManyRequests, "TOO_MANY_FAILURES",
+		"Too many failed authentications from this address; try again later."},
 	BackendUnavailable: {http.StatusServiceUnavailable, "BACKEND_UNAVAILABLE", "The authentication backend is unavailable; try again later."},
 }
 

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // GateConfig configures a Gate.
@@ -21,10 +22,22 @@ type GateConfig struct {
 	// Rules are what this front end (a route, in Caddy) asks beyond a
 	// valid credential.
 	Rules Rules
+	// Shield, when set, refuses a client that has failed too often before
+	// its credential is read, and hears each unknown credential.
+	Shield Shield
 	// OnError, when set, hears every lookup the store could not answer while
 	// the caller was still waiting (the request gets 503). It must not
 	// block.
 	OnError func(c Credential, err error)
+}
+
+// Shield limits failed authentications by client address (package shield
+// implements it).
+type Shield interface {
+	// Blocked reports whether client may not try now, and for how long.
+	Blocked(client netip.Addr) (retryAfter time.Duration, blocked bool)
+	// Failed counts an unknown credential from client.
+	Failed(client netip.Addr)
 }
 
 // Gate is the one request decision every front end renders: the Caddy
@@ -38,6 +51,7 @@ type Gate struct {
 	keep      bool
 	rules     Rules
 	ruled     bool // the rules ask anything
+	shield    Shield
 	onError   func(Credential, error)
 }
 
@@ -51,13 +65,16 @@ func NewGate(cfg GateConfig) *Gate {
 		rules:     cfg.Rules,
 		ruled: len(cfg.Rules.Methods)+len(cfg.Rules.Roles)+len(cfg.Rules.Permissions)+
 			len(cfg.Rules.AllowIPs)+len(cfg.Rules.DenyIPs) > 0,
+		shield:  cfg.Shield,
 		onError: cfg.OnError,
 	}
 }
 
 // WantsClient reports whether decisions depend on the client's address, so
 // that a front end finds it only then.
-func (g *Gate) WantsClient() bool { return len(g.rules.AllowIPs)+len(g.rules.DenyIPs) > 0 }
+func (g *Gate) WantsClient() bool {
+	return g.shield != nil || len(g.rules.AllowIPs)+len(g.rules.DenyIPs) > 0
+}
 
 // Extractor returns the gate's extractor.
 func (g *Gate) Extractor() *Extractor { return g.extractor }
@@ -99,8 +116,18 @@ func (g *Gate) Decide(ctx context.Context, h HTTPHeader, client netip.Addr) (res
 		res.Status, res.Headers, res.Body = g.answers.For(res.Decision)
 		return res
 	}
+	if g.shield != nil {
+		if wait, blocked := g.shield.Blocked(client); blocked {
+			res.Decision = Decision{Reason: TooManyFailures, RetryAfter: wait}
+			res.Status, res.Headers, res.Body = g.answers.For(res.Decision)
+			return res
+		}
+	}
 	res.Credential = g.extractor.Extract(h)
 	res.Decision, res.Err = g.verifier.Verify(ctx, res.Credential)
+	if g.shield != nil && res.Err == nil && (res.Decision.Reason == InvalidAPIKey || res.Decision.Reason == InvalidSession) {
+		g.shield.Failed(client)
+	}
 	if res.Err != nil {
 		if g.onError != nil && ctx.Err() == nil {
 			g.onError(res.Credential, res.Err)

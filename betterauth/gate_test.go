@@ -262,3 +262,38 @@ func TestGateAddressRules(t *testing.T) {
 		t.Error("a prefix with host bits parsed")
 	}
 }
+
+// fakeShield blocks the addresses it is told to, and records failures.
+type fakeShield struct {
+	blocked map[netip.Addr]bool
+	failed  []netip.Addr
+}
+
+func (f *fakeShield) Blocked(a netip.Addr) (time.Duration, bool) { return 1500 * time.Millisecond, f.blocked[a] }
+func (f *fakeShield) Failed(a netip.Addr)                        { f.failed = append(f.failed, a) }
+
+// A shielded gate refuses a blocked address before any lookup, and counts
+// unknown credentials only: not a missing one, nor a genuine key that is
+// disabled or refused by a rule.
+func TestGateShield(t *testing.T) {
+	t.Parallel()
+	const key = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
+	store := &fakeStore{keys: map[string]*APIKey{NewLookup(KindAPIKey, key).KeyHash(): {ID: "k1", ConfigID: "default", Enabled: true, User: alice()}}}
+	v, _ := NewVerifier(Options{Store: store})
+	guesser, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	sh := &fakeShield{blocked: map[netip.Addr]bool{guesser: true}}
+	g := NewGate(GateConfig{Verifier: v, Shield: sh, Rules: Rules{Roles: []string{"admin"}}})
+	if !g.WantsClient() {
+		t.Fatal("a shielded gate does not ask for the client's address")
+	}
+	res := g.Decide(context.Background(), HTTPHeader{"X-Api-Key": {key}}, guesser)
+	if res.Decision.Reason != TooManyFailures || res.Status != 429 || store.calls != 0 || !slices.Contains(res.Headers, Header{"Retry-After", "2"}) {
+		t.Fatalf("blocked: %v %d %v after %d lookups", res.Decision.Reason, res.Status, res.Headers, store.calls)
+	}
+	for _, hdr := range []HTTPHeader{{}, {"X-Api-Key": {key}}, {"X-Api-Key": {"ba_unknown"}}, {"Authorization": {"Bearer " + vecToken}}} {
+		g.Decide(context.Background(), hdr, other)
+	}
+	if len(sh.failed) != 2 {
+		t.Fatalf("%d failures counted, want 2 (the unknown key and session)", len(sh.failed))
+	}
+}

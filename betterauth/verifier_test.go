@@ -234,6 +234,7 @@ func TestOutcomeTable(t *testing.T) {
 		InsufficientRole:        {403, "INSUFFICIENT_ROLE"},
 		InsufficientPermissions: {403, "INSUFFICIENT_PERMISSIONS"},
 		IPNotAllowed:            {403, "IP_NOT_ALLOWED"},
+		TooManyFailures:         {429, "TOO_MANY_FAILURES"},
 		BackendUnavailable:      {503, "BACKEND_UNAVAILABLE"},
 	}
 	for r, w := range want {

@@ -39,6 +39,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    require_permission  <resource> <action...>
 //	    allow_ip            <cidr...>
 //	    deny_ip             <cidr...>
+//	    brute_force {
+//	        failures    <n>
+//	        window      <duration>
+//	        max_clients <n>
+//	    }
 //	    disable_key_hashing
 //	    cookie_prefix       <prefix>
 //	    cookie_name         <name>
@@ -136,6 +141,9 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 			err = args(d, &h.Allow)
 		case "require_role":
 			err = args(d, &h.RequireRole)
+		case "brute_force":
+			h.BruteForce = new(gateway.BruteForce)
+			err = unmarshalBruteForce(d, h.BruteForce)
 		case "allow_ip":
 			err = args(d, &h.AllowIP)
 		case "deny_ip":
@@ -252,6 +260,23 @@ func unmarshalSchema(d *caddyfile.Dispenser, s *gateway.Schema) error {
 		}
 	}
 	return nil
+}
+
+func unmarshalBruteForce(d *caddyfile.Dispenser, b *gateway.BruteForce) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return subBlock(d, nil, func(name string) error {
+		switch name {
+		case "failures":
+			return count(d, &b.Failures)
+		case "window":
+			return duration(d, &b.Window, false)
+		case "max_clients":
+			return count(d, &b.MaxClients)
+		}
+		return d.Errf("unrecognized brute_force subdirective '%s'", name)
+	})
 }
 
 func unmarshalCache(d *caddyfile.Dispenser, c *gateway.Cache) error {

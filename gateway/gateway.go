@@ -31,6 +31,7 @@ import (
 	"github.com/caddy-betterauth/caddy-betterauth/rediscache"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
 	"github.com/caddy-betterauth/caddy-betterauth/secondary"
+	"github.com/caddy-betterauth/caddy-betterauth/shield"
 	"github.com/caddy-betterauth/caddy-betterauth/store"
 )
 
@@ -83,6 +84,7 @@ type assembly struct {
 	Redis      *Redis // Key replaced by the sealer's fingerprint
 	Secondary  *secondaryAssembly
 	NoListener bool
+	BruteForce *BruteForce
 
 	sealer *cache.Sealer // authenticates what goes through Redis; set with Redis
 }
@@ -99,6 +101,7 @@ func (o *Options) assemble() (assembly, error) {
 		PlainKeys:  o.DisableKeyHashing,
 		Timeout:    time.Duration(o.LookupTimeout),
 		NoListener: o.NoRevocationListener,
+		BruteForce: o.BruteForce,
 	}
 	if a.Database == "" {
 		return a, errors.New("database is required (is its environment variable set?)")
@@ -201,6 +204,7 @@ type Gateway struct {
 	instance  string           // this gateway's id on the bus
 	store     betterauth.Store // what gates read: the cache, starting the watchers on first use
 	streams   *Streams         // open requests, ended on revocation
+	shield    *shield.Shield   // nil without brute_force
 	revoker   *revoker
 	rejected  throttle.Log // relayed messages that failed authentication
 	stale     throttle.Log // relayed messages outside cache.MessageWindow
@@ -239,6 +243,9 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	// (and context) that opened it.
 	ctx, stop := context.WithCancel(context.Background())
 	g := &Gateway{db: db, streams: NewStreams(), stop: stop, logger: logger}
+	if b := cfg.BruteForce; b != nil {
+		g.shield = shield.New(shield.Options{Failures: b.Failures, Window: time.Duration(b.Window), MaxClients: b.MaxClients})
+	}
 	opts := cfg.Cache.options(cfg.Timeout)
 	opts.Logger = logger.Named("cache")
 	if r := cfg.Redis; r != nil {
@@ -332,12 +339,20 @@ func (g *Gateway) Streams() *Streams { return g.streams }
 // o must be resolved; the settings that shape the assembly are ignored here,
 // and logger hears its warnings and failed lookups.
 func (g *Gateway) Gate(o Options, logger *zap.Logger) (*betterauth.Gate, error) {
-	return NewGate(o, g.store, logger)
+	var sh betterauth.Shield // a nil *shield.Shield is not a nil interface
+	if g.shield != nil {
+		sh = g.shield
+	}
+	return newGate(o, g.store, sh, logger)
 }
 
 // NewGate returns the request decision o describes over any store: a
 // Gateway's, or in tests a fake.
 func NewGate(o Options, s betterauth.Store, logger *zap.Logger) (*betterauth.Gate, error) {
+	return newGate(o, s, nil, logger)
+}
+
+func newGate(o Options, s betterauth.Store, sh betterauth.Shield, logger *zap.Logger) (*betterauth.Gate, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -367,6 +382,7 @@ func NewGate(o Options, s betterauth.Store, logger *zap.Logger) (*betterauth.Gat
 		Realm:          o.Realm,
 		KeepCredential: o.KeepCredential,
 		Rules:          rules,
+		Shield:         sh,
 		OnError: func(c betterauth.Credential, err error) {
 			logger.Error("better-auth lookup failed; answering 503",
 				zap.String("credential_fingerprint", betterauth.Fingerprint(c.Value)), zap.Error(err))

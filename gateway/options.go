@@ -98,6 +98,11 @@ type Options struct {
 	AllowIP []string `json:"allow_ip,omitempty"`
 	DenyIP  []string `json:"deny_ip,omitempty"`
 
+	// Refuse, before any lookup, a client address that presented too many
+	// unknown credentials. Off by default: behind a proxy that Caddy does
+	// not trust (trusted_proxies), every client shares the proxy's address.
+	BruteForce *BruteForce `json:"brute_force,omitempty"`
+
 	// The realm in WWW-Authenticate challenges. Default: "better-auth".
 	Realm string `json:"realm,omitempty"`
 
@@ -222,6 +227,22 @@ type SecondaryStorage struct {
 	// Bound on each Redis call. This Redis is a source of truth: a failure
 	// answers 503. Default: 1s.
 	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// BruteForce configures the shield against credential guessing. Unknown
+// API keys and session tokens count against the client's address (the
+// one address rules see); past failures within window, the address gets
+// 429 TOO_MANY_FAILURES with Retry-After, for every request and without a
+// database lookup, until failures are forgiven at a steady window/failures
+// rate. One account per address is shared by every route of the gateway.
+type BruteForce struct {
+	// Unknown credentials an address may present within window. Required.
+	Failures int `json:"failures,omitempty"`
+	// Required.
+	Window Duration `json:"window,omitempty"`
+	// Bound on the addresses remembered; past it, the address closest to
+	// being forgiven is forgotten first. Default: 100000.
+	MaxClients int `json:"max_clients,omitempty"`
 }
 
 // Redis configures the shared cache.
@@ -374,6 +395,9 @@ func (o *Options) Validate() error {
 		if err := o.Cache.options(0).Validate(); err != nil {
 			return fmt.Errorf("cache: %w", err)
 		}
+	}
+	if b := o.BruteForce; b != nil && (b.Failures <= 0 || b.Window <= 0 || b.MaxClients < 0) {
+		return errors.New("brute_force: failures and window must be positive, max_clients not negative")
 	}
 	if o.Redis != nil && o.Redis.Timeout < 0 {
 		return errors.New("redis: timeout must not be negative")

@@ -239,3 +239,48 @@ func TestAddressRules(t *testing.T) {
 		}
 	}
 }
+
+// The brute-force shield through the real Caddy, behind a trusted proxy
+// that names the clients: a client trying 2000 distinct unknown keys gets
+// exactly the configured number of lookups (401) and 429s without any
+// after that, even for a valid key, while another client's valid key
+// keeps working.
+func TestBruteForceShield(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	up := newUpstream(t)
+	gw := testenv.StartCaddy(t, "servers {\n\t\ttrusted_proxies static 127.0.0.1/32\n\t}", fmt.Sprintf(`
+	better_auth {
+		database {env.DATABASE_URL}
+		brute_force {
+			failures 20
+			window 1h
+		}
+	}
+	reverse_proxy %s`, up.addr()), "DATABASE_URL="+f.DatabaseURL)
+	from := func(client string, kv ...string) map[string][]string {
+		hdr := h(kv...)
+		hdr.Set("X-Forwarded-For", client)
+		return hdr
+	}
+	const guesser, user = "203.0.113.5", "203.0.113.6"
+	counts := map[int]int{}
+	for i := range 2000 {
+		r := send(t, gw, "/", from(guesser, "X-Api-Key", fmt.Sprintf("ba_guess_%d_%s", i, strings.ToLower(rand.Text()))))
+		counts[r.status]++
+		if r.status == 429 && (r.body.Code != "TOO_MANY_FAILURES" || r.header.Get("Retry-After") == "") {
+			t.Fatalf("429 %v %s", r.header, r.raw)
+		}
+		if i%500 == 0 {
+			if r := send(t, gw, "/", from(user, "X-Api-Key", f.Keys.Valid.Key)); r.status != 200 {
+				t.Fatalf("another client's valid key during the guessing: %d %s", r.status, r.raw)
+			}
+		}
+	}
+	if counts[401] != 20 || counts[429] != 1980 {
+		t.Fatalf("answers to the guesser: %v; want 20 lookups (401) and 1980 refusals (429)", counts)
+	}
+	if r := send(t, gw, "/", from(guesser, "X-Api-Key", f.Keys.Valid.Key)); r.status != 429 {
+		t.Fatalf("the guesser's valid key: %d, want 429", r.status)
+	}
+}
