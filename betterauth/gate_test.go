@@ -269,8 +269,10 @@ type fakeShield struct {
 	failed  []netip.Addr
 }
 
-func (f *fakeShield) Blocked(a netip.Addr) (time.Duration, bool) { return 1500 * time.Millisecond, f.blocked[a] }
-func (f *fakeShield) Failed(a netip.Addr)                        { f.failed = append(f.failed, a) }
+func (f *fakeShield) Blocked(a netip.Addr) (time.Duration, bool) {
+	return 1500 * time.Millisecond, f.blocked[a]
+}
+func (f *fakeShield) Failed(a netip.Addr) { f.failed = append(f.failed, a) }
 
 // A shielded gate refuses a blocked address before any lookup, and counts
 // unknown credentials only: not a missing one, nor a genuine key that is
