@@ -240,6 +240,15 @@ func TestGateAddressRules(t *testing.T) {
 		{"deny alone, inside", nil, prefixes("203.0.113.0/24"), "203.0.113.9", false},
 		{"an address the front end cannot tell", prefixes("0.0.0.0/0"), nil, "", false},
 		{"the same with deny alone", nil, prefixes("203.0.113.0/24"), "", false},
+		// A zone names the interface, not the client (the HTTP mode's
+		// peer can carry one): it must neither dodge a deny nor fail an allow.
+		{"a link-local peer with a zone, denied", nil, prefixes("fe80::/10"), "fe80::1%eth0", false},
+		{"a link-local peer with a zone, allowed", prefixes("fe80::/10"), nil, "fe80::1%eth0", true},
+		// A rule written as an IPv4-mapped prefix is the IPv4 one, since
+		// clients are compared unmapped.
+		{"an IPv4-mapped deny prefix", nil, prefixes("::ffff:10.0.0.0/104"), "10.1.2.3", false},
+		{"an IPv4-mapped deny address", nil, prefixes("::ffff:10.1.2.3"), "::ffff:10.1.2.3", false},
+		{"an IPv4-mapped allow prefix", prefixes("::ffff:10.0.0.0/104"), nil, "::ffff:10.1.2.3", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			store := &fakeStore{keys: map[string]*APIKey{NewLookup(KindAPIKey, key).KeyHash(): {ID: "k1", ConfigID: "default", Enabled: true, User: alice()}}}
@@ -258,8 +267,10 @@ func TestGateAddressRules(t *testing.T) {
 			}
 		})
 	}
-	if _, err := ParsePrefix("10.0.0.1/8"); err == nil {
-		t.Error("a prefix with host bits parsed")
+	for _, bad := range []string{"10.0.0.1/8", "::ffff:0:0/80", "fe80::1%eth0"} {
+		if p, err := ParsePrefix(bad); err == nil {
+			t.Errorf("%q parsed as %v", bad, p)
+		}
 	}
 }
 

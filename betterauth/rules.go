@@ -42,7 +42,9 @@ func (r *Rules) admits(client netip.Addr) bool {
 	if !client.IsValid() {
 		return false
 	}
-	client = client.Unmap() // ::ffff:10.0.0.1 is 10.0.0.1
+	// ::ffff:10.0.0.1 is 10.0.0.1, and a zone (fe80::1%eth0) names the
+	// interface, not the client: Prefix.Contains never matches one.
+	client = client.Unmap().WithZone("")
 	for _, p := range r.DenyIPs {
 		if p.Contains(client) {
 			return false
@@ -60,20 +62,31 @@ func (r *Rules) admits(client netip.Addr) bool {
 }
 
 // ParsePrefix reads an address rule: a CIDR prefix (10.0.0.0/8,
-// 2001:db8::/32) or one address (a /32 or /128).
+// 2001:db8::/32) or one address (a /32 or /128). An IPv4-mapped IPv6 rule
+// is its IPv4 prefix, since clients are compared unmapped; one that reaches
+// beyond the mapped range, or an address with a zone, is refused.
 func ParsePrefix(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		if p != p.Masked() {
-			return p, fmt.Errorf("%q has host bits set; did you mean %s?", s, p.Masked())
-		}
-		return p, nil
-	}
-	a, err := netip.ParseAddr(s)
+	p, err := netip.ParsePrefix(s)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is neither an address nor a CIDR prefix", s)
+		a, aerr := netip.ParseAddr(s)
+		if aerr != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is neither an address nor a CIDR prefix", s)
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q has a zone; a rule names addresses, not interfaces", s)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	if p != p.Masked() {
+		return p, fmt.Errorf("%q has host bits set; did you mean %s?", s, p.Masked())
+	}
+	if p.Addr().Is4In6() {
+		if p.Bits() < 96 {
+			return p, fmt.Errorf("%q reaches beyond IPv4-mapped addresses", s)
+		}
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p, nil
 }
 
 // Permissions map a resource to its actions, as the api-key plugin stores

@@ -28,7 +28,7 @@ const DefaultMaxClients = 100_000
 
 const shards = 64
 
-// Shield remembers failures by client address.
+// Shield remembers failures by client: an IPv4 address, or an IPv6 /64.
 type Shield struct {
 	interval  time.Duration // forgiveness of one failure
 	tolerance time.Duration // how far ahead an address's account may run
@@ -63,6 +63,18 @@ func New(opts Options) *Shield {
 	return s
 }
 
+// clientKey is the account an address counts against: an IPv4 address
+// (IPv4-mapped IPv6 included) as itself, an IPv6 address by its /64, which
+// one client owns whole and can rotate through at will; zones are dropped.
+func clientKey(a netip.Addr) netip.Addr {
+	a = a.Unmap().WithZone("")
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
 func (s *Shield) shard(a netip.Addr) *shard {
 	b := a.As16()
 	return &s.shards[maphash.Bytes(s.seed, b[:])%shards]
@@ -75,6 +87,7 @@ func (s *Shield) Blocked(client netip.Addr) (retryAfter time.Duration, blocked b
 	if s == nil || !client.IsValid() {
 		return 0, false
 	}
+	client = clientKey(client)
 	now := s.now()
 	sh := s.shard(client)
 	sh.mu.Lock()
@@ -95,6 +108,7 @@ func (s *Shield) Failed(client netip.Addr) {
 	if s == nil || !client.IsValid() {
 		return
 	}
+	client = clientKey(client)
 	now := s.now()
 	sh := s.shard(client)
 	sh.mu.Lock()

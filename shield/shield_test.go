@@ -99,3 +99,37 @@ func BenchmarkBlockedMiss(b *testing.B) {
 		s.Blocked(a)
 	}
 }
+
+// One client is one account however it spells or rotates its address: an
+// IPv6 client owns at least a /64 and can use any address in it, an
+// IPv4-mapped IPv6 address is its IPv4 address, and a zone is no part of
+// who the client is.
+func TestOneAccountPerClient(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		tries      []string
+		sameClient bool
+		other      string // not blocked by those tries
+	}{
+		{"an IPv6 client rotating through its /64",
+			[]string{"2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff:ffff:ffff:ffff"}, true, "2001:db8:1:3::1"},
+		{"IPv4 and IPv4-mapped IPv6", []string{"192.0.2.1", "::ffff:192.0.2.1", "192.0.2.1"}, true, "192.0.2.2"},
+		{"zones", []string{"fe80::1%eth0", "fe80::1%eth1", "fe80::1"}, true, "fe80:0:0:1::1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New(Options{Failures: len(tc.tries), Window: time.Hour, Now: (&clock{t0}).now})
+			for _, a := range tc.tries {
+				s.Failed(netip.MustParseAddr(a))
+			}
+			for _, a := range tc.tries {
+				if _, blocked := s.Blocked(netip.MustParseAddr(a)); !blocked {
+					t.Errorf("%s is not blocked after %d failures of its client", a, len(tc.tries))
+				}
+			}
+			if _, blocked := s.Blocked(netip.MustParseAddr(tc.other)); blocked {
+				t.Errorf("%s, another client, is blocked", tc.other)
+			}
+		})
+	}
+}
