@@ -176,6 +176,24 @@ func TestPermissionsGrant(t *testing.T) {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.ok)
 		}
 	}
+	// Lists with other values in them, as Better-Auth's includes() sees
+	// them: a string is found among them, nothing else is a string.
+	for _, tc := range []struct {
+		text string
+		want Permissions
+		ok   bool
+	}{
+		{`{"files": ["read", 1, {"a": 1}, ["write"]]}`, Permissions{"files": {"read"}}, true},
+		{`{"files": ["read", 1, {"a": 1}, ["write"]]}`, Permissions{"files": {"write"}}, false},
+		{`{"files": ["read", null]}`, Permissions{"files": {""}}, false},
+		{`{"files": ["read", false]}`, Permissions{"files": {"false"}}, false},
+		{`{"files": ["write"], "files": ["read"]}`, Permissions{"files": {"read"}}, true},
+		{`{"files": ["read"], "files": 1}`, Permissions{"files": {"read"}}, false},
+	} {
+		if got := ParsePermissions(tc.text).Grants(tc.want); got != tc.ok {
+			t.Errorf("%s grants %v: %v, want %v", tc.text, tc.want, got, tc.ok)
+		}
+	}
 	for _, text := range []string{"", "null", "not json", `["files"]`, `{"files": "read"`} {
 		if p := ParsePermissions(text); p.Grants(Permissions{"files": {"read"}}) {
 			t.Errorf("%q grants files:read", text)

@@ -94,9 +94,11 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 type Permissions map[string][]string
 
 // ParsePermissions reads the api-key plugin's permissions column: JSON text
-// of an object of string arrays. Text that does not parse grants nothing,
-// as in Better-Auth (safeJSONParse gives null); a resource whose value is
-// not an array of strings grants nothing on that resource.
+// of an object of arrays. Text that does not parse grants nothing, as in
+// Better-Auth (safeJSONParse gives null); a resource whose value is not an
+// array grants nothing on that resource (Better-Auth would match a string
+// value by substring: refused here), and an array's elements that are not
+// strings grant nothing.
 func ParsePermissions(text string) Permissions {
 	var raw map[string]json.RawMessage
 	if text == "" || json.Unmarshal([]byte(text), &raw) != nil || raw == nil {
@@ -104,10 +106,20 @@ func ParsePermissions(text string) Permissions {
 	}
 	p := make(Permissions, len(raw))
 	for resource, v := range raw {
-		var actions []string
-		if json.Unmarshal(v, &actions) == nil && actions != nil {
-			p[resource] = actions
+		// Element by element: includes() finds a string among other
+		// values, and null is no action (not "", as []string would read it).
+		var elems []json.RawMessage
+		if json.Unmarshal(v, &elems) != nil || elems == nil {
+			continue
 		}
+		actions := make([]string, 0, len(elems))
+		for _, e := range elems {
+			var a string
+			if len(e) > 0 && e[0] == '"' && json.Unmarshal(e, &a) == nil {
+				actions = append(actions, a)
+			}
+		}
+		p[resource] = actions
 	}
 	return p
 }
