@@ -125,7 +125,7 @@ func (g *Gate) Decide(ctx context.Context, h HTTPHeader, client netip.Addr) (res
 	}
 	res.Credential = g.extractor.Extract(h)
 	res.Decision, res.Err = g.verifier.Verify(ctx, res.Credential)
-	if g.shield != nil && res.Err == nil && (res.Decision.Reason == InvalidAPIKey || res.Decision.Reason == InvalidSession) {
+	if g.shield != nil && res.Err == nil && g.guessed(&res) {
 		g.shield.Failed(client)
 	}
 	if res.Err != nil {
@@ -141,6 +141,25 @@ func (g *Gate) Decide(ctx context.Context, h HTTPHeader, client netip.Addr) (res
 	}
 	res.Status, res.Headers, res.Body = g.answers.For(res.Decision)
 	return res
+}
+
+// guessed reports whether a refusal looks like guessing, which the shield
+// counts: an unknown API key, or a session token that is raw or carries a
+// signature that does not verify. A correctly signed token the database no
+// longer knows is a browser's stale cookie, issued by the app itself: a
+// NAT full of those must not lock everyone behind it out.
+func (g *Gate) guessed(res *Result) bool {
+	switch res.Decision.Reason {
+	case InvalidAPIKey:
+		return true
+	case InvalidSession:
+		if res.Credential.Kind == KindInvalid || isRawSessionToken(res.Credential.Value) {
+			return true
+		}
+		_, signed := g.verifier.unsign(res.Credential)
+		return !signed
+	}
+	return false
 }
 
 // Recheck verifies a credential again, for a stream whose key, session or

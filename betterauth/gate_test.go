@@ -321,10 +321,20 @@ func TestGateShield(t *testing.T) {
 	if res.Decision.Reason != TooManyFailures || res.Status != 429 || store.calls != 0 || !slices.Contains(res.Headers, Header{"Retry-After", "2"}) {
 		t.Fatalf("blocked: %v %d %v after %d lookups", res.Decision.Reason, res.Status, res.Headers, store.calls)
 	}
-	for _, hdr := range []HTTPHeader{{}, {"X-Api-Key": {key}}, {"X-Api-Key": {"ba_unknown"}}, {"Authorization": {"Bearer " + vecToken}}} {
+	v2, _ := NewVerifier(Options{Store: store, Secret: vecSecret})
+	g = NewGate(GateConfig{Verifier: v2, Shield: sh})
+	stale := NewSigner(vecSecret).Sign(vecToken) // signed by the app, gone from the database
+	for _, hdr := range []HTTPHeader{
+		{},                            // missing: not counted
+		{"X-Api-Key": {key}},          // genuine
+		{"X-Api-Key": {"ba_unknown"}}, // counted
+		{"Authorization": {"Bearer " + vecToken}},                                                   // a raw token: counted
+		{"Authorization": {"Bearer " + vecToken + ".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}, // forged signature: counted
+		{"Authorization": {"Bearer " + stale}},                                                      // a stale session: not counted
+	} {
 		g.Decide(context.Background(), hdr, other)
 	}
-	if len(sh.failed) != 2 {
-		t.Fatalf("%d failures counted, want 2 (the unknown key and session)", len(sh.failed))
+	if len(sh.failed) != 3 {
+		t.Fatalf("%d failures counted, want 3 (the unknown key, the raw token, the forged signature)", len(sh.failed))
 	}
 }
