@@ -63,10 +63,9 @@ func NewGate(cfg GateConfig) *Gate {
 		answers:   NewAnswers(cfg.Realm),
 		keep:      cfg.KeepCredential,
 		rules:     cfg.Rules,
-		ruled: len(cfg.Rules.Methods)+len(cfg.Rules.Roles)+len(cfg.Rules.Permissions)+
-			len(cfg.Rules.AllowIPs)+len(cfg.Rules.DenyIPs) > 0,
-		shield:  cfg.Shield,
-		onError: cfg.OnError,
+		ruled:     cfg.Rules.asks(),
+		shield:    cfg.Shield,
+		onError:   cfg.OnError,
 	}
 }
 

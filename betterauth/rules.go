@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -138,21 +139,12 @@ func (p Permissions) Grants(want Permissions) bool {
 			return false
 		}
 		for _, a := range actions {
-			if !containsString(allowed, a) {
+			if !slices.Contains(allowed, a) {
 				return false
 			}
 		}
 	}
 	return true
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // ParseMethod returns the Method named as in X-Auth-Method: "api_key" or
@@ -187,9 +179,14 @@ func (r Rules) Validate() error {
 	return nil
 }
 
+// asks reports whether the rules ask anything at all.
+func (r *Rules) asks() bool {
+	return len(r.Methods)+len(r.Roles)+len(r.Permissions)+len(r.AllowIPs)+len(r.DenyIPs) > 0
+}
+
 // check returns why an allowed decision breaks the rules, or Allowed.
 func (r *Rules) check(d *Decision) Reason {
-	if len(r.Methods) > 0 && !containsMethod(r.Methods, d.Method) {
+	if len(r.Methods) > 0 && !slices.Contains(r.Methods, d.Method) {
 		return CredentialNotAccepted
 	}
 	if len(r.Roles) > 0 && !hasRole(d.User.Role, r.Roles) {
@@ -199,15 +196,6 @@ func (r *Rules) check(d *Decision) Reason {
 		return InsufficientPermissions
 	}
 	return Allowed
-}
-
-func containsMethod(ms []Method, m Method) bool {
-	for _, x := range ms {
-		if x == m {
-			return true
-		}
-	}
-	return false
 }
 
 // hasRole reports whether a stored role list holds any of the wanted roles.

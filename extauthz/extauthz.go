@@ -35,14 +35,12 @@ type verdict struct {
 	betterauth.Result
 	set    []betterauth.Header // identity headers, when allowed
 	remove []string            // request headers to drop, lower case
-	// cookie, when cookieSet, replaces the Cookie header: the session
-	// cookies removed, the others kept.
-	cookie    string
+	// upstream is the Cookie header as the upstream should get it: for
+	// Envoy only when cookieSet (the session cookies removed, the others
+	// kept), always for the HTTP mode, whose callers (nginx) cannot tell a
+	// header left alone from one to drop.
+	upstream  string
 	cookieSet bool
-	// upstream is the Cookie header as the upstream should get it, for the
-	// HTTP mode, whose callers (nginx) cannot tell a header left alone from
-	// one to drop.
-	upstream string
 }
 
 // decide runs the gate on headers named in any letter case (Envoy sends
@@ -65,9 +63,6 @@ func (s *Server) decide(ctx context.Context, in map[string][]string, client neti
 	v.set = v.Decision.AppendHeaders(nil)
 	if cs := h["Cookie"]; len(cs) > 0 {
 		v.upstream = strings.Join(cs, "; ")
-		if v.cookieSet {
-			v.cookie = cs[0]
-		}
 	}
 	return v
 }
@@ -104,7 +99,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	ok := &authv3.OkHttpResponse{Headers: options(v.set), HeadersToRemove: v.remove}
 	if v.cookieSet {
-		ok.Headers = append(ok.Headers, option("cookie", v.cookie))
+		ok.Headers = append(ok.Headers, option("cookie", v.upstream))
 	}
 	return &authv3.CheckResponse{
 		Status:       &status.Status{Code: int32(codes.OK)},

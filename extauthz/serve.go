@@ -35,7 +35,7 @@ type Listeners struct {
 // Validate checks that something is served and that TLS has both files.
 func (l Listeners) Validate() error {
 	if l.GRPC == "" && l.HTTP == "" {
-		return errors.New("set grpc or http, the addresses to serve ext_authz on")
+		return errors.New("nothing to serve: set grpc or http, the addresses to serve ext_authz on")
 	}
 	if (l.TLSCert == "") != (l.TLSKey == "") {
 		return errors.New("tls needs both a certificate and a key")

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/rand"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -140,22 +139,8 @@ func TestTrailersCannotCarryIdentity(t *testing.T) {
 		"X-Api-Key: leaked\r\n" +
 		"X-Auth-Undeclared: evil\r\n" +
 		"X-Checksum: sha-256\r\n\r\n"
-	conn, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := conn.Write([]byte(raw)); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("status %d", resp.StatusCode)
+	if status := rawStatus(t, strings.TrimPrefix(gw.URL, "http://"), raw); status != 200 {
+		t.Fatalf("status %d", status)
 	}
 	tr := up.trailer(id)
 	if tr.Get("X-Checksum") != "sha-256" {

@@ -114,9 +114,6 @@ func load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	if set["cache-ttl"] {
 		if cfg.Cache == nil {
 			cfg.Cache = &gateway.Cache{}
-		} else {
-			c := *cfg.Cache
-			cfg.Cache = &c
 		}
 		cfg.Cache.TTL = gateway.Duration(*ttl)
 	}
@@ -136,7 +133,7 @@ func load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		return Config{}, err
 	}
 	if err := cfg.Listeners.Validate(); err != nil {
-		return Config{}, errors.New("nothing to serve: " + err.Error())
+		return Config{}, err
 	}
 	other := false
 	cfg.Options = cfg.Resolve(func(s string) string {
