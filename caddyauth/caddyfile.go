@@ -34,6 +34,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    api_key_header      <name...>
 //	    api_key_prefix      <prefix...>
 //	    api_key_config_id   <id...>
+//	    api_key_config <id> {
+//	        references organization|user
+//	        rate_limit off|on
+//	    }
+//	    usage off|database|redis {
+//	        better_auth_version <version>
+//	    }
 //	    allow               api_key|session...
 //	    require_role        <role...>
 //	    require_permission  <resource> <action...>
@@ -105,7 +112,7 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		name := d.Val()
-		if seen[name] && name != "column" && name != "require_permission" {
+		if seen[name] && name != "column" && name != "require_permission" && name != "api_key_config" {
 			return d.Errf("%s already specified", name)
 		}
 		seen[name] = true
@@ -141,6 +148,11 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 			err = args(d, &h.Allow)
 		case "require_role":
 			err = args(d, &h.RequireRole)
+		case "api_key_config":
+			err = unmarshalAPIKeyConfig(d, h)
+		case "usage":
+			h.Usage = new(gateway.Usage)
+			err = unmarshalUsage(d, h.Usage)
 		case "brute_force":
 			h.BruteForce = new(gateway.BruteForce)
 			err = unmarshalBruteForce(d, h.BruteForce)
@@ -260,6 +272,63 @@ func unmarshalSchema(d *caddyfile.Dispenser, s *gateway.Schema) error {
 		}
 	}
 	return nil
+}
+
+func unmarshalAPIKeyConfig(d *caddyfile.Dispenser, h *gateway.Options) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	id := d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if _, dup := h.APIKeyConfigs[id]; dup {
+		return d.Errf("api_key_config %s already specified", id)
+	}
+	var c gateway.APIKeyConfig
+	err := subBlock(d, nil, func(name string) error {
+		switch name {
+		case "references":
+			return oneArg(d, &c.References)
+		case "rate_limit":
+			var v string
+			if err := oneArg(d, &v); err != nil {
+				return err
+			}
+			switch v {
+			case "on", "off":
+				on := v == "on"
+				c.RateLimitEnabled = &on
+				return nil
+			}
+			return d.Errf("rate_limit takes on or off, not %q", v)
+		}
+		return d.Errf("unrecognized api_key_config subdirective '%s'", name)
+	})
+	if err != nil {
+		return err
+	}
+	if h.APIKeyConfigs == nil {
+		h.APIKeyConfigs = map[string]gateway.APIKeyConfig{}
+	}
+	h.APIKeyConfigs[id] = c
+	return nil
+}
+
+func unmarshalUsage(d *caddyfile.Dispenser, u *gateway.Usage) error {
+	if d.NextArg() {
+		u.Mode = d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	return subBlock(d, nil, func(name string) error {
+		switch name {
+		case "better_auth_version":
+			return oneArg(d, &u.BetterAuthVersion)
+		}
+		return d.Errf("unrecognized usage subdirective '%s'", name)
+	})
 }
 
 func unmarshalBruteForce(d *caddyfile.Dispenser, b *gateway.BruteForce) error {

@@ -54,6 +54,17 @@ type Options struct {
 	// Default: ["default"].
 	APIKeyConfigIDs []string `json:"api_key_config_ids,omitempty"`
 
+	// What the database cannot say about an api-key plugin configuration,
+	// keyed by configId ("default" for the default one): its references
+	// and rateLimit settings. Configurations not listed take Better-Auth's
+	// defaults.
+	APIKeyConfigs map[string]APIKeyConfig `json:"api_key_configs,omitempty"`
+
+	// Count each API key's uses and enforce its quota (remaining, refills)
+	// and rate limit as Better-Auth's verifyApiKey does. Default: off (keys
+	// are checked, never counted).
+	Usage *Usage `json:"usage,omitempty"`
+
 	// Set when the api-key plugin runs with disableKeyHashing, so that
 	// apikey.key holds keys in plain text. Default: false.
 	DisableKeyHashing bool `json:"disable_key_hashing,omitempty"`
@@ -227,6 +238,31 @@ type SecondaryStorage struct {
 	// Bound on each Redis call. This Redis is a source of truth: a failure
 	// answers 503. Default: 1s.
 	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// APIKeyConfig is one api-key plugin configuration's settings the
+// gateway cannot read from the database.
+type APIKeyConfig struct {
+	// The plugin's references option: "user" (the default), whose keys
+	// belong to users, or "organization", whose keys belong to
+	// organizations (apikey.referenceId is an organization id).
+	References string `json:"references,omitempty"`
+	// The plugin's rateLimit.enabled: false turns every key's rate limit
+	// off, whatever its row says. Default: true, as in Better-Auth.
+	RateLimitEnabled *bool `json:"rate_limit_enabled,omitempty"`
+}
+
+// Usage configures the counting of API-key uses.
+type Usage struct {
+	// Where uses are counted: "off", "database" (Better-Auth's own guarded
+	// updates on the apikey row: exact alongside the app, one write per
+	// request; SQLite is then opened read-write) or "redis" (atomic in
+	// Redis, written back to the row behind). Default: "off".
+	Mode string `json:"mode,omitempty"`
+	// The Better-Auth release whose rules are followed (its rate-limit
+	// answer and whether a rate-limited call spends remaining), e.g.
+	// "1.6.12". Default: the newest rules, unless the table says otherwise.
+	BetterAuthVersion string `json:"better_auth_version,omitempty"`
 }
 
 // BruteForce configures the shield against credential guessing. Unknown
@@ -408,6 +444,20 @@ func (o *Options) Validate() error {
 		}
 		if ss.Timeout < 0 {
 			return errors.New("secondary_storage: timeout must not be negative")
+		}
+	}
+	for id, c := range o.APIKeyConfigs {
+		switch c.References {
+		case "", "user", "organization":
+		default:
+			return fmt.Errorf("api_key_configs: %s: references must be user or organization, not %q", id, c.References)
+		}
+	}
+	if u := o.Usage; u != nil {
+		switch u.Mode {
+		case "", "off", "database", "redis":
+		default:
+			return fmt.Errorf("usage: mode must be off, database or redis, not %q", u.Mode)
 		}
 	}
 	for _, p := range o.APIKeyPrefixes {
