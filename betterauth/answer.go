@@ -63,5 +63,8 @@ func (a *Answers) For(d Decision) (status int, headers []Header, body []byte) {
 		secs := int64((d.RetryAfter + time.Second - 1) / time.Second)
 		headers = append(headers[:len(headers):len(headers)], Header{"Retry-After", strconv.FormatInt(secs, 10)})
 	}
+	if d.Usage != nil {
+		headers = d.Usage.AppendClientHeaders(headers[:len(headers):len(headers)])
+	}
 	return ans.status, headers, ans.body
 }

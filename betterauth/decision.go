@@ -27,6 +27,10 @@ const (
 	IPNotAllowed
 	// The client failed to authenticate too often (see Shield).
 	TooManyFailures
+	// The key's rate limit (rateLimitMax per rateLimitTimeWindow) is spent:
+	// 429, or 401 as Better-Auth releases up to 1.6.10 answer.
+	RateLimited
+	RateLimitedUnauthorized
 	BackendUnavailable
 	numReasons
 )
@@ -63,7 +67,9 @@ var outcomes = [numReasons]Outcome{
 	IPNotAllowed: {http.StatusForbidden, "IP_NOT_ALLOWED", "Requests from this address are not allowed here."},
 	TooManyFailures: {http.StatusTooManyRequests, "TOO_MANY_FAILURES",
 		"Too many failed authentications from this address; try again later."},
-	BackendUnavailable: {http.StatusServiceUnavailable, "BACKEND_UNAVAILABLE", "The authentication backend is unavailable; try again later."},
+	RateLimited:             {http.StatusTooManyRequests, "RATE_LIMITED", "Rate limit exceeded."},
+	RateLimitedUnauthorized: {http.StatusUnauthorized, "RATE_LIMITED", "Rate limit exceeded."},
+	BackendUnavailable:      {http.StatusServiceUnavailable, "BACKEND_UNAVAILABLE", "The authentication backend is unavailable; try again later."},
 }
 
 // Outcome returns the answer for r.
@@ -128,6 +134,12 @@ type Decision struct {
 	// RetryAfter, when positive, is how long until the denial may lift (a key
 	// that refills).
 	RetryAfter time.Duration
+
+	// Usage is what counting this use of an API key found; nil when uses
+	// are not counted (see Meter).
+	Usage *Usage
+
+	key *APIKey // the verified key, for the Meter
 }
 
 // CredentialHeader returns CredentialID encoded as in the headers.

@@ -25,6 +25,9 @@ type GateConfig struct {
 	// Shield, when set, refuses a client that has failed too often before
 	// its credential is read, and hears each unknown credential.
 	Shield Shield
+	// Meter, when set, counts each allowed API key's use and enforces its
+	// quota and rate limit, after every other check.
+	Meter Meter
 	// OnError, when set, hears every lookup the store could not answer while
 	// the caller was still waiting (the request gets 503). It must not
 	// block.
@@ -52,6 +55,7 @@ type Gate struct {
 	rules     Rules
 	ruled     bool // the rules ask anything
 	shield    Shield
+	meter     Meter
 	onError   func(Credential, error)
 }
 
@@ -65,6 +69,7 @@ func NewGate(cfg GateConfig) *Gate {
 		rules:     cfg.Rules,
 		ruled:     cfg.Rules.asks(),
 		shield:    cfg.Shield,
+		meter:     cfg.Meter,
 		onError:   cfg.OnError,
 	}
 }
@@ -134,12 +139,32 @@ func (g *Gate) Decide(ctx context.Context, h HTTPHeader, client netip.Addr) (res
 		res.Decision = Decision{Reason: BackendUnavailable}
 	}
 	g.enforce(&res.Decision)
+	if g.meter != nil && res.Decision.key != nil && res.Decision.Allowed() {
+		g.count(ctx, &res)
+	}
 	if res.Decision.Allowed() {
 		res.Status = http.StatusOK
 		return res
 	}
 	res.Status, res.Headers, res.Body = g.answers.For(res.Decision)
 	return res
+}
+
+// count asks the meter about an allowed key's use.
+func (g *Gate) count(ctx context.Context, res *Result) {
+	u, err := g.meter.Use(ctx, res.Decision.key)
+	switch {
+	case err != nil:
+		res.Err = err
+		if g.onError != nil && ctx.Err() == nil {
+			g.onError(res.Credential, err)
+		}
+		res.Decision = Decision{Reason: BackendUnavailable}
+	case u.Reason != Allowed:
+		res.Decision = Decision{Reason: u.Reason, Method: res.Decision.Method, RetryAfter: u.RetryAfter, Usage: &u}
+	default:
+		res.Decision.Usage = &u
+	}
 }
 
 // guessed reports whether a refusal looks like guessing, which the shield

@@ -1,6 +1,7 @@
 package betterauth
 
 import (
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -47,7 +48,7 @@ func IsOwnedHeader(name string) bool {
 type Header struct{ Name, Value string }
 
 // MaxHeaders is how many identity headers a decision sets at most.
-const MaxHeaders = 6
+const MaxHeaders = 7
 
 // AppendHeaders appends the identity headers of an allowed decision to dst,
 // in a fixed order, and returns the result. Values are already encoded with
@@ -72,6 +73,9 @@ func (d Decision) AppendHeaders(dst []Header) []Header {
 	switch d.Method {
 	case MethodAPIKey:
 		dst = append(dst, Header{HeaderKeyID, d.credHdr})
+		if d.Usage != nil && d.Usage.HasRemaining {
+			dst = append(dst, Header{HeaderKeyRemaining, strconv.FormatInt(d.Usage.Remaining, 10)})
+		}
 	case MethodSession:
 		dst = append(dst, Header{HeaderSessionID, d.credHdr})
 	}

@@ -20,6 +20,9 @@ type Options struct {
 	ConfigIDs []string
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
+	// Metered says a Meter counts uses and decides on the quota from the
+	// row as it is now: the cached remaining is then not checked.
+	Metered bool
 }
 
 // Verifier applies Better-Auth's rules to the records a Store returns.
@@ -28,6 +31,7 @@ type Verifier struct {
 	signer    *Signer
 	configIDs []string
 	now       func() time.Time
+	metered   bool
 }
 
 // NewVerifier returns a Verifier for opts.
@@ -35,7 +39,7 @@ func NewVerifier(opts Options) (*Verifier, error) {
 	if opts.Store == nil {
 		return nil, fmt.Errorf("betterauth: a store is required")
 	}
-	v := &Verifier{store: opts.Store, signer: NewSigner(opts.Secret), now: opts.Now}
+	v := &Verifier{store: opts.Store, signer: NewSigner(opts.Secret), now: opts.Now, metered: opts.Metered}
 	if v.now == nil {
 		v.now = time.Now
 	}
@@ -114,12 +118,12 @@ func (v *Verifier) checkAPIKey(k *APIKey, now time.Time) Decision {
 	if k.User.BannedAt(now) {
 		return deny(UserBanned)
 	}
-	if k.HasRemaining && k.Remaining <= 0 {
+	if k.HasRemaining && k.Remaining <= 0 && !v.metered {
 		if wait, refills := k.refillWait(now); !refills {
 			return Decision{Reason: UsageExceeded, RetryAfter: wait}
 		}
 	}
-	return Decision{Method: MethodAPIKey, User: k.User, CredentialID: k.ID, credHdr: k.headerID(), ExpiresAt: k.ExpiresAt, Permissions: k.Permissions}
+	return Decision{Method: MethodAPIKey, User: k.User, CredentialID: k.ID, credHdr: k.headerID(), ExpiresAt: k.ExpiresAt, Permissions: k.Permissions, key: k}
 }
 
 // refillWait reports whether an exhausted key would be refilled by a verify at

@@ -235,6 +235,8 @@ func TestOutcomeTable(t *testing.T) {
 		InsufficientPermissions: {403, "INSUFFICIENT_PERMISSIONS"},
 		IPNotAllowed:            {403, "IP_NOT_ALLOWED"},
 		TooManyFailures:         {429, "TOO_MANY_FAILURES"},
+		RateLimited:             {429, "RATE_LIMITED"},
+		RateLimitedUnauthorized: {401, "RATE_LIMITED"},
 		BackendUnavailable:      {503, "BACKEND_UNAVAILABLE"},
 	}
 	for r, w := range want {

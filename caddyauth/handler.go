@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -147,6 +148,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		vals[i] = hd.Value
 		r.Header[hd.Name] = vals[i : i+1 : i+1]
 	}
+	if d.Usage != nil {
+		// The key's limits, for the client: the IETF RateLimit fields.
+		var ub [2]betterauth.Header
+		for _, hd := range d.Usage.AppendClientHeaders(ub[:0]) {
+			w.Header().Set(hd.Name, hd.Value)
+		}
+	}
 	if repl != nil {
 		repl.Map(placeholders(d))
 	}
@@ -209,6 +217,22 @@ func placeholders(d betterauth.Decision) caddy.ReplacerFunc {
 		case "session_id":
 			if d.Method == betterauth.MethodSession {
 				return d.CredentialHeader(), true
+			}
+		case "remaining":
+			if u := d.Usage; u != nil && u.HasRemaining {
+				return u.Remaining, true
+			}
+		case "rate_limit":
+			if u := d.Usage; u != nil && u.Limit > 0 {
+				return u.Limit, true
+			}
+		case "rate_limit_remaining":
+			if u := d.Usage; u != nil && u.Limit > 0 {
+				return u.Left, true
+			}
+		case "rate_limit_reset":
+			if u := d.Usage; u != nil && u.Limit > 0 {
+				return int64((u.Reset + time.Second - 1) / time.Second), true
 			}
 		}
 		return nil, false

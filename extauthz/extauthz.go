@@ -98,6 +98,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		}, nil
 	}
 	ok := &authv3.OkHttpResponse{Headers: options(v.set), HeadersToRemove: v.remove}
+	if u := v.Decision.Usage; u != nil {
+		// The key's limits, for the client: the IETF RateLimit fields.
+		ok.ResponseHeadersToAdd = options(u.AppendClientHeaders(nil))
+	}
 	if v.cookieSet {
 		ok.Headers = append(ok.Headers, option("cookie", v.upstream))
 	}
@@ -159,6 +163,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if len(v.remove) > 0 {
 			hdr.Set("X-Envoy-Auth-Headers-To-Remove", strings.Join(v.remove, ","))
+		}
+		if u := v.Decision.Usage; u != nil {
+			// For the client, where the proxy passes them on (Envoy's
+			// allowed_client_headers_on_success).
+			for _, hd := range u.AppendClientHeaders(nil) {
+				hdr.Set(hd.Name, hd.Value)
+			}
 		}
 		if v.upstream != "" {
 			// The cookies the upstream may see: Envoy (allowed_upstream_headers)

@@ -33,7 +33,45 @@ import (
 	"github.com/caddy-betterauth/caddy-betterauth/secondary"
 	"github.com/caddy-betterauth/caddy-betterauth/shield"
 	"github.com/caddy-betterauth/caddy-betterauth/store"
+	"github.com/caddy-betterauth/caddy-betterauth/usage"
 )
+
+// usageRules returns the rules of each api-key configuration: its
+// rateLimit.enabled from api_key_configs, and the release family from
+// better_auth_version, or else from the table (the userId owner column of
+// the plugin built into better-auth 1.3 and 1.4), or else the newest.
+func (a assembly) usageRules(db store.DB) func(configID string) usage.Rules {
+	family := usage.Current
+	pinned := a.Usage.BetterAuthVersion != ""
+	if pinned {
+		family, _ = usage.ParseVersion(a.Usage.BetterAuthVersion) // checked by Validate
+	}
+	off := map[string]bool{}
+	for id, c := range a.APIKeyConfigs {
+		if c.RateLimitEnabled != nil && !*c.RateLimitEnabled {
+			off[normalConfigID(id)] = true
+		}
+	}
+	return func(configID string) usage.Rules {
+		f := family
+		if !pinned {
+			// Known by now: the key was read through the same layout.
+			if l, err := db.Layout(context.Background()); err == nil && l.Owner == schema.UserID {
+				f = usage.Legacy
+			}
+		}
+		return usage.Rules{Family: f, RateLimitOff: off[normalConfigID(configID)]}
+	}
+}
+
+// normalConfigID folds Better-Auth's spellings of the default
+// configuration (NULL, "" and "default").
+func normalConfigID(id string) string {
+	if id == "" {
+		return "default"
+	}
+	return id
+}
 
 // config is the schema package's view of the configured schema; unset
 // fields are detected from the database on first use.
@@ -85,6 +123,10 @@ type assembly struct {
 	Secondary  *secondaryAssembly
 	NoListener bool
 	BruteForce *BruteForce
+	// Usage is set when uses are counted; with the configurations' rate
+	// limit settings, which its rules read.
+	Usage         *Usage
+	APIKeyConfigs map[string]APIKeyConfig
 
 	sealer *cache.Sealer // authenticates what goes through Redis; set with Redis
 }
@@ -102,6 +144,9 @@ func (o *Options) assemble() (assembly, error) {
 		Timeout:    time.Duration(o.LookupTimeout),
 		NoListener: o.NoRevocationListener,
 		BruteForce: o.BruteForce,
+	}
+	if u := o.Usage; u != nil && u.Mode != "" && u.Mode != "off" {
+		a.Usage, a.APIKeyConfigs = u, o.APIKeyConfigs
 	}
 	if a.Database == "" {
 		return a, errors.New("database is required (is its environment variable set?)")
@@ -205,6 +250,7 @@ type Gateway struct {
 	store     betterauth.Store // what gates read: the cache, starting the watchers on first use
 	streams   *Streams         // open requests, ended on revocation
 	shield    *shield.Shield   // nil without brute_force
+	meter     betterauth.Meter // nil without usage counting
 	revoker   *revoker
 	rejected  throttle.Log // relayed messages that failed authentication
 	stale     throttle.Log // relayed messages outside cache.MessageWindow
@@ -234,6 +280,7 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 		Schema:    cfg.Schema.config(),
 		PGSchema:  cfg.Schema.PGSchema,
 		PlainKeys: cfg.PlainKeys,
+		Writable:  cfg.Usage != nil,
 		Logger:    logger,
 	})
 	if err != nil {
@@ -243,6 +290,9 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	// (and context) that opened it.
 	ctx, stop := context.WithCancel(context.Background())
 	g := &Gateway{db: db, streams: NewStreams(), stop: stop, logger: logger}
+	if cfg.Usage != nil {
+		g.meter = usage.NewDatabase(db, cfg.usageRules(db), nil)
+	}
 	if b := cfg.BruteForce; b != nil {
 		g.shield = shield.New(shield.Options{Failures: b.Failures, Window: time.Duration(b.Window), MaxClients: b.MaxClients})
 	}
@@ -343,16 +393,16 @@ func (g *Gateway) Gate(o Options, logger *zap.Logger) (*betterauth.Gate, error) 
 	if g.shield != nil {
 		sh = g.shield
 	}
-	return newGate(o, g.store, sh, logger)
+	return newGate(o, g.store, sh, g.meter, logger)
 }
 
 // NewGate returns the request decision o describes over any store: a
 // Gateway's, or in tests a fake.
 func NewGate(o Options, s betterauth.Store, logger *zap.Logger) (*betterauth.Gate, error) {
-	return newGate(o, s, nil, logger)
+	return newGate(o, s, nil, nil, logger)
 }
 
-func newGate(o Options, s betterauth.Store, sh betterauth.Shield, logger *zap.Logger) (*betterauth.Gate, error) {
+func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.Meter, logger *zap.Logger) (*betterauth.Gate, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -362,7 +412,7 @@ func newGate(o Options, s betterauth.Store, sh betterauth.Shield, logger *zap.Lo
 	case len(o.Secret) < 32:
 		logger.Warn("the secret is shorter than the 32 characters Better-Auth asks for")
 	}
-	v, err := betterauth.NewVerifier(betterauth.Options{Store: s, Secret: o.Secret, ConfigIDs: o.APIKeyConfigIDs})
+	v, err := betterauth.NewVerifier(betterauth.Options{Store: s, Secret: o.Secret, ConfigIDs: o.APIKeyConfigIDs, Metered: m != nil})
 	if err != nil {
 		return nil, err
 	}
@@ -383,6 +433,7 @@ func newGate(o Options, s betterauth.Store, sh betterauth.Shield, logger *zap.Lo
 		KeepCredential: o.KeepCredential,
 		Rules:          rules,
 		Shield:         sh,
+		Meter:          m,
 		OnError: func(c betterauth.Credential, err error) {
 			logger.Error("better-auth lookup failed; answering 503",
 				zap.String("credential_fingerprint", betterauth.Fingerprint(c.Value)), zap.Error(err))

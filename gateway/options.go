@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/usage"
 )
 
 // Options are a gateway's settings: everything a better_auth block (the
@@ -455,9 +456,16 @@ func (o *Options) Validate() error {
 	}
 	if u := o.Usage; u != nil {
 		switch u.Mode {
-		case "", "off", "database", "redis":
+		case "", "off", "database":
+		case "redis":
+			return errors.New("usage: mode redis is not available yet; use database")
 		default:
-			return fmt.Errorf("usage: mode must be off, database or redis, not %q", u.Mode)
+			return fmt.Errorf("usage: mode must be off or database, not %q", u.Mode)
+		}
+		if u.BetterAuthVersion != "" {
+			if _, err := usage.ParseVersion(u.BetterAuthVersion); err != nil {
+				return fmt.Errorf("usage: %w", err)
+			}
 		}
 	}
 	for _, p := range o.APIKeyPrefixes {

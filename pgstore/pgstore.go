@@ -9,7 +9,8 @@
 //
 // Every lookup is one query (one network round trip once pgx has prepared
 // it); a lookup that may be either an API key or a session sends both queries
-// in one pipelined batch. The store never writes.
+// in one pipelined batch. The store writes only to count API-key uses
+// (ClaimUsage), when usage counting is on.
 //
 // A read that fails because its connection is gone (the server restarted,
 // the socket was reset) is run once more on a new connection, after
@@ -59,6 +60,7 @@ type Store struct {
 	logger    *zap.Logger
 	layout    schema.Lazy
 	plainKeys bool
+	usage     usageSQL
 }
 
 // New returns a Store reading through db. It does no I/O.

@@ -69,8 +69,13 @@ var models = []struct {
 		map[string]bool{"role": true, "banned": true, "banExpires": true}},
 	{"session", []string{"id", "token", "userId", "expiresAt"}, nil},
 	{"apikey", []string{"id", "key", "configId", "referenceId", "userId", "enabled", "expiresAt", "remaining",
-		"refillInterval", "refillAmount", "lastRefillAt", "createdAt", "permissions"},
-		map[string]bool{"configId": true, "referenceId": true, "userId": true, "permissions": true}},
+		"refillInterval", "refillAmount", "lastRefillAt", "createdAt", "permissions",
+		// Counted only with usage on (see UsageFields).
+		"rateLimitEnabled", "rateLimitTimeWindow", "rateLimitMax", "requestCount", "lastRequest", "updatedAt",
+		"rateLimitResetAt"},
+		map[string]bool{"configId": true, "referenceId": true, "userId": true, "permissions": true,
+			"rateLimitEnabled": true, "rateLimitTimeWindow": true, "rateLimitMax": true, "requestCount": true,
+			"lastRequest": true, "updatedAt": true, "rateLimitResetAt": true}},
 }
 
 func fieldsOf(model string) ([]string, map[string]bool) {

@@ -5,7 +5,8 @@
 // beside the Better-Auth app that writes it. The layout is detected on first
 // use (package schema): Better-Auth's own migrations, which store dates as
 // ISO-8601 text with milliseconds and booleans as 0/1, and Drizzle's, which
-// store dates as epoch milliseconds. The store never writes.
+// store dates as epoch milliseconds. The store writes only to count API-key
+// uses (ClaimUsage), on a file opened with OpenWritable.
 //
 // Connections are bounded: each one holds a file descriptor on the database
 // (and one on its -wal file in WAL mode), and a flood of cache misses would
@@ -24,6 +25,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.uber.org/zap"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -72,7 +74,13 @@ func DefaultMaxConns() int { return max(4, runtime.GOMAXPROCS(0)) }
 // Open opens a SQLite file read-only for a Store, with at most
 // DefaultMaxConns connections, or the URL's max_conns. It does no I/O: the
 // file is opened on first use, and a missing file is an error then.
-func Open(dsn string) (*sql.DB, error) {
+func Open(dsn string) (*sql.DB, error) { return open(dsn, false) }
+
+// OpenWritable opens the file as Open does, but read-write: for counting
+// API-key uses on their rows (ClaimUsage), and nothing else.
+func OpenWritable(dsn string) (*sql.DB, error) { return open(dsn, true) }
+
+func open(dsn string, writable bool) (*sql.DB, error) {
 	path, err := Path(dsn)
 	if err != nil {
 		return nil, err
@@ -83,8 +91,13 @@ func Open(dsn string) (*sql.DB, error) {
 	}
 	q := url.Values{}
 	q.Set("mode", "ro")
+	if writable {
+		q.Set("mode", "rw")
+	}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", DefaultBusyTimeout))
-	q.Add("_pragma", "query_only(1)")
+	if !writable {
+		q.Add("_pragma", "query_only(1)")
+	}
 	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: path}).EscapedPath(), RawQuery: q.Encode()}
 	db, err := sql.Open("sqlite", u.String())
 	if err != nil {
@@ -130,6 +143,11 @@ type Store struct {
 	opts   Options
 	logger *zap.Logger
 	layout schema.Lazy
+	usage  struct {
+		once sync.Once
+		sql  *schema.UsageSQL
+		err  error
+	}
 }
 
 // New returns a Store reading through db. It does no I/O.

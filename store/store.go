@@ -21,6 +21,7 @@ import (
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
 	"github.com/caddy-betterauth/caddy-betterauth/sqlitestore"
+	"github.com/caddy-betterauth/caddy-betterauth/usage"
 )
 
 // Options configure the store.
@@ -29,7 +30,10 @@ type Options struct {
 	// PGSchema is the PostgreSQL schema holding the tables.
 	PGSchema  string
 	PlainKeys bool
-	Logger    *zap.Logger
+	// Writable opens a SQLite file read-write, to count API-key uses on
+	// their rows. PostgreSQL connections are as the DSN makes them.
+	Writable bool
+	Logger   *zap.Logger
 }
 
 // Dialect is the kind of database a store reads.
@@ -55,6 +59,9 @@ func (d Dialect) String() string {
 // DB is an open Better-Auth database.
 type DB interface {
 	betterauth.Store
+	// ClaimUsage counts one use of an API key on its row (see
+	// usage.Claimer); only with usage counting on.
+	usage.Claimer
 	// Catalog lists the columns of the candidate Better-Auth tables.
 	Catalog(ctx context.Context) (schema.Catalog, error)
 	// Layout is the detected layout (read on first use).
@@ -86,7 +93,11 @@ func Open(dsn string, opts Options) (DB, error) {
 		if opts.PGSchema != "" {
 			return nil, fmt.Errorf("pg_schema applies to PostgreSQL only")
 		}
-		db, err := sqlitestore.Open(dsn)
+		open := sqlitestore.Open
+		if opts.Writable {
+			open = sqlitestore.OpenWritable
+		}
+		db, err := open(dsn)
 		if err != nil {
 			return nil, fmt.Errorf("database: %w", err)
 		}

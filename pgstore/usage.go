@@ -1,0 +1,144 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/caddy-betterauth/caddy-betterauth/schema"
+	"github.com/caddy-betterauth/caddy-betterauth/usage"
+)
+
+// acquirer hands out one connection for a transaction: *pgxpool.Pool.
+type acquirer interface {
+	Acquire(ctx context.Context) (*pgxpool.Conn, error)
+}
+
+// usageSQL builds the usage statements once the layout is known.
+type usageSQL struct {
+	once sync.Once
+	sql  *schema.UsageSQL
+	err  error
+}
+
+func (s *Store) usageStatements(ctx context.Context) (*schema.UsageSQL, error) {
+	p, err := s.prepare(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.usage.once.Do(func() {
+		s.usage.sql, s.usage.err = p.Layout.BuildUsage(schema.Dialect{Qualify: s.qualify, Param: "$1"}, true)
+	})
+	return s.usage.sql, s.usage.err
+}
+
+// ClaimUsage implements usage.Claimer: one transaction on one connection,
+// in two round trips. The first sends BEGIN and reads the row FOR UPDATE
+// (the app's own guarded updates wait for it, then see its result); the
+// second writes and commits. A first round trip lost with its connection
+// (nothing was written) is tried once more on a new one.
+func (s *Store) ClaimUsage(ctx context.Context, id string, plan func(usage.Row) usage.Write) (bool, error) {
+	sqls, err := s.usageStatements(ctx)
+	if err != nil {
+		return false, err
+	}
+	pool, ok := s.db.(acquirer)
+	if !ok {
+		return false, errors.New("pgstore: counting uses needs a connection pool")
+	}
+	found, begun, err := s.claim(ctx, pool, sqls, id, plan)
+	if err != nil && !begun && ctx.Err() == nil && ConnectionLost(err) {
+		if r, ok := s.db.(resetter); ok {
+			r.Reset()
+		}
+		s.logger.Warn("the database connection was lost; counting the use once more on a new connection", zap.Error(err))
+		found, _, err = s.claim(ctx, pool, sqls, id, plan)
+	}
+	return found, err
+}
+
+// claim runs the transaction; begun says whether plan ran (a write may
+// then have reached the database, and the use must not be counted again).
+func (s *Store) claim(ctx context.Context, pool acquirer, sqls *schema.UsageSQL, id string, plan func(usage.Row) usage.Write) (found, begun bool, err error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return false, false, fmt.Errorf("pgstore: counting a use: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			// The connection may be inside the transaction: never hand it
+			// back to the pool like that.
+			closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+			conn.Conn().Close(closeCtx)
+			cancel()
+		}
+		conn.Release()
+	}()
+	var b pgx.Batch
+	b.Queue("BEGIN")
+	b.Queue(sqls.Select, id)
+	br := conn.SendBatch(ctx, &b)
+	vals := make([]any, len(schema.UsageFields))
+	if _, err = br.Exec(); err == nil {
+		var rows pgx.Rows
+		if rows, err = br.Query(); err == nil {
+			found, err = scanOne(rows, vals)
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("pgstore: counting a use: %w", err)
+	}
+	var w usage.Write
+	if found {
+		row, derr := schema.DecodeUsage(vals)
+		if derr != nil {
+			err = fmt.Errorf("pgstore: %w", derr)
+			return false, false, err
+		}
+		w = plan(row)
+	}
+	b = pgx.Batch{}
+	if w.Set != 0 {
+		b.Queue(sqls.Update(uint8(w.Set)), append(w.Values(func(t time.Time) any { return t.UTC() }), id)...)
+	}
+	b.Queue("COMMIT")
+	br = conn.SendBatch(ctx, &b)
+	for range b.Len() {
+		if _, err = br.Exec(); err != nil {
+			break
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, true, fmt.Errorf("pgstore: counting a use: %w", err)
+	}
+	return found, true, nil
+}
+
+// scanOne reads at most one row into vals.
+func scanOne(rows pgx.Rows, vals []any) (bool, error) {
+	defer rows.Close()
+	found := false
+	if rows.Next() {
+		ptrs := make([]any, len(vals))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return false, err
+		}
+		found = true
+	}
+	return found, rows.Err()
+}

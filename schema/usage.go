@@ -1,0 +1,151 @@
+package schema
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddy-betterauth/caddy-betterauth/usage"
+)
+
+// UsageFields are the apikey fields that counting uses reads, in the order
+// UsageSQL.Select returns them. Every one is needed.
+var UsageFields = []string{
+	"remaining", "refillInterval", "refillAmount", "lastRefillAt", "createdAt",
+	"rateLimitEnabled", "rateLimitTimeWindow", "rateLimitMax", "requestCount", "lastRequest",
+}
+
+// UsageWrites are the fields a use may write, in the order of the bits of
+// usage.Columns.
+var UsageWrites = []string{"remaining", "lastRefillAt", "requestCount", "lastRequest", "updatedAt"}
+
+// UsageSQL reads and writes the usage columns of one apikey row by id.
+type UsageSQL struct {
+	// Select reads UsageFields of the row whose id is the one parameter,
+	// locking it where the database can (FOR UPDATE on PostgreSQL).
+	Select string
+	// updates, by the set of UsageWrites they write (bit i for field i):
+	// the values in UsageWrites order, then the id.
+	updates [1 << 5]string
+}
+
+// Update returns the statement that writes the fields in set (bit i for
+// UsageWrites[i]), whose parameters are one value per field written, in
+// order, and then the id.
+func (u *UsageSQL) Update(set uint8) string { return u.updates[set&(1<<len(UsageWrites)-1)] }
+
+// BuildUsage returns the usage statements of a layout, or an error naming
+// what the api-key table lacks for counting.
+func (l *Layout) BuildUsage(d Dialect, lock bool) (*UsageSQL, error) {
+	k := l.APIKey
+	if k == nil {
+		return nil, &UnusableError{Problem: NoColumn, Model: "apikey", detail: "usage counting needs the api-key table, and there is none"}
+	}
+	for _, f := range append(UsageFields[:len(UsageFields):len(UsageFields)], "updatedAt") {
+		if !k.Has(f) {
+			return nil, &UnusableError{Problem: NoColumn, Model: "apikey", Table: k.Name, Field: f, Column: f,
+				detail: fmt.Sprintf("usage counting needs the %s.%s column, which is missing", k.Name, f)}
+		}
+	}
+	if k.Has("rateLimitResetAt") {
+		return nil, &UnusableError{Problem: NoColumn, Model: "apikey", Table: k.Name, Field: "rateLimitResetAt",
+			detail: fmt.Sprintf("%s has a rateLimitResetAt column: it comes from a Better-Auth release whose fixed-window rate limit the gateway does not implement yet; leave usage off", k.Name)}
+	}
+	cols := make([]string, len(UsageFields))
+	for i, f := range UsageFields {
+		cols[i] = QuoteIdent(k.Col(f))
+	}
+	param := func(n int) string {
+		if d.Param == "?" {
+			return "?"
+		}
+		return "$" + strconv.Itoa(n)
+	}
+	u := &UsageSQL{Select: fmt.Sprintf("SELECT %s FROM %s WHERE %s = %s",
+		strings.Join(cols, ", "), d.Qualify(k.Name), QuoteIdent(k.Col("id")), param(1))}
+	if lock {
+		u.Select += " FOR UPDATE"
+	}
+	for set := 1; set < len(u.updates); set++ {
+		var assign []string
+		for i, f := range UsageWrites {
+			if set&(1<<i) != 0 {
+				assign = append(assign, QuoteIdent(k.Col(f))+" = "+param(len(assign)+1))
+			}
+		}
+		u.updates[set] = fmt.Sprintf("UPDATE %s SET %s WHERE %s = %s",
+			d.Qualify(k.Name), strings.Join(assign, ", "), QuoteIdent(k.Col("id")), param(len(assign)+1))
+	}
+	return u, nil
+}
+
+// DecodeUsage reads the values of a UsageSQL.Select row (scanned into
+// interfaces, as the other decoders do).
+func DecodeUsage(v []any) (usage.Row, error) {
+	if len(v) != len(UsageFields) {
+		return usage.Row{}, fmt.Errorf("usage row: %d values, want %d", len(v), len(UsageFields))
+	}
+	var d decoder
+	var r usage.Row
+	if v[0] != nil {
+		r.HasRemaining, r.Remaining = true, d.int(v[0], "apikey.remaining")
+	}
+	if v[1] != nil {
+		r.RefillInterval = d.int(v[1], "apikey.refillInterval")
+	}
+	if v[2] != nil {
+		r.HasRefillAmount, r.RefillAmount = true, d.int(v[2], "apikey.refillAmount")
+	}
+	r.LastRefillAt = d.time(v[3], "apikey.lastRefillAt")
+	r.CreatedAt = d.time(v[4], "apikey.createdAt")
+	r.RateLimitOff = v[5] != nil && !d.bool(v[5], "apikey.rateLimitEnabled")
+	if v[6] != nil {
+		r.HasWindow, r.Window = true, d.int(v[6], "apikey.rateLimitTimeWindow")
+	}
+	if v[7] != nil {
+		r.HasMax, r.Max = true, d.int(v[7], "apikey.rateLimitMax")
+	}
+	if v[8] != nil {
+		r.RequestCount = d.int(v[8], "apikey.requestCount")
+	}
+	r.LastRequest = d.time(v[9], "apikey.lastRequest")
+	if d.err == nil && r.CreatedAt.IsZero() {
+		d.err = fmt.Errorf("apikey.createdAt is NULL")
+	}
+	return r, d.err
+}
+
+// CreatedAtIndex is where createdAt is among UsageFields: its stored form
+// tells how the row's dates are written (DateFormOf).
+const CreatedAtIndex = 4
+
+// DateForm is how a SQLite table stores dates.
+type DateForm uint8
+
+// Date forms.
+const (
+	// DateISO is ISO-8601 text with milliseconds and Z, as Better-Auth's
+	// Kysely adapter writes (toISOString()).
+	DateISO DateForm = iota
+	// DateMillis is epoch milliseconds, as Drizzle's SQLite schema stores
+	// them.
+	DateMillis
+)
+
+// DateFormOf tells a SQLite date's form from a stored value.
+func DateFormOf(v any) DateForm {
+	switch v.(type) {
+	case int64, float64:
+		return DateMillis
+	}
+	return DateISO
+}
+
+// Value returns t as the form stores it (at millisecond precision, UTC).
+func (f DateForm) Value(t time.Time) any {
+	if f == DateMillis {
+		return t.UnixMilli()
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.000Z")
+}

@@ -1,0 +1,79 @@
+package usage
+
+import (
+	"context"
+	"time"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+)
+
+// Claimer is a database that can count a use on an apikey row atomically:
+// ClaimUsage reads the row's usage columns under the row's lock (or the
+// database's write lock), calls plan with them once, writes what plan
+// returns, and commits. found is false when no row has the id.
+type Claimer interface {
+	ClaimUsage(ctx context.Context, id string, plan func(Row) Write) (found bool, err error)
+}
+
+// Database is a betterauth.Meter that counts on the apikey rows
+// themselves, in one transaction per use: exact beside the app's own
+// verifyApiKey and any number of gateways.
+type Database struct {
+	db    Claimer
+	rules func(configID string) Rules
+	now   func() time.Time
+}
+
+// NewDatabase returns a meter over db; rules gives the rules of a key's
+// configuration (configId, "" for the default), now the clock (default
+// time.Now).
+func NewDatabase(db Claimer, rules func(configID string) Rules, now func() time.Time) *Database {
+	if now == nil {
+		now = time.Now
+	}
+	return &Database{db: db, rules: rules, now: now}
+}
+
+// Use implements betterauth.Meter.
+func (d *Database) Use(ctx context.Context, k *betterauth.APIKey) (betterauth.Usage, error) {
+	rules := d.rules(k.ConfigID)
+	var u betterauth.Usage
+	found, err := d.db.ClaimUsage(ctx, k.ID, func(row Row) Write {
+		// The clock is read under the lock: uses are ordered as they
+		// are written.
+		var w Write
+		u, w = rules.Plan(row, d.now())
+		return w
+	})
+	switch {
+	case err != nil:
+		return betterauth.Usage{}, err
+	case !found:
+		// Deleted since it was cached: Better-Auth's verify finds no row.
+		return betterauth.Usage{Reason: betterauth.InvalidAPIKey}, nil
+	}
+	return u, nil
+}
+
+// Values returns the values of the columns w sets, in the order of
+// schema.UsageWrites, with date turning a time into what the database
+// stores.
+func (w Write) Values(date func(time.Time) any) []any {
+	vals := make([]any, 0, 6)
+	if w.Set&ColRemaining != 0 {
+		vals = append(vals, w.Remaining)
+	}
+	if w.Set&ColLastRefillAt != 0 {
+		vals = append(vals, date(w.LastRefillAt))
+	}
+	if w.Set&ColRequestCount != 0 {
+		vals = append(vals, w.RequestCount)
+	}
+	if w.Set&ColLastRequest != 0 {
+		vals = append(vals, date(w.LastRequest))
+	}
+	if w.Set&ColUpdatedAt != 0 {
+		vals = append(vals, date(w.UpdatedAt))
+	}
+	return vals
+}
