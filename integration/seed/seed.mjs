@@ -11,6 +11,8 @@
 //   node seed.mjs verify-key <key> [<permissions JSON>]
 //                                              prints Better-Auth's verifyApiKey result
 //   node seed.mjs get-session <signed token>   prints Better-Auth's getSession result
+//   node seed.mjs usage-shell                  answers one JSON command per stdin line
+//                                              (create, verify, verify-many, age, row; see below)
 //
 // DATABASE_URL is a PostgreSQL URL, or sqlite:<path> for a SQLite file
 // (better-sqlite3).
@@ -243,6 +245,67 @@ switch (cmd) {
   case "get-session":
     console.log(JSON.stringify(await auth.api.getSession({ headers: new Headers({ authorization: `Bearer ${args[0]}` }) })));
     break;
+  case "usage-shell": {
+    // The usage tests' side of real Better-Auth: one JSON command per
+    // line, one JSON answer per line.
+    //   {"op":"create","userId":u,"body":{...}}  → {"id","key"}
+    //   {"op":"verify","key":k}                  → {"code"} ("OK" or the error code), tryAgainIn
+    //   {"op":"verify-many","key":k,"n":n}       → {"codes":{code: count}}: n verifies at once
+    //   {"op":"age","ids":[...],"ms":n}          → moves createdAt, lastRefillAt, lastRequest back n ms
+    //   {"op":"row","id":id}                     → the usage columns (dates as epoch ms, and as stored)
+    const readline = (await import("node:readline")).createInterface({ input: process.stdin });
+    const code = (r) => (r.valid ? "OK" : r.error.code);
+    const dates = ["createdAt", "lastRefillAt", "lastRequest", "updatedAt"];
+    for await (const line of readline) {
+      const c = JSON.parse(line);
+      let out;
+      switch (c.op) {
+        case "create":
+          out = await newKey(c.userId, c.body);
+          break;
+        case "verify": {
+          const r = await auth.api.verifyApiKey({ body: { key: c.key } });
+          out = { code: code(r), tryAgainIn: r.error?.details?.tryAgainIn ?? null };
+          break;
+        }
+        case "verify-many": {
+          const rs = await Promise.all(Array.from({ length: c.n }, () => auth.api.verifyApiKey({ body: { key: c.key } })));
+          out = { codes: {} };
+          for (const r of rs) out.codes[code(r)] = (out.codes[code(r)] ?? 0) + 1;
+          break;
+        }
+        case "age":
+          for (const id of c.ids) {
+            const [row] = await sql(`SELECT ${dates.slice(0, 3).map((f) => `"${col(f)}"`).join(", ")} FROM "apikey" WHERE "id" = ?`, [id]);
+            const set = dates.slice(0, 3).filter((f) => row[col(f)] !== null);
+            const values = set.map((f) => {
+              const d = new Date(new Date(row[col(f)]).getTime() - c.ms);
+              return sqlitePath ? d.toISOString() : d;
+            });
+            await sql(`UPDATE "apikey" SET ${set.map((f) => `"${col(f)}" = ?`).join(", ")} WHERE "id" = ?`, [...values, id]);
+          }
+          out = {};
+          break;
+        case "row": {
+          const fields = ["remaining", "requestCount", ...dates];
+          const [row] = await sql(`SELECT ${fields.map((f) => `"${col(f)}"`).join(", ")} FROM "apikey" WHERE "id" = ?`, [c.id]);
+          out = row ? {} : null;
+          if (row) {
+            for (const f of fields) {
+              const v = row[col(f)];
+              out[f] = dates.includes(f) && v !== null ? new Date(v).getTime() : v;
+              if (dates.includes(f)) out[f + "Stored"] = v instanceof Date ? v.toISOString() : v;
+            }
+          }
+          break;
+        }
+        default:
+          throw new Error(`unknown usage-shell op ${c.op}`);
+      }
+      process.stdout.write(JSON.stringify(out) + "\n");
+    }
+    break;
+  }
   default:
     throw new Error(`unknown command ${cmd}`);
 }

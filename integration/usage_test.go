@@ -1,0 +1,323 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
+)
+
+// usageShell is real Better-Auth, kept running (seed.mjs usage-shell):
+// it creates keys, verifies them, moves their clocks back and reads
+// their rows.
+type usageShell struct {
+	mu  sync.Mutex
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+func startUsageShell(t *testing.T, db string) *usageShell {
+	t.Helper()
+	cmd := exec.Command("node", "seed.mjs", "usage-shell")
+	cmd.Dir = filepath.Join(testenv.RepoRoot(), "integration", "seed")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+db, "BETTER_AUTH_SECRET="+testenv.Secret)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(); cmd.Wait() })
+	s := &usageShell{in: in, out: bufio.NewScanner(out)}
+	s.out.Buffer(make([]byte, 1<<20), 1<<20)
+	return s
+}
+
+func (s *usageShell) do(t *testing.T, cmd map[string]any, out any) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, _ := json.Marshal(cmd)
+	if _, err := s.in.Write(append(b, '\n')); err != nil {
+		t.Fatal(err)
+	}
+	if !s.out.Scan() {
+		t.Fatalf("usage-shell %s: no answer (%v)", b, s.out.Err())
+	}
+	if err := json.Unmarshal(s.out.Bytes(), out); err != nil {
+		t.Fatalf("usage-shell %s: %v: %s", b, err, s.out.Bytes())
+	}
+}
+
+func (s *usageShell) create(t *testing.T, userID string, body map[string]any) testenv.Key {
+	t.Helper()
+	var k testenv.Key
+	s.do(t, map[string]any{"op": "create", "userId": userID, "body": body}, &k)
+	return k
+}
+
+type usageRow struct {
+	Remaining, RequestCount                                *int64
+	CreatedAt, LastRefillAt, LastRequest, UpdatedAt        *int64
+	LastRefillAtStored, LastRequestStored, UpdatedAtStored any
+}
+
+func (s *usageShell) row(t *testing.T, id string) *usageRow {
+	t.Helper()
+	var r *usageRow
+	s.do(t, map[string]any{"op": "row", "id": id}, &r)
+	return r
+}
+
+// code is a gateway answer as Better-Auth names it.
+func code(r result) string {
+	if r.status == http.StatusOK {
+		return "OK"
+	}
+	return r.body.Code
+}
+
+// Differential: the same sequences of verifies, with time moved by
+// rewriting the rows' dates, through real Better-Auth's verifyApiKey on one
+// key and through the gateway on a twin created alike: the same decisions,
+// and the same counters on the rows.
+func TestUsageMatchesBetterAuth(t *testing.T) {
+	t.Parallel()
+	for _, sqlite := range []bool{false, true} {
+		t.Run(map[bool]string{false: "postgres", true: "sqlite"}[sqlite], func(t *testing.T) {
+			t.Parallel()
+			f := testenv.Seed(t, testenv.SeedOptions{SQLite: sqlite})
+			ba := startUsageShell(t, f.DatabaseURL)
+			gw := startGateway(t, f.DatabaseURL, newUpstream(t), "usage database\n\t\tcache {\n\t\t\tttl 1h\n\t\t}")
+			type step struct {
+				op   string // "v": verify both; "age": move time back ms
+				ms   int64
+				want string // the code both must give
+			}
+			v := func(want string) step { return step{op: "v", want: want} }
+			age := func(ms int64) step { return step{op: "age", ms: ms} }
+			for _, sc := range []struct {
+				name  string
+				body  map[string]any
+				steps []step
+				last  bool // the last step exhausts a key without refill, which Better-Auth then deletes
+			}{
+				{"quota", map[string]any{"remaining": 3, "rateLimitEnabled": false},
+					[]step{v("OK"), v("OK"), v("OK"), v("USAGE_EXCEEDED")}, true},
+				{"refill", map[string]any{"remaining": 2, "refillAmount": 3, "refillInterval": 60000, "rateLimitEnabled": false},
+					[]step{v("OK"), v("OK"), v("USAGE_EXCEEDED"), age(30000), v("USAGE_EXCEEDED"), age(31000),
+						v("OK"), v("OK"), v("OK"), v("USAGE_EXCEEDED")}, false},
+				{"rate limit", map[string]any{"rateLimitTimeWindow": 60000, "rateLimitMax": 3},
+					[]step{v("OK"), v("OK"), v("OK"), v("RATE_LIMITED"), age(30000), v("RATE_LIMITED"), age(31000),
+						v("OK"), v("OK"), age(59000), v("OK"), v("RATE_LIMITED")}, false},
+				{"default key: 10 per day", map[string]any{},
+					[]step{v("OK"), v("OK"), v("OK"), v("OK"), v("OK"), v("OK"), v("OK"), v("OK"), v("OK"), v("OK"),
+						v("RATE_LIMITED")}, false},
+				{"a rate-limited call spends remaining", map[string]any{"remaining": 4, "rateLimitTimeWindow": 60000, "rateLimitMax": 2},
+					[]step{v("OK"), v("OK"), v("RATE_LIMITED"), age(61000), v("OK")}, false},
+				{"refill and rate limit", map[string]any{"remaining": 1, "refillAmount": 2, "refillInterval": 1000,
+					"rateLimitTimeWindow": 60000, "rateLimitMax": 2},
+					[]step{v("OK"), v("USAGE_EXCEEDED"), age(1500), v("OK"), v("RATE_LIMITED"), age(61000), v("OK"),
+						v("OK"), v("USAGE_EXCEEDED")}, false},
+			} {
+				t.Run(sc.name, func(t *testing.T) {
+					theirs := ba.create(t, f.Users.Alice.ID, sc.body)
+					ours := ba.create(t, f.Users.Alice.ID, sc.body)
+					for i, s := range sc.steps {
+						if s.op == "age" {
+							ba.do(t, map[string]any{"op": "age", "ids": []string{theirs.ID, ours.ID}, "ms": s.ms}, &struct{}{})
+							continue
+						}
+						var got struct {
+							Code       string
+							TryAgainIn *int64
+						}
+						ba.do(t, map[string]any{"op": "verify", "key": theirs.Key}, &got)
+						r := send(t, gw, "/", h("X-Api-Key", ours.Key))
+						if got.Code != s.want || code(r) != s.want {
+							t.Fatalf("step %d: Better-Auth %s, gateway %d %s; want %s", i, got.Code, r.status, code(r), s.want)
+						}
+						if got.TryAgainIn != nil {
+							want := (*got.TryAgainIn + 999) / 1000
+							if ra, _ := strconv.ParseInt(r.header.Get("Retry-After"), 10, 64); ra < want-1 || ra > want+1 {
+								t.Errorf("step %d: Retry-After %q, Better-Auth's tryAgainIn %d ms", i, r.header.Get("Retry-After"), *got.TryAgainIn)
+							}
+						}
+					}
+					if sc.last {
+						// Better-Auth deleted its key at the last step; the gateway
+						// leaves rows to the app.
+						if ba.row(t, theirs.ID) != nil {
+							t.Errorf("Better-Auth kept its exhausted key")
+						}
+						return
+					}
+					a, b := ba.row(t, theirs.ID), ba.row(t, ours.ID)
+					if a == nil || b == nil {
+						t.Fatalf("rows: %+v %+v", a, b)
+					}
+					same := func(what string, x, y *int64) {
+						if (x == nil) != (y == nil) || x != nil && *x != *y {
+							t.Errorf("%s: Better-Auth's %v, the gateway's %v", what, deref(x), deref(y))
+						}
+					}
+					same("remaining", a.Remaining, b.Remaining)
+					same("requestCount", a.RequestCount, b.RequestCount)
+					if (a.LastRefillAt == nil) != (b.LastRefillAt == nil) || (a.LastRequest == nil) != (b.LastRequest == nil) {
+						t.Errorf("dates set: Better-Auth's %+v, the gateway's %+v", a, b)
+					}
+					if *b.UpdatedAt <= *b.CreatedAt {
+						t.Errorf("the gateway did not write updatedAt: %+v", b)
+					}
+					if sqlite {
+						iso := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)
+						for _, v := range []any{b.LastRefillAtStored, b.LastRequestStored, b.UpdatedAtStored} {
+							if s, ok := v.(string); v != nil && (!ok || !iso.MatchString(s)) {
+								t.Errorf("the gateway stored a date as %#v, not as Better-Auth's ISO text", v)
+							}
+						}
+					} else {
+						assertMillis(t, f.DatabaseURL, ours.ID)
+					}
+				})
+			}
+		})
+	}
+}
+
+func deref(p *int64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+// assertMillis checks that the gateway wrote PostgreSQL dates at the
+// millisecond, as JavaScript reads and compares them.
+func assertMillis(t *testing.T, db, id string) {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	var bad int
+	err = c.QueryRow(context.Background(), `SELECT
+		COALESCE((extract(microseconds FROM "lastRefillAt")::bigint % 1000 <> 0)::int, 0) +
+		COALESCE((extract(microseconds FROM "lastRequest")::bigint % 1000 <> 0)::int, 0) +
+		COALESCE((extract(microseconds FROM "updatedAt")::bigint % 1000 <> 0)::int, 0)
+		FROM apikey WHERE id = $1`, id).Scan(&bad)
+	if err != nil || bad != 0 {
+		t.Errorf("dates below the millisecond on the gateway's row (%d), err %v", bad, err)
+	}
+}
+
+// Three gateways and 200 concurrent requests: exactly the quota passes, and
+// never more than the rate limit; the headers tell what is left.
+func TestUsageAcrossGateways(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	ba := startUsageShell(t, f.DatabaseURL)
+	up := newUpstream(t)
+	var gws []*testenv.Caddy
+	for range 3 {
+		gws = append(gws, startGateway(t, f.DatabaseURL, up, "usage database"))
+	}
+	burst := func(key string, n int) map[string]int {
+		var mu sync.Mutex
+		codes := map[string]int{}
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				r := send(t, gws[i%len(gws)], "/", h("X-Api-Key", key))
+				mu.Lock()
+				codes[code(r)]++
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		return codes
+	}
+	quota := ba.create(t, f.Users.Alice.ID, map[string]any{"remaining": 50, "rateLimitEnabled": false})
+	if got := burst(quota.Key, 200); got["OK"] != 50 || got["USAGE_EXCEEDED"] != 150 {
+		t.Errorf("remaining 50: %v", got)
+	}
+	if r := ba.row(t, quota.ID); r == nil || *r.Remaining != 0 {
+		t.Errorf("row after: %+v", r)
+	}
+	limited := ba.create(t, f.Users.Alice.ID, map[string]any{"rateLimitTimeWindow": 3_600_000, "rateLimitMax": 20})
+	if got := burst(limited.Key, 200); got["OK"] != 20 || got["RATE_LIMITED"] != 180 {
+		t.Errorf("20 per hour: %v", got)
+	}
+
+	// What is left, upstream and to the client; a client's own claim is
+	// not passed on.
+	k := ba.create(t, f.Users.Alice.ID, map[string]any{"remaining": 5, "rateLimitTimeWindow": 60000, "rateLimitMax": 3})
+	r := send(t, gws[0], "/", h("X-Api-Key", k.Key, "X-Auth-Key-Remaining", "1000000"))
+	if r.status != 200 || up.headers(r.id).Get("X-Auth-Key-Remaining") != "4" {
+		t.Fatalf("upstream saw remaining %q (status %d)", up.headers(r.id).Values("X-Auth-Key-Remaining"), r.status)
+	}
+	if p, s := r.header.Get("RateLimit-Policy"), r.header.Get("RateLimit"); p != `"api-key-rate-limit";q=3;w=60` || s != `"api-key-rate-limit";r=2;t=60` {
+		t.Errorf("RateLimit-Policy %q, RateLimit %q", p, s)
+	}
+	send(t, gws[1], "/", h("X-Api-Key", k.Key))
+	send(t, gws[2], "/", h("X-Api-Key", k.Key))
+	r = send(t, gws[0], "/", h("X-Api-Key", k.Key))
+	if r.status != 429 || r.body.Code != "RATE_LIMITED" || r.header.Get("Retry-After") == "" || r.header.Get("RateLimit") == "" {
+		t.Errorf("limited: %d %s, Retry-After %q, RateLimit %q", r.status, r.body.Code, r.header.Get("Retry-After"), r.header.Get("RateLimit"))
+	}
+}
+
+// The app's own verifyApiKey and the gateway on one key at once: together
+// they let exactly the quota through. (The key refills, hours from now, so
+// that Better-Auth does not delete it when it runs out: its verifies that
+// spent a use and then found the row deleted by another answer
+// INVALID_API_KEY, and would blur the count.)
+func TestUsageBesideTheApp(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	ba := startUsageShell(t, f.DatabaseURL)
+	gw := startGateway(t, f.DatabaseURL, newUpstream(t), "usage database")
+	k := ba.create(t, f.Users.Alice.ID, map[string]any{"remaining": 60, "refillAmount": 60, "refillInterval": 3_600_000,
+		"rateLimitEnabled": false})
+	var theirs struct{ Codes map[string]int }
+	ours := map[string]int{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	wg.Go(func() { ba.do(t, map[string]any{"op": "verify-many", "key": k.Key, "n": 40}, &theirs) })
+	for range 40 {
+		wg.Go(func() {
+			r := send(t, gw, "/", h("X-Api-Key", k.Key))
+			mu.Lock()
+			ours[code(r)]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if total := theirs.Codes["OK"] + ours["OK"]; total != 60 {
+		t.Errorf("%d uses passed of 60: Better-Auth %v, gateway %v", total, theirs.Codes, ours)
+	}
+	for c := range ours {
+		if c != "OK" && c != "USAGE_EXCEEDED" {
+			t.Errorf("gateway answered %s: %v", c, ours)
+		}
+	}
+}
