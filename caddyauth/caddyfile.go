@@ -40,6 +40,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    }
 //	    usage off|database|redis {
 //	        better_auth_version <version>
+//	        flush_interval      <duration>
 //	    }
 //	    allow               api_key|session...
 //	    require_role        <role...>
@@ -326,6 +327,8 @@ func unmarshalUsage(d *caddyfile.Dispenser, u *gateway.Usage) error {
 		switch name {
 		case "better_auth_version":
 			return oneArg(d, &u.BetterAuthVersion)
+		case "flush_interval":
+			return duration(d, &u.FlushInterval, false)
 		}
 		return d.Errf("unrecognized usage subdirective '%s'", name)
 	})

@@ -17,6 +17,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -61,6 +62,28 @@ func (a assembly) usageRules(db store.DB) func(configID string) usage.Rules {
 			}
 		}
 		return usage.Rules{Family: f, RateLimitOff: off[normalConfigID(configID)]}
+	}
+}
+
+// usagePrefix is where usage redis keeps its keys: the redis block's
+// prefix, or one derived from the database's scope, so that gateways
+// counting one database count together.
+func usagePrefix(configured string, db store.DB) func(context.Context) (string, error) {
+	if configured != "" {
+		return func(context.Context) (string, error) { return configured, nil }
+	}
+	var prefix atomic.Pointer[string]
+	return func(ctx context.Context) (string, error) {
+		if p := prefix.Load(); p != nil {
+			return *p, nil
+		}
+		scope, err := db.Scope(ctx) // the same each time: racing callers agree
+		if err != nil {
+			return "", err
+		}
+		p := cache.DefaultPrefix(scope)
+		prefix.Store(&p)
+		return p, nil
 	}
 }
 
@@ -251,6 +274,7 @@ type Gateway struct {
 	streams   *Streams         // open requests, ended on revocation
 	shield    *shield.Shield   // nil without brute_force
 	meter     betterauth.Meter // nil without usage counting
+	counter   *usage.Redis     // the meter, with usage redis
 	revoker   *revoker
 	rejected  throttle.Log // relayed messages that failed authentication
 	stale     throttle.Log // relayed messages outside cache.MessageWindow
@@ -280,7 +304,7 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 		Schema:    cfg.Schema.config(),
 		PGSchema:  cfg.Schema.PGSchema,
 		PlainKeys: cfg.PlainKeys,
-		Writable:  cfg.Usage != nil,
+		Writable:  cfg.Usage != nil && cfg.Usage.Mode == "database",
 		Logger:    logger,
 	})
 	if err != nil {
@@ -290,7 +314,7 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	// (and context) that opened it.
 	ctx, stop := context.WithCancel(context.Background())
 	g := &Gateway{db: db, streams: NewStreams(), stop: stop, logger: logger}
-	if cfg.Usage != nil {
+	if cfg.Usage != nil && cfg.Usage.Mode == "database" {
 		g.meter = usage.NewDatabase(db, cfg.usageRules(db), nil)
 	}
 	if b := cfg.BruteForce; b != nil {
@@ -306,6 +330,18 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 		}
 		g.redis, g.sealer = client, cfg.sealer
 		g.bus = rediscache.NewBus(client)
+		if cfg.Usage != nil && cfg.Usage.Mode == "redis" {
+			mirror, ok := db.(usage.Mirror)
+			if !ok || db.Dialect() != store.Postgres {
+				g.Close()
+				return nil, errors.New("usage: mode redis writes uses back to PostgreSQL; on SQLite use mode database")
+			}
+			g.counter = usage.NewRedis(usage.RedisOptions{
+				Client: client, Mirror: mirror, Rules: cfg.usageRules(db), Prefix: usagePrefix(r.Prefix, db),
+				Interval: time.Duration(cfg.Usage.FlushInterval), Logger: logger.Named("usage"),
+			})
+			g.meter = g.counter
+		}
 		opts.Remote, opts.Sealer, opts.RemoteTimeout, opts.RemotePrefix = rediscache.New(client), cfg.sealer, time.Duration(r.Timeout), r.Prefix
 		if opts.RemotePrefix == "" {
 			// Gateways share entries only when they read the same rows,
@@ -336,6 +372,9 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	}
 	g.revoker = newRevoker(g.apply, logger)
 	watchers := append(g.watchers(ctx, cfg, logger), func() { g.revoker.run(ctx) })
+	if g.counter != nil {
+		watchers = append(watchers, func() { g.counter.Run(ctx) })
+	}
 	// Open does no network I/O: the watchers connect on first use.
 	g.store = &firstUse{Store: g.cache, start: func() {
 		for _, w := range watchers {
@@ -350,6 +389,14 @@ func (g *Gateway) Close() error {
 	g.stop()
 	g.running.Wait()
 	var errs []error
+	if g.counter != nil {
+		// What this gateway counted is safe in Redis; write what is due
+		// now rather than leave it to the others.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, err := g.counter.Flush(ctx)
+		cancel()
+		errs = append(errs, wrap("writing API-key uses to the database", err))
+	}
 	if g.secondary != nil {
 		errs = append(errs, wrap("closing secondary storage", g.secondary.Close()))
 	}
@@ -464,6 +511,12 @@ func (g *Gateway) watchers(ctx context.Context, cfg assembly, logger *zap.Logger
 				OnInvalidate: func(inv pgstore.Invalidation) {
 					if target, ok := targets[inv.Kind]; ok && inv.ID != "" {
 						g.revoker.add(cache.Revocation{Target: target, ID: inv.ID}, true)
+					}
+					if g.counter != nil && (inv.Kind == "apikey" || inv.Kind == "apikey_usage") && inv.ID != "" {
+						// The row changed outside the gateways: count from it again.
+						if err := g.counter.Reseed(ctx, inv.ID); err != nil {
+							logger.Warn("marking an API key's usage to be read again failed", zap.Error(err))
+						}
 					}
 				},
 			})

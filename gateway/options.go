@@ -264,6 +264,10 @@ type Usage struct {
 	// answer and whether a rate-limited call spends remaining), e.g.
 	// "1.6.12". Default: the newest rules, unless the table says otherwise.
 	BetterAuthVersion string `json:"better_auth_version,omitempty"`
+	// With mode redis: how often uses counted in Redis are written to the
+	// rows, the staleness of the database's view (the app's dashboards).
+	// Default: 1s.
+	FlushInterval Duration `json:"flush_interval,omitempty"`
 }
 
 // BruteForce configures the shield against credential guessing. Unknown
@@ -458,9 +462,14 @@ func (o *Options) Validate() error {
 		switch u.Mode {
 		case "", "off", "database":
 		case "redis":
-			return errors.New("usage: mode redis is not available yet; use database")
+			if o.Redis == nil {
+				return errors.New("usage: mode redis counts in the redis block's Redis, and there is none")
+			}
 		default:
-			return fmt.Errorf("usage: mode must be off or database, not %q", u.Mode)
+			return fmt.Errorf("usage: mode must be off, database or redis, not %q", u.Mode)
+		}
+		if u.FlushInterval < 0 {
+			return errors.New("usage: flush_interval must not be negative")
 		}
 		if u.BetterAuthVersion != "" {
 			if _, err := usage.ParseVersion(u.BetterAuthVersion); err != nil {

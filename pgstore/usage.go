@@ -82,10 +82,14 @@ func (s *Store) claim(ctx context.Context, pool acquirer, sqls *schema.UsageSQL,
 	}()
 	var b pgx.Batch
 	b.Queue("BEGIN")
+	b.Queue(markGatewayWrite)
 	b.Queue(sqls.Select, id)
 	br := conn.SendBatch(ctx, &b)
 	vals := make([]any, len(schema.UsageFields))
 	if _, err = br.Exec(); err == nil {
+		_, err = br.Exec()
+	}
+	if err == nil {
 		var rows pgx.Rows
 		if rows, err = br.Query(); err == nil {
 			found, err = scanOne(rows, vals)
@@ -142,3 +146,92 @@ func scanOne(rows pgx.Rows, vals []any) (bool, error) {
 	}
 	return found, rows.Err()
 }
+
+// ReadUsage implements usage.Mirror: the row's usage columns, unlocked.
+func (s *Store) ReadUsage(ctx context.Context, id string) (usage.Row, bool, error) {
+	sqls, err := s.usageStatements(ctx)
+	if err != nil {
+		return usage.Row{}, false, err
+	}
+	return retryRead3(ctx, s, func() (usage.Row, bool, error) {
+		rows, err := s.db.Query(ctx, sqls.Read, id)
+		if err != nil {
+			return usage.Row{}, false, fmt.Errorf("pgstore: reading usage: %w", err)
+		}
+		vals := make([]any, len(schema.UsageFields))
+		found, err := scanOne(rows, vals)
+		if err != nil || !found {
+			return usage.Row{}, false, err
+		}
+		row, err := schema.DecodeUsage(vals)
+		return row, err == nil, err
+	})
+}
+
+func retryRead3[A, B any](ctx context.Context, s *Store, read func() (A, B, error)) (A, B, error) {
+	type pair struct {
+		a A
+		b B
+	}
+	p, err := retryRead(ctx, s, func() (pair, error) {
+		a, b, err := read()
+		return pair{a, b}, err
+	})
+	return p.a, p.b, err
+}
+
+// FlushUsage implements usage.Mirror: one statement, marked as the
+// gateway's own write so that the revocation triggers ignore it, in one
+// round trip.
+func (s *Store) FlushUsage(ctx context.Context, id string, f usage.Flush) (time.Time, bool, error) {
+	sqls, err := s.usageStatements(ctx)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	optTime := func(t time.Time) any {
+		if t.IsZero() {
+			return nil
+		}
+		return t.UTC()
+	}
+	var count any
+	if f.HasRequestCount {
+		count = f.RequestCount
+	}
+	var b pgx.Batch
+	b.Queue("BEGIN")
+	b.Queue(markGatewayWrite)
+	b.Queue(sqls.Flush, f.Refill, optTime(f.RefilledFrom), f.RemainingAfter, f.Decrements, optTime(f.RefillAt),
+		count, optTime(f.LastRequest), f.Token.UTC(), id)
+	b.Queue("COMMIT")
+	br := s.db.SendBatch(ctx, &b)
+	var last *time.Time
+	applied := false
+	if _, err = br.Exec(); err == nil {
+		if _, err = br.Exec(); err == nil {
+			if err = br.QueryRow().Scan(&last); err == nil {
+				applied = true
+			} else if errors.Is(err, pgx.ErrNoRows) {
+				err = nil // already written (the token is there), or the row is gone
+			}
+			if err == nil {
+				_, err = br.Exec()
+			}
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("pgstore: writing usage: %w", err)
+	}
+	if !applied || last == nil {
+		return time.Time{}, applied, nil
+	}
+	return *last, true, nil
+}
+
+// markGatewayWrite tells the revocation triggers (triggers.sql) that the
+// transaction's usage writes are the gateway's own, which change nothing
+// a gateway caches or counts elsewhere.
+const markGatewayWrite = "SELECT set_config('caddy_betterauth.writer', 'usage', true)"

@@ -23,8 +23,14 @@ var UsageWrites = []string{"remaining", "lastRefillAt", "requestCount", "lastReq
 // UsageSQL reads and writes the usage columns of one apikey row by id.
 type UsageSQL struct {
 	// Select reads UsageFields of the row whose id is the one parameter,
-	// locking it where the database can (FOR UPDATE on PostgreSQL).
-	Select string
+	// locking it where the database can (FOR UPDATE on PostgreSQL); Read
+	// reads them without a lock.
+	Select, Read string
+	// Flush writes what uses counted elsewhere changed (usage.Flush), once:
+	// parameters refill (bool), refilled from, remaining after the refill,
+	// decrements, refill time, requestCount, lastRequest, token (the new
+	// updatedAt), id. PostgreSQL only.
+	Flush string
 	// updates, by the set of UsageWrites they write (bit i for field i):
 	// the values in UsageWrites order, then the id.
 	updates [1 << 5]string
@@ -64,8 +70,29 @@ func (l *Layout) BuildUsage(d Dialect, lock bool) (*UsageSQL, error) {
 	}
 	u := &UsageSQL{Select: fmt.Sprintf("SELECT %s FROM %s WHERE %s = %s",
 		strings.Join(cols, ", "), d.Qualify(k.Name), QuoteIdent(k.Col("id")), param(1))}
+	u.Read = u.Select
 	if lock {
 		u.Select += " FOR UPDATE"
+	}
+	if d.Param != "?" {
+		c := func(f string) string { return QuoteIdent(k.Col(f)) }
+		cas := fmt.Sprintf("$1::boolean AND %s IS NOT DISTINCT FROM $2", c("lastRefillAt"))
+		u.Flush = fmt.Sprintf(`UPDATE %s SET
+	%s = CASE WHEN %s THEN GREATEST($3::bigint - $4::bigint, 0)
+		WHEN %s IS NULL THEN NULL
+		ELSE GREATEST(%s - $4::bigint - CASE WHEN $1::boolean THEN 1 ELSE 0 END, 0) END,
+	%s = CASE WHEN %s THEN $5 ELSE %s END,
+	%s = COALESCE($6, %s),
+	%s = COALESCE($7, %s),
+	%s = $8
+WHERE %s = $9 AND %s IS DISTINCT FROM $8
+RETURNING %s`, d.Qualify(k.Name),
+			c("remaining"), cas, c("remaining"), c("remaining"),
+			c("lastRefillAt"), cas, c("lastRefillAt"),
+			c("requestCount"), c("requestCount"),
+			c("lastRequest"), c("lastRequest"),
+			c("updatedAt"),
+			c("id"), c("updatedAt"), c("lastRefillAt"))
 	}
 	for set := 1; set < len(u.updates); set++ {
 		var assign []string

@@ -1,0 +1,347 @@
+package usage
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
+)
+
+var (
+	//go:embed use.lua
+	useLua    string
+	useScript = redis.NewScript(useLua)
+	//go:embed flush.lua
+	flushLua    string
+	flushScript = redis.NewScript(flushLua)
+	//go:embed ack.lua
+	ackLua    string
+	ackScript = redis.NewScript(ackLua)
+)
+
+// Mirror is the database behind a Redis meter: where a key's hash is seeded
+// from, and where its uses are written back.
+type Mirror interface {
+	// ReadUsage reads a row's usage columns; found is false when no row
+	// has the id.
+	ReadUsage(ctx context.Context, id string) (row Row, found bool, err error)
+	// FlushUsage writes f to the row once: a write whose token the row
+	// already carries in updatedAt changes nothing. It returns the row's
+	// lastRefillAt after the write (zero for NULL), when it knows it.
+	FlushUsage(ctx context.Context, id string, f Flush) (lastRefillAt time.Time, known bool, err error)
+}
+
+// Flush is what uses counted in Redis change on a row.
+type Flush struct {
+	// Decrements of remaining, after the refill when there is one.
+	Decrements int64
+	// Refill, when set, is a refill at RefillAt to RemainingAfter,
+	// compare-and-swapped on the row's lastRefillAt still being
+	// RefilledFrom (zero for NULL); if another writer refilled first, it
+	// counts as one more decrement.
+	Refill         bool
+	RefillAt       time.Time
+	RefilledFrom   time.Time
+	RemainingAfter int64
+	// RequestCount and LastRequest, when set, replace the row's.
+	RequestCount    int64
+	HasRequestCount bool
+	LastRequest     time.Time
+	// Token is the new updatedAt, unique to this write.
+	Token time.Time
+}
+
+// RedisOptions configure a Redis meter.
+type RedisOptions struct {
+	Client redis.UniversalClient
+	Mirror Mirror
+	// Rules gives the rules of a key's configuration.
+	Rules func(configID string) Rules
+	// Prefix returns the prefix of the meter's keys, the same on every
+	// gateway counting the same database.
+	Prefix func(ctx context.Context) (string, error)
+	// TTL is how long a key's hash lives without use. Default: 24h.
+	TTL time.Duration
+	// Interval is how often pending uses are written to the database.
+	// Default: 1s.
+	Interval time.Duration
+	// Lease is how long a gateway may take to write a key's uses before
+	// another takes them over. Default: 30s.
+	Lease  time.Duration
+	Logger *zap.Logger
+}
+
+// Redis is a betterauth.Meter that decides each use atomically in Redis
+// (one script call on a hash per key, seeded from the row, clocked by
+// Redis), shared by every gateway, and writes the uses back to the rows
+// behind, from Redis: what a gateway counted survives its crash, and any
+// gateway writes it.
+type Redis struct {
+	opts   RedisOptions
+	failed throttle.Log
+	mu     sync.Mutex // serialises Flush
+}
+
+// NewRedis returns a Redis meter.
+func NewRedis(opts RedisOptions) *Redis {
+	if opts.TTL <= 0 {
+		opts.TTL = 24 * time.Hour
+	}
+	if opts.Interval <= 0 {
+		opts.Interval = time.Second
+	}
+	if opts.Lease <= 0 {
+		opts.Lease = 30 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	return &Redis{opts: opts}
+}
+
+func (m *Redis) keys(ctx context.Context, id string) ([]string, error) {
+	p, err := m.opts.Prefix(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// One slot in a Redis Cluster: the script touches both.
+	return []string{p + "{usage}:key:" + id, p + "{usage}:dirty"}, nil
+}
+
+// Use implements betterauth.Meter: one script call, and on a key's first
+// use (or after its row changed outside the gateways) one database read
+// and a second call.
+func (m *Redis) Use(ctx context.Context, k *betterauth.APIKey) (betterauth.Usage, error) {
+	keys, err := m.keys(ctx, k.ID)
+	if err != nil {
+		return betterauth.Usage{}, err
+	}
+	rules := m.opts.Rules(k.ConfigID)
+	args := []any{int(rules.Family), flag(rules.RateLimitOff), "0", k.ID, m.opts.TTL.Milliseconds()}
+	res, err := useScript.Run(ctx, m.opts.Client, keys, args...).Slice()
+	if err != nil {
+		return betterauth.Usage{}, fmt.Errorf("usage: redis: %w", err)
+	}
+	if len(res) == 1 {
+		row, found, err := m.opts.Mirror.ReadUsage(ctx, k.ID)
+		if err != nil {
+			return betterauth.Usage{}, err
+		}
+		if !found {
+			return betterauth.Usage{Reason: betterauth.InvalidAPIKey}, nil
+		}
+		args[2] = "1"
+		args = append(args, seedArgs(row)...)
+		if res, err = useScript.Run(ctx, m.opts.Client, keys, args...).Slice(); err != nil {
+			return betterauth.Usage{}, fmt.Errorf("usage: redis: %w", err)
+		}
+	}
+	return decodeUse(res)
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// seedArgs are a row's values as use.lua reads them.
+func seedArgs(r Row) []any {
+	opt := func(ok bool, v int64) string {
+		if !ok {
+			return ""
+		}
+		return strconv.FormatInt(v, 10)
+	}
+	date := func(t time.Time) string { return opt(!t.IsZero(), t.UnixMilli()) }
+	return []any{
+		opt(r.HasRemaining, r.Remaining), strconv.FormatInt(r.RefillInterval, 10), opt(r.HasRefillAmount, r.RefillAmount),
+		date(r.LastRefillAt), date(r.CreatedAt), flag(r.RateLimitOff), opt(r.HasWindow, r.Window), opt(r.HasMax, r.Max),
+		strconv.FormatInt(r.RequestCount, 10), date(r.LastRequest),
+	}
+}
+
+var codes = [...]betterauth.Reason{betterauth.Allowed, betterauth.UsageExceeded, betterauth.RateLimited, betterauth.RateLimitedUnauthorized}
+
+func decodeUse(res []any) (betterauth.Usage, error) {
+	var v [11]int64
+	if len(res) != len(v) {
+		return betterauth.Usage{}, fmt.Errorf("usage: redis: unexpected answer %v", res)
+	}
+	for i, x := range res {
+		n, ok := x.(int64)
+		if !ok {
+			return betterauth.Usage{}, fmt.Errorf("usage: redis: unexpected answer %v", res)
+		}
+		v[i] = n
+	}
+	if v[0] < 0 || int(v[0]) >= len(codes) {
+		return betterauth.Usage{}, fmt.Errorf("usage: redis: unexpected answer %v", res)
+	}
+	ms := func(n int64) time.Duration { return time.Duration(n) * time.Millisecond }
+	return betterauth.Usage{
+		Reason: codes[v[0]], HasRemaining: v[1] == 1, Remaining: v[2], RetryAfter: ms(v[3]),
+		Limit: v[4], Window: ms(v[5]), Left: v[6], Reset: ms(v[7]),
+		RefillAmount: v[8], RefillInterval: ms(v[9]), RefillIn: ms(v[10]),
+	}, nil
+}
+
+// Run writes pending uses to the database every Interval until ctx ends.
+func (m *Redis) Run(ctx context.Context) {
+	tick := time.NewTicker(m.opts.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if _, err := m.Flush(ctx); err != nil && ctx.Err() == nil {
+				if total, ok := m.failed.Allow(); ok {
+					m.opts.Logger.Warn("writing API-key uses to the database failed; they stay pending in Redis and are tried again",
+						zap.Error(err), zap.Uint64("failures", total))
+				}
+			}
+		}
+	}
+}
+
+// Flush writes the pending uses of every key due to be written (of this
+// gateway and of others), and returns how many keys it wrote.
+func (m *Redis) Flush(ctx context.Context) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	keys, err := m.keys(ctx, "")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for {
+		ids, err := m.opts.Client.ZRangeByScore(ctx, keys[1], &redis.ZRangeBy{
+			Min: "-inf", Max: strconv.FormatInt(time.Now().UnixMilli(), 10), Count: 256,
+		}).Result()
+		if err != nil {
+			return n, fmt.Errorf("usage: redis: %w", err)
+		}
+		var errs []error
+		for _, id := range ids {
+			wrote, err := m.flushOne(ctx, id)
+			if err != nil {
+				errs = append(errs, err)
+			} else if wrote {
+				n++
+			}
+		}
+		if len(ids) < 256 || len(errs) > 0 {
+			return n, errors.Join(errs...)
+		}
+	}
+}
+
+func (m *Redis) flushOne(ctx context.Context, id string) (bool, error) {
+	keys, err := m.keys(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	res, err := flushScript.Run(ctx, m.opts.Client, keys, id, m.opts.Lease.Milliseconds()).Slice()
+	if err != nil {
+		return false, fmt.Errorf("usage: redis: %w", err)
+	}
+	if len(res) != 8 {
+		return false, nil // nothing to write, or another gateway is writing it
+	}
+	var s [8]string
+	for i, x := range res {
+		s[i], _ = x.(string)
+		if n, ok := x.(int64); ok {
+			s[i] = strconv.FormatInt(n, 10)
+		}
+	}
+	f, err := parseFlush(s[1:])
+	if err != nil {
+		// Not what flush.lua writes: someone else's. Leave it to expire.
+		return false, fmt.Errorf("usage: redis: key %s: %w", id, err)
+	}
+	last, known, err := m.opts.Mirror.FlushUsage(ctx, id, f)
+	if err != nil {
+		return false, err
+	}
+	lastArg := "?"
+	if known {
+		lastArg = ""
+		if !last.IsZero() {
+			lastArg = strconv.FormatInt(last.UnixMilli(), 10)
+		}
+	}
+	if err := ackScript.Run(ctx, m.opts.Client, keys, id, s[7], lastArg).Err(); err != nil {
+		return false, fmt.Errorf("usage: redis: %w", err)
+	}
+	return true, nil
+}
+
+// parseFlush reads flush.lua's answer: decrements, refill time, refilled
+// from, remaining after, requestCount, lastRequest, token.
+func parseFlush(s []string) (Flush, error) {
+	var f Flush
+	num := func(v string) (int64, bool, error) {
+		if v == "" {
+			return 0, false, nil
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		return n, err == nil, err
+	}
+	var err error
+	var ok bool
+	var n int64
+	if f.Decrements, _, err = num(s[0]); err != nil || f.Decrements < 0 {
+		return f, fmt.Errorf("decrements %q", s[0])
+	}
+	if n, f.Refill, err = num(s[1]); err != nil {
+		return f, fmt.Errorf("refill %q", s[1])
+	}
+	f.RefillAt = time.UnixMilli(n).UTC()
+	if n, ok, err = num(s[2]); err != nil {
+		return f, fmt.Errorf("refilled from %q", s[2])
+	} else if ok {
+		f.RefilledFrom = time.UnixMilli(n).UTC()
+	}
+	if f.RemainingAfter, _, err = num(s[3]); err != nil {
+		return f, fmt.Errorf("remaining %q", s[3])
+	}
+	if f.RequestCount, f.HasRequestCount, err = num(s[4]); err != nil {
+		return f, fmt.Errorf("requestCount %q", s[4])
+	}
+	if n, ok, err = num(s[5]); err != nil {
+		return f, fmt.Errorf("lastRequest %q", s[5])
+	} else if ok {
+		f.LastRequest = time.UnixMilli(n).UTC()
+	}
+	if n, ok, err = num(s[6]); err != nil || !ok {
+		return f, fmt.Errorf("token %q", s[6])
+	}
+	f.Token = time.UnixMilli(n).UTC()
+	return f, nil
+}
+
+// Reseed marks a key's hash to be read again from its row at the next use
+// (its row changed outside the gateways), keeping what is pending.
+func (m *Redis) Reseed(ctx context.Context, id string) error {
+	keys, err := m.keys(ctx, id)
+	if err != nil {
+		return err
+	}
+	// HSET on a missing hash would create a hash without a row: only mark
+	// one that exists.
+	return reseedScript.Run(ctx, m.opts.Client, keys[:1]).Err()
+}
+
+var reseedScript = redis.NewScript(`if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'reseed', '1') end return 0`)

@@ -1,0 +1,137 @@
+-- One use of an API key, decided atomically in Redis, as Rules.Plan
+-- decides it (rules.go; the tests run both on the same rows).
+--
+-- KEYS[1]  the key's hash: the row's usage columns, and what is pending
+--          for the database
+-- KEYS[2]  the sorted set of keys with pending changes (score: when to
+--          flush them)
+-- ARGV     family (0 current, 1 spare429, 2 legacy), global rate limit off
+--          ("1"), seed ("1": the row follows), the key id, the hash's TTL
+--          in ms, then the row: remaining, refillInterval, refillAmount,
+--          lastRefillAt, createdAt, rateLimitOff, window, max,
+--          requestCount, lastRequest ("" for NULL; dates in epoch ms)
+--
+-- Returns {"seed"} when the hash must be seeded from the row first, else
+-- {code, hasRemaining, remaining, retryAfter, limit, window, left, reset,
+-- refillAmount, refillInterval, refillIn}: code 0 allowed, 1 usage
+-- exceeded, 2 rate limited, 3 rate limited (401); durations in ms.
+--
+-- Pending fields, written to the database behind (flush.lua): pn
+-- decrements, applied after pr, a refill at that time to pa remaining,
+-- compare-and-swapped on the lastRefillAt the database had (pf, "-" for
+-- NULL); prc and plr the rate limit's count and lastRequest; pu updatedAt.
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local h = KEYS[1]
+local family, globalOff, seed, id, ttl = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3] == '1', ARGV[4], tonumber(ARGV[5])
+
+local function num(v)
+  if v == nil or v == false or v == '' then return nil end
+  return tonumber(v)
+end
+
+local f = {}
+local raw = redis.call('HGETALL', h)
+for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
+
+-- A hash that is absent, marked for reseeding (the row changed outside
+-- the gateways) or unreadable is seeded from the row, keeping what is
+-- pending for the database.
+local usable = raw[1] ~= nil and f.reseed == nil and num(f.ca) ~= nil
+if not usable then
+  if not seed then return {'seed'} end
+  local r = num(ARGV[6])
+  if r ~= nil and num(f.pn) ~= nil then
+    r = math.max(r - num(f.pn), 0) -- decrements not yet written
+  end
+  local row = {'ri', ARGV[7], 'lra', ARGV[9], 'ca', ARGV[10], 'off', ARGV[11],
+    'rc', ARGV[14], 'pf', ARGV[9] == '' and '-' or ARGV[9]}
+  redis.call('HDEL', h, 'reseed', 'r', 'ra', 'w', 'm', 'lr', 'pr', 'pa')
+  if r ~= nil then table.insert(row, 'r'); table.insert(row, r) end
+  for _, p in ipairs({{'ra', ARGV[8]}, {'w', ARGV[12]}, {'m', ARGV[13]}, {'lr', ARGV[15]}}) do
+    if p[2] ~= '' then table.insert(row, p[1]); table.insert(row, p[2]) end
+  end
+  redis.call('HSET', h, unpack(row))
+  raw = redis.call('HGETALL', h)
+  f = {}
+  for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
+end
+
+local remaining, hasRemaining = num(f.r), f.r ~= nil
+local ri, ra = num(f.ri) or 0, num(f.ra)
+local lastRefill = num(f.lra) or num(f.ca)
+local refills = ri ~= 0 and ra ~= nil and ra ~= 0
+local code, retry = 0, 0
+local refillIn = 0
+-- What the answer says of refills: only of a quota that refills.
+local rfa, rfi = 0, 0
+if hasRemaining and refills then rfa, rfi = ra, ri end
+local set = {}
+
+if hasRemaining then
+  if remaining == 0 and ra == nil then
+    code = 1
+  elseif refills and now - lastRefill > ri then
+    remaining, lastRefill = ra - 1, now
+    table.insert(set, 'r'); table.insert(set, remaining)
+    table.insert(set, 'lra'); table.insert(set, now)
+    table.insert(set, 'pr'); table.insert(set, now)
+    table.insert(set, 'pa'); table.insert(set, remaining)
+    table.insert(set, 'pn'); table.insert(set, 0)
+  elseif remaining > 0 then
+    remaining = remaining - 1
+    table.insert(set, 'r'); table.insert(set, remaining)
+    table.insert(set, 'pn'); table.insert(set, (num(f.pn) or 0) + 1)
+  else
+    code = 1
+  end
+  if refills then refillIn = math.max(0, lastRefill + ri - now) end
+  if code ~= 0 then
+    return {code, 1, remaining, refillIn, 0, 0, 0, 0, rfa, rfi, refillIn}
+  end
+end
+
+local limit, window, left, reset = 0, 0, 0, 0
+local w, m, rc, lr = num(f.w), num(f.m), num(f.rc) or 0, num(f.lr)
+if globalOff or f.off == '1' then
+  table.insert(set, 'lr'); table.insert(set, now)
+  table.insert(set, 'plr'); table.insert(set, now)
+elseif w ~= nil and m ~= nil then
+  limit, window = m, w
+  local newCount
+  if lr == nil or now - lr > w then
+    newCount = 1
+  elseif rc >= m then
+    retry = w - (now - lr)
+    if family == 0 then
+      -- The quota was claimed before the rate limit was read.
+      if #set > 0 then
+        redis.call('HSET', h, unpack(set))
+        redis.call('ZADD', KEYS[2], 'NX', now, id)
+      end
+      code = 2
+    elseif family == 1 then
+      code, remaining = 2, num(f.r)
+    else
+      code, remaining = 3, num(f.r)
+    end
+    redis.call('PEXPIRE', h, ttl)
+    if family ~= 0 and refills then
+      refillIn = math.max(0, (num(f.lra) or num(f.ca)) + ri - now)
+    end
+    return {code, hasRemaining and 1 or 0, remaining or 0, retry, limit, window, 0, retry, rfa, rfi, refillIn}
+  else
+    newCount = rc + 1
+  end
+  table.insert(set, 'rc'); table.insert(set, newCount)
+  table.insert(set, 'lr'); table.insert(set, now)
+  table.insert(set, 'prc'); table.insert(set, newCount)
+  table.insert(set, 'plr'); table.insert(set, now)
+  left, reset = m - newCount, w
+end
+table.insert(set, 'pu'); table.insert(set, now)
+redis.call('HSET', h, unpack(set))
+redis.call('ZADD', KEYS[2], 'NX', now, id)
+redis.call('PEXPIRE', h, ttl)
+return {0, hasRemaining and 1 or 0, remaining or 0, 0, limit, window, left, reset, rfa, rfi, refillIn}
