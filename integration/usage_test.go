@@ -3,7 +3,9 @@ package integration
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -11,10 +13,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
 )
@@ -99,14 +106,32 @@ func code(r result) string {
 // rewriting the rows' dates, through real Better-Auth's verifyApiKey on one
 // key and through the gateway on a twin created alike: the same decisions,
 // and the same counters on the rows.
+//
+// With usage redis, the uses are counted in Redis and the rows compared
+// once written back; time is moved on the rows once they are, and the
+// triggers make the gateways read them again.
 func TestUsageMatchesBetterAuth(t *testing.T) {
 	t.Parallel()
-	for _, sqlite := range []bool{false, true} {
-		t.Run(map[bool]string{false: "postgres", true: "sqlite"}[sqlite], func(t *testing.T) {
+	for _, mode := range []struct {
+		name          string
+		sqlite, redis bool
+	}{{"postgres", false, false}, {"sqlite", true, false}, {"redis", false, true}} {
+		sqlite := mode.sqlite
+		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
-			f := testenv.Seed(t, testenv.SeedOptions{SQLite: sqlite})
+			var f *testenv.Fixture
+			var gw *testenv.Caddy
+			var counted *usageRedis
+			if mode.redis {
+				f = seedWithTriggers(t, testenv.SeedOptions{})
+				counted = newUsageRedis(t)
+				gw = startGateway(t, f.DatabaseURL, newUpstream(t), counted.config()+"\n\t\tcache {\n\t\t\tttl 1h\n\t\t}")
+				settle(t, gw, true)
+			} else {
+				f = testenv.Seed(t, testenv.SeedOptions{SQLite: sqlite})
+				gw = startGateway(t, f.DatabaseURL, newUpstream(t), "usage database\n\t\tcache {\n\t\t\tttl 1h\n\t\t}")
+			}
 			ba := startUsageShell(t, f.DatabaseURL)
-			gw := startGateway(t, f.DatabaseURL, newUpstream(t), "usage database\n\t\tcache {\n\t\t\tttl 1h\n\t\t}")
 			type step struct {
 				op   string // "v": verify both; "age": move time back ms
 				ms   int64
@@ -143,7 +168,13 @@ func TestUsageMatchesBetterAuth(t *testing.T) {
 					ours := ba.create(t, f.Users.Alice.ID, sc.body)
 					for i, s := range sc.steps {
 						if s.op == "age" {
+							if counted != nil {
+								counted.flushed(t)
+							}
 							ba.do(t, map[string]any{"op": "age", "ids": []string{theirs.ID, ours.ID}, "ms": s.ms}, &struct{}{})
+							if counted != nil {
+								counted.reseeded(t, ours.ID)
+							}
 							continue
 						}
 						var got struct {
@@ -169,6 +200,9 @@ func TestUsageMatchesBetterAuth(t *testing.T) {
 							t.Errorf("Better-Auth kept its exhausted key")
 						}
 						return
+					}
+					if counted != nil {
+						counted.flushed(t)
 					}
 					a, b := ba.row(t, theirs.ID), ba.row(t, ours.ID)
 					if a == nil || b == nil {
@@ -234,12 +268,21 @@ func assertMillis(t *testing.T, db, id string) {
 // never more than the rate limit; the headers tell what is left.
 func TestUsageAcrossGateways(t *testing.T) {
 	t.Parallel()
+	t.Run("database", func(t *testing.T) { t.Parallel(); acrossGateways(t, nil) })
+	t.Run("redis", func(t *testing.T) { t.Parallel(); acrossGateways(t, newUsageRedis(t)) })
+}
+
+func acrossGateways(t *testing.T, counted *usageRedis) {
 	f := testenv.Seed(t, testenv.SeedOptions{})
 	ba := startUsageShell(t, f.DatabaseURL)
 	up := newUpstream(t)
+	config := "usage database"
+	if counted != nil {
+		config = counted.config()
+	}
 	var gws []*testenv.Caddy
 	for range 3 {
-		gws = append(gws, startGateway(t, f.DatabaseURL, up, "usage database"))
+		gws = append(gws, startGateway(t, f.DatabaseURL, up, config))
 	}
 	burst := func(key string, n int) map[string]int {
 		var mu sync.Mutex
@@ -259,6 +302,9 @@ func TestUsageAcrossGateways(t *testing.T) {
 	quota := ba.create(t, f.Users.Alice.ID, map[string]any{"remaining": 50, "rateLimitEnabled": false})
 	if got := burst(quota.Key, 200); got["OK"] != 50 || got["USAGE_EXCEEDED"] != 150 {
 		t.Errorf("remaining 50: %v", got)
+	}
+	if counted != nil {
+		counted.flushed(t)
 	}
 	if r := ba.row(t, quota.ID); r == nil || *r.Remaining != 0 {
 		t.Errorf("row after: %+v", r)
@@ -320,4 +366,119 @@ func TestUsageBesideTheApp(t *testing.T) {
 			t.Errorf("gateway answered %s: %v", c, ours)
 		}
 	}
+}
+
+// usageRedis is the Redis that usage redis counts in, under a prefix of
+// the test's own.
+type usageRedis struct {
+	url, prefix string
+	c           *redis.Client
+}
+
+func newUsageRedis(t *testing.T) *usageRedis {
+	url := testenv.Require(t, "TEST_REDIS_URL")
+	return &usageRedis{url: url, prefix: "usage-" + strings.ToLower(rand.Text()[:10]) + ":", c: redisClient(t, url)}
+}
+
+func (u *usageRedis) config() string {
+	return fmt.Sprintf(`usage redis {
+			flush_interval 50ms
+		}
+		redis %s {
+			prefix %s
+		}`, u.url, u.prefix)
+}
+
+// flushed waits until no use counted in Redis is still to be written to
+// the database.
+func (u *usageRedis) flushed(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := u.c.ZCard(context.Background(), u.prefix+"{usage}:dirty").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys' uses still not written to the database", n)
+		}
+	}
+}
+
+// reseeded waits until the gateway has heard that a key's row changed and
+// will read it again (or holds nothing for it).
+func (u *usageRedis) reseeded(t *testing.T, id string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	key := u.prefix + "{usage}:key:" + id
+	for {
+		v, err := u.c.HGet(context.Background(), key, "reseed").Result()
+		if v == "1" || err == redis.Nil && u.c.Exists(context.Background(), key).Val() == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway never marked key %s to be read again (%v)", id, err)
+		}
+	}
+}
+
+// A gateway killed in the middle of a burst loses no use: what it counted
+// is in Redis, and another gateway writes it to the row.
+func TestUsageRedisSurvivesAKill(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	ba := startUsageShell(t, f.DatabaseURL)
+	counted := newUsageRedis(t)
+	up := newUpstream(t)
+	// The victim never writes to the database itself.
+	victim := startGateway(t, f.DatabaseURL, up, strings.Replace(counted.config(), "50ms", "1h", 1))
+	other := startGateway(t, f.DatabaseURL, up, counted.config())
+	k := ba.create(t, f.Users.Alice.ID, map[string]any{"remaining": 1000, "rateLimitEnabled": false})
+	// A gateway starts writing uses back with its first request.
+	if r := send(t, other, "/", h("X-Api-Key", k.Key)); r.status != 200 {
+		t.Fatalf("first request: %d %s", r.status, r.raw)
+	}
+
+	var ok atomic.Int64
+	answered := make(chan struct{}, 200)
+	var wg sync.WaitGroup
+	for range 200 {
+		wg.Go(func() {
+			req, _ := http.NewRequest(http.MethodGet, victim.URL+"/", nil)
+			req.Header.Set("X-Api-Key", k.Key)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return // the gateway died under it
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				ok.Add(1)
+			}
+			answered <- struct{}{}
+		})
+	}
+	for range 40 {
+		<-answered
+	}
+	if err := syscall.Kill(victim.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	counted.flushed(t)
+	left, err := counted.c.HGet(context.Background(), counted.prefix+"{usage}:key:"+k.ID, "r").Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := ba.row(t, k.ID)
+	if row == nil || *row.Remaining != left {
+		t.Fatalf("the row says %v remaining, Redis %d", row, left)
+	}
+	if spent := 1000 - 1 - left; spent < ok.Load() {
+		t.Fatalf("%d uses answered 200, only %d written", ok.Load(), spent)
+	}
+	t.Logf("%d uses answered before the kill, %d counted and written", ok.Load(), 1000-1-left)
 }

@@ -41,15 +41,25 @@ for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
 local usable = raw[1] ~= nil and f.reseed == nil and num(f.ca) ~= nil
 if not usable then
   if not seed then return {'seed'} end
-  local r = num(ARGV[6])
-  if r ~= nil and num(f.pn) ~= nil then
-    r = math.max(r - num(f.pn), 0) -- decrements not yet written
+  -- The row, with what is pending for it laid over as the next write
+  -- will lay it (flush.lua, and the database's statement).
+  local pn = num(f.pn) or 0
+  local r, lra = num(ARGV[6]), ARGV[9]
+  local pfRow = ARGV[9] == '' and '-' or ARGV[9]
+  if r ~= nil then
+    if f.pr ~= nil and f.pf == pfRow then
+      r, lra = math.max((num(f.pa) or 0) - pn, 0), f.pr
+    elseif f.pr ~= nil then
+      r = math.max(r - pn - 1, 0)
+    else
+      r = math.max(r - pn, 0)
+    end
   end
-  local row = {'ri', ARGV[7], 'lra', ARGV[9], 'ca', ARGV[10], 'off', ARGV[11],
-    'rc', ARGV[14], 'pf', ARGV[9] == '' and '-' or ARGV[9]}
-  redis.call('HDEL', h, 'reseed', 'r', 'ra', 'w', 'm', 'lr', 'pr', 'pa')
+  local row = {'ri', ARGV[7], 'lra', lra, 'ca', ARGV[10], 'off', ARGV[11], 'rc', f.prc or ARGV[14]}
+  if f.pr == nil then table.insert(row, 'pf'); table.insert(row, pfRow) end
+  redis.call('HDEL', h, 'reseed', 'r', 'ra', 'w', 'm', 'lr')
   if r ~= nil then table.insert(row, 'r'); table.insert(row, r) end
-  for _, p in ipairs({{'ra', ARGV[8]}, {'w', ARGV[12]}, {'m', ARGV[13]}, {'lr', ARGV[15]}}) do
+  for _, p in ipairs({{'ra', ARGV[8]}, {'w', ARGV[12]}, {'m', ARGV[13]}, {'lr', f.plr or ARGV[15]}}) do
     if p[2] ~= '' then table.insert(row, p[1]); table.insert(row, p[2]) end
   end
   redis.call('HSET', h, unpack(row))
