@@ -35,7 +35,7 @@ type usageShell struct {
 	out *bufio.Scanner
 }
 
-func startUsageShell(t *testing.T, db string) *usageShell {
+func startUsageShell(t testing.TB, db string) *usageShell {
 	t.Helper()
 	cmd := exec.Command("node", "seed.mjs", "usage-shell")
 	cmd.Dir = filepath.Join(testenv.RepoRoot(), "integration", "seed")
@@ -58,7 +58,7 @@ func startUsageShell(t *testing.T, db string) *usageShell {
 	return s
 }
 
-func (s *usageShell) do(t *testing.T, cmd map[string]any, out any) {
+func (s *usageShell) do(t testing.TB, cmd map[string]any, out any) {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -74,7 +74,7 @@ func (s *usageShell) do(t *testing.T, cmd map[string]any, out any) {
 	}
 }
 
-func (s *usageShell) create(t *testing.T, userID string, body map[string]any) testenv.Key {
+func (s *usageShell) create(t testing.TB, userID string, body map[string]any) testenv.Key {
 	t.Helper()
 	var k testenv.Key
 	s.do(t, map[string]any{"op": "create", "userId": userID, "body": body}, &k)
