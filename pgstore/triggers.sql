@@ -1,13 +1,20 @@
 -- Revocation triggers for Better-Auth's default PostgreSQL schema (its own
 -- migrations: "user", "session", "apikey" with camelCase columns). They NOTIFY
 -- the gateways on channel caddy_betterauth with a row's kind, id and user id
--- after every update or delete. Idempotent. For other layouts, let the
--- gateway write them: caddy better-auth install-triggers [--print].
+-- after every update or delete (of api keys, not updates of their usage
+-- columns alone, which Better-Auth writes on every verify). Idempotent. The
+-- organization plugin's tables are watched when install-triggers finds them.
+-- For other layouts, let the gateway write them: caddy better-auth
+-- install-triggers [--print].
 CREATE OR REPLACE FUNCTION "caddy_betterauth_notify"() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
-	r jsonb := to_jsonb(OLD);
+	r jsonb := CASE WHEN TG_OP = 'INSERT' THEN to_jsonb(NEW) ELSE to_jsonb(OLD) END;
 BEGIN
+	IF TG_OP = 'UPDATE' AND TG_NARGS > 3 AND
+		(to_jsonb(NEW) - TG_ARGV[3]::text[]) = (r - TG_ARGV[3]::text[]) THEN
+		RETURN NULL;
+	END IF;
 	PERFORM pg_notify('caddy_betterauth', json_build_object(
 		'k', TG_ARGV[0],
 		'id', r ->> TG_ARGV[1],
@@ -17,7 +24,7 @@ BEGIN
 END
 $fn$;
 DROP TRIGGER IF EXISTS "caddy_betterauth_apikey" ON "apikey";
-CREATE TRIGGER "caddy_betterauth_apikey" AFTER UPDATE OR DELETE ON "apikey" FOR EACH ROW EXECUTE FUNCTION "caddy_betterauth_notify"('apikey', 'id', 'referenceId');
+CREATE TRIGGER "caddy_betterauth_apikey" AFTER UPDATE OR DELETE ON "apikey" FOR EACH ROW EXECUTE FUNCTION "caddy_betterauth_notify"('apikey', 'id', 'referenceId', '{"remaining","requestCount","lastRequest","lastRefillAt","updatedAt"}');
 DROP TRIGGER IF EXISTS "caddy_betterauth_session" ON "session";
 CREATE TRIGGER "caddy_betterauth_session" AFTER UPDATE OR DELETE ON "session" FOR EACH ROW EXECUTE FUNCTION "caddy_betterauth_notify"('session', 'id', 'userId');
 DROP TRIGGER IF EXISTS "caddy_betterauth_user" ON "user";
