@@ -23,6 +23,7 @@ const (
 	CredentialNotAccepted
 	InsufficientRole
 	InsufficientPermissions
+	InsufficientOrgRole
 	// The route's address rules refused the client.
 	IPNotAllowed
 	// The client failed to authenticate too often (see Shield).
@@ -64,6 +65,8 @@ var outcomes = [numReasons]Outcome{
 	InsufficientRole: {http.StatusForbidden, "INSUFFICIENT_ROLE", "The user's role does not allow this."},
 	InsufficientPermissions: {http.StatusForbidden, "INSUFFICIENT_PERMISSIONS",
 		"The API key's permissions do not allow this."},
+	InsufficientOrgRole: {http.StatusForbidden, "INSUFFICIENT_ORG_ROLE",
+		"The user's role in the active organization does not allow this."},
 	IPNotAllowed: {http.StatusForbidden, "IP_NOT_ALLOWED", "Requests from this address are not allowed here."},
 	TooManyFailures: {http.StatusTooManyRequests, "TOO_MANY_FAILURES",
 		"Too many failed authentications from this address; try again later."},
@@ -119,8 +122,15 @@ type Decision struct {
 	Reason Reason
 	Method Method
 
-	// User is the verified owner; set when Reason is Allowed.
+	// User is the verified owner; set when Reason is Allowed, except for
+	// an organization-owned API key, which has no user.
 	User *User
+	// Org is the organization owning an API key whose configuration
+	// references organizations; then User is nil.
+	Org *Organization
+	// Member is a session's active organization and the user's role in
+	// it; nil for API keys and for sessions without one.
+	Member *Membership
 	// CredentialID is the API key's or the session's row id; set when
 	// Reason is Allowed.
 	CredentialID string

@@ -16,6 +16,10 @@ const (
 	HeaderMethod    = "X-Auth-Method"
 	HeaderKeyID     = "X-Auth-Key-Id"
 	HeaderSessionID = "X-Auth-Session-Id"
+	HeaderOrgID     = "X-Auth-Org-Id"
+	HeaderOrgSlug   = "X-Auth-Org-Slug"
+	HeaderOrgName   = "X-Auth-Org-Name"
+	HeaderOrgRole   = "X-Auth-Org-Role"
 
 	OwnedHeaderPrefix = "X-Auth-"
 )
@@ -48,26 +52,47 @@ func IsOwnedHeader(name string) bool {
 type Header struct{ Name, Value string }
 
 // MaxHeaders is how many identity headers a decision sets at most.
-const MaxHeaders = 7
+const MaxHeaders = 8
 
 // AppendHeaders appends the identity headers of an allowed decision to dst,
 // in a fixed order, and returns the result. Values are already encoded with
 // EncodeHeaderValue; absent values are left out, never sent empty. Pass a
 // [MaxHeaders]Header array's slice to avoid allocating.
 func (d Decision) AppendHeaders(dst []Header) []Header {
-	if d.Reason != Allowed || d.User == nil {
+	if d.Reason != Allowed {
 		return dst
 	}
-	u := d.User.headers()
-	dst = append(dst, Header{HeaderUserID, u.id})
-	if u.email != "" {
-		dst = append(dst, Header{HeaderUserEmail, u.email})
-	}
-	if u.name != "" {
-		dst = append(dst, Header{HeaderUserName, u.name})
-	}
-	if u.role != "" {
-		dst = append(dst, Header{HeaderUserRole, u.role})
+	switch {
+	case d.User != nil:
+		u := d.User.headers()
+		dst = append(dst, Header{HeaderUserID, u.id})
+		if u.email != "" {
+			dst = append(dst, Header{HeaderUserEmail, u.email})
+		}
+		if u.name != "" {
+			dst = append(dst, Header{HeaderUserName, u.name})
+		}
+		if u.role != "" {
+			dst = append(dst, Header{HeaderUserRole, u.role})
+		}
+		if m := d.Member; m != nil {
+			id, role := m.HeaderValues()
+			dst = append(dst, Header{HeaderOrgID, id})
+			if role != "" {
+				dst = append(dst, Header{HeaderOrgRole, role})
+			}
+		}
+	case d.Org != nil: // an organization's key: no user
+		o := d.Org.headers()
+		dst = append(dst, Header{HeaderOrgID, o.id})
+		if o.slug != "" {
+			dst = append(dst, Header{HeaderOrgSlug, o.slug})
+		}
+		if o.name != "" {
+			dst = append(dst, Header{HeaderOrgName, o.name})
+		}
+	default:
+		return dst
 	}
 	dst = append(dst, Header{HeaderMethod, d.Method.String()})
 	switch d.Method {

@@ -28,10 +28,45 @@ func (u *User) BannedAt(now time.Time) bool {
 	return u.Banned && (u.BanExpires.IsZero() || now.Before(u.BanExpires))
 }
 
+// Organization is the part of the organization plugin's organization row
+// the gateway reads: the owner of an organization-owned API key.
+type Organization struct {
+	ID   string
+	Slug string
+	Name string
+
+	hdr orgHeaders
+}
+
+// orgHeaders are an organization's values encoded for headers, set by Seal.
+type orgHeaders struct {
+	id, slug, name string
+	sealed         bool
+}
+
+// Membership is a session's active organization (the organization plugin's
+// session.activeOrganizationId) and the user's member.role in it. A session
+// has one only when the user is still a member of its active organization:
+// Better-Auth leaves activeOrganizationId set on the other sessions of a
+// member it removes.
+type Membership struct {
+	OrgID string
+	// Role is member.role: one role or several, comma-separated.
+	Role string
+
+	hdrOrgID, hdrRole string
+	sealed            bool
+}
+
 // APIKey is the part of an api-key row the gateway reads, joined with its
-// owner.
+// owner: a user, or an organization for a configuration whose references
+// is "organization".
 type APIKey struct {
 	ID string
+	// ReferenceID is the owner's id as the row stores it (referenceId, or
+	// userId for the 1.3/1.4 table): a user's or an organization's,
+	// depending on the key's configuration.
+	ReferenceID string
 	// ConfigID is the api-key plugin configuration the key belongs to
 	// ("" for the legacy table without the column).
 	ConfigID string
@@ -55,7 +90,12 @@ type APIKey struct {
 	// JSON); nil when it has none, or none that parse.
 	Permissions Permissions
 
+	// User is the user whose id is ReferenceID, and Org the organization
+	// whose id is; each nil when there is no such row (or no organization
+	// table). Which one owns the key is the configuration's to say (see
+	// Options.OrgConfigIDs).
 	User *User
+	Org  *Organization
 
 	hdrID  string // ID encoded for headers, set by Seal
 	sealed bool
@@ -67,6 +107,9 @@ type Session struct {
 	ID        string
 	ExpiresAt time.Time
 	User      *User
+	// Org is the session's active organization and the user's role there;
+	// nil without one, or when the user is not a member of it.
+	Org *Membership
 
 	hdrID  string // ID encoded for headers, set by Seal
 	sealed bool
@@ -94,16 +137,57 @@ func (r Record) Seal() Record {
 	if k := r.APIKey; k != nil && !k.sealed {
 		k.hdrID, k.sealed = EncodeHeaderValue(k.ID), true
 		k.User.seal()
+		k.Org.seal()
 	}
 	if s := r.Session; s != nil && !s.sealed {
 		s.hdrID, s.sealed = EncodeHeaderValue(s.ID), true
 		s.User.seal()
+		s.Org.seal()
 	}
 	return r
 }
 
+func (o *Organization) seal() {
+	if o != nil && !o.hdr.sealed {
+		o.hdr = o.encode()
+	}
+}
+
+func (o *Organization) encode() orgHeaders {
+	return orgHeaders{id: EncodeHeaderValue(o.ID), slug: EncodeHeaderValue(o.Slug), name: EncodeHeaderValue(o.Name), sealed: true}
+}
+
+func (o *Organization) headers() orgHeaders {
+	if o.hdr.sealed {
+		return o.hdr
+	}
+	return o.encode()
+}
+
+// HeaderValues returns the encoded organization values (id, slug, name),
+// for placeholders.
+func (o *Organization) HeaderValues() (id, slug, name string) {
+	h := o.headers()
+	return h.id, h.slug, h.name
+}
+
+func (m *Membership) seal() {
+	if m != nil && !m.sealed {
+		m.hdrOrgID, m.hdrRole, m.sealed = EncodeHeaderValue(m.OrgID), EncodeHeaderValue(m.Role), true
+	}
+}
+
+// HeaderValues returns the encoded organization id and role, for
+// placeholders.
+func (m *Membership) HeaderValues() (orgID, role string) {
+	if m.sealed {
+		return m.hdrOrgID, m.hdrRole
+	}
+	return EncodeHeaderValue(m.OrgID), EncodeHeaderValue(m.Role)
+}
+
 func (u *User) seal() {
-	if !u.hdr.sealed {
+	if u != nil && !u.hdr.sealed {
 		u.hdr = u.encode()
 	}
 }

@@ -22,6 +22,13 @@ type Rules struct {
 	// user without a role, or a database without the admin plugin, never
 	// passes.
 	Roles []string
+	// OrgRoles, when set, admit only sessions whose user holds one of them
+	// in the session's active organization (the organization plugin's
+	// member.role, a comma-separated list compared as Roles). Others get
+	// 403 INSUFFICIENT_ORG_ROLE: sessions without an active organization,
+	// or whose user is no longer a member of it, and API keys (which have
+	// no active organization).
+	OrgRoles []string
 	// Permissions, when set, admit only API keys whose permissions grant
 	// every listed action on every listed resource, as Better-Auth's
 	// verifyApiKey({permissions}) decides. Others, sessions included, get
@@ -176,12 +183,17 @@ func (r Rules) Validate() error {
 			return fmt.Errorf("require_role: %q is not a role name", role)
 		}
 	}
+	for _, role := range r.OrgRoles {
+		if strings.TrimSpace(role) == "" || strings.Contains(role, ",") {
+			return fmt.Errorf("require_org_role: %q is not a role name", role)
+		}
+	}
 	return nil
 }
 
 // asks reports whether the rules ask anything at all.
 func (r *Rules) asks() bool {
-	return len(r.Methods)+len(r.Roles)+len(r.Permissions)+len(r.AllowIPs)+len(r.DenyIPs) > 0
+	return len(r.Methods)+len(r.Roles)+len(r.OrgRoles)+len(r.Permissions)+len(r.AllowIPs)+len(r.DenyIPs) > 0
 }
 
 // check returns why an allowed decision breaks the rules, or Allowed.
@@ -189,8 +201,12 @@ func (r *Rules) check(d *Decision) Reason {
 	if len(r.Methods) > 0 && !slices.Contains(r.Methods, d.Method) {
 		return CredentialNotAccepted
 	}
-	if len(r.Roles) > 0 && !hasRole(d.User.Role, r.Roles) {
+	// An organization-owned key has no user, and so no role.
+	if len(r.Roles) > 0 && (d.User == nil || !hasRole(d.User.Role, r.Roles)) {
 		return InsufficientRole
+	}
+	if len(r.OrgRoles) > 0 && (d.Member == nil || !hasRole(d.Member.Role, r.OrgRoles)) {
+		return InsufficientOrgRole
 	}
 	if len(r.Permissions) > 0 && !d.Permissions.Grants(r.Permissions) {
 		return InsufficientPermissions

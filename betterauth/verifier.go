@@ -18,6 +18,11 @@ type Options struct {
 	// accepted. NULL, "" and "default" all mean the default configuration.
 	// Default: the default configuration only.
 	ConfigIDs []string
+	// OrgConfigIDs are the configurations among them whose references is
+	// "organization": their keys' referenceId names an organization, not
+	// a user. Such a key without its organization row is unknown
+	// (INVALID_API_KEY); bans do not apply to it (it has no user).
+	OrgConfigIDs []string
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 	// Metered says a Meter counts uses and decides on the quota from the
@@ -30,6 +35,7 @@ type Verifier struct {
 	store     Store
 	signer    *Signer
 	configIDs []string
+	orgIDs    []string // configurations whose keys belong to organizations
 	now       func() time.Time
 	metered   bool
 }
@@ -45,6 +51,9 @@ func NewVerifier(opts Options) (*Verifier, error) {
 	}
 	for _, id := range opts.ConfigIDs {
 		v.configIDs = append(v.configIDs, normalConfigID(id))
+	}
+	for _, id := range opts.OrgConfigIDs {
+		v.orgIDs = append(v.orgIDs, normalConfigID(id))
 	}
 	if len(v.configIDs) == 0 {
 		v.configIDs = []string{"default"}
@@ -103,10 +112,16 @@ func (v *Verifier) lookup(ctx context.Context, l Lookup, notFound Reason) (Decis
 }
 
 // checkAPIKey applies validateApiKey's checks in Better-Auth's order, reading
-// only: configuration, enabled, expiry, then usage. The owner's ban (which
-// Better-Auth leaves to the app) is checked after the key's own state.
+// only: configuration, enabled, expiry, then usage. A key whose owner (the
+// user, or the organization for a configuration that references
+// organizations) has no row is unknown. The user's ban (which Better-Auth
+// leaves to the app) is checked after the key's own state.
 func (v *Verifier) checkAPIKey(k *APIKey, now time.Time) Decision {
 	if !v.acceptsConfig(k.ConfigID) {
+		return deny(InvalidAPIKey)
+	}
+	org := v.orgOwned(k.ConfigID)
+	if (org && k.Org == nil) || (!org && k.User == nil) {
 		return deny(InvalidAPIKey)
 	}
 	if !k.Enabled {
@@ -115,7 +130,7 @@ func (v *Verifier) checkAPIKey(k *APIKey, now time.Time) Decision {
 	if !k.ExpiresAt.IsZero() && now.After(k.ExpiresAt) {
 		return deny(KeyExpired)
 	}
-	if k.User.BannedAt(now) {
+	if !org && k.User.BannedAt(now) {
 		return deny(UserBanned)
 	}
 	if k.HasRemaining && k.Remaining <= 0 && !v.metered {
@@ -123,7 +138,13 @@ func (v *Verifier) checkAPIKey(k *APIKey, now time.Time) Decision {
 			return Decision{Reason: UsageExceeded, RetryAfter: wait}
 		}
 	}
-	return Decision{Method: MethodAPIKey, User: k.User, CredentialID: k.ID, credHdr: k.headerID(), ExpiresAt: k.ExpiresAt, Permissions: k.Permissions, key: k}
+	d := Decision{Method: MethodAPIKey, CredentialID: k.ID, credHdr: k.headerID(), ExpiresAt: k.ExpiresAt, Permissions: k.Permissions, key: k}
+	if org {
+		d.Org = k.Org
+	} else {
+		d.User = k.User
+	}
+	return d
 }
 
 // refillWait reports whether an exhausted key would be refilled by a verify at
@@ -150,7 +171,22 @@ func checkSession(s *Session, now time.Time) Decision {
 	if s.User.BannedAt(now) {
 		return deny(UserBanned)
 	}
-	return Decision{Method: MethodSession, User: s.User, CredentialID: s.ID, credHdr: s.headerID(), ExpiresAt: s.ExpiresAt}
+	return Decision{Method: MethodSession, User: s.User, Member: s.Org, CredentialID: s.ID, credHdr: s.headerID(), ExpiresAt: s.ExpiresAt}
+}
+
+// orgOwned reports whether keys of configuration id belong to
+// organizations.
+func (v *Verifier) orgOwned(id string) bool {
+	if len(v.orgIDs) == 0 {
+		return false
+	}
+	id = normalConfigID(id)
+	for _, c := range v.orgIDs {
+		if c == id {
+			return true
+		}
+	}
+	return false
 }
 
 func (v *Verifier) acceptsConfig(id string) bool {

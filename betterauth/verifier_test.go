@@ -233,6 +233,7 @@ func TestOutcomeTable(t *testing.T) {
 		CredentialNotAccepted:   {401, "CREDENTIAL_NOT_ACCEPTED"},
 		InsufficientRole:        {403, "INSUFFICIENT_ROLE"},
 		InsufficientPermissions: {403, "INSUFFICIENT_PERMISSIONS"},
+		InsufficientOrgRole:     {403, "INSUFFICIENT_ORG_ROLE"},
 		IPNotAllowed:            {403, "IP_NOT_ALLOWED"},
 		TooManyFailures:         {429, "TOO_MANY_FAILURES"},
 		RateLimited:             {429, "RATE_LIMITED"},

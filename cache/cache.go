@@ -354,6 +354,10 @@ const (
 	TargetUser                         // everything of one user, by user id
 	TargetCredential                   // one credential in every lookup kind, by digest
 	TargetAll                          // everything, unknown credentials included
+	// TargetOrg is everything of one organization, by id: the keys it
+	// owns and the sessions whose active organization it is. Its value
+	// comes after the others: it is relayed between gateways.
+	TargetOrg
 )
 
 // Revocation names records that changed or went away.
@@ -441,13 +445,13 @@ func (s *Store) drop(m *matcher) (names []key, n int) {
 
 // matcher tells which entries a batch of revocations names.
 type matcher struct {
-	all                  bool
-	keys, sessions, user map[string]bool
-	digests              map[[32]byte]bool
+	all                       bool
+	keys, sessions, user, org map[string]bool
+	digests                   map[[32]byte]bool
 }
 
 func newMatcher(revs []Revocation) *matcher {
-	m := &matcher{keys: map[string]bool{}, sessions: map[string]bool{}, user: map[string]bool{}, digests: map[[32]byte]bool{}}
+	m := &matcher{keys: map[string]bool{}, sessions: map[string]bool{}, user: map[string]bool{}, org: map[string]bool{}, digests: map[[32]byte]bool{}}
 	for _, r := range revs {
 		switch r.Target {
 		case TargetAll:
@@ -458,6 +462,8 @@ func newMatcher(revs []Revocation) *matcher {
 			m.sessions[r.ID] = true
 		case TargetUser:
 			m.user[r.ID] = true
+		case TargetOrg:
+			m.org[r.ID] = true
 		case TargetCredential:
 			m.digests[r.Digest] = true
 		}
@@ -470,9 +476,14 @@ func (m *matcher) matches(k key, r betterauth.Record) bool {
 	case m.all || m.digests[[32]byte(k[1:])]:
 		return true
 	case r.APIKey != nil:
-		return m.keys[r.APIKey.ID] || m.user[r.APIKey.User.ID]
+		// By the owner's id as the row names it: the user's or the
+		// organization's, whichever row was found (or none).
+		k := r.APIKey
+		return m.keys[k.ID] || m.user[k.ReferenceID] || m.org[k.ReferenceID] ||
+			(k.User != nil && m.user[k.User.ID]) || (k.Org != nil && m.org[k.Org.ID])
 	case r.Session != nil:
-		return m.sessions[r.Session.ID] || m.user[r.Session.User.ID]
+		s := r.Session
+		return m.sessions[s.ID] || m.user[s.User.ID] || (s.Org != nil && m.org[s.Org.OrgID])
 	}
 	return false
 }

@@ -11,18 +11,20 @@ import (
 // CodecVersion is part of every shared-cache key, so that a gateway with a
 // different encoding never reads another's entries. Entries are sealed
 // since v2 (see Sealer); v3 carries API keys' permissions, which a v2
-// entry would silently lack.
-const CodecVersion = "v3"
+// entry would silently lack; v4 carries organizations (an API key's owner
+// id and organization, a session's active organization and role) and keys
+// whose owner row is missing.
+const CodecVersion = "v4"
 
 // The shared-cache value of a record: its facts and when the entry expires.
 // It holds no secret: no key hash, no session token.
 type wireRecord struct {
-	Expires int64       `json:"exp"` // unix milliseconds
-	Epoch   uint64      `json:"ep"`  // the Remote's epoch when it was loaded
-	Written int64       `json:"w"`   // unix milliseconds, by the writer's clock
-	Key     *wireKey    `json:"k,omitempty"`
-	Session *wireSess   `json:"s,omitempty"`
-	User    wireUserRec `json:"u"`
+	Expires int64        `json:"exp"` // unix milliseconds
+	Epoch   uint64       `json:"ep"`  // the Remote's epoch when it was loaded
+	Written int64        `json:"w"`   // unix milliseconds, by the writer's clock
+	Key     *wireKey     `json:"k,omitempty"`
+	Session *wireSess    `json:"s,omitempty"`
+	User    *wireUserRec `json:"u,omitempty"` // absent for a key without a user row
 }
 
 type wireKey struct {
@@ -37,11 +39,24 @@ type wireKey struct {
 	CreatedAt      int64  `json:"created,omitempty"`
 	// Permissions as parsed; absent when the key has none.
 	Permissions betterauth.Permissions `json:"perm,omitempty"`
+	// Ref is the owner id as the row stores it; Org the organization
+	// with that id, when there is one.
+	Ref string   `json:"ref,omitempty"`
+	Org *wireOrg `json:"org,omitempty"`
+}
+
+type wireOrg struct {
+	ID   string `json:"id"`
+	Slug string `json:"slug,omitempty"`
+	Name string `json:"name,omitempty"`
 }
 
 type wireSess struct {
 	ID        string `json:"id"`
 	ExpiresAt int64  `json:"exp"`
+	// The active organization and the user's role there, when a member.
+	OrgID   string `json:"org,omitempty"`
+	OrgRole string `json:"orole,omitempty"`
 }
 
 type wireUserRec struct {
@@ -84,7 +99,10 @@ func encode(r betterauth.Record, st stamp) ([]byte, error) {
 		k := r.APIKey
 		wk := &wireKey{ID: k.ID, ConfigID: k.ConfigID, Enabled: k.Enabled, ExpiresAt: millis(k.ExpiresAt),
 			RefillInterval: k.RefillInterval.Milliseconds(), LastRefillAt: millis(k.LastRefillAt), CreatedAt: millis(k.CreatedAt),
-			Permissions: k.Permissions}
+			Permissions: k.Permissions, Ref: k.ReferenceID}
+		if o := k.Org; o != nil {
+			wk.Org = &wireOrg{ID: o.ID, Slug: o.Slug, Name: o.Name}
+		}
 		if k.HasRemaining {
 			wk.Remaining = &k.Remaining
 		}
@@ -93,11 +111,17 @@ func encode(r betterauth.Record, st stamp) ([]byte, error) {
 		}
 		w.Key, u = wk, k.User
 	case r.Session != nil:
-		w.Session, u = &wireSess{ID: r.Session.ID, ExpiresAt: millis(r.Session.ExpiresAt)}, r.Session.User
+		ws := &wireSess{ID: r.Session.ID, ExpiresAt: millis(r.Session.ExpiresAt)}
+		if m := r.Session.Org; m != nil {
+			ws.OrgID, ws.OrgRole = m.OrgID, m.Role
+		}
+		w.Session, u = ws, r.Session.User
 	default:
 		return nil, errors.New("cache: encoding an empty record")
 	}
-	w.User = wireUserRec{ID: u.ID, Email: u.Email, Name: u.Name, Role: u.Role, Banned: u.Banned, BanExpires: millis(u.BanExpires)}
+	if u != nil {
+		w.User = &wireUserRec{ID: u.ID, Email: u.Email, Name: u.Name, Role: u.Role, Banned: u.Banned, BanExpires: millis(u.BanExpires)}
+	}
 	return json.Marshal(w)
 }
 
@@ -108,14 +132,26 @@ func decode(b []byte) (betterauth.Record, stamp, error) {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return betterauth.Record{}, stamp{}, err
 	}
-	u := &betterauth.User{ID: w.User.ID, Email: w.User.Email, Name: w.User.Name, Role: w.User.Role,
-		Banned: w.User.Banned, BanExpires: fromMillis(w.User.BanExpires)}
+	var u *betterauth.User
+	if wu := w.User; wu != nil {
+		if wu.ID == "" {
+			return betterauth.Record{}, stamp{}, errors.New("cache: shared entry has a user without an id")
+		}
+		u = &betterauth.User{ID: wu.ID, Email: wu.Email, Name: wu.Name, Role: wu.Role,
+			Banned: wu.Banned, BanExpires: fromMillis(wu.BanExpires)}
+	}
 	var r betterauth.Record
 	switch {
 	case w.Key != nil:
 		k := &betterauth.APIKey{ID: w.Key.ID, ConfigID: w.Key.ConfigID, Enabled: w.Key.Enabled, ExpiresAt: fromMillis(w.Key.ExpiresAt),
 			RefillInterval: time.Duration(w.Key.RefillInterval) * time.Millisecond, LastRefillAt: fromMillis(w.Key.LastRefillAt),
-			CreatedAt: fromMillis(w.Key.CreatedAt), Permissions: w.Key.Permissions, User: u}
+			CreatedAt: fromMillis(w.Key.CreatedAt), Permissions: w.Key.Permissions, ReferenceID: w.Key.Ref, User: u}
+		if o := w.Key.Org; o != nil {
+			if o.ID == "" {
+				return betterauth.Record{}, stamp{}, errors.New("cache: shared entry has an organization without an id")
+			}
+			k.Org = &betterauth.Organization{ID: o.ID, Slug: o.Slug, Name: o.Name}
+		}
 		if w.Key.Remaining != nil {
 			k.HasRemaining, k.Remaining = true, *w.Key.Remaining
 		}
@@ -124,12 +160,15 @@ func decode(b []byte) (betterauth.Record, stamp, error) {
 		}
 		r.APIKey = k
 	case w.Session != nil:
+		if u == nil {
+			return betterauth.Record{}, stamp{}, errors.New("cache: shared entry has no user")
+		}
 		r.Session = &betterauth.Session{ID: w.Session.ID, ExpiresAt: fromMillis(w.Session.ExpiresAt), User: u}
+		if w.Session.OrgID != "" {
+			r.Session.Org = &betterauth.Membership{OrgID: w.Session.OrgID, Role: w.Session.OrgRole}
+		}
 	default:
 		return betterauth.Record{}, stamp{}, errors.New("cache: shared entry holds no record")
-	}
-	if u.ID == "" {
-		return betterauth.Record{}, stamp{}, errors.New("cache: shared entry has no user")
 	}
 	return r, stamp{expires: time.UnixMilli(w.Expires), epoch: w.Epoch, written: time.UnixMilli(w.Written)}, nil
 }

@@ -128,3 +128,38 @@ func TestForgetDropsOneCredentialInEveryKind(t *testing.T) {
 		t.Fatalf("%d entries left, want the other credential's 2", pos)
 	}
 }
+
+// An organization's revocation drops its keys (found by the owner id even
+// when the organization row was not) and the sessions active in it; a
+// user's drops a key by its owner id even without the user row.
+func TestRevokeByOrganization(t *testing.T) {
+	t.Parallel()
+	org := &betterauth.Organization{ID: "o1", Slug: "acme"}
+	u := &betterauth.User{ID: "u1"}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		key    *betterauth.APIKey
+		target Target
+		id     string
+		drops  int
+	}{
+		{"the organization's key and its member's session", &betterauth.APIKey{ID: "k1", ReferenceID: "o1", Org: org}, TargetOrg, "o1", 2},
+		{"a key whose organization row is gone", &betterauth.APIKey{ID: "k1", ReferenceID: "o1"}, TargetOrg, "o1", 2},
+		{"another organization", &betterauth.APIKey{ID: "k1", ReferenceID: "o1", Org: org}, TargetOrg, "o2", 0},
+		{"a user's key by owner id", &betterauth.APIKey{ID: "k1", ReferenceID: "u9"}, TargetUser, "u9", 1},
+		{"a user id is not an organization's", &betterauth.APIKey{ID: "k1", ReferenceID: "o1", Org: org}, TargetUser, "o2", 0},
+	} {
+		inner := twoRecords{
+			key: betterauth.Record{APIKey: tc.key},
+			session: betterauth.Record{Session: &betterauth.Session{ID: "s1", ExpiresAt: t0.Add(time.Hour), User: u,
+				Org: &betterauth.Membership{OrgID: "o1", Role: "admin"}}},
+		}
+		s := New(inner, Options{Now: (&clock{t0}).now})
+		s.Lookup(ctx, betterauth.NewLookup(betterauth.KindAPIKey, "key"))
+		s.Lookup(ctx, betterauth.NewLookup(betterauth.KindSession, "token"))
+		if n, _ := s.Revoke(ctx, Revocation{Target: tc.target, ID: tc.id}); n != tc.drops {
+			t.Errorf("%s: dropped %d, want %d", tc.name, n, tc.drops)
+		}
+	}
+}

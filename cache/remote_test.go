@@ -208,6 +208,10 @@ func TestCodecRoundTrip(t *testing.T) {
 			Permissions: betterauth.Permissions{"files": {"read", "write"}},
 			User:        &betterauth.User{ID: "u", Email: "e", Name: "n\r\n", Role: "r"}}},
 		{Session: &betterauth.Session{ID: "s", ExpiresAt: t0, User: &betterauth.User{ID: "u"}}},
+		{APIKey: &betterauth.APIKey{ID: "k", ConfigID: "org", Enabled: true, ReferenceID: "o",
+			Org: &betterauth.Organization{ID: "o", Slug: "acme", Name: "Acmé\r\n"}}},
+		{APIKey: &betterauth.APIKey{ID: "k", Enabled: true, ReferenceID: "gone"}},
+		{Session: &betterauth.Session{ID: "s", ExpiresAt: t0, User: &betterauth.User{ID: "u"}, Org: &betterauth.Membership{OrgID: "o", Role: "owner,admin"}}},
 	}
 	for _, r := range recs {
 		b, err := encode(r, stamp{expires: t0.Add(time.Minute), epoch: 7, written: t0})
@@ -219,6 +223,16 @@ func TestCodecRoundTrip(t *testing.T) {
 			t.Fatalf("decode: %+v %v", st, err)
 		}
 		want := r
+		if k := r.APIKey; k != nil && k.User == nil {
+			g := got.APIKey
+			if g.User != nil || g.ReferenceID != k.ReferenceID || (k.Org == nil) != (g.Org == nil) || (k.Org != nil && *g.Org != *k.Org) {
+				t.Errorf("owner round trip: %+v %+v", g, g.Org)
+			}
+			continue
+		}
+		if m := r.Session; m != nil && m.Org != nil && (got.Session.Org == nil || *got.Session.Org != *m.Org) {
+			t.Errorf("membership round trip: %+v", got.Session.Org)
+		}
 		if r.APIKey != nil {
 			g, w := *got.APIKey, *want.APIKey
 			if g.User.Name != w.User.Name || g.Remaining != w.Remaining || !g.HasRemaining || g.RefillAmount != 5 ||

@@ -44,6 +44,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    }
 //	    allow               api_key|session...
 //	    require_role        <role...>
+//	    require_org_role    <role...>
 //	    require_permission  <resource> <action...>
 //	    allow_ip            <cidr...>
 //	    deny_ip             <cidr...>
@@ -149,6 +150,8 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 			err = args(d, &h.Allow)
 		case "require_role":
 			err = args(d, &h.RequireRole)
+		case "require_org_role":
+			err = args(d, &h.RequireOrgRole)
 		case "api_key_config":
 			err = unmarshalAPIKeyConfig(d, h)
 		case "usage":

@@ -22,6 +22,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		api_key_header x-api-key api-key
 		api_key_prefix ba_ gw_
 		api_key_config_id default org
+		api_key_config org {
+			references organization
+		}
+		require_org_role owner admin
 		disable_key_hashing
 		cookie_prefix myapp
 		cookie_name sid
@@ -69,7 +73,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	want := Handler{Options: gateway.Options{
 		Database: "{env.DATABASE_URL}", Secret: "{env.BETTER_AUTH_SECRET}", RequireSignature: true,
 		APIKeyHeaders: []string{"x-api-key", "api-key"}, APIKeyPrefixes: []string{"ba_", "gw_"},
-		APIKeyConfigIDs: []string{"default", "org"}, DisableKeyHashing: true, CookiePrefix: "myapp", CookieName: "sid",
+		APIKeyConfigIDs: []string{"default", "org"}, DisableKeyHashing: true,
+		APIKeyConfigs: map[string]gateway.APIKeyConfig{"org": {References: "organization"}}, RequireOrgRole: []string{"owner", "admin"}, CookiePrefix: "myapp", CookieName: "sid",
 		KeepCredential: true, Realm: "mcp", LookupTimeout: gateway.Duration(2e9),
 		Schema: &gateway.Schema{PGSchema: "auth", Naming: "snake", UserTable: "users", APIKeyTable: "api_keys", UsePlural: true,
 			APIKeyOwner: "user_id", Columns: map[string]string{"user.email": "email_address", "apikey.key": "hashed_key"}},

@@ -115,8 +115,9 @@ Exit status: 0 allowed, 1 denied, 2 error (no database, bad input).`,
 			as, _ := cmd.Flags().GetString("as")
 			prefixes, _ := cmd.Flags().GetStringSlice("api-key-prefix")
 			configIDs, _ := cmd.Flags().GetStringSlice("config-id")
+			orgIDs, _ := cmd.Flags().GetStringSlice("org-config-id")
 			return cli.Exit(cli.CheckDatabase(cmd.Context(), database(cmd), cli.CheckOptions{
-				Secret: os.Getenv(secretEnv), As: as, APIKeyPrefixes: prefixes, ConfigIDs: configIDs,
+				Secret: os.Getenv(secretEnv), As: as, APIKeyPrefixes: prefixes, ConfigIDs: configIDs, OrgConfigIDs: orgIDs,
 			}, file, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
@@ -126,6 +127,7 @@ Exit status: 0 allowed, 1 denied, 2 error (no database, bad input).`,
 	cmd.Flags().String("secret-env", "BETTER_AUTH_SECRET", "environment variable holding Better-Auth's secret")
 	cmd.Flags().StringSlice("api-key-prefix", nil, "API-key prefixes, as in the better_auth block")
 	cmd.Flags().StringSlice("config-id", nil, "accepted api-key configurations (default: default)")
+	cmd.Flags().StringSlice("org-config-id", nil, "api-key configurations whose references is organization")
 	return cmd
 }
 
@@ -138,10 +140,12 @@ the layout the gateway will use and what is missing, with the fix.
 Exit status: 0 usable, 1 not usable, 2 unreachable.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return cli.Exit(cli.DoctorDatabase(cmd.Context(), database(cmd), cmd.OutOrStdout(), cmd.ErrOrStderr()))
+			orgIDs, _ := cmd.Flags().GetStringSlice("org-config-id")
+			return cli.Exit(cli.DoctorDatabase(cmd.Context(), database(cmd), orgIDs, cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
 	databaseFlags(cmd)
+	cmd.Flags().StringSlice("org-config-id", nil, "api-key configurations whose references is organization: their keys need the organization table")
 	return cmd
 }
 
@@ -156,7 +160,9 @@ func triggersCommand(install bool) *cobra.Command {
 		Long: short + `.
 
 The triggers run after an update or delete of a row of the api-key, session
-and user tables, and NOTIFY the gateways' listeners on the channel
+and user tables (not updates of a key's usage columns alone), and of the
+organization plugin's organization (name, slug) and member (role, and
+inserts) tables when present, and NOTIFY the gateways' listeners on the channel
 "` + pgstore.Channel + `" with the row's kind, id and user id: never a key, a
 key hash or a token. The table and column names come from the detected
 layout. --print writes the SQL instead of running it.`,

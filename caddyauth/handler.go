@@ -43,8 +43,11 @@ func init() {
 // header whose name starts with X-Auth- (any case, '_' for '-'). An allowed
 // request then carries X-Auth-User-Id, X-Auth-User-Email, X-Auth-User-Name,
 // X-Auth-User-Role (with Better-Auth's admin plugin), X-Auth-Method
-// ("api_key" or "session") and X-Auth-Key-Id or X-Auth-Session-Id, with
-// values percent-encoded where they are not printable ASCII; and, unless
+// ("api_key" or "session") and X-Auth-Key-Id or X-Auth-Session-Id, plus
+// X-Auth-Org-Id and X-Auth-Org-Role for a session with an active
+// organization; an organization's API key carries X-Auth-Org-Id,
+// X-Auth-Org-Slug and X-Auth-Org-Name instead of the user headers. Values
+// are percent-encoded where they are not printable ASCII; and, unless
 // keep_credential is set, the credential it used is removed.
 //
 // It sets these placeholders on an allowed request:
@@ -56,6 +59,11 @@ func init() {
 //	{http.auth.user.method}      api_key or session
 //	{http.auth.user.key_id}
 //	{http.auth.user.session_id}
+//	{http.auth.org.id}           an organization's key: the organization; a
+//	                             session: its active organization
+//	{http.auth.org.slug}         organization keys only
+//	{http.auth.org.name}         organization keys only
+//	{http.auth.org.role}         sessions: the user's member.role there
 //
 // and on a denied one {http.auth.better_auth.code}, the deny code.
 type Handler struct {
@@ -168,7 +176,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if why := gateway.Cut(r.Context()); why != nil {
 		// The response was already streaming: end it, and say why in the log.
 		if c := h.logger.Check(zapcore.InfoLevel, "closed a stream"); c != nil {
-			c.Write(zap.String("reason", why.Error()), zap.String("user_id", d.User.ID))
+			c.Write(zap.String("reason", why.Error()), zap.String("user_id", ownerID(d)))
 		}
 		return nil
 	}
@@ -190,23 +198,46 @@ func clientIP(r *http.Request) netip.Addr {
 	return a.Unmap()
 }
 
-// placeholders serves {http.auth.user.*} from the decision, without
-// allocating a value per placeholder up front.
+// ownerID is who an allowed request is, for logs: the user, or the
+// organization owning an API key.
+func ownerID(d betterauth.Decision) string {
+	switch {
+	case d.User != nil:
+		return d.User.ID
+	case d.Org != nil:
+		return "org:" + d.Org.ID
+	}
+	return ""
+}
+
+// placeholders serves {http.auth.user.*} and {http.auth.org.*} from the
+// decision, without allocating a value per placeholder up front. An
+// organization's API key has no user.* values but its method and key_id;
+// a session has org.id and org.role when it has an active organization it
+// is a member of.
 func placeholders(d betterauth.Decision) caddy.ReplacerFunc {
 	return func(key string) (any, bool) {
+		if field, ok := strings.CutPrefix(key, "http.auth.org."); ok {
+			return orgPlaceholder(d, field)
+		}
 		field, ok := strings.CutPrefix(key, "http.auth.user.")
 		if !ok {
 			return nil, false
 		}
-		id, email, name, role := d.User.HeaderValues()
 		switch field {
-		case "id":
-			return id, true
-		case "email":
-			return email, true
-		case "name":
-			return name, true
-		case "role":
+		case "id", "email", "name", "role":
+			if d.User == nil {
+				return nil, false
+			}
+			id, email, name, role := d.User.HeaderValues()
+			switch field {
+			case "id":
+				return id, true
+			case "email":
+				return email, true
+			case "name":
+				return name, true
+			}
 			return role, true
 		case "method":
 			return d.Method.String(), true
@@ -237,6 +268,30 @@ func placeholders(d betterauth.Decision) caddy.ReplacerFunc {
 		}
 		return nil, false
 	}
+}
+
+func orgPlaceholder(d betterauth.Decision, field string) (any, bool) {
+	switch {
+	case d.Org != nil:
+		id, slug, name := d.Org.HeaderValues()
+		switch field {
+		case "id":
+			return id, true
+		case "slug":
+			return slug, true
+		case "name":
+			return name, true
+		}
+	case d.Member != nil:
+		id, role := d.Member.HeaderValues()
+		switch field {
+		case "id":
+			return id, true
+		case "role":
+			return role, true
+		}
+	}
+	return nil, false
 }
 
 // protect keeps the client from shaping what reaches the upstream beside

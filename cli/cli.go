@@ -76,6 +76,9 @@ type CheckOptions struct {
 	As             string
 	APIKeyPrefixes []string
 	ConfigIDs      []string
+	// OrgConfigIDs are the configurations whose keys belong to
+	// organizations.
+	OrgConfigIDs []string
 }
 
 // Check verifies the credential read from in, as the gateway would, and
@@ -100,7 +103,8 @@ func Check(ctx context.Context, opts CheckOptions, in io.Reader, out, errOut io.
 		return ExitError
 	}
 	ex := betterauth.NewExtractor(betterauth.ExtractorConfig{APIKeyPrefixes: opts.APIKeyPrefixes})
-	v, err := betterauth.NewVerifier(betterauth.Options{Store: opts.Store, Secret: opts.Secret, ConfigIDs: opts.ConfigIDs})
+	v, err := betterauth.NewVerifier(betterauth.Options{Store: opts.Store, Secret: opts.Secret, ConfigIDs: opts.ConfigIDs,
+		OrgConfigIDs: opts.OrgConfigIDs})
 	if err != nil {
 		fmt.Fprintln(errOut, "check:", err)
 		return ExitError

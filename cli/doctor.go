@@ -22,8 +22,11 @@ type Inspector interface {
 // Doctor connects to the database, prints the Better-Auth tables and
 // columns it finds, the layout the gateway will use, and for anything
 // missing, what to do. It exits 0 when the gateway can use the database, 1
-// when it cannot, and 2 when the database cannot be reached.
-func Doctor(ctx context.Context, db Inspector, cfg schema.Config, out, errOut io.Writer) int {
+// when it cannot, and 2 when the database cannot be reached. orgConfigIDs
+// are the api-key configurations whose references is "organization" (the
+// better_auth block's api_key_config <id> { references organization }):
+// their keys need the organization plugin's table.
+func Doctor(ctx context.Context, db Inspector, cfg schema.Config, orgConfigIDs []string, out, errOut io.Writer) int {
 	cat, err := db.Catalog(ctx)
 	if err != nil {
 		fmt.Fprintf(errOut, "doctor: cannot read the %s database: %v\n", db.Dialect(), err)
@@ -68,6 +71,24 @@ func Doctor(ctx context.Context, db Inspector, cfg schema.Config, out, errOut io
 	}
 	if !layout.Admin {
 		fmt.Fprintln(out, "note: no admin plugin columns (role, banned, banExpires): no X-Auth-User-Role header and no bans to enforce")
+	}
+	switch {
+	case len(orgConfigIDs) > 0 && layout.Org == nil:
+		why := "there is no organization table"
+		if layout.OrgProblem != "" {
+			why = strings.TrimPrefix(layout.OrgProblem, schema.ErrUnusable.Error()+": ")
+		}
+		fmt.Fprintf(out, "problem: api-key configuration %s references organizations, but %s: its keys are all unknown (INVALID_API_KEY); "+
+			"fix: add Better-Auth's organization plugin to the app and run its migration (npx auth migrate)\n", strings.Join(orgConfigIDs, ", "), why)
+	case len(orgConfigIDs) > 0 && layout.APIKey != nil && layout.Owner == schema.UserID:
+		fmt.Fprintf(out, "problem: api-key configuration %s references organizations, but the api-key table is better-auth 1.3/1.4's (userId): "+
+			"its keys are all unknown (INVALID_API_KEY); fix: move to @better-auth/api-key 1.5+\n", strings.Join(orgConfigIDs, ", "))
+	}
+	if layout.Org != nil && (layout.Member == nil || layout.Session == nil || !layout.Session.Has("activeOrganizationId")) {
+		fmt.Fprintln(out, "note: an organization table without the organization plugin's member table or session.activeOrganizationId column:"+
+			" sessions carry no X-Auth-Org-Id or X-Auth-Org-Role and fail require_org_role")
+	} else if layout.Org == nil && layout.OrgProblem != "" {
+		fmt.Fprintln(out, "note: not using the organization plugin's tables:", strings.TrimPrefix(layout.OrgProblem, schema.ErrUnusable.Error()+": "))
 	}
 	if ok {
 		fmt.Fprintln(out, "ok: the gateway can use this database")

@@ -50,7 +50,7 @@ func (f fakeDB) Layout(context.Context) (*schema.Layout, error) {
 func runDoctor(t *testing.T, db Inspector) (out, errOut string, code int) {
 	t.Helper()
 	var o, e bytes.Buffer
-	code = Doctor(context.Background(), db, schema.Config{}, &o, &e)
+	code = Doctor(context.Background(), db, schema.Config{}, nil, &o, &e)
 	return o.String(), e.String(), code
 }
 
@@ -149,5 +149,40 @@ func TestDoctorLostConnection(t *testing.T) {
 		lost: errors.New("pgstore: reading the catalog: conn closed")})
 	if code != ExitError || !strings.Contains(out, "problem: reading the catalog: conn closed\n") || strings.Contains(out, "fix:") {
 		t.Fatalf("exit %d\n%s", code, out)
+	}
+}
+
+// A configuration whose keys belong to organizations needs the
+// organization plugin's table: the doctor says so when it is missing, or
+// not Better-Auth's, and says nothing with the plugin installed.
+func TestDoctorOrganizations(t *testing.T) {
+	t.Parallel()
+	org := []string{"id", "name", "slug", "logo", "createdAt", "metadata"}
+	member := []string{"id", "organizationId", "userId", "role", "createdAt"}
+	withActive := append(append([]string{}, session...), "activeOrganizationId")
+	run := func(cat schema.Catalog, orgIDs []string) string {
+		t.Helper()
+		var o, e bytes.Buffer
+		if code := Doctor(context.Background(), fakeDB{cat: cat, dialect: store.Postgres}, schema.Config{}, orgIDs, &o, &e); code != ExitOK {
+			t.Fatalf("exit %d\n%s%s", code, o.String(), e.String())
+		}
+		return o.String()
+	}
+	out := run(schema.Catalog{"user": user, "session": session, "apikey": apiKey}, []string{"org"})
+	if !strings.Contains(out, "problem: api-key configuration org references organizations, but there is no organization table") {
+		t.Errorf("no organization table:\n%s", out)
+	}
+	out = run(schema.Catalog{"user": user, "session": session, "apikey": apiKey, "organization": {"id", "title"}}, []string{"org"})
+	if !strings.Contains(out, `problem: api-key configuration org references organizations, but table "organization" has no column "name"`) {
+		t.Errorf("the app's own organization table:\n%s", out)
+	}
+	out = run(schema.Catalog{"user": user, "session": withActive, "apikey": apiKey, "organization": org, "member": member}, []string{"org"})
+	if strings.Contains(out, "problem:") || strings.Contains(out, "note: an organization") || strings.Contains(out, "note: not using") ||
+		!strings.Contains(out, ", organization plugin\n") {
+		t.Errorf("with the plugin:\n%s", out)
+	}
+	out = run(schema.Catalog{"user": user, "session": session, "apikey": apiKey, "organization": org}, nil)
+	if !strings.Contains(out, "note: an organization table without the organization plugin's member table") {
+		t.Errorf("no member table:\n%s", out)
 	}
 }

@@ -459,7 +459,8 @@ func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.M
 	case len(o.Secret) < 32:
 		logger.Warn("the secret is shorter than the 32 characters Better-Auth asks for")
 	}
-	v, err := betterauth.NewVerifier(betterauth.Options{Store: s, Secret: o.Secret, ConfigIDs: o.APIKeyConfigIDs, Metered: m != nil})
+	v, err := betterauth.NewVerifier(betterauth.Options{Store: s, Secret: o.Secret, ConfigIDs: o.APIKeyConfigIDs,
+		OrgConfigIDs: o.OrgConfigIDs(), Metered: m != nil})
 	if err != nil {
 		return nil, err
 	}
@@ -502,7 +503,8 @@ func (g *Gateway) watchers(ctx context.Context, cfg assembly, logger *zap.Logger
 		return ws
 	}
 	if g.db.Dialect() == store.Postgres {
-		targets := map[string]cache.Target{"apikey": cache.TargetAPIKey, "session": cache.TargetSession, "user": cache.TargetUser}
+		targets := map[string]cache.Target{"apikey": cache.TargetAPIKey, "session": cache.TargetSession, "user": cache.TargetUser,
+			"organization": cache.TargetOrg}
 		ws = append(ws, func() {
 			pgstore.Listen(ctx, pgstore.ListenOptions{
 				DSN:     cfg.Database,
@@ -511,6 +513,11 @@ func (g *Gateway) watchers(ctx context.Context, cfg assembly, logger *zap.Logger
 				OnInvalidate: func(inv pgstore.Invalidation) {
 					if target, ok := targets[inv.Kind]; ok && inv.ID != "" {
 						g.revoker.add(cache.Revocation{Target: target, ID: inv.ID}, true)
+					}
+					if inv.Kind == "member" && inv.UserID != "" {
+						// A membership changed: the sessions of its user (by
+						// user is coarser than by membership, and enough).
+						g.revoker.add(cache.Revocation{Target: cache.TargetUser, ID: inv.UserID}, true)
 					}
 					if g.counter != nil && (inv.Kind == "apikey" || inv.Kind == "apikey_usage") && inv.ID != "" {
 						// The row changed outside the gateways: count from it again.
@@ -556,7 +563,7 @@ func (g *Gateway) apply(ctx context.Context, revs []cache.Revocation, relay []ca
 func (g *Gateway) endStreams(revs []cache.Revocation) {
 	for _, r := range revs {
 		switch r.Target {
-		case cache.TargetAPIKey, cache.TargetSession, cache.TargetUser:
+		case cache.TargetAPIKey, cache.TargetSession, cache.TargetUser, cache.TargetOrg:
 			g.streams.Revoked(r.Target, r.ID)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -58,7 +59,14 @@ type Options struct {
 	// What the database cannot say about an api-key plugin configuration,
 	// keyed by configId ("default" for the default one): its references
 	// and rateLimit settings. Configurations not listed take Better-Auth's
-	// defaults.
+	// defaults. With references "organization", a key of that
+	// configuration belongs to the organization its referenceId names: it
+	// is read with the organization row (id, name, slug) in the same query,
+	// sends X-Auth-Org-Id, X-Auth-Org-Slug and X-Auth-Org-Name and no
+	// user headers, is unknown (INVALID_API_KEY) when the organization (or
+	// the organization plugin's table) is missing, is never refused as
+	// banned, and fails require_role (403 INSUFFICIENT_ROLE: it has no
+	// user) and require_org_role (it has no active organization).
 	APIKeyConfigs map[string]APIKeyConfig `json:"api_key_configs,omitempty"`
 
 	// Count each API key's uses and enforce its quota (remaining, refills)
@@ -93,6 +101,14 @@ type Options struct {
 	// user.role (several are stored comma-separated; each is compared
 	// exactly). Others get 403 INSUFFICIENT_ROLE. Default: none required.
 	RequireRole []string `json:"require_role,omitempty"`
+
+	// Roles of which the user must hold one in the session's active
+	// organization: the organization plugin's member.role for
+	// session.activeOrganizationId and the session's user (several are
+	// stored comma-separated; each is compared exactly). Sessions without
+	// an active organization, or whose user is no longer a member of it,
+	// and API keys get 403 INSUFFICIENT_ORG_ROLE. Default: none required.
+	RequireOrgRole []string `json:"require_org_role,omitempty"`
 
 	// Permissions the API key must hold: resource → actions, as the api-key
 	// plugin's permissions and verifyApiKey({permissions}) name them. Every
@@ -246,7 +262,8 @@ type SecondaryStorage struct {
 type APIKeyConfig struct {
 	// The plugin's references option: "user" (the default), whose keys
 	// belong to users, or "organization", whose keys belong to
-	// organizations (apikey.referenceId is an organization id).
+	// organizations (apikey.referenceId is an organization id, resolved
+	// to the organization plugin's organization row).
 	References string `json:"references,omitempty"`
 	// The plugin's rateLimit.enabled: false turns every key's rate limit
 	// off, whatever its row says. Default: true, as in Better-Auth.
@@ -490,9 +507,22 @@ func (o *Options) Validate() error {
 	return nil
 }
 
+// OrgConfigIDs are the api-key configurations whose references is
+// "organization".
+func (o *Options) OrgConfigIDs() []string {
+	var ids []string
+	for id, c := range o.APIKeyConfigs {
+		if c.References == "organization" {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
 // rules are the route's requirements, checked.
 func (o *Options) rules() (betterauth.Rules, error) {
-	r := betterauth.Rules{Roles: o.RequireRole, Permissions: o.RequirePermission}
+	r := betterauth.Rules{Roles: o.RequireRole, OrgRoles: o.RequireOrgRole, Permissions: o.RequirePermission}
 	for _, list := range []struct {
 		name string
 		in   []string

@@ -117,7 +117,8 @@ func (m busMessage) revocations() []cache.Revocation {
 		switch {
 		case w.Target == cache.TargetCredential && len(w.Digest) == 32:
 			r.Digest = [32]byte(w.Digest)
-		case (w.Target == cache.TargetAPIKey || w.Target == cache.TargetSession || w.Target == cache.TargetUser) && w.ID != "":
+		case (w.Target == cache.TargetAPIKey || w.Target == cache.TargetSession || w.Target == cache.TargetUser ||
+			w.Target == cache.TargetOrg) && w.ID != "":
 		case w.Target == cache.TargetAll:
 		default:
 			continue

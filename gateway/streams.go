@@ -30,12 +30,12 @@ type Streams struct {
 
 // Stream is one watched request.
 type Stream struct {
-	keyID, sessionID, userID string
-	gate                     *betterauth.Gate
-	cred                     betterauth.Credential
-	set                      *Streams
-	cancel                   context.CancelCauseFunc
-	stopDeadline             context.CancelFunc // nil without an expiry
+	keyID, sessionID, userID, orgID string
+	gate                            *betterauth.Gate
+	cred                            betterauth.Credential
+	set                             *Streams
+	cancel                          context.CancelCauseFunc
+	stopDeadline                    context.CancelFunc // nil without an expiry
 }
 
 // NewStreams returns an empty registry (a Gateway has its own).
@@ -48,7 +48,16 @@ func NewStreams() *Streams { return &Streams{set: map[*Stream]struct{}{}} }
 func (s *Streams) Watch(ctx context.Context, gate *betterauth.Gate, res *betterauth.Result) (context.Context, *Stream) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	d := res.Decision
-	st := &Stream{userID: d.User.ID, gate: gate, cred: res.Credential, cancel: cancel, set: s}
+	st := &Stream{gate: gate, cred: res.Credential, cancel: cancel, set: s}
+	switch {
+	case d.User != nil:
+		st.userID = d.User.ID
+		if d.Member != nil {
+			st.orgID = d.Member.OrgID
+		}
+	case d.Org != nil:
+		st.orgID = d.Org.ID
+	}
 	if !d.ExpiresAt.IsZero() {
 		ctx, st.stopDeadline = context.WithDeadlineCause(ctx, d.ExpiresAt, ErrExpired)
 	}
@@ -82,8 +91,8 @@ func (st *Stream) Release() {
 	st.cancel(nil)
 }
 
-// Revoked rechecks the streams a revocation of a key, session or user (by
-// id) may concern, and ends those whose credential no longer passes. A change to a row is not always a
+// Revoked rechecks the streams a revocation of a key, session, user or
+// organization (by id) may concern, and ends those whose credential no longer passes. A change to a row is not always a
 // revocation (Better-Auth updates keys as it counts their use), hence the
 // recheck, from the database (the revocation has already dropped the
 // credential from the cache); a recheck that cannot reach the database
@@ -93,7 +102,7 @@ func (s *Streams) Revoked(target cache.Target, id string) {
 	var hit []*Stream
 	for st := range s.set {
 		if (target == cache.TargetAPIKey && st.keyID == id) || (target == cache.TargetSession && st.sessionID == id) ||
-			(target == cache.TargetUser && st.userID == id) {
+			(target == cache.TargetUser && st.userID == id) || (target == cache.TargetOrg && st.orgID == id) {
 			hit = append(hit, st)
 		}
 	}

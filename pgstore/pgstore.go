@@ -75,7 +75,7 @@ func New(db DBTX, opts Options) (*Store, error) {
 	s.layout = schema.Lazy{
 		Name:    "pgstore",
 		Config:  opts.Schema,
-		Dialect: schema.Dialect{Qualify: s.qualify, Param: "$1"},
+		Dialect: schema.Dialect{Qualify: s.qualify, Param: "$1", Param2: "$2"},
 		Catalog: s.Catalog,
 		Resolved: func(l *schema.Layout) {
 			s.logger.Info("better-auth schema detected", zap.String("layout", l.Describe()))
@@ -210,6 +210,87 @@ func (s *Store) user(ctx context.Context, id string) (*betterauth.User, error) {
 		return nil, fmt.Errorf("pgstore: %w", err)
 	}
 	return u, nil
+}
+
+// Owner reads the user and the organization whose id is id, either or
+// both nil when there is none (the organization always without the
+// organization plugin), in one round trip: the owner of an API key kept in
+// secondary storage, which only the key's configuration can name. It
+// retries once as Lookup does.
+func (s *Store) Owner(ctx context.Context, id string) (*betterauth.User, *betterauth.Organization, error) {
+	type owner struct {
+		u *betterauth.User
+		o *betterauth.Organization
+	}
+	got, err := retryRead(ctx, s, func() (owner, error) {
+		u, o, err := s.owner(ctx, id)
+		return owner{u, o}, err
+	})
+	return got.u, got.o, err
+}
+
+func (s *Store) owner(ctx context.Context, id string) (*betterauth.User, *betterauth.Organization, error) {
+	p, err := s.prepare(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if p.Queries.Organization == "" {
+		u, err := s.user(ctx, id)
+		return u, nil, err
+	}
+	var b pgx.Batch
+	b.Queue(p.Queries.User, id)
+	b.Queue(p.Queries.Organization, id)
+	br := s.db.SendBatch(ctx, &b)
+	defer br.Close()
+	rows, err := br.Query()
+	if err != nil {
+		return nil, nil, fmt.Errorf("pgstore: user lookup: %w", err)
+	}
+	u, err := schema.DecodeUser(rows)
+	rows.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("pgstore: %w", err)
+	}
+	if rows, err = br.Query(); err != nil {
+		return nil, nil, fmt.Errorf("pgstore: organization lookup: %w", err)
+	}
+	o, err := schema.DecodeOrganization(rows)
+	rows.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("pgstore: %w", err)
+	}
+	if err := br.Close(); err != nil {
+		return nil, nil, fmt.Errorf("pgstore: owner batch: %w", err)
+	}
+	return u, o, nil
+}
+
+// Member reads the role of user userID in organization orgID, and whether
+// they are a member; not a member without the organization plugin. It
+// retries once as Lookup does.
+func (s *Store) Member(ctx context.Context, orgID, userID string) (string, bool, error) {
+	type member struct {
+		role  string
+		found bool
+	}
+	got, err := retryRead(ctx, s, func() (member, error) {
+		p, err := s.prepare(ctx)
+		if err != nil || p.Queries.Member == "" {
+			return member{}, err
+		}
+		rows, err := s.db.Query(ctx, p.Queries.Member, orgID, userID)
+		if err != nil {
+			return member{}, fmt.Errorf("pgstore: member lookup: %w", err)
+		}
+		defer rows.Close()
+		role, found, err := schema.DecodeMember(rows)
+		if err != nil {
+			return member{}, fmt.Errorf("pgstore: %w", err)
+		}
+		return member{role, found}, nil
+	})
+	return got.role, got.found, err
 }
 
 func (s *Store) collectKey(rows pgx.Rows) (*betterauth.APIKey, error) {

@@ -19,13 +19,35 @@ import (
 const Channel = "caddy_betterauth"
 
 // notifyFunction is installed once per schema. It sends, on every update or
-// delete of a watched row, just enough to find the cache entries: the kind of
-// row, its id and its user's id. Never a key, a key hash or a token.
+// delete of a watched row (and insert, for memberships), just enough to
+// find the cache entries: the kind of row, its id and its user's id. Never
+// a key, a key hash or a token. Its arguments: the kind, the id column,
+// the user column (” for none) and, optionally, a text[] of columns
+// whose updates alone are not worth a notification (the api-key plugin's
+// usage counters, written on every verify), then the remaining and
+// lastRefillAt columns: an update of the counters alone that raises
+// remaining without a refill (the app's updateApiKey, a dashboard granting
+// quota) is sent as kind "<kind>_usage", for gateways that count uses in
+// Redis, unless the gateways made it themselves (they mark their
+// transactions with the caddy_betterauth.writer setting).
 const notifyFunction = `CREATE OR REPLACE FUNCTION %[1]s() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
-	r jsonb := to_jsonb(OLD);
+	r jsonb := CASE WHEN TG_OP = 'INSERT' THEN to_jsonb(NEW) ELSE to_jsonb(OLD) END;
+	n jsonb;
 BEGIN
+	IF TG_OP = 'UPDATE' AND TG_NARGS > 3 THEN
+		n := to_jsonb(NEW);
+		IF (n - TG_ARGV[3]::text[]) = (r - TG_ARGV[3]::text[]) THEN
+			IF TG_NARGS > 5 AND current_setting('caddy_betterauth.writer', true) IS DISTINCT FROM 'usage'
+				AND (n -> TG_ARGV[5]) IS NOT DISTINCT FROM (r -> TG_ARGV[5])
+				AND (n -> TG_ARGV[4]) IS DISTINCT FROM (r -> TG_ARGV[4])
+				AND NOT COALESCE((n ->> TG_ARGV[4])::numeric < (r ->> TG_ARGV[4])::numeric, false) THEN
+				PERFORM pg_notify('` + Channel + `', json_build_object('k', TG_ARGV[0] || '_usage', 'id', r ->> TG_ARGV[1])::text);
+			END IF;
+			RETURN NULL;
+		END IF;
+	END IF;
 	PERFORM pg_notify('` + Channel + `', json_build_object(
 		'k', TG_ARGV[0],
 		'id', r ->> TG_ARGV[1],
@@ -49,7 +71,7 @@ func Triggers(l *schema.Layout, pgSchema string) (install, uninstall string) {
 	lit := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 	var in, un []string
 	in = append(in, fmt.Sprintf(notifyFunction, fn))
-	add := func(kind string, t *schema.Table, userField string) {
+	add := func(kind string, t *schema.Table, userField, events string, extra ...string) {
 		if t == nil {
 			return
 		}
@@ -58,21 +80,53 @@ func Triggers(l *schema.Layout, pgSchema string) (install, uninstall string) {
 		if userField != "" {
 			user = t.Col(userField)
 		}
+		args := []string{lit(kind), lit(t.Col("id")), lit(user)}
+		for _, e := range extra {
+			args = append(args, lit(e))
+		}
 		un = append(un, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", trigger, qualify(t.Name)))
 		in = append(in, un[len(un)-1], fmt.Sprintf(
-			"CREATE TRIGGER %s AFTER UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s(%s, %s, %s)",
-			trigger, qualify(t.Name), fn, lit(kind), lit(t.Col("id")), lit(user)))
+			"CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW EXECUTE FUNCTION %s(%s)",
+			trigger, events, qualify(t.Name), fn, strings.Join(args, ", ")))
 	}
-	add("apikey", l.APIKey, l.OwnerField())
-	add("session", l.Session, "userId")
-	add("user", &l.User, "")
+	// Better-Auth writes a key's usage columns on every verify: updates of
+	// those alone would purge every gateway's cache on every request.
+	var usageArgs []string
+	if k := l.APIKey; k != nil && k.Has("remaining") && k.Has("lastRefillAt") {
+		usageArgs = []string{textArray(l.UsageColumns()), k.Col("remaining"), k.Col("lastRefillAt")}
+	} else {
+		usageArgs = []string{textArray(l.UsageColumns())}
+	}
+	add("apikey", l.APIKey, l.OwnerField(), "UPDATE OR DELETE", usageArgs...)
+	add("session", l.Session, "userId", "UPDATE OR DELETE")
+	add("user", &l.User, "", "UPDATE OR DELETE")
+	// An organization's keys name it by id; its name and slug are sent.
+	if o := l.Org; o != nil {
+		add("organization", o, "", fmt.Sprintf("UPDATE OF %s, %s OR DELETE", pgx.Identifier{o.Col("name")}.Sanitize(),
+			pgx.Identifier{o.Col("slug")}.Sanitize()))
+	}
+	// A membership added, changed or removed changes its user's sessions'
+	// role in their active organization.
+	if m := l.Member; m != nil {
+		add("member", m, "userId", fmt.Sprintf("INSERT OR UPDATE OF %s OR DELETE", pgx.Identifier{m.Col("role")}.Sanitize()))
+	}
 	un = append(un, "DROP FUNCTION IF EXISTS "+fn+"()")
 	return strings.Join(in, ";\n") + ";\n", strings.Join(un, ";\n") + ";\n"
 }
 
+// textArray writes names as a PostgreSQL text[] literal: each element
+// double-quoted, with quotes and backslashes escaped.
+func textArray(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(n) + `"`
+	}
+	return "{" + strings.Join(q, ",") + "}"
+}
+
 // Invalidation is one notification: a row that changed or went away.
 type Invalidation struct {
-	Kind   string `json:"k"` // apikey, session or user
+	Kind   string `json:"k"` // apikey, session, user, organization or member
 	ID     string `json:"id"`
 	UserID string `json:"u"`
 }

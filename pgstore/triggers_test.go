@@ -11,8 +11,11 @@ const (
 	triggersHeader = `-- Revocation triggers for Better-Auth's default PostgreSQL schema (its own
 -- migrations: "user", "session", "apikey" with camelCase columns). They NOTIFY
 -- the gateways on channel caddy_betterauth with a row's kind, id and user id
--- after every update or delete. Idempotent. For other layouts, let the
--- gateway write them: caddy better-auth install-triggers [--print].
+-- after every update or delete (of api keys, not updates of their usage
+-- columns alone, which Better-Auth writes on every verify). Idempotent. The
+-- organization plugin's tables are watched when install-triggers finds them.
+-- For other layouts, let the gateway write them: caddy better-auth
+-- install-triggers [--print].
 `
 	untriggersHeader = `-- Removes the revocation triggers of triggers.sql.
 `
@@ -23,7 +26,9 @@ func defaultLayout(t *testing.T) *schema.Layout {
 	l, err := schema.Config{}.Resolve(schema.Catalog{
 		"user":    {"id", "name", "email", "emailVerified", "image", "createdAt", "updatedAt"},
 		"session": {"id", "expiresAt", "token", "createdAt", "updatedAt", "ipAddress", "userAgent", "userId"},
-		"apikey":  {"id", "configId", "referenceId", "key", "enabled", "expiresAt", "remaining", "refillInterval", "refillAmount", "lastRefillAt", "createdAt"},
+		"apikey": {"id", "configId", "name", "start", "referenceId", "prefix", "key", "refillInterval", "refillAmount", "lastRefillAt",
+			"enabled", "rateLimitEnabled", "rateLimitTimeWindow", "rateLimitMax", "requestCount", "remaining", "lastRequest", "expiresAt",
+			"createdAt", "updatedAt", "permissions", "metadata"},
 	})
 	if err != nil {
 		t.Fatal(err)

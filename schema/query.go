@@ -10,25 +10,37 @@ import (
 //
 //	API key: id, configId, enabled, expiresAt, remaining, refillInterval,
 //	         refillAmount, lastRefillAt, createdAt, permissions, then the
-//	         user columns
-//	session: id, expiresAt, then the user columns
+//	         user columns, then the owner id as stored, then the
+//	         organization columns
+//	session: id, expiresAt, then the user columns, then
+//	         activeOrganizationId, member.id, member.role
 //	user:    id, email, name, role, banned, banExpires
+//	organization: id, slug, name
+//	member:  role
 //
-// with NULL for the optional columns the table lacks. APIKey or Session is
-// empty when the database has no such table.
+// with NULL for the optional columns the table lacks. An API key's owner is
+// LEFT JOINed to both the user and the organization table (which one owns
+// the key is the configuration's to say, not the row's), so a key whose
+// owner is missing still comes back, with NULL owner columns. APIKey or
+// Session is empty when the database has no such table; Member and
+// Organization when it has not the organization plugin's.
 type Queries struct {
 	APIKey, Session string
 	// User reads one user by id, for records kept outside SQL (Better-Auth's
 	// secondary storage).
 	User string
+	// Organization reads one organization by id, and Member the role of a
+	// user (second parameter) in an organization (first), for the same.
+	Organization, Member string
 }
 
 // Dialect is what differs between the databases.
 type Dialect struct {
 	// Qualify turns a table name into its quoted, schema-qualified form.
 	Qualify func(table string) string
-	// Param is the placeholder of the one parameter: "$1" or "?".
-	Param string
+	// Param is the placeholder of the first parameter: "$1" or "?";
+	// Param2 of the second: "$2" or "?".
+	Param, Param2 string
 }
 
 // Build returns the queries of a layout. Identifiers are quoted here; values
@@ -49,26 +61,54 @@ func (l *Layout) Build(d Dialect) Queries {
 	q := Queries{User: fmt.Sprintf(`SELECT %s
 FROM %s u
 WHERE u.%s = %s`, user, qualify(u.Name), QuoteIdent(u.Col("id")), param)}
+	org, orgJoin := "NULL, NULL, NULL", ""
+	if o := l.Org; o != nil {
+		org = strings.Join([]string{col("o", o, "id"), col("o", o, "slug"), col("o", o, "name")}, ", ")
+		q.Organization = fmt.Sprintf(`SELECT %s
+FROM %s o
+WHERE o.%s = %s`, org, qualify(o.Name), QuoteIdent(o.Col("id")), param)
+	}
+	if m := l.Member; m != nil {
+		q.Member = fmt.Sprintf(`SELECT m.%s
+FROM %s m
+WHERE m.%s = %s AND m.%s = %s
+LIMIT 1`, QuoteIdent(m.Col("role")), qualify(m.Name), QuoteIdent(m.Col("organizationId")), param,
+			QuoteIdent(m.Col("userId")), d.Param2)
+	}
 	if k := l.APIKey; k != nil {
-		q.APIKey = fmt.Sprintf(`SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
+		owner := "k." + QuoteIdent(k.Col(l.OwnerField()))
+		if o := l.Org; o != nil && l.Owner == ReferenceID { // the 1.3/1.4 table has no organization keys
+			orgJoin = fmt.Sprintf("\nLEFT JOIN %s o ON o.%s = %s", qualify(o.Name), QuoteIdent(o.Col("id")), owner)
+		} else {
+			org = "NULL, NULL, NULL"
+		}
+		q.APIKey = fmt.Sprintf(`SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
 FROM %s k
-JOIN %s u ON u.%s = k.%s
+LEFT JOIN %s u ON u.%s = %s%s
 WHERE k.%s = %s
 LIMIT 2`,
 			col("k", k, "id"), col("k", k, "configId"), col("k", k, "enabled"), col("k", k, "expiresAt"),
 			col("k", k, "remaining"), col("k", k, "refillInterval"), col("k", k, "refillAmount"),
-			col("k", k, "lastRefillAt"), col("k", k, "createdAt"), col("k", k, "permissions"), user,
-			qualify(k.Name), qualify(u.Name), QuoteIdent(u.Col("id")), QuoteIdent(k.Col(l.OwnerField())),
+			col("k", k, "lastRefillAt"), col("k", k, "createdAt"), col("k", k, "permissions"), user, owner, org,
+			qualify(k.Name), qualify(u.Name), QuoteIdent(u.Col("id")), owner, orgJoin,
 			QuoteIdent(k.Col("key")), param)
 	}
 	if s := l.Session; s != nil {
-		q.Session = fmt.Sprintf(`SELECT %s, %s, %s
+		member, memberJoin := "NULL, NULL, NULL", ""
+		if m := l.Member; m != nil && s.Has("activeOrganizationId") {
+			member = fmt.Sprintf("s.%s, m.%s, m.%s", QuoteIdent(s.Col("activeOrganizationId")),
+				QuoteIdent(m.Col("id")), QuoteIdent(m.Col("role")))
+			memberJoin = fmt.Sprintf("\nLEFT JOIN %s m ON m.%s = s.%s AND m.%s = s.%s", qualify(m.Name),
+				QuoteIdent(m.Col("organizationId")), QuoteIdent(s.Col("activeOrganizationId")),
+				QuoteIdent(m.Col("userId")), QuoteIdent(s.Col("userId")))
+		}
+		q.Session = fmt.Sprintf(`SELECT %s, %s, %s, %s
 FROM %s s
-JOIN %s u ON u.%s = s.%s
+JOIN %s u ON u.%s = s.%s%s
 WHERE s.%s = %s
 LIMIT 1`,
-			col("s", s, "id"), col("s", s, "expiresAt"), user,
-			qualify(s.Name), qualify(u.Name), QuoteIdent(u.Col("id")), QuoteIdent(s.Col("userId")),
+			col("s", s, "id"), col("s", s, "expiresAt"), user, member,
+			qualify(s.Name), qualify(u.Name), QuoteIdent(u.Col("id")), QuoteIdent(s.Col("userId")), memberJoin,
 			QuoteIdent(s.Col("token")), param)
 	}
 	return q

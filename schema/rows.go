@@ -25,7 +25,7 @@ type Rows interface {
 // booleans as bool or 0/1, dates as timestamps, ISO-8601 text or epoch
 // milliseconds.
 func DecodeAPIKey(rows Rows) (k *betterauth.APIKey, duplicate bool, err error) {
-	var v [10 + userColumns]any
+	var v [10 + userColumns + 4]any
 	n := 0
 	for rows.Next() {
 		if n++; n > 1 {
@@ -63,7 +63,10 @@ func DecodeAPIKey(rows Rows) (k *betterauth.APIKey, duplicate bool, err error) {
 	k.LastRefillAt = d.time(v[7], "apikey.lastRefillAt")
 	k.CreatedAt = d.time(v[8], "apikey.createdAt")
 	k.Permissions = permissions(v[9])
-	k.User = d.user(v[10:])
+	k.User = d.user(v[10 : 10+userColumns])
+	rest := v[10+userColumns:]
+	k.ReferenceID = d.text(rest[0], "apikey.referenceId")
+	k.Org = d.org(rest[1:])
 	if d.err != nil {
 		return nil, false, d.err
 	}
@@ -72,7 +75,7 @@ func DecodeAPIKey(rows Rows) (k *betterauth.APIKey, duplicate bool, err error) {
 
 // DecodeSession reads the result of Queries.Session; nil when no row matched.
 func DecodeSession(rows Rows) (*betterauth.Session, error) {
-	var v [2 + userColumns]any
+	var v [2 + userColumns + 3]any
 	found := false
 	if rows.Next() { // session.token is unique
 		if err := rows.Scan(ptrs(v[:])...); err != nil {
@@ -90,7 +93,12 @@ func DecodeSession(rows Rows) (*betterauth.Session, error) {
 	s := &betterauth.Session{
 		ID:        d.text(v[0], "session.id"),
 		ExpiresAt: d.time(v[1], "session.expiresAt"),
-		User:      d.user(v[2:]),
+		User:      d.user(v[2 : 2+userColumns]),
+	}
+	// The active organization counts only with its member row: a user
+	// removed from it keeps it active in their other sessions.
+	if m := v[2+userColumns:]; m[0] != nil && m[1] != nil {
+		s.Org = &betterauth.Membership{OrgID: d.text(m[0], "session.activeOrganizationId"), Role: d.text(m[2], "member.role")}
 	}
 	if d.err != nil {
 		return nil, d.err
@@ -115,6 +123,36 @@ func DecodeUser(rows Rows) (*betterauth.User, error) {
 	return u, d.err
 }
 
+// DecodeOrganization reads the result of Queries.Organization; nil when no
+// row matched.
+func DecodeOrganization(rows Rows) (*betterauth.Organization, error) {
+	var v [3]any
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	if err := rows.Scan(ptrs(v[:])...); err != nil {
+		return nil, fmt.Errorf("organization row: %w", err)
+	}
+	var d decoder
+	o := d.org(v[:])
+	return o, d.err
+}
+
+// DecodeMember reads the result of Queries.Member: the role, and whether a
+// member row matched.
+func DecodeMember(rows Rows) (role string, found bool, err error) {
+	var v [1]any
+	if !rows.Next() {
+		return "", false, rows.Err()
+	}
+	if err := rows.Scan(ptrs(v[:])...); err != nil {
+		return "", false, fmt.Errorf("member row: %w", err)
+	}
+	var d decoder
+	role = d.text(v[0], "member.role")
+	return role, d.err == nil, d.err
+}
+
 const userColumns = 6
 
 func ptrs(v []any) []any {
@@ -134,7 +172,24 @@ func (d *decoder) fail(field string, v any) {
 	}
 }
 
+// org reads an organization's id, slug and name; nil when the id is NULL
+// (no such row).
+func (d *decoder) org(v []any) *betterauth.Organization {
+	if v[0] == nil {
+		return nil
+	}
+	return &betterauth.Organization{
+		ID:   d.text(v[0], "organization.id"),
+		Slug: d.text(v[1], "organization.slug"),
+		Name: d.text(v[2], "organization.name"),
+	}
+}
+
+// user reads the user columns; nil when the id is NULL (no such row).
 func (d *decoder) user(v []any) *betterauth.User {
+	if v[0] == nil {
+		return nil
+	}
 	u := &betterauth.User{
 		ID:    d.text(v[0], "user.id"),
 		Email: d.text(v[1], "user.email"),

@@ -67,7 +67,10 @@ var models = []struct {
 }{
 	{"user", []string{"id", "email", "name", "role", "banned", "banExpires"},
 		map[string]bool{"role": true, "banned": true, "banExpires": true}},
-	{"session", []string{"id", "token", "userId", "expiresAt"}, nil},
+	{"session", []string{"id", "token", "userId", "expiresAt", "activeOrganizationId"},
+		map[string]bool{"activeOrganizationId": true}},
+	// requestCount, lastRequest and updatedAt are not read: the triggers
+	// name them among the usage columns whose updates they ignore.
 	{"apikey", []string{"id", "key", "configId", "referenceId", "userId", "enabled", "expiresAt", "remaining",
 		"refillInterval", "refillAmount", "lastRefillAt", "createdAt", "permissions",
 		// Counted only with usage on (see UsageFields).
@@ -76,6 +79,10 @@ var models = []struct {
 		map[string]bool{"configId": true, "referenceId": true, "userId": true, "permissions": true,
 			"rateLimitEnabled": true, "rateLimitTimeWindow": true, "rateLimitMax": true, "requestCount": true,
 			"lastRequest": true, "updatedAt": true, "rateLimitResetAt": true}},
+	// The organization plugin's tables: optional as a whole (see
+	// Layout.Org).
+	{"organization", []string{"id", "name", "slug"}, nil},
+	{"member", []string{"id", "organizationId", "userId", "role"}, nil},
 }
 
 func fieldsOf(model string) ([]string, map[string]bool) {
@@ -116,7 +123,7 @@ func (c Config) Validate() error {
 		model, field, _ := strings.Cut(k, ".")
 		fs, _ := fieldsOf(model)
 		if !contains(fs, field) {
-			return fmt.Errorf("unknown column key %q: want <model>.<field> with model user, session or apikey and one of its fields", k)
+			return fmt.Errorf("unknown column key %q: want <model>.<field> with model user, session, apikey, organization or member and one of its fields", k)
 		}
 		if v == "" {
 			return fmt.Errorf("column %q: empty name", k)
@@ -156,8 +163,34 @@ type Layout struct {
 	// storage); lookups of that kind then find nothing.
 	Session *Table
 	APIKey  *Table
+	// Org and Member are the organization plugin's organization and member
+	// tables, nil when the database has no usable one (the plugin is not
+	// installed); OrgProblem then says why, when a table of that name was
+	// found but lacks a column. Organization-owned keys need Org; sessions'
+	// roles in their active organization need Member and the session's
+	// activeOrganizationId column.
+	Org, Member *Table
+	OrgProblem  string
 	// Admin is true when the user table has the admin plugin's columns.
 	Admin bool
+}
+
+// UsageColumns are the api-key columns Better-Auth writes as it counts a
+// key's use (remaining, requestCount, lastRequest, lastRefillAt,
+// updatedAt), as this layout names them: an update of these alone changes
+// nothing the gateway decides on, except remaining, whose exhaustion the
+// cache's TTL bounds (see the README).
+func (l *Layout) UsageColumns() []string {
+	if l.APIKey == nil {
+		return nil
+	}
+	var out []string
+	for _, f := range []string{"remaining", "requestCount", "lastRequest", "lastRefillAt", "updatedAt"} {
+		if l.APIKey.Has(f) {
+			out = append(out, l.APIKey.Col(f))
+		}
+	}
+	return out
 }
 
 // OwnerField returns the apikey field that names the owner.
@@ -197,6 +230,25 @@ func (c Config) configuredTable(model string) string {
 		return c.APIKeyTable
 	}
 	return ""
+}
+
+// optionalTable maps a table of the organization plugin, which may be
+// absent or belong to the app rather than to Better-Auth: one that lacks a
+// column is left out (nil) with the reason, rather than making the whole
+// layout unusable.
+func (c Config) optionalTable(cat Catalog, model string, naming Naming) (*Table, string) {
+	for _, name := range c.tableCandidates(model) {
+		cols, ok := cat[name]
+		if !ok {
+			continue
+		}
+		t, err := c.table(model, name, cols, naming)
+		if err != nil {
+			return nil, err.Error()
+		}
+		return &t, ""
+	}
+	return nil, ""
 }
 
 // ErrUnusable matches every reason a catalog cannot be used: Resolve
@@ -330,6 +382,11 @@ func (c Config) Resolve(cat Catalog) (*Layout, error) {
 		}
 		l.APIKey = &t
 	}
+	var why string
+	l.Org, l.OrgProblem = c.optionalTable(cat, "organization", l.Naming)
+	if l.Member, why = c.optionalTable(cat, "member", l.Naming); l.OrgProblem == "" {
+		l.OrgProblem = why
+	}
 	return l, nil
 }
 
@@ -412,6 +469,14 @@ func (l *Layout) Describe() string {
 		parts = append(parts, "admin plugin")
 	} else {
 		parts = append(parts, "no admin plugin")
+	}
+	switch {
+	case l.Org != nil && l.Member != nil:
+		parts = append(parts, "organization plugin")
+	case l.Org != nil:
+		parts = append(parts, "organization table without member table")
+	default:
+		parts = append(parts, "no organization plugin")
 	}
 	return strings.Join(parts, ", ")
 }

@@ -77,4 +77,10 @@ func (c *countingSQL) Lookup(context.Context, betterauth.Lookup) (betterauth.Rec
 	return betterauth.Record{}, nil
 }
 
-func (c *countingSQL) User(context.Context, string) (*betterauth.User, error) { return nil, nil }
+func (c *countingSQL) Owner(context.Context, string) (*betterauth.User, *betterauth.Organization, error) {
+	return nil, nil, nil
+}
+
+func (c *countingSQL) Member(context.Context, string, string) (string, bool, error) {
+	return "", false, nil
+}

@@ -51,7 +51,12 @@ const DefaultPrefix = "better-auth:"
 // SQL is what the store needs from the database.
 type SQL interface {
 	betterauth.Store
-	User(ctx context.Context, id string) (*betterauth.User, error)
+	// Owner reads the user and the organization (organization plugin)
+	// whose id is id; either or both nil when there is none.
+	Owner(ctx context.Context, id string) (*betterauth.User, *betterauth.Organization, error)
+	// Member reads the role of user userID in organization orgID, and
+	// whether they are a member (never without the organization plugin).
+	Member(ctx context.Context, orgID, userID string) (role string, found bool, err error)
 }
 
 // Options configure a Store.
@@ -171,13 +176,16 @@ func (s *Store) apiKey(ctx context.Context, l betterauth.Lookup) (*betterauth.AP
 	if owner == "" {
 		owner = w.UserID // the 1.3/1.4 plugin
 	}
-	user, err := s.sql.User(ctx, owner)
-	if err != nil || user == nil {
-		return nil, err // no owner: an unknown key, as with SQL's join
+	// Which of the two owns the key is the configuration's to say, as with
+	// SQL's joins; with neither, the Verifier finds it unknown.
+	user, org, err := s.sql.Owner(ctx, owner)
+	if err != nil {
+		return nil, err
 	}
 	k := &betterauth.APIKey{
 		ID: w.ID, ConfigID: w.ConfigID, Enabled: w.Enabled == nil || *w.Enabled,
-		ExpiresAt: w.ExpiresAt.t, LastRefillAt: w.LastRefillAt.t, CreatedAt: w.CreatedAt.t, User: user,
+		ExpiresAt: w.ExpiresAt.t, LastRefillAt: w.LastRefillAt.t, CreatedAt: w.CreatedAt.t,
+		ReferenceID: owner, User: user, Org: org,
 	}
 	if w.Remaining != nil {
 		k.HasRemaining, k.Remaining = true, *w.Remaining
@@ -233,11 +241,24 @@ func (s *Store) session(ctx context.Context, l betterauth.Lookup) (*betterauth.S
 			return nil, nil
 		}
 	}
-	return &betterauth.Session{
+	sess := &betterauth.Session{
 		ID: w.Session.ID, ExpiresAt: w.Session.ExpiresAt.t,
 		User: &betterauth.User{ID: w.User.ID, Email: w.User.Email, Name: w.User.Name, Role: w.User.Role,
 			Banned: w.User.Banned, BanExpires: w.User.BanExpires.t},
-	}, nil
+	}
+	// The stored session names its active organization; the role there is
+	// in SQL only (one more query, for sessions that have one), and counts
+	// only while the user is still a member, as with SQL's join.
+	if org := w.Session.ActiveOrganizationID; org != "" {
+		role, member, err := s.sql.Member(ctx, org, w.User.ID)
+		if err != nil {
+			return nil, err
+		}
+		if member {
+			sess.Org = &betterauth.Membership{OrgID: org, Role: role}
+		}
+	}
+	return sess, nil
 }
 
 // get reads one key; nil when absent.
@@ -288,6 +309,9 @@ type wireSession struct {
 		Token     string  `json:"token"`
 		ExpiresAt isoTime `json:"expiresAt"`
 		CreatedAt isoTime `json:"createdAt"`
+		// The organization plugin's field, as the session is stored
+		// (field names, not columns: the same for every naming).
+		ActiveOrganizationID string `json:"activeOrganizationId"`
 	} `json:"session"`
 	User wireUser `json:"user"`
 }

@@ -162,7 +162,7 @@ func New(db *sql.DB, opts Options) (*Store, error) {
 	s.layout = schema.Lazy{
 		Name:    "sqlitestore",
 		Config:  opts.Schema,
-		Dialect: schema.Dialect{Qualify: schema.QuoteIdent, Param: "?"},
+		Dialect: schema.Dialect{Qualify: schema.QuoteIdent, Param: "?", Param2: "?"},
 		Catalog: s.Catalog,
 		Resolved: func(l *schema.Layout) {
 			s.logger.Info("better-auth schema detected", zap.String("layout", l.Describe()))
@@ -237,6 +237,49 @@ func (s *Store) User(ctx context.Context, id string) (*betterauth.User, error) {
 		return nil, fmt.Errorf("sqlitestore: %w", err)
 	}
 	return u, nil
+}
+
+// Owner reads the user and the organization whose id is id, either or
+// both nil when there is none: the owner of an API key kept in secondary
+// storage, which only the key's configuration can name.
+func (s *Store) Owner(ctx context.Context, id string) (*betterauth.User, *betterauth.Organization, error) {
+	u, err := s.User(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := s.prepare(ctx)
+	if err != nil || p.Queries.Organization == "" {
+		return u, nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, p.Queries.Organization, id)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sqlitestore: organization lookup: %w", err)
+	}
+	defer rows.Close()
+	o, err := schema.DecodeOrganization(rows)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sqlitestore: %w", err)
+	}
+	return u, o, nil
+}
+
+// Member reads the role of user userID in organization orgID, and whether
+// they are a member; not a member without the organization plugin.
+func (s *Store) Member(ctx context.Context, orgID, userID string) (string, bool, error) {
+	p, err := s.prepare(ctx)
+	if err != nil || p.Queries.Member == "" {
+		return "", false, err
+	}
+	rows, err := s.db.QueryContext(ctx, p.Queries.Member, orgID, userID)
+	if err != nil {
+		return "", false, fmt.Errorf("sqlitestore: member lookup: %w", err)
+	}
+	defer rows.Close()
+	role, found, err := schema.DecodeMember(rows)
+	if err != nil {
+		return "", false, fmt.Errorf("sqlitestore: %w", err)
+	}
+	return role, found, nil
 }
 
 func (s *Store) key(ctx context.Context, query, arg string) (*betterauth.APIKey, error) {

@@ -68,6 +68,11 @@ type DB interface {
 	Layout(ctx context.Context) (*schema.Layout, error)
 	// User reads one user by id (nil when there is none).
 	User(ctx context.Context, id string) (*betterauth.User, error)
+	// Owner reads the user and the organization whose id is id (either
+	// or both nil), and Member a user's role in an organization: for
+	// records kept in secondary storage.
+	Owner(ctx context.Context, id string) (*betterauth.User, *betterauth.Organization, error)
+	Member(ctx context.Context, orgID, userID string) (role string, found bool, err error)
 	// Dialect says which database it is.
 	Dialect() Dialect
 	// Identity names the database without credentials

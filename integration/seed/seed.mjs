@@ -13,6 +13,8 @@
 //   node seed.mjs get-session <signed token>   prints Better-Auth's getSession result
 //   node seed.mjs usage-shell                  answers one JSON command per stdin line
 //                                              (create, verify, verify-many, age, row; see below)
+//   node seed.mjs delete-org <orgId> <signed session token of its owner>   (ORG=1)
+//   node seed.mjs update-member-role <orgId> <memberId> <role> <signed session token of its owner>   (ORG=1)
 //
 // DATABASE_URL is a PostgreSQL URL, or sqlite:<path> for a SQLite file
 // (better-sqlite3).
@@ -21,6 +23,10 @@
 // key prefix REDIS_PREFIX, default "better-auth:"): sessions then live only in
 // Redis, unless STORE_SESSIONS_IN_DB=1; KEY_STORAGE=secondary keeps API keys
 // there too (apiKey({ storage: "secondary-storage" })).
+// ORG=1 adds the organization plugin and a second api-key configuration,
+// "org", whose keys belong to organizations (references: "organization");
+// setup then also creates organizations, members, organization keys and an
+// active organization on Alice's first session (see "org" in its output).
 // ADMIN=0 leaves out the admin plugin (no role, banned, banExpires columns).
 // NAMING=snake maps every column to snake_case and stores dates as Drizzle's
 // generator does: timestamp (UTC wall time) on PostgreSQL, epoch-millisecond
@@ -28,7 +34,7 @@
 process.env.TZ = "UTC";
 
 import { betterAuth } from "better-auth";
-import { bearer, admin } from "better-auth/plugins";
+import { bearer, admin, organization } from "better-auth/plugins";
 import { apiKey } from "@better-auth/api-key";
 import { getMigrations } from "better-auth/db/migration";
 import pg from "pg";
@@ -56,6 +62,19 @@ const redisPrefix = process.env.REDIS_PREFIX ?? "better-auth:";
 const redis = redisURL ? new (await import("ioredis")).Redis(redisURL) : null;
 const secondaryStorage = redis ? (await import("@better-auth/redis-storage")).redisStorage({ client: redis, keyPrefix: redisPrefix }) : undefined;
 const keysInRedis = process.env.KEY_STORAGE === "secondary";
+const withOrg = process.env.ORG === "1";
+const apiKeyConfig = {
+  enableMetadata: true,
+  ...(keysInRedis ? { storage: "secondary-storage" } : {}),
+};
+const apiKeySchema = snake ? { apikey: { fields: fieldsOf(["configId", "referenceId", "refillInterval", "refillAmount",
+  "lastRefillAt", "rateLimitEnabled", "rateLimitTimeWindow", "rateLimitMax", "requestCount", "lastRequest",
+  "expiresAt", "createdAt", "updatedAt"]) } } : undefined;
+// With ORG=1, the api-key plugin takes an array of configurations, and its
+// schema as a second argument.
+const apiKeyPlugin = withOrg
+  ? apiKey([{ ...apiKeyConfig, configId: "default" }, { ...apiKeyConfig, configId: "org", references: "organization" }], { schema: apiKeySchema })
+  : apiKey({ ...apiKeyConfig, schema: apiKeySchema });
 const auth = betterAuth({
   secondaryStorage,
   secret: process.env.BETTER_AUTH_SECRET,
@@ -75,13 +94,13 @@ const auth = betterAuth({
   verification: { fields: fieldsOf(["expiresAt", "createdAt", "updatedAt"]) },
   plugins: [
     bearer(),
-    apiKey({
-      enableMetadata: true,
-      ...(keysInRedis ? { storage: "secondary-storage" } : {}),
-      schema: snake ? { apikey: { fields: fieldsOf(["configId", "referenceId", "refillInterval", "refillAmount",
-        "lastRefillAt", "rateLimitEnabled", "rateLimitTimeWindow", "rateLimitMax", "requestCount", "lastRequest",
-        "expiresAt", "createdAt", "updatedAt"]) } } : undefined,
-    }),
+    apiKeyPlugin,
+    ...(withOrg ? [organization({
+      schema: snake ? { organization: { fields: fieldsOf(["createdAt"]) },
+        member: { fields: fieldsOf(["organizationId", "userId", "createdAt"]) },
+        invitation: { fields: fieldsOf(["organizationId", "expiresAt", "createdAt", "inviterId", "teamId"]) },
+        session: { fields: fieldsOf(["activeOrganizationId"]) } } : undefined,
+    })] : []),
     ...(withAdmin ? [admin({
       schema: snake ? { user: { fields: fieldsOf(["banReason", "banExpires"]) }, session: { fields: fieldsOf(["impersonatedBy"]) } } : undefined,
     })] : []),
@@ -197,6 +216,30 @@ switch (cmd) {
         await redis.set(redisPrefix + bob.token, JSON.stringify(v));
       }
     }
+    let org;
+    if (withOrg) {
+      // Alice creates (and owns) two organizations; Zoe is a plain member
+      // of the first. Each has a key of the "org" configuration; Alice's
+      // first session makes the first its active organization, Zoe's
+      // session makes it hers too.
+      const bearerOf = (u) => new Headers({ authorization: `Bearer ${u.signed}` });
+      const acme = await auth.api.createOrganization({ body: { name: "Acmé Corp\r\nX-Auth-Org-Id: forged", slug: "acme", userId: alice.id } });
+      const doomed = await auth.api.createOrganization({ body: { name: "Doomed", slug: "doomed", userId: alice.id } });
+      const zoeMember = await auth.api.addMember({ body: { userId: zoe.id, organizationId: acme.id, role: "member" } });
+      const orgKey = (organizationId) => auth.api.createApiKey({ body: { configId: "org", organizationId, userId: alice.id, name: "org", prefix: "ba_" } })
+        .then((k) => ({ key: k.key, id: k.id }));
+      const keys = { acme: await orgKey(acme.id), doomed: await orgKey(doomed.id) };
+      await auth.api.setActiveOrganization({ body: { organizationId: acme.id }, headers: bearerOf(alice) });
+      await auth.api.setActiveOrganization({ body: { organizationId: acme.id }, headers: bearerOf(zoe) });
+      const members = await sql(`SELECT "id", "${col("userId")}" AS "userId", "role" FROM "member" WHERE "${col("organizationId")}" = ?`, [acme.id]);
+      org = {
+        acme: { id: acme.id, slug: acme.slug, name: acme.name },
+        doomed: { id: doomed.id, slug: doomed.slug, name: doomed.name },
+        members: Object.fromEntries(members.map((m) => [m.userId === alice.id ? "alice" : "zoe", { id: m.id, role: m.role }])),
+        zoeMemberId: zoeMember?.id,
+        keys,
+      };
+    }
     const sessionIds = {};
     for (const [name, u] of Object.entries({ alice, eve, zoe, bob, expired: expiredSession })) {
       if (sessionsInDB) {
@@ -219,9 +262,17 @@ switch (cmd) {
       users: { alice, eve, zoe, bob, expired: expiredSession },
       sessionIds, aliceSession2: { signed: aliceSession2, token: aliceSession2.split(".")[0] },
       keys,
+      ...(org ? { org } : {}),
     }));
     break;
   }
+  case "delete-org":
+    await auth.api.deleteOrganization({ body: { organizationId: args[0] }, headers: new Headers({ authorization: `Bearer ${args[1]}` }) });
+    break;
+  case "update-member-role":
+    await auth.api.updateMemberRole({ body: { organizationId: args[0], memberId: args[1], role: args[2] },
+      headers: new Headers({ authorization: `Bearer ${args[3]}` }) });
+    break;
   case "delete-key": {
     const [keyId, signed] = args;
     await auth.api.deleteApiKey({ body: { keyId }, headers: new Headers({ authorization: `Bearer ${signed}` }) });

@@ -114,6 +114,32 @@ type Fixture struct {
 	Keys struct {
 		Valid, Valid2, Eve, Zoe, Disabled, Expired, Exhausted, Limited, Refill, Banned, Deletable, UnhashedPrefix, Permitted Key
 	} `json:"keys"`
+	// Org is set with SeedOptions.Org.
+	Org *OrgFixture `json:"org"`
+}
+
+// Organization is an organization Better-Auth created.
+type Organization struct {
+	ID   string `json:"id"`
+	Slug string `json:"slug"`
+	Name string `json:"name"`
+}
+
+// Member is a member row.
+type Member struct {
+	ID   string `json:"id"`
+	Role string `json:"role"`
+}
+
+// OrgFixture is what setup creates with the organization plugin: Alice
+// owns Acme (whose name holds CR LF and non-ASCII text) and Doomed, Zoe is
+// a member of Acme; Acme is the active organization of Alice's first
+// session and Zoe's; each organization has a key of the api-key
+// configuration "org" (references: "organization").
+type OrgFixture struct {
+	Acme, Doomed Organization
+	Members      struct{ Alice, Zoe Member } `json:"members"`
+	Keys         struct{ Acme, Doomed Key }  `json:"keys"`
 }
 
 // SeedOptions choose the Better-Auth setup.
@@ -129,6 +155,9 @@ type SeedOptions struct {
 	// SessionsInDB), and API keys too with KeysInRedis.
 	Redis, RedisPrefix        string
 	SessionsInDB, KeysInRedis bool
+	// Org adds the organization plugin and the "org" api-key
+	// configuration, and fills Fixture.Org.
+	Org bool
 }
 
 // Seed creates a database and has real Better-Auth build its schema and the
@@ -151,6 +180,9 @@ func Seed(t testing.TB, opts SeedOptions) *Fixture {
 	}
 	if opts.Snake {
 		env = append(env, "NAMING=snake")
+	}
+	if opts.Org {
+		env = append(env, "ORG=1")
 	}
 	if opts.Redis != "" {
 		env = append(env, "REDIS_URL="+opts.Redis, "REDIS_PREFIX="+opts.RedisPrefix)
