@@ -119,7 +119,8 @@ func (v *Verifier) checkAPIKey(k *APIKey, now time.Time) Decision {
 			return Decision{Reason: UsageExceeded, RetryAfter: wait}
 		}
 	}
-	return Decision{Method: MethodAPIKey, User: k.User, CredentialID: k.ID, credHdr: k.headerID(), ExpiresAt: k.ExpiresAt, Permissions: k.Permissions}
+	return Decision{Method: MethodAPIKey, User: k.User, CredentialID: k.ID, credHdr: k.headerID(), ExpiresAt: k.ExpiresAt,
+		Permissions: k.Permissions, AllowedIPs: k.AllowedIPs}
 }
 
 // refillWait reports whether an exhausted key would be refilled by a verify at
