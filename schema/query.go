@@ -9,13 +9,14 @@ import (
 // both accept. Each returns one row shape:
 //
 //	API key: id, configId, enabled, expiresAt, remaining, refillInterval,
-//	         refillAmount, lastRefillAt, createdAt, permissions, then the
-//	         user columns
+//	         refillAmount, lastRefillAt, createdAt, permissions, metadata,
+//	         then the user columns
 //	session: id, expiresAt, then the user columns
 //	user:    id, email, name, role, banned, banExpires
 //
-// with NULL for the optional columns the table lacks. APIKey or Session is
-// empty when the database has no such table.
+// with NULL for the optional columns the table lacks, and for metadata
+// unless the layout's AllowedIPsField is set (it is read for nothing else).
+// APIKey or Session is empty when the database has no such table.
 type Queries struct {
 	APIKey, Session string
 	// User reads one user by id, for records kept outside SQL (Better-Auth's
@@ -46,18 +47,22 @@ func (l *Layout) Build(d Dialect) Queries {
 		col("u", u, "id"), col("u", u, "email"), col("u", u, "name"),
 		col("u", u, "role"), col("u", u, "banned"), col("u", u, "banExpires"),
 	}, ", ")
+	metadata := "NULL"
+	if k := l.APIKey; k != nil && l.AllowedIPsField != "" {
+		metadata = col("k", k, "metadata")
+	}
 	q := Queries{User: fmt.Sprintf(`SELECT %s
 FROM %s u
 WHERE u.%s = %s`, user, qualify(u.Name), QuoteIdent(u.Col("id")), param)}
 	if k := l.APIKey; k != nil {
-		q.APIKey = fmt.Sprintf(`SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
+		q.APIKey = fmt.Sprintf(`SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
 FROM %s k
 JOIN %s u ON u.%s = k.%s
 WHERE k.%s = %s
 LIMIT 2`,
 			col("k", k, "id"), col("k", k, "configId"), col("k", k, "enabled"), col("k", k, "expiresAt"),
 			col("k", k, "remaining"), col("k", k, "refillInterval"), col("k", k, "refillAmount"),
-			col("k", k, "lastRefillAt"), col("k", k, "createdAt"), col("k", k, "permissions"), user,
+			col("k", k, "lastRefillAt"), col("k", k, "createdAt"), col("k", k, "permissions"), metadata, user,
 			qualify(k.Name), qualify(u.Name), QuoteIdent(u.Col("id")), QuoteIdent(k.Col(l.OwnerField())),
 			QuoteIdent(k.Col("key")), param)
 	}

@@ -55,6 +55,11 @@ type Config struct {
 	// Columns overrides single column names, keyed "<model>.<field>" with
 	// Better-Auth's model and field names.
 	Columns map[string]string
+	// AllowedIPsField, when set, names the member of an API key's metadata
+	// that holds the key's allow-list of client addresses: the api-key
+	// query then reads the metadata column, and the decoder parses it (see
+	// betterauth.ParseAllowedIPs). Empty: metadata is not read.
+	AllowedIPsField string
 }
 
 // Models and the fields the gateway reads; fields marked optional may be
@@ -69,8 +74,8 @@ var models = []struct {
 		map[string]bool{"role": true, "banned": true, "banExpires": true}},
 	{"session", []string{"id", "token", "userId", "expiresAt"}, nil},
 	{"apikey", []string{"id", "key", "configId", "referenceId", "userId", "enabled", "expiresAt", "remaining",
-		"refillInterval", "refillAmount", "lastRefillAt", "createdAt", "permissions"},
-		map[string]bool{"configId": true, "referenceId": true, "userId": true, "permissions": true}},
+		"refillInterval", "refillAmount", "lastRefillAt", "createdAt", "permissions", "metadata"},
+		map[string]bool{"configId": true, "referenceId": true, "userId": true, "permissions": true, "metadata": true}},
 }
 
 func fieldsOf(model string) ([]string, map[string]bool) {
@@ -153,6 +158,9 @@ type Layout struct {
 	APIKey  *Table
 	// Admin is true when the user table has the admin plugin's columns.
 	Admin bool
+	// AllowedIPsField is the configuration's (see Config): the api-key
+	// query reads metadata only when it is set.
+	AllowedIPsField string
 }
 
 // OwnerField returns the apikey field that names the owner.
@@ -257,7 +265,7 @@ func (c Config) Resolve(cat Catalog) (*Layout, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	l := &Layout{}
+	l := &Layout{AllowedIPsField: c.AllowedIPsField}
 	find := func(model string) (string, []string) {
 		for _, name := range c.tableCandidates(model) {
 			if cols, ok := cat[name]; ok {
