@@ -3,6 +3,7 @@ package cache
 import (
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
@@ -11,8 +12,9 @@ import (
 // CodecVersion is part of every shared-cache key, so that a gateway with a
 // different encoding never reads another's entries. Entries are sealed
 // since v2 (see Sealer); v3 carries API keys' permissions, which a v2
-// entry would silently lack.
-const CodecVersion = "v3"
+// entry would silently lack; v4 their allow-lists of client addresses, and
+// the metadata field they were read from.
+const CodecVersion = "v4"
 
 // The shared-cache value of a record: its facts and when the entry expires.
 // It holds no secret: no key hash, no session token.
@@ -37,6 +39,15 @@ type wireKey struct {
 	CreatedAt      int64  `json:"created,omitempty"`
 	// Permissions as parsed; absent when the key has none.
 	Permissions betterauth.Permissions `json:"perm,omitempty"`
+	// IPField is the metadata field the allow-list was read from ("" when
+	// the writer read none): a gateway reading another field, or none, does
+	// not serve the entry, whose key might be restricted otherwise.
+	IPField string `json:"ipf,omitempty"`
+	// IPs is the key's allow-list (IPList true; absent when the key is
+	// unrestricted), and IPProblem why a malformed one admits nobody.
+	IPList    bool     `json:"ipl,omitempty"`
+	IPs       []string `json:"ips,omitempty"`
+	IPProblem string   `json:"ipp,omitempty"`
 }
 
 type wireSess struct {
@@ -73,6 +84,9 @@ type stamp struct {
 	expires time.Time
 	epoch   uint64
 	written time.Time
+	// ipField is the metadata field an API key's allow-list was read
+	// from (see wireKey.IPField).
+	ipField string
 }
 
 // encode writes a found record with its stamp.
@@ -84,7 +98,13 @@ func encode(r betterauth.Record, st stamp) ([]byte, error) {
 		k := r.APIKey
 		wk := &wireKey{ID: k.ID, ConfigID: k.ConfigID, Enabled: k.Enabled, ExpiresAt: millis(k.ExpiresAt),
 			RefillInterval: k.RefillInterval.Milliseconds(), LastRefillAt: millis(k.LastRefillAt), CreatedAt: millis(k.CreatedAt),
-			Permissions: k.Permissions}
+			Permissions: k.Permissions, IPField: st.ipField}
+		if l := k.AllowedIPs; l != nil {
+			wk.IPList, wk.IPProblem = true, l.Problem
+			for _, p := range l.Prefixes {
+				wk.IPs = append(wk.IPs, p.String())
+			}
+		}
 		if k.HasRemaining {
 			wk.Remaining = &k.Remaining
 		}
@@ -111,6 +131,7 @@ func decode(b []byte) (betterauth.Record, stamp, error) {
 	u := &betterauth.User{ID: w.User.ID, Email: w.User.Email, Name: w.User.Name, Role: w.User.Role,
 		Banned: w.User.Banned, BanExpires: fromMillis(w.User.BanExpires)}
 	var r betterauth.Record
+	st := stamp{expires: time.UnixMilli(w.Expires), epoch: w.Epoch, written: time.UnixMilli(w.Written)}
 	switch {
 	case w.Key != nil:
 		k := &betterauth.APIKey{ID: w.Key.ID, ConfigID: w.Key.ConfigID, Enabled: w.Key.Enabled, ExpiresAt: fromMillis(w.Key.ExpiresAt),
@@ -122,6 +143,18 @@ func decode(b []byte) (betterauth.Record, stamp, error) {
 		if w.Key.RefillAmount != nil {
 			k.HasRefillAmount, k.RefillAmount = true, *w.Key.RefillAmount
 		}
+		if w.Key.IPList {
+			l := &betterauth.IPAllowList{Problem: w.Key.IPProblem, Prefixes: make([]netip.Prefix, 0, len(w.Key.IPs))}
+			for _, s := range w.Key.IPs {
+				p, err := netip.ParsePrefix(s)
+				if err != nil {
+					return betterauth.Record{}, stamp{}, err
+				}
+				l.Prefixes = append(l.Prefixes, p)
+			}
+			k.AllowedIPs = l
+		}
+		st.ipField = w.Key.IPField
 		r.APIKey = k
 	case w.Session != nil:
 		r.Session = &betterauth.Session{ID: w.Session.ID, ExpiresAt: fromMillis(w.Session.ExpiresAt), User: u}
@@ -131,5 +164,5 @@ func decode(b []byte) (betterauth.Record, stamp, error) {
 	if u.ID == "" {
 		return betterauth.Record{}, stamp{}, errors.New("cache: shared entry has no user")
 	}
-	return r, stamp{expires: time.UnixMilli(w.Expires), epoch: w.Epoch, written: time.UnixMilli(w.Written)}, nil
+	return r, st, nil
 }
