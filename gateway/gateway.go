@@ -85,6 +85,9 @@ type assembly struct {
 	Secondary  *secondaryAssembly
 	NoListener bool
 	BruteForce *BruteForce
+	// AllowedIPsField is where API keys' allow-lists are read: the store
+	// reads metadata for it.
+	AllowedIPsField string
 
 	sealer *cache.Sealer // authenticates what goes through Redis; set with Redis
 }
@@ -102,6 +105,8 @@ func (o *Options) assemble() (assembly, error) {
 		Timeout:    time.Duration(o.LookupTimeout),
 		NoListener: o.NoRevocationListener,
 		BruteForce: o.BruteForce,
+
+		AllowedIPsField: o.APIKeyAllowedIPsField,
 	}
 	if a.Database == "" {
 		return a, errors.New("database is required (is its environment variable set?)")
@@ -120,7 +125,9 @@ func (o *Options) assemble() (assembly, error) {
 		if err := ro.Validate(); err != nil {
 			return a, fmt.Errorf("secondary_storage: %w", err)
 		}
-		a.Secondary = &secondaryAssembly{Store: ss.options(o.DisableKeyHashing).WithDefaults(), Redis: ro}
+		st := ss.options(o.DisableKeyHashing).WithDefaults()
+		st.AllowedIPsField = o.APIKeyAllowedIPsField
+		a.Secondary = &secondaryAssembly{Store: st, Redis: ro}
 	}
 	if o.Redis != nil {
 		r := *o.Redis
@@ -154,7 +161,8 @@ func (o *Options) assemble() (assembly, error) {
 }
 
 // reading names what, beside the rows (store.DB.Scope), decides the
-// records a gateway reads: keys stored in plain text, and secondary storage
+// records a gateway reads: keys stored in plain text, the metadata field of
+// keys' allow-lists, and secondary storage
 // (its prefix, what is read there, and the Redis it is on, without
 // credentials). A record one reading finds may be one another would not
 // (the stored hash of a key taken as a key, a session deleted from
@@ -165,6 +173,9 @@ func (a assembly) reading() string {
 	var b strings.Builder
 	if a.PlainKeys {
 		b.WriteString("\nplain_keys=true")
+	}
+	if a.AllowedIPsField != "" {
+		fmt.Fprintf(&b, "\napi_key_allowed_ips_field=%q", a.AllowedIPsField)
 	}
 	if ss := a.Secondary; ss != nil {
 		var at string
@@ -205,6 +216,7 @@ type Gateway struct {
 	store     betterauth.Store // what gates read: the cache, starting the watchers on first use
 	streams   *Streams         // open requests, ended on revocation
 	shield    *shield.Shield   // nil without brute_force
+	keyIPs    *keyProblems     // malformed allow-lists logged, once per key
 	revoker   *revoker
 	rejected  throttle.Log // relayed messages that failed authentication
 	stale     throttle.Log // relayed messages outside cache.MessageWindow
@@ -230,8 +242,10 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	sc := cfg.Schema.config()
+	sc.AllowedIPsField = cfg.AllowedIPsField
 	db, err := store.Open(cfg.Database, store.Options{
-		Schema:    cfg.Schema.config(),
+		Schema:    sc,
 		PGSchema:  cfg.Schema.PGSchema,
 		PlainKeys: cfg.PlainKeys,
 		Logger:    logger,
@@ -242,12 +256,13 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	// The watchers get their own context: the gateway outlives the config
 	// (and context) that opened it.
 	ctx, stop := context.WithCancel(context.Background())
-	g := &Gateway{db: db, streams: NewStreams(), stop: stop, logger: logger}
+	g := &Gateway{db: db, streams: NewStreams(), stop: stop, logger: logger, keyIPs: newKeyProblems(logger)}
 	if b := cfg.BruteForce; b != nil {
 		g.shield = shield.New(shield.Options{Failures: b.Failures, Window: time.Duration(b.Window), MaxClients: b.MaxClients})
 	}
 	opts := cfg.Cache.options(cfg.Timeout)
 	opts.Logger = logger.Named("cache")
+	opts.AllowedIPsField = cfg.AllowedIPsField
 	if r := cfg.Redis; r != nil {
 		client, err := rediscache.Open(rediscache.Options{URL: r.URL, SentinelMaster: r.SentinelMaster, Timeout: time.Duration(r.Timeout)})
 		if err != nil {
@@ -343,16 +358,19 @@ func (g *Gateway) Gate(o Options, logger *zap.Logger) (*betterauth.Gate, error) 
 	if g.shield != nil {
 		sh = g.shield
 	}
-	return newGate(o, g.store, sh, logger)
+	return newGate(o, g.store, sh, g.keyIPs, logger)
 }
 
 // NewGate returns the request decision o describes over any store: a
 // Gateway's, or in tests a fake.
 func NewGate(o Options, s betterauth.Store, logger *zap.Logger) (*betterauth.Gate, error) {
-	return newGate(o, s, nil, logger)
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	return newGate(o, s, nil, newKeyProblems(logger), logger)
 }
 
-func newGate(o Options, s betterauth.Store, sh betterauth.Shield, logger *zap.Logger) (*betterauth.Gate, error) {
+func newGate(o Options, s betterauth.Store, sh betterauth.Shield, kp *keyProblems, logger *zap.Logger) (*betterauth.Gate, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -383,6 +401,8 @@ func newGate(o Options, s betterauth.Store, sh betterauth.Shield, logger *zap.Lo
 		KeepCredential: o.KeepCredential,
 		Rules:          rules,
 		Shield:         sh,
+		KeyAllowedIPs:  o.APIKeyAllowedIPsField != "",
+		OnKeyIPProblem: kp.heard,
 		OnError: func(c betterauth.Credential, err error) {
 			logger.Error("better-auth lookup failed; answering 503",
 				zap.String("credential_fingerprint", betterauth.Fingerprint(c.Value)), zap.Error(err))
