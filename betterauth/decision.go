@@ -139,7 +139,10 @@ type Decision struct {
 	ExpiresAt time.Time
 	// Permissions are the API key's; nil for sessions.
 	Permissions Permissions
-	credHdr     string // CredentialID, encoded for headers
+	// AllowedIPs are the API key's own allow-list (nil: unrestricted),
+	// which the Gate applies after the route's rules.
+	AllowedIPs *IPAllowList
+	credHdr    string // CredentialID, encoded for headers
 
 	// RetryAfter, when positive, is how long until the denial may lift (a key
 	// that refills).

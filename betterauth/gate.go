@@ -28,6 +28,14 @@ type GateConfig struct {
 	// Meter, when set, counts each allowed API key's use and enforces its
 	// quota and rate limit, after every other check.
 	Meter Meter
+	// KeyAllowedIPs says the store reads API keys' own allow-lists (see
+	// APIKey.AllowedIPs): decisions then depend on the client's address,
+	// which WantsClient asks the front end for.
+	KeyAllowedIPs bool
+	// OnKeyIPProblem, when set, hears each refusal of an API key whose
+	// allow-list was malformed (see IPAllowList.Problem), with the key's
+	// id; it is for logging, at most once per key. It must not block.
+	OnKeyIPProblem func(keyID, problem string)
 	// OnError, when set, hears every lookup the store could not answer while
 	// the caller was still waiting (the request gets 503). It must not
 	// block.
@@ -56,6 +64,8 @@ type Gate struct {
 	ruled     bool // the rules ask anything
 	shield    Shield
 	meter     Meter
+	keyIPs    bool // API keys carry allow-lists
+	onKeyIP   func(keyID, problem string)
 	onError   func(Credential, error)
 }
 
@@ -70,6 +80,8 @@ func NewGate(cfg GateConfig) *Gate {
 		ruled:     cfg.Rules.asks(),
 		shield:    cfg.Shield,
 		meter:     cfg.Meter,
+		keyIPs:    cfg.KeyAllowedIPs,
+		onKeyIP:   cfg.OnKeyIPProblem,
 		onError:   cfg.OnError,
 	}
 }
@@ -77,7 +89,7 @@ func NewGate(cfg GateConfig) *Gate {
 // WantsClient reports whether decisions depend on the client's address, so
 // that a front end finds it only then.
 func (g *Gate) WantsClient() bool {
-	return g.shield != nil || len(g.rules.AllowIPs)+len(g.rules.DenyIPs) > 0
+	return g.shield != nil || g.keyIPs || len(g.rules.AllowIPs)+len(g.rules.DenyIPs) > 0
 }
 
 // Extractor returns the gate's extractor.
@@ -91,6 +103,10 @@ type Result struct {
 	// Credential is the one credential read (a secret: log its
 	// Fingerprint, never its Value).
 	Credential Credential
+	// Client is the client address the decision was made for (the zero
+	// Addr when the front end could not tell, or was not asked: see
+	// WantsClient).
+	Client netip.Addr
 	// Err is why the store could not answer.
 	Err error
 	// Status is the HTTP status: 200 when allowed.
@@ -113,7 +129,7 @@ func (r *Result) Allowed() bool { return r.Err == nil && r.Decision.Allowed() }
 func (g *Gate) Decide(ctx context.Context, h HTTPHeader, client netip.Addr) (res Result) {
 	// Written in place: the result is returned by value, and copies of it
 	// showed on the hot path.
-	res.gate = g
+	res.gate, res.Client = g, client
 	if g.ruled && !g.rules.admits(client) {
 		// Before any lookup: a refused address costs no database work.
 		res.Decision = Decision{Reason: IPNotAllowed}
@@ -139,6 +155,7 @@ func (g *Gate) Decide(ctx context.Context, h HTTPHeader, client netip.Addr) (res
 		res.Decision = Decision{Reason: BackendUnavailable}
 	}
 	g.enforce(&res.Decision)
+	g.keyAddress(&res.Decision, client)
 	if g.meter != nil && res.Decision.key != nil && res.Decision.Allowed() {
 		g.count(ctx, &res)
 	}
@@ -186,15 +203,31 @@ func (g *Gate) guessed(res *Result) bool {
 	return false
 }
 
-// Recheck verifies a credential again, for a stream whose key, session or
-// user may have been revoked: true only if it still passes.
-func (g *Gate) Recheck(ctx context.Context, c Credential) bool {
+// Recheck verifies a credential again, for a stream from client whose key,
+// session or user may have been revoked: true only if it still passes.
+func (g *Gate) Recheck(ctx context.Context, c Credential, client netip.Addr) bool {
 	d, err := g.verifier.Verify(ctx, c)
 	if err != nil {
 		return false
 	}
 	g.enforce(&d)
+	g.keyAddress(&d, client)
 	return d.Allowed()
+}
+
+// keyAddress applies an allowed API key's own allow-list (read from its
+// metadata) to the client: after the lookup, since the key must be known,
+// and after the route's rules. A client outside the list, or unknown, gets
+// 403 IP_NOT_ALLOWED; a key whose list was malformed admits nobody.
+func (g *Gate) keyAddress(d *Decision, client netip.Addr) {
+	l := d.AllowedIPs
+	if l == nil || !d.Allowed() || l.Admits(client) {
+		return
+	}
+	if l.Problem != "" && g.onKeyIP != nil {
+		g.onKeyIP(d.CredentialID, l.Problem)
+	}
+	*d = Decision{Reason: IPNotAllowed, Method: d.Method}
 }
 
 // enforce applies the rules to an allowed decision: a refusal keeps the

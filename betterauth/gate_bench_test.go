@@ -44,3 +44,25 @@ func BenchmarkExtractVerify(b *testing.B) {
 		}
 	}
 }
+
+// The decision on a key restricted to client addresses by its metadata
+// (api_key_allowed_ips_field), from an address its list admits, the last of
+// eight prefixes.
+func BenchmarkGateDecideKeyAllowedIPs(b *testing.B) {
+	const key = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
+	ips := ParseAllowedIPs([]byte(`{"allowedIps":["10.0.0.0/8","172.16.0.0/12","192.168.0.0/16","2001:db8::/32",
+		"198.51.100.0/24","192.0.2.1","fd00::/8","203.0.113.0/24"]}`), "allowedIps")
+	rec := Record{APIKey: &APIKey{ID: "k1", ConfigID: "default", Enabled: true, User: alice(), AllowedIPs: ips}}.Seal()
+	v, _ := NewVerifier(Options{Store: staticStore{rec}})
+	g := NewGate(GateConfig{Verifier: v, KeyAllowedIPs: true})
+	h := HTTPHeader{"X-Api-Key": {key}, "Accept": {"*/*"}}
+	client := netip.MustParseAddr("203.0.113.7")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		res := g.Decide(ctx, h, client)
+		if !res.Allowed() {
+			b.Fatal(res.Decision.Reason)
+		}
+	}
+}

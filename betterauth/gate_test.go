@@ -129,7 +129,7 @@ func TestGateRules(t *testing.T) {
 			if res.Decision.Reason != tc.want || res.Allowed() != (tc.want == Allowed) {
 				t.Fatalf("%v, want %v", res.Decision.Reason, tc.want)
 			}
-			if g.Recheck(context.Background(), res.Credential) != (tc.want == Allowed) {
+			if g.Recheck(context.Background(), res.Credential, res.Client) != (tc.want == Allowed) {
 				t.Fatal("the recheck disagrees")
 			}
 			if tc.want == Allowed {

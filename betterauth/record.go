@@ -89,6 +89,11 @@ type APIKey struct {
 	// Permissions are the key's resource → actions (the permissions column,
 	// JSON); nil when it has none, or none that parse.
 	Permissions Permissions
+	// AllowedIPs are the client addresses the key may be used from, read
+	// from its metadata when the gateway is told which field holds them
+	// (see ParseAllowedIPs); nil when the key is unrestricted, or when the
+	// gateway does not read metadata.
+	AllowedIPs *IPAllowList
 
 	// User is the user whose id is ReferenceID, and Org the organization
 	// whose id is; each nil when there is no such row (or no organization

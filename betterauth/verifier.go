@@ -138,7 +138,8 @@ func (v *Verifier) checkAPIKey(k *APIKey, now time.Time) Decision {
 			return Decision{Reason: UsageExceeded, RetryAfter: wait}
 		}
 	}
-	d := Decision{Method: MethodAPIKey, CredentialID: k.ID, credHdr: k.headerID(), ExpiresAt: k.ExpiresAt, Permissions: k.Permissions, key: k}
+	d := Decision{Method: MethodAPIKey, CredentialID: k.ID, credHdr: k.headerID(), ExpiresAt: k.ExpiresAt, Permissions: k.Permissions,
+		AllowedIPs: k.AllowedIPs, key: k}
 	if org {
 		d.Org = k.Org
 	} else {

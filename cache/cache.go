@@ -90,6 +90,12 @@ type Options struct {
 	// reads (database, user, schema, layout); it is called once, on first
 	// use of the shared tier, and retried until it succeeds.
 	RemoteScope func(context.Context) (string, error)
+	// AllowedIPsField is the metadata field the inner store reads API keys'
+	// allow-lists from ("" for none; see schema.Config.AllowedIPsField).
+	// Shared entries carry it, and an API key's entry written by a gateway
+	// that read another field, or none, is not served: its key might be
+	// restricted here.
+	AllowedIPsField string
 	// RemoteTimeout bounds each Remote call. Default: DefaultRemoteTimeout.
 	RemoteTimeout time.Duration
 	// Logger receives rate-limited warnings about the Remote.

@@ -3,6 +3,7 @@ package cache
 import (
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
@@ -12,8 +13,9 @@ import (
 // different encoding never reads another's entries. Entries are sealed
 // since v2 (see Sealer); v3 carries API keys' permissions, which a v2
 // entry would silently lack; v4 carries organizations (an API key's owner
-// id and organization, a session's active organization and role) and keys
-// whose owner row is missing.
+// id and organization, a session's active organization and role), keys
+// whose owner row is missing, and keys' allow-lists of client addresses
+// with the metadata field they were read from.
 const CodecVersion = "v4"
 
 // The shared-cache value of a record: its facts and when the entry expires.
@@ -43,6 +45,15 @@ type wireKey struct {
 	// with that id, when there is one.
 	Ref string   `json:"ref,omitempty"`
 	Org *wireOrg `json:"org,omitempty"`
+	// IPField is the metadata field the allow-list was read from ("" when
+	// the writer read none): a gateway reading another field, or none, does
+	// not serve the entry, whose key might be restricted otherwise.
+	IPField string `json:"ipf,omitempty"`
+	// IPs is the key's allow-list (IPList true; absent when the key is
+	// unrestricted), and IPProblem why a malformed one admits nobody.
+	IPList    bool     `json:"ipl,omitempty"`
+	IPs       []string `json:"ips,omitempty"`
+	IPProblem string   `json:"ipp,omitempty"`
 }
 
 type wireOrg struct {
@@ -88,6 +99,9 @@ type stamp struct {
 	expires time.Time
 	epoch   uint64
 	written time.Time
+	// ipField is the metadata field an API key's allow-list was read
+	// from (see wireKey.IPField).
+	ipField string
 }
 
 // encode writes a found record with its stamp.
@@ -99,9 +113,15 @@ func encode(r betterauth.Record, st stamp) ([]byte, error) {
 		k := r.APIKey
 		wk := &wireKey{ID: k.ID, ConfigID: k.ConfigID, Enabled: k.Enabled, ExpiresAt: millis(k.ExpiresAt),
 			RefillInterval: k.RefillInterval.Milliseconds(), LastRefillAt: millis(k.LastRefillAt), CreatedAt: millis(k.CreatedAt),
-			Permissions: k.Permissions, Ref: k.ReferenceID}
+			Permissions: k.Permissions, Ref: k.ReferenceID, IPField: st.ipField}
 		if o := k.Org; o != nil {
 			wk.Org = &wireOrg{ID: o.ID, Slug: o.Slug, Name: o.Name}
+		}
+		if l := k.AllowedIPs; l != nil {
+			wk.IPList, wk.IPProblem = true, l.Problem
+			for _, p := range l.Prefixes {
+				wk.IPs = append(wk.IPs, p.String())
+			}
 		}
 		if k.HasRemaining {
 			wk.Remaining = &k.Remaining
@@ -141,6 +161,7 @@ func decode(b []byte) (betterauth.Record, stamp, error) {
 			Banned: wu.Banned, BanExpires: fromMillis(wu.BanExpires)}
 	}
 	var r betterauth.Record
+	st := stamp{expires: time.UnixMilli(w.Expires), epoch: w.Epoch, written: time.UnixMilli(w.Written)}
 	switch {
 	case w.Key != nil:
 		k := &betterauth.APIKey{ID: w.Key.ID, ConfigID: w.Key.ConfigID, Enabled: w.Key.Enabled, ExpiresAt: fromMillis(w.Key.ExpiresAt),
@@ -158,6 +179,18 @@ func decode(b []byte) (betterauth.Record, stamp, error) {
 		if w.Key.RefillAmount != nil {
 			k.HasRefillAmount, k.RefillAmount = true, *w.Key.RefillAmount
 		}
+		if w.Key.IPList {
+			l := &betterauth.IPAllowList{Problem: w.Key.IPProblem, Prefixes: make([]netip.Prefix, 0, len(w.Key.IPs))}
+			for _, s := range w.Key.IPs {
+				p, err := netip.ParsePrefix(s)
+				if err != nil {
+					return betterauth.Record{}, stamp{}, err
+				}
+				l.Prefixes = append(l.Prefixes, p)
+			}
+			k.AllowedIPs = l
+		}
+		st.ipField = w.Key.IPField
 		r.APIKey = k
 	case w.Session != nil:
 		if u == nil {
@@ -170,5 +203,5 @@ func decode(b []byte) (betterauth.Record, stamp, error) {
 	default:
 		return betterauth.Record{}, stamp{}, errors.New("cache: shared entry holds no record")
 	}
-	return r, stamp{expires: time.UnixMilli(w.Expires), epoch: w.Epoch, written: time.UnixMilli(w.Written)}, nil
+	return r, st, nil
 }

@@ -71,6 +71,7 @@ type remoteTier struct {
 	timeout time.Duration
 	logger  *zap.Logger
 	now     func() time.Time
+	ipField string // Options.AllowedIPsField
 
 	prefixOnce sync.Mutex
 	prefix     atomic.Pointer[string]
@@ -96,7 +97,8 @@ type remoteTier struct {
 
 // newRemoteTier returns the shared tier of a Store whose clock is now.
 func newRemoteTier(opts Options, now func() time.Time) *remoteTier {
-	t := &remoteTier{r: opts.Remote, sealer: opts.Sealer, timeout: opts.RemoteTimeout, logger: opts.Logger, scope: opts.RemoteScope, now: now}
+	t := &remoteTier{r: opts.Remote, sealer: opts.Sealer, timeout: opts.RemoteTimeout, logger: opts.Logger, scope: opts.RemoteScope, now: now,
+		ipField: opts.AllowedIPsField}
 	t.notBefore.Store(t.now().UnixMilli())
 	if t.timeout <= 0 {
 		t.timeout = DefaultRemoteTimeout
@@ -230,6 +232,9 @@ func (t *remoteTier) get(ctx context.Context, k key) shared {
 		written > readAt.Add(ClockSkew).UnixMilli() {
 		return res // revoked since, written before this gateway could know, or by a clock ahead of its own
 	}
+	if rec.APIKey != nil && st.ipField != t.ipField {
+		return res // read by a gateway that looks for allow-lists elsewhere, or not at all
+	}
 	res.rec, res.expires, res.hit = rec, st.expires, true
 	return res
 }
@@ -255,7 +260,7 @@ func (t *remoteTier) put(ctx context.Context, sh shared, k key, rec betterauth.R
 	if !sh.writable || ttl < time.Millisecond {
 		return
 	}
-	payload, err := encode(rec, stamp{expires: expires, epoch: sh.epoch, written: sh.readAt})
+	payload, err := encode(rec, stamp{expires: expires, epoch: sh.epoch, written: sh.readAt, ipField: t.ipField})
 	if err != nil {
 		return
 	}

@@ -48,6 +48,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    require_permission  <resource> <action...>
 //	    allow_ip            <cidr...>
 //	    deny_ip             <cidr...>
+//	    api_key_allowed_ips_field <metadata-field>
 //	    brute_force {
 //	        failures    <n>
 //	        window      <duration>
@@ -164,6 +165,8 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 			err = args(d, &h.AllowIP)
 		case "deny_ip":
 			err = args(d, &h.DenyIP)
+		case "api_key_allowed_ips_field":
+			err = oneArg(d, &h.APIKeyAllowedIPsField)
 		case "require_permission":
 			var words []string
 			if err = args(d, &words); err != nil {

@@ -150,6 +150,9 @@ type assembly struct {
 	// limit settings, which its rules read.
 	Usage         *Usage
 	APIKeyConfigs map[string]APIKeyConfig
+	// AllowedIPsField is where API keys' allow-lists are read: the store
+	// reads metadata for it.
+	AllowedIPsField string
 
 	sealer *cache.Sealer // authenticates what goes through Redis; set with Redis
 }
@@ -167,6 +170,8 @@ func (o *Options) assemble() (assembly, error) {
 		Timeout:    time.Duration(o.LookupTimeout),
 		NoListener: o.NoRevocationListener,
 		BruteForce: o.BruteForce,
+
+		AllowedIPsField: o.APIKeyAllowedIPsField,
 	}
 	if u := o.Usage; u != nil && u.Mode != "" && u.Mode != "off" {
 		a.Usage, a.APIKeyConfigs = u, o.APIKeyConfigs
@@ -188,7 +193,9 @@ func (o *Options) assemble() (assembly, error) {
 		if err := ro.Validate(); err != nil {
 			return a, fmt.Errorf("secondary_storage: %w", err)
 		}
-		a.Secondary = &secondaryAssembly{Store: ss.options(o.DisableKeyHashing).WithDefaults(), Redis: ro}
+		st := ss.options(o.DisableKeyHashing).WithDefaults()
+		st.AllowedIPsField = o.APIKeyAllowedIPsField
+		a.Secondary = &secondaryAssembly{Store: st, Redis: ro}
 	}
 	if o.Redis != nil {
 		r := *o.Redis
@@ -222,7 +229,8 @@ func (o *Options) assemble() (assembly, error) {
 }
 
 // reading names what, beside the rows (store.DB.Scope), decides the
-// records a gateway reads: keys stored in plain text, and secondary storage
+// records a gateway reads: keys stored in plain text, the metadata field of
+// keys' allow-lists, and secondary storage
 // (its prefix, what is read there, and the Redis it is on, without
 // credentials). A record one reading finds may be one another would not
 // (the stored hash of a key taken as a key, a session deleted from
@@ -233,6 +241,9 @@ func (a assembly) reading() string {
 	var b strings.Builder
 	if a.PlainKeys {
 		b.WriteString("\nplain_keys=true")
+	}
+	if a.AllowedIPsField != "" {
+		fmt.Fprintf(&b, "\napi_key_allowed_ips_field=%q", a.AllowedIPsField)
 	}
 	if ss := a.Secondary; ss != nil {
 		var at string
@@ -275,6 +286,7 @@ type Gateway struct {
 	shield    *shield.Shield   // nil without brute_force
 	meter     betterauth.Meter // nil without usage counting
 	counter   *usage.Redis     // the meter, with usage redis
+	keyIPs    *keyProblems     // malformed allow-lists logged, once per key
 	revoker   *revoker
 	rejected  throttle.Log // relayed messages that failed authentication
 	stale     throttle.Log // relayed messages outside cache.MessageWindow
@@ -300,8 +312,10 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	sc := cfg.Schema.config()
+	sc.AllowedIPsField = cfg.AllowedIPsField
 	db, err := store.Open(cfg.Database, store.Options{
-		Schema:    cfg.Schema.config(),
+		Schema:    sc,
 		PGSchema:  cfg.Schema.PGSchema,
 		PlainKeys: cfg.PlainKeys,
 		Writable:  cfg.Usage != nil && cfg.Usage.Mode == "database",
@@ -313,7 +327,7 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	// The watchers get their own context: the gateway outlives the config
 	// (and context) that opened it.
 	ctx, stop := context.WithCancel(context.Background())
-	g := &Gateway{db: db, streams: NewStreams(), stop: stop, logger: logger}
+	g := &Gateway{db: db, streams: NewStreams(), stop: stop, logger: logger, keyIPs: newKeyProblems(logger)}
 	if cfg.Usage != nil && cfg.Usage.Mode == "database" {
 		g.meter = usage.NewDatabase(db, cfg.usageRules(db), nil)
 	}
@@ -322,6 +336,7 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	}
 	opts := cfg.Cache.options(cfg.Timeout)
 	opts.Logger = logger.Named("cache")
+	opts.AllowedIPsField = cfg.AllowedIPsField
 	if r := cfg.Redis; r != nil {
 		client, err := rediscache.Open(rediscache.Options{URL: r.URL, SentinelMaster: r.SentinelMaster, Timeout: time.Duration(r.Timeout)})
 		if err != nil {
@@ -440,16 +455,19 @@ func (g *Gateway) Gate(o Options, logger *zap.Logger) (*betterauth.Gate, error) 
 	if g.shield != nil {
 		sh = g.shield
 	}
-	return newGate(o, g.store, sh, g.meter, logger)
+	return newGate(o, g.store, sh, g.meter, g.keyIPs, logger)
 }
 
 // NewGate returns the request decision o describes over any store: a
 // Gateway's, or in tests a fake.
 func NewGate(o Options, s betterauth.Store, logger *zap.Logger) (*betterauth.Gate, error) {
-	return newGate(o, s, nil, nil, logger)
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	return newGate(o, s, nil, nil, newKeyProblems(logger), logger)
 }
 
-func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.Meter, logger *zap.Logger) (*betterauth.Gate, error) {
+func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.Meter, kp *keyProblems, logger *zap.Logger) (*betterauth.Gate, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -482,6 +500,8 @@ func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.M
 		Rules:          rules,
 		Shield:         sh,
 		Meter:          m,
+		KeyAllowedIPs:  o.APIKeyAllowedIPsField != "",
+		OnKeyIPProblem: kp.heard,
 		OnError: func(c betterauth.Credential, err error) {
 			logger.Error("better-auth lookup failed; answering 503",
 				zap.String("credential_fingerprint", betterauth.Fingerprint(c.Value)), zap.Error(err))

@@ -126,6 +126,19 @@ type Options struct {
 	AllowIP []string `json:"allow_ip,omitempty"`
 	DenyIP  []string `json:"deny_ip,omitempty"`
 
+	// The member of an API key's metadata that lists the client addresses
+	// the key may be used from, e.g. "allowedIps" for keys the app created
+	// with createApiKey({metadata: {allowedIps: ["10.0.0.0/8",
+	// "203.0.113.7"]}}): CIDR prefixes or single addresses, at most 256. A
+	// key whose metadata lacks the member is unrestricted; from another
+	// address, or one the front end cannot tell, it gets 403
+	// IP_NOT_ALLOWED. A member that is not a non-empty list of addresses
+	// (or metadata that is not JSON) fails closed: the key is refused from
+	// everywhere, and the problem is logged once with the key's id. The
+	// address is the one allow_ip sees. Default: unset (metadata is not
+	// read).
+	APIKeyAllowedIPsField string `json:"api_key_allowed_ips_field,omitempty"`
+
 	// Refuse, before any lookup, a client address that presented too many
 	// unknown credentials. Off by default: behind a proxy that Caddy does
 	// not trust (trusted_proxies), every client shares the proxy's address.

@@ -87,11 +87,12 @@ func TestSharingKey(t *testing.T) {
 		t.Error("gate settings split the gateway")
 	}
 	for name, o := range map[string]Options{
-		"database":   {Database: db + "2", Secret: "s"},
-		"plain keys": {Database: db, DisableKeyHashing: true},
-		"cache":      {Database: db, Cache: &Cache{TTL: Duration(time.Hour)}},
-		"listener":   {Database: db, NoRevocationListener: true},
-		"redis":      {Database: db, Secret: "s", Redis: &Redis{URL: "redis://h"}},
+		"database":    {Database: db + "2", Secret: "s"},
+		"plain keys":  {Database: db, DisableKeyHashing: true},
+		"cache":       {Database: db, Cache: &Cache{TTL: Duration(time.Hour)}},
+		"listener":    {Database: db, NoRevocationListener: true},
+		"allow-lists": {Database: db, APIKeyAllowedIPsField: "allowedIps"},
+		"redis":       {Database: db, Secret: "s", Redis: &Redis{URL: "redis://h"}},
 	} {
 		if key(o) == base {
 			t.Errorf("%s: shares the gateway", name)

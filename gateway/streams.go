@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -33,6 +34,7 @@ type Stream struct {
 	keyID, sessionID, userID, orgID string
 	gate                            *betterauth.Gate
 	cred                            betterauth.Credential
+	client                          netip.Addr // for the key's own allow-list
 	set                             *Streams
 	cancel                          context.CancelCauseFunc
 	stopDeadline                    context.CancelFunc // nil without an expiry
@@ -48,7 +50,7 @@ func NewStreams() *Streams { return &Streams{set: map[*Stream]struct{}{}} }
 func (s *Streams) Watch(ctx context.Context, gate *betterauth.Gate, res *betterauth.Result) (context.Context, *Stream) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	d := res.Decision
-	st := &Stream{gate: gate, cred: res.Credential, cancel: cancel, set: s}
+	st := &Stream{gate: gate, cred: res.Credential, client: res.Client, cancel: cancel, set: s}
 	switch {
 	case d.User != nil:
 		st.userID = d.User.ID
@@ -111,7 +113,7 @@ func (s *Streams) Revoked(target cache.Target, id string) {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if !st.gate.Recheck(ctx, st.cred) {
+			if !st.gate.Recheck(ctx, st.cred, st.client) {
 				st.cancel(ErrRevoked)
 			}
 		}()

@@ -79,6 +79,10 @@ func New(db DBTX, opts Options) (*Store, error) {
 		Catalog: s.Catalog,
 		Resolved: func(l *schema.Layout) {
 			s.logger.Info("better-auth schema detected", zap.String("layout", l.Describe()))
+			if l.AllowedIPsField != "" && l.APIKey != nil && !l.APIKey.Has("metadata") {
+				s.logger.Warn("api_key_allowed_ips_field is set, but the api-key table has no metadata column: no key is restricted",
+					zap.String("table", l.APIKey.Name))
+			}
 		},
 	}
 	return s, nil
@@ -295,7 +299,7 @@ func (s *Store) Member(ctx context.Context, orgID, userID string) (string, bool,
 
 func (s *Store) collectKey(rows pgx.Rows) (*betterauth.APIKey, error) {
 	defer rows.Close()
-	k, duplicate, err := schema.DecodeAPIKey(rows)
+	k, duplicate, err := schema.DecodeAPIKey(rows, s.opts.Schema.AllowedIPsField)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: %w", err)
 	}

@@ -9,8 +9,8 @@ import (
 // both accept. Each returns one row shape:
 //
 //	API key: id, configId, enabled, expiresAt, remaining, refillInterval,
-//	         refillAmount, lastRefillAt, createdAt, permissions, then the
-//	         user columns, then the owner id as stored, then the
+//	         refillAmount, lastRefillAt, createdAt, permissions, metadata,
+//	         then the user columns, then the owner id as stored, then the
 //	         organization columns
 //	session: id, expiresAt, then the user columns, then
 //	         activeOrganizationId, member.id, member.role
@@ -18,12 +18,14 @@ import (
 //	organization: id, slug, name
 //	member:  role
 //
-// with NULL for the optional columns the table lacks. An API key's owner is
-// LEFT JOINed to both the user and the organization table (which one owns
-// the key is the configuration's to say, not the row's), so a key whose
-// owner is missing still comes back, with NULL owner columns. APIKey or
-// Session is empty when the database has no such table; Member and
-// Organization when it has not the organization plugin's.
+// with NULL for the optional columns the table lacks, and for metadata
+// unless the layout's AllowedIPsField is set (it is read for nothing else).
+// An API key's owner is LEFT JOINed to both the user and the organization
+// table (which one owns the key is the configuration's to say, not the
+// row's), so a key whose owner is missing still comes back, with NULL
+// owner columns. APIKey or Session is empty when the database has no such
+// table; Member and Organization when it has not the organization
+// plugin's.
 type Queries struct {
 	APIKey, Session string
 	// User reads one user by id, for records kept outside SQL (Better-Auth's
@@ -58,6 +60,10 @@ func (l *Layout) Build(d Dialect) Queries {
 		col("u", u, "id"), col("u", u, "email"), col("u", u, "name"),
 		col("u", u, "role"), col("u", u, "banned"), col("u", u, "banExpires"),
 	}, ", ")
+	metadata := "NULL"
+	if k := l.APIKey; k != nil && l.AllowedIPsField != "" {
+		metadata = col("k", k, "metadata")
+	}
 	q := Queries{User: fmt.Sprintf(`SELECT %s
 FROM %s u
 WHERE u.%s = %s`, user, qualify(u.Name), QuoteIdent(u.Col("id")), param)}
@@ -82,14 +88,14 @@ LIMIT 1`, QuoteIdent(m.Col("role")), qualify(m.Name), QuoteIdent(m.Col("organiza
 		} else {
 			org = "NULL, NULL, NULL"
 		}
-		q.APIKey = fmt.Sprintf(`SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
+		q.APIKey = fmt.Sprintf(`SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
 FROM %s k
 LEFT JOIN %s u ON u.%s = %s%s
 WHERE k.%s = %s
 LIMIT 2`,
 			col("k", k, "id"), col("k", k, "configId"), col("k", k, "enabled"), col("k", k, "expiresAt"),
 			col("k", k, "remaining"), col("k", k, "refillInterval"), col("k", k, "refillAmount"),
-			col("k", k, "lastRefillAt"), col("k", k, "createdAt"), col("k", k, "permissions"), user, owner, org,
+			col("k", k, "lastRefillAt"), col("k", k, "createdAt"), col("k", k, "permissions"), metadata, user, owner, org,
 			qualify(k.Name), qualify(u.Name), QuoteIdent(u.Col("id")), owner, orgJoin,
 			QuoteIdent(k.Col("key")), param)
 	}

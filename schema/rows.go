@@ -16,7 +16,9 @@ type Rows interface {
 	Err() error
 }
 
-// DecodeAPIKey reads the result of Queries.APIKey. It returns nil when no
+// DecodeAPIKey reads the result of Queries.APIKey, with the allow-list of
+// client addresses in the metadata member allowedIPsField (the Config's,
+// which built the query; empty when metadata is not read). It returns nil when no
 // row matched, and duplicate when more than one did (apikey.key is indexed
 // but not unique: such a key must not be trusted).
 //
@@ -24,8 +26,8 @@ type Rows interface {
 // serves every database and every way Better-Auth's adapters store a type:
 // booleans as bool or 0/1, dates as timestamps, ISO-8601 text or epoch
 // milliseconds.
-func DecodeAPIKey(rows Rows) (k *betterauth.APIKey, duplicate bool, err error) {
-	var v [10 + userColumns + 4]any
+func DecodeAPIKey(rows Rows, allowedIPsField string) (k *betterauth.APIKey, duplicate bool, err error) {
+	var v [11 + userColumns + 4]any
 	n := 0
 	for rows.Next() {
 		if n++; n > 1 {
@@ -63,8 +65,11 @@ func DecodeAPIKey(rows Rows) (k *betterauth.APIKey, duplicate bool, err error) {
 	k.LastRefillAt = d.time(v[7], "apikey.lastRefillAt")
 	k.CreatedAt = d.time(v[8], "apikey.createdAt")
 	k.Permissions = permissions(v[9])
-	k.User = d.user(v[10 : 10+userColumns])
-	rest := v[10+userColumns:]
+	if allowedIPsField != "" {
+		k.AllowedIPs = allowedIPs(v[10], allowedIPsField)
+	}
+	k.User = d.user(v[11 : 11+userColumns])
+	rest := v[11+userColumns:]
 	k.ReferenceID = d.text(rest[0], "apikey.referenceId")
 	k.Org = d.org(rest[1:])
 	if d.err != nil {
@@ -220,6 +225,26 @@ func permissions(v any) betterauth.Permissions {
 		return betterauth.ParsePermissions(string(b))
 	}
 	return nil
+}
+
+// allowedIPs reads a key's allow-list from the metadata column: text as
+// Better-Auth writes it, or, in a json or jsonb column, the value pgx
+// decoded (an object, or a string holding the text).
+func allowedIPs(v any, field string) *betterauth.IPAllowList {
+	switch x := v.(type) {
+	case nil:
+		return nil
+	case string:
+		return betterauth.ParseAllowedIPs([]byte(x), field)
+	case []byte:
+		return betterauth.ParseAllowedIPs(x, field)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Whether it names a list cannot be told: as malformed.
+		return betterauth.ParseAllowedIPs([]byte("{"), field)
+	}
+	return betterauth.ParseAllowedIPs(b, field)
 }
 
 func (d *decoder) text(v any, field string) string {

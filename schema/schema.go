@@ -55,6 +55,11 @@ type Config struct {
 	// Columns overrides single column names, keyed "<model>.<field>" with
 	// Better-Auth's model and field names.
 	Columns map[string]string
+	// AllowedIPsField, when set, names the member of an API key's metadata
+	// that holds the key's allow-list of client addresses: the api-key
+	// query then reads the metadata column, and the decoder parses it (see
+	// betterauth.ParseAllowedIPs). Empty: metadata is not read.
+	AllowedIPsField string
 }
 
 // Models and the fields the gateway reads; fields marked optional may be
@@ -72,11 +77,11 @@ var models = []struct {
 	// requestCount, lastRequest and updatedAt are not read: the triggers
 	// name them among the usage columns whose updates they ignore.
 	{"apikey", []string{"id", "key", "configId", "referenceId", "userId", "enabled", "expiresAt", "remaining",
-		"refillInterval", "refillAmount", "lastRefillAt", "createdAt", "permissions",
+		"refillInterval", "refillAmount", "lastRefillAt", "createdAt", "permissions", "metadata",
 		// Counted only with usage on (see UsageFields).
 		"rateLimitEnabled", "rateLimitTimeWindow", "rateLimitMax", "requestCount", "lastRequest", "updatedAt",
 		"rateLimitResetAt"},
-		map[string]bool{"configId": true, "referenceId": true, "userId": true, "permissions": true,
+		map[string]bool{"configId": true, "referenceId": true, "userId": true, "permissions": true, "metadata": true,
 			"rateLimitEnabled": true, "rateLimitTimeWindow": true, "rateLimitMax": true, "requestCount": true,
 			"lastRequest": true, "updatedAt": true, "rateLimitResetAt": true}},
 	// The organization plugin's tables: optional as a whole (see
@@ -173,6 +178,9 @@ type Layout struct {
 	OrgProblem  string
 	// Admin is true when the user table has the admin plugin's columns.
 	Admin bool
+	// AllowedIPsField is the configuration's (see Config): the api-key
+	// query reads metadata only when it is set.
+	AllowedIPsField string
 }
 
 // UsageColumns are the api-key columns Better-Auth writes as it counts a
@@ -314,7 +322,7 @@ func (c Config) Resolve(cat Catalog) (*Layout, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	l := &Layout{}
+	l := &Layout{AllowedIPsField: c.AllowedIPsField}
 	find := func(model string) (string, []string) {
 		for _, name := range c.tableCandidates(model) {
 			if cols, ok := cat[name]; ok {

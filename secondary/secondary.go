@@ -72,6 +72,11 @@ type Options struct {
 	APIKeys Mode
 	// PlainKeys matches the api-key plugin's disableKeyHashing.
 	PlainKeys bool
+	// AllowedIPsField, when set, names the member of an API key's metadata
+	// holding its allow-list of client addresses (see
+	// betterauth.ParseAllowedIPs); keys read from SQL get theirs from the
+	// SQL store. Empty: metadata is not read.
+	AllowedIPsField string
 }
 
 // Defaults for Options.
@@ -119,6 +124,7 @@ type Store struct {
 	sessions Mode
 	keys     Mode
 	plain    bool
+	ipField  string
 }
 
 // New returns a Store, with defaults for what opts leave unset. It does no
@@ -128,7 +134,8 @@ func New(client redis.UniversalClient, sql SQL, opts Options) (*Store, error) {
 		return nil, err
 	}
 	opts = opts.WithDefaults()
-	return &Store{redis: client, sql: sql, prefix: *opts.Prefix, sessions: opts.Sessions, keys: opts.APIKeys, plain: opts.PlainKeys}, nil
+	return &Store{redis: client, sql: sql, prefix: *opts.Prefix, sessions: opts.Sessions, keys: opts.APIKeys, plain: opts.PlainKeys,
+		ipField: opts.AllowedIPsField}, nil
 }
 
 // Lookup implements betterauth.Store.
@@ -168,10 +175,15 @@ func (s *Store) apiKey(ctx context.Context, l betterauth.Lookup) (*betterauth.AP
 		}
 		return nil, nil
 	}
-	var w wireKey
-	if err := json.Unmarshal(raw, &w); err != nil {
+	var wm wireKeyMeta
+	var into any = &wm.wireKey
+	if s.ipField != "" {
+		into = &wm
+	}
+	if err := json.Unmarshal(raw, into); err != nil {
 		return nil, fmt.Errorf("secondary storage: api key: %w", err)
 	}
+	w := &wm.wireKey
 	owner := w.ReferenceID
 	if owner == "" {
 		owner = w.UserID // the 1.3/1.4 plugin
@@ -201,6 +213,11 @@ func (s *Store) apiKey(ctx context.Context, l betterauth.Lookup) (*betterauth.AP
 		k.Permissions = betterauth.ParsePermissions(text)
 	} else if len(w.Permissions) > 0 && w.Permissions[0] == '{' {
 		k.Permissions = betterauth.ParsePermissions(string(w.Permissions))
+	}
+	if s.ipField != "" {
+		// An object in the record; a string holding JSON text is read too,
+		// and JSON null (or no member) is no metadata.
+		k.AllowedIPs = betterauth.ParseAllowedIPs(wm.Metadata, s.ipField)
 	}
 	return k, nil
 }
@@ -331,4 +348,13 @@ type wireKey struct {
 	// Permissions are the row's JSON text, as the plugin serializes the
 	// record (an object is read too).
 	Permissions json.RawMessage `json:"permissions"`
+}
+
+// wireKeyMeta is a key record with its metadata, read only when the
+// gateway looks for allow-lists there.
+type wireKeyMeta struct {
+	wireKey
+	// Metadata is an object: the plugin parses the column before storing
+	// the record.
+	Metadata json.RawMessage `json:"metadata"`
 }

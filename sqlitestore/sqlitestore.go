@@ -166,6 +166,10 @@ func New(db *sql.DB, opts Options) (*Store, error) {
 		Catalog: s.Catalog,
 		Resolved: func(l *schema.Layout) {
 			s.logger.Info("better-auth schema detected", zap.String("layout", l.Describe()))
+			if l.AllowedIPsField != "" && l.APIKey != nil && !l.APIKey.Has("metadata") {
+				s.logger.Warn("api_key_allowed_ips_field is set, but the api-key table has no metadata column: no key is restricted",
+					zap.String("table", l.APIKey.Name))
+			}
 		},
 	}
 	return s, nil
@@ -288,7 +292,7 @@ func (s *Store) key(ctx context.Context, query, arg string) (*betterauth.APIKey,
 		return nil, fmt.Errorf("sqlitestore: api key lookup: %w", err)
 	}
 	defer rows.Close()
-	k, duplicate, err := schema.DecodeAPIKey(rows)
+	k, duplicate, err := schema.DecodeAPIKey(rows, s.opts.Schema.AllowedIPsField)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: %w", err)
 	}

@@ -7,6 +7,8 @@
 //   node seed.mjs disable-key <id> <userId>
 //   node seed.mjs revoke-session <token>
 //   node seed.mjs ban-user <userId>
+//   node seed.mjs set-key-metadata <id> <userId> <metadata JSON>
+//                                              updateApiKey({metadata}), as an app would
 //   node seed.mjs ddl                          prints the SQL Better-Auth's migrations run
 //   node seed.mjs verify-key <key> [<permissions JSON>]
 //                                              prints Better-Auth's verifyApiKey result
@@ -179,6 +181,10 @@ switch (cmd) {
       // Verified by Better-Auth itself in the permission tests: no rate
       // limit, so that its verifies are never counted out.
       permitted: await newKey(alice.id, { permissions: { files: ["read", "write"], projects: ["list"] }, rateLimitEnabled: false }),
+      // Restricted to client addresses by their metadata
+      // (api_key_allowed_ips_field allowedIps); the second list has a typo.
+      ipListed: await newKey(alice.id, { metadata: { plan: "pro", allowedIps: ["10.1.0.0/16", "203.0.113.7"] } }),
+      ipMalformed: await newKey(alice.id, { metadata: { allowedIps: ["10.1.2.3", "10.1.2.300"] } }),
     };
     await auth.api.updateApiKey({ body: { keyId: keys.disabled.id, userId: alice.id, enabled: false } });
     // Spend the single use of the exhausted and refill keys, as a verify would.
@@ -280,6 +286,9 @@ switch (cmd) {
   }
   case "disable-key":
     await auth.api.updateApiKey({ body: { keyId: args[0], userId: args[1], enabled: false } });
+    break;
+  case "set-key-metadata":
+    await auth.api.updateApiKey({ body: { keyId: args[0], userId: args[1], metadata: JSON.parse(args[2]) } });
     break;
   case "revoke-session":
     await ctx.internalAdapter.deleteSession(args[0]);

@@ -112,7 +112,7 @@ type Fixture struct {
 		Token  string `json:"token"`
 	} `json:"aliceSession2"`
 	Keys struct {
-		Valid, Valid2, Eve, Zoe, Disabled, Expired, Exhausted, Limited, Refill, Banned, Deletable, UnhashedPrefix, Permitted Key
+		Valid, Valid2, Eve, Zoe, Disabled, Expired, Exhausted, Limited, Refill, Banned, Deletable, UnhashedPrefix, Permitted, IPListed, IPMalformed Key
 	} `json:"keys"`
 	// Org is set with SeedOptions.Org.
 	Org *OrgFixture `json:"org"`
