@@ -54,7 +54,7 @@ func TestDecodeAPIKeyMetadata(t *testing.T) {
 	t.Parallel()
 	row := func(metadata any) *fakeRows {
 		return &fakeRows{rows: [][]any{{"k1", "default", true, nil, nil, nil, nil, nil, time.Now(), nil, metadata,
-			"u1", "a@example.com", "A", nil, nil, nil}}}
+			"u1", "a@example.com", "A", nil, nil, nil, "u1", nil, nil, nil}}}
 	}
 	listed := netip.MustParseAddr("10.1.2.3")
 	for _, tc := range []struct {
