@@ -27,6 +27,9 @@ const (
 	IPNotAllowed
 	// The client failed to authenticate too often (see Shield).
 	TooManyFailures
+	// One of the route's rate_limit tiers is exhausted (see Limiter); not
+	// the API key's own Better-Auth rate limit.
+	RateLimitExceeded
 	BackendUnavailable
 	numReasons
 )
@@ -63,6 +66,8 @@ var outcomes = [numReasons]Outcome{
 	IPNotAllowed: {http.StatusForbidden, "IP_NOT_ALLOWED", "Requests from this address are not allowed here."},
 	TooManyFailures: {http.StatusTooManyRequests, "TOO_MANY_FAILURES",
 		"Too many failed authentications from this address; try again later."},
+	RateLimitExceeded: {http.StatusTooManyRequests, "RATE_LIMIT_EXCEEDED",
+		"Too many requests; try again later."},
 	BackendUnavailable: {http.StatusServiceUnavailable, "BACKEND_UNAVAILABLE", "The authentication backend is unavailable; try again later."},
 }
 

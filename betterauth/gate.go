@@ -25,6 +25,9 @@ type GateConfig struct {
 	// Shield, when set, refuses a client that has failed too often before
 	// its credential is read, and hears each unknown credential.
 	Shield Shield
+	// Limiter, when set, spends one request of the route's rate limits on
+	// every request that passed the credential and the rules.
+	Limiter Limiter
 	// OnError, when set, hears every lookup the store could not answer while
 	// the caller was still waiting (the request gets 503). It must not
 	// block.
@@ -40,6 +43,18 @@ type Shield interface {
 	Failed(client netip.Addr)
 }
 
+// Limiter enforces rate limits on verified requests (package ratelimit
+// implements it).
+type Limiter interface {
+	// Limit spends one request on each of the limits d (an allowed
+	// decision) and client fall under, all or none: when one is exhausted,
+	// none is spent, and retryAfter says when it allows again. It must not
+	// fail: a limiter that cannot tell lets the request through.
+	Limit(ctx context.Context, d *Decision, client netip.Addr) (retryAfter time.Duration, limited bool)
+	// UsesClient reports whether a limit is kept per client address.
+	UsesClient() bool
+}
+
 // Gate is the one request decision every front end renders: the Caddy
 // handler, the ext_authz gRPC service and its HTTP mode. It turns a
 // request's headers into a Result, and says how the headers must change on
@@ -52,6 +67,7 @@ type Gate struct {
 	rules     Rules
 	ruled     bool // the rules ask anything
 	shield    Shield
+	limiter   Limiter
 	onError   func(Credential, error)
 }
 
@@ -65,6 +81,7 @@ func NewGate(cfg GateConfig) *Gate {
 		rules:     cfg.Rules,
 		ruled:     cfg.Rules.asks(),
 		shield:    cfg.Shield,
+		limiter:   cfg.Limiter,
 		onError:   cfg.OnError,
 	}
 }
@@ -72,7 +89,8 @@ func NewGate(cfg GateConfig) *Gate {
 // WantsClient reports whether decisions depend on the client's address, so
 // that a front end finds it only then.
 func (g *Gate) WantsClient() bool {
-	return g.shield != nil || len(g.rules.AllowIPs)+len(g.rules.DenyIPs) > 0
+	return g.shield != nil || len(g.rules.AllowIPs)+len(g.rules.DenyIPs) > 0 ||
+		g.limiter != nil && g.limiter.UsesClient()
 }
 
 // Extractor returns the gate's extractor.
@@ -134,6 +152,12 @@ func (g *Gate) Decide(ctx context.Context, h HTTPHeader, client netip.Addr) (res
 		res.Decision = Decision{Reason: BackendUnavailable}
 	}
 	g.enforce(&res.Decision)
+	if res.Decision.Allowed() && g.limiter != nil {
+		// Last: a request refused for any other reason spends no limit.
+		if wait, limited := g.limiter.Limit(ctx, &res.Decision, client); limited {
+			res.Decision = Decision{Reason: RateLimitExceeded, Method: res.Decision.Method, RetryAfter: wait}
+		}
+	}
 	if res.Decision.Allowed() {
 		res.Status = http.StatusOK
 		return res

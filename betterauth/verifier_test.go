@@ -235,6 +235,7 @@ func TestOutcomeTable(t *testing.T) {
 		InsufficientPermissions: {403, "INSUFFICIENT_PERMISSIONS"},
 		IPNotAllowed:            {403, "IP_NOT_ALLOWED"},
 		TooManyFailures:         {429, "TOO_MANY_FAILURES"},
+		RateLimitExceeded:       {429, "RATE_LIMIT_EXCEEDED"},
 		BackendUnavailable:      {503, "BACKEND_UNAVAILABLE"},
 	}
 	for r, w := range want {
