@@ -61,11 +61,15 @@ func (l *local) take(ids []uint64, lims []gcra, now int64) (denied int, wait int
 	for _, s := range held[:n] {
 		l.shards[s].mu.Lock()
 	}
-	defer func() {
-		for _, s := range held[:n] {
-			l.shards[s].mu.Unlock()
-		}
-	}()
+	denied, wait = l.takeLocked(ids, lims, now)
+	for _, s := range held[:n] {
+		l.shards[s].mu.Unlock()
+	}
+	return denied, wait
+}
+
+// takeLocked is take with the shards of ids locked.
+func (l *local) takeLocked(ids []uint64, lims []gcra, now int64) (denied int, wait int64) {
 	var next [MaxTiers]int64
 	for i, id := range ids {
 		tat := l.shards[id%shards].tat[id]

@@ -152,14 +152,16 @@ func (l *Limiter) Limit(ctx context.Context, d *betterauth.Decision, client neti
 		if !ok {
 			continue
 		}
-		var h maphash.Hash
-		h.SetSeed(l.store.local.seed)
-		h.WriteString(id)
+		var h uint64
 		if addr.IsValid() {
 			b := addr.As16()
-			h.Write(b[:])
+			h = maphash.Bytes(l.store.local.seed, b[:])
+		} else {
+			h = maphash.String(l.store.local.seed, id)
 		}
-		which[n], ids[n], lims[n] = t, h.Sum64()^t.salt, t.lim
+		// The tier's salt is a seeded hash too: two keys of one tier
+		// collide only if their hashes do, and nobody can aim for it.
+		which[n], ids[n], lims[n] = t, h^t.salt, t.lim
 		n++
 	}
 	if n == 0 {

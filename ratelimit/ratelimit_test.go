@@ -113,7 +113,9 @@ func TestKeys(t *testing.T) {
 	t.Parallel()
 	s := NewStore(Options{})
 	ctx := context.Background()
-	one := func(k Key) *Limiter { return mustLimiter(t, s, Tier{Name: "one-" + k.String(), Key: k, Rate: 1, Per: time.Hour}) }
+	one := func(k Key) *Limiter {
+		return mustLimiter(t, s, Tier{Name: "one-" + k.String(), Key: k, Rate: 1, Per: time.Hour})
+	}
 	ip := one(KeyIP)
 	a, b := netip.MustParseAddr("2001:db8:1:2::1"), netip.MustParseAddr("2001:db8:1:2:ffff::9")
 	if _, limited := ip.Limit(ctx, decision("u", "k"), a); limited {
@@ -243,7 +245,9 @@ func concurrently(t *testing.T, l *Limiter, workers, each int) int64 {
 	return passed.Load()
 }
 
-func redisStore(t *testing.T) (*Store, redis.UniversalClient, string) {
+func redisStore(t *testing.T) (*Store, redis.UniversalClient, string) { return redisStoreB(t) }
+
+func redisStoreB(t testing.TB) (*Store, redis.UniversalClient, string) {
 	t.Helper()
 	url := testenv.Require(t, "TEST_REDIS_URL")
 	c, err := rediscache.Open(rediscache.Options{URL: url})
