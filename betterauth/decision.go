@@ -32,6 +32,9 @@ const (
 	// 429, or 401 as Better-Auth releases up to 1.6.10 answer.
 	RateLimited
 	RateLimitedUnauthorized
+	// One of the route's rate_limit tiers is exhausted (see Limiter); not
+	// the API key's own Better-Auth rate limit.
+	RateLimitExceeded
 	BackendUnavailable
 	numReasons
 )
@@ -72,7 +75,9 @@ var outcomes = [numReasons]Outcome{
 		"Too many failed authentications from this address; try again later."},
 	RateLimited:             {http.StatusTooManyRequests, "RATE_LIMITED", "Rate limit exceeded."},
 	RateLimitedUnauthorized: {http.StatusUnauthorized, "RATE_LIMITED", "Rate limit exceeded."},
-	BackendUnavailable:      {http.StatusServiceUnavailable, "BACKEND_UNAVAILABLE", "The authentication backend is unavailable; try again later."},
+	RateLimitExceeded: {http.StatusTooManyRequests, "RATE_LIMIT_EXCEEDED",
+		"Too many requests; try again later."},
+	BackendUnavailable: {http.StatusServiceUnavailable, "BACKEND_UNAVAILABLE", "The authentication backend is unavailable; try again later."},
 }
 
 // Outcome returns the answer for r.

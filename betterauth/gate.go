@@ -36,6 +36,9 @@ type GateConfig struct {
 	// allow-list was malformed (see IPAllowList.Problem), with the key's
 	// id; it is for logging, at most once per key. It must not block.
 	OnKeyIPProblem func(keyID, problem string)
+	// Limiter, when set, spends one request of the route's rate limits on
+	// every request that passed the credential and the rules.
+	Limiter Limiter
 	// OnError, when set, hears every lookup the store could not answer while
 	// the caller was still waiting (the request gets 503). It must not
 	// block.
@@ -49,6 +52,18 @@ type Shield interface {
 	Blocked(client netip.Addr) (retryAfter time.Duration, blocked bool)
 	// Failed counts an unknown credential from client.
 	Failed(client netip.Addr)
+}
+
+// Limiter enforces rate limits on verified requests (package ratelimit
+// implements it).
+type Limiter interface {
+	// Limit spends one request on each of the limits d (an allowed
+	// decision) and client fall under, all or none: when one is exhausted,
+	// none is spent, and retryAfter says when it allows again. It must not
+	// fail: a limiter that cannot tell lets the request through.
+	Limit(ctx context.Context, d *Decision, client netip.Addr) (retryAfter time.Duration, limited bool)
+	// UsesClient reports whether a limit is kept per client address.
+	UsesClient() bool
 }
 
 // Gate is the one request decision every front end renders: the Caddy
@@ -66,6 +81,7 @@ type Gate struct {
 	meter     Meter
 	keyIPs    bool // API keys carry allow-lists
 	onKeyIP   func(keyID, problem string)
+	limiter   Limiter
 	onError   func(Credential, error)
 }
 
@@ -82,6 +98,7 @@ func NewGate(cfg GateConfig) *Gate {
 		meter:     cfg.Meter,
 		keyIPs:    cfg.KeyAllowedIPs,
 		onKeyIP:   cfg.OnKeyIPProblem,
+		limiter:   cfg.Limiter,
 		onError:   cfg.OnError,
 	}
 }
@@ -89,7 +106,8 @@ func NewGate(cfg GateConfig) *Gate {
 // WantsClient reports whether decisions depend on the client's address, so
 // that a front end finds it only then.
 func (g *Gate) WantsClient() bool {
-	return g.shield != nil || g.keyIPs || len(g.rules.AllowIPs)+len(g.rules.DenyIPs) > 0
+	return g.shield != nil || g.keyIPs || len(g.rules.AllowIPs)+len(g.rules.DenyIPs) > 0 ||
+		g.limiter != nil && g.limiter.UsesClient()
 }
 
 // Extractor returns the gate's extractor.
@@ -156,7 +174,16 @@ func (g *Gate) Decide(ctx context.Context, h HTTPHeader, client netip.Addr) (res
 	}
 	g.enforce(&res.Decision)
 	g.keyAddress(&res.Decision, client)
+	if res.Decision.Allowed() && g.limiter != nil {
+		// After the gateway's other refusals: a request refused for any
+		// of them spends no limit.
+		if wait, limited := g.limiter.Limit(ctx, &res.Decision, client); limited {
+			res.Decision = Decision{Reason: RateLimitExceeded, Method: res.Decision.Method, RetryAfter: wait}
+		}
+	}
 	if g.meter != nil && res.Decision.key != nil && res.Decision.Allowed() {
+		// Last: only a request the gateway lets through spends the key's
+		// Better-Auth quota and rate limit.
 		g.count(ctx, &res)
 	}
 	if res.Decision.Allowed() {

@@ -338,3 +338,80 @@ func TestGateShield(t *testing.T) {
 		t.Fatalf("%d failures counted, want 3 (the unknown key, the raw token, the forged signature)", len(sh.failed))
 	}
 }
+
+// fakeLimiter limits after allow requests, and records what it was asked.
+type fakeLimiter struct {
+	allow int
+	seen  []string // the credential ids asked about
+	byIP  bool
+}
+
+func (f *fakeLimiter) Limit(_ context.Context, d *Decision, _ netip.Addr) (time.Duration, bool) {
+	f.seen = append(f.seen, d.CredentialID)
+	if len(f.seen) > f.allow {
+		return 2500 * time.Millisecond, true
+	}
+	return 0, false
+}
+func (f *fakeLimiter) UsesClient() bool { return f.byIP }
+
+// A rate-limited gate asks its limiter only about requests that passed the
+// credential and the rules (a refused request spends nothing), and answers
+// 429 RATE_LIMIT_EXCEEDED with Retry-After rounded up, without identity.
+func TestGateLimiter(t *testing.T) {
+	t.Parallel()
+	const key = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
+	store := &fakeStore{keys: map[string]*APIKey{NewLookup(KindAPIKey, key).KeyHash(): {ID: "k1", ConfigID: "default", Enabled: true, User: alice()}}}
+	v, _ := NewVerifier(Options{Store: store})
+	lim := &fakeLimiter{allow: 1}
+	g := NewGate(GateConfig{Verifier: v, Limiter: lim, Rules: Rules{DenyIPs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}})
+	ctx, ok := context.Background(), netip.MustParseAddr("198.51.100.1")
+	for _, tc := range []struct {
+		hdr    HTTPHeader
+		client netip.Addr
+		want   Reason
+	}{
+		{HTTPHeader{}, ok, MissingCredential},
+		{HTTPHeader{"X-Api-Key": {"ba_unknown"}}, ok, InvalidAPIKey},
+		{HTTPHeader{"X-Api-Key": {key}}, netip.MustParseAddr("192.0.2.1"), IPNotAllowed},
+		{HTTPHeader{"X-Api-Key": {key}}, ok, Allowed},
+		{HTTPHeader{"X-Api-Key": {key}}, ok, RateLimitExceeded},
+	} {
+		res := g.Decide(ctx, tc.hdr, tc.client)
+		if res.Decision.Reason != tc.want {
+			t.Fatalf("%v: %v, want %v", tc.hdr, res.Decision.Reason, tc.want)
+		}
+		if tc.want == RateLimitExceeded {
+			hdr := HTTPHeader{"X-Api-Key": {key}}
+			res.Strip(hdr, nil)
+			if res.Status != 429 || !slices.Contains(res.Headers, Header{"Retry-After", "3"}) ||
+				len(res.Decision.AppendHeaders(nil)) != 0 || res.Decision.Method != MethodAPIKey || len(hdr["X-Api-Key"]) == 0 {
+				t.Fatalf("limited: %d %v %v, upstream headers %v", res.Status, res.Headers, res.Decision, hdr)
+			}
+			var body struct{ Code string }
+			if json.Unmarshal(res.Body, &body); body.Code != "RATE_LIMIT_EXCEEDED" {
+				t.Fatalf("body %s", res.Body)
+			}
+		}
+	}
+	if !slices.Equal(lim.seen, []string{"k1", "k1"}) {
+		t.Fatalf("the limiter heard %v; want only the two verified requests", lim.seen)
+	}
+	if g.WantsClient() != true {
+		t.Fatal("address rules")
+	}
+	g = NewGate(GateConfig{Verifier: v, Limiter: lim})
+	if g.WantsClient() {
+		t.Fatal("wants the client with no limit by address")
+	}
+	lim.byIP = true
+	if !g.WantsClient() {
+		t.Fatal("a limit by address does not get the client")
+	}
+	// A stream's recheck spends nothing.
+	n := len(lim.seen)
+	g.Recheck(ctx, apiKeyCred(key), netip.Addr{})
+	if len(lim.seen) != n {
+		t.Fatal("Recheck spent a limit")
+	}
+}

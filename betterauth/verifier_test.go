@@ -238,6 +238,7 @@ func TestOutcomeTable(t *testing.T) {
 		TooManyFailures:         {429, "TOO_MANY_FAILURES"},
 		RateLimited:             {429, "RATE_LIMITED"},
 		RateLimitedUnauthorized: {401, "RATE_LIMITED"},
+		RateLimitExceeded:       {429, "RATE_LIMIT_EXCEEDED"},
 		BackendUnavailable:      {503, "BACKEND_UNAVAILABLE"},
 	}
 	for r, w := range want {

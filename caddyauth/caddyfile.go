@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-betterauth/caddy-betterauth/gateway"
+	"github.com/caddy-betterauth/caddy-betterauth/ratelimit"
 )
 
 func init() {
@@ -53,6 +54,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        failures    <n>
 //	        window      <duration>
 //	        max_clients <n>
+//	    }
+//	    rate_limit <name> {             # repeatable, checked in order
+//	        key   api_key|user|organization|ip|global
+//	        rate  <n>/<duration>        # e.g. 100/1m
+//	        burst <n>                   # default: n
 //	    }
 //	    disable_key_hashing
 //	    cookie_prefix       <prefix>
@@ -115,7 +121,7 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		name := d.Val()
-		if seen[name] && name != "column" && name != "require_permission" && name != "api_key_config" {
+		if seen[name] && name != "column" && name != "require_permission" && name != "api_key_config" && name != "rate_limit" {
 			return d.Errf("%s already specified", name)
 		}
 		seen[name] = true
@@ -158,6 +164,8 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 		case "usage":
 			h.Usage = new(gateway.Usage)
 			err = unmarshalUsage(d, h.Usage)
+		case "rate_limit":
+			err = unmarshalRateLimit(d, h)
 		case "brute_force":
 			h.BruteForce = new(gateway.BruteForce)
 			err = unmarshalBruteForce(d, h.BruteForce)
@@ -338,6 +346,49 @@ func unmarshalUsage(d *caddyfile.Dispenser, u *gateway.Usage) error {
 		}
 		return d.Errf("unrecognized usage subdirective '%s'", name)
 	})
+}
+
+func unmarshalRateLimit(d *caddyfile.Dispenser, h *gateway.Options) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	rl := gateway.RateLimit{Name: d.Val()}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for _, other := range h.RateLimits {
+		if other.Name == rl.Name {
+			return d.Errf("rate_limit %s already specified", rl.Name)
+		}
+	}
+	err := subBlock(d, nil, func(name string) error {
+		switch name {
+		case "key":
+			return oneArg(d, &rl.Key)
+		case "rate":
+			var v string
+			if err := oneArg(d, &v); err != nil {
+				return err
+			}
+			n, per, err := ratelimit.ParseRate(v, caddy.ParseDuration)
+			if err != nil {
+				return d.Errf("%v", err)
+			}
+			rl.Rate, rl.Window = n, gateway.Duration(per)
+			return nil
+		case "burst":
+			return count(d, &rl.Burst)
+		}
+		return d.Errf("unrecognized rate_limit subdirective '%s'", name)
+	})
+	if err != nil {
+		return err
+	}
+	if rl.Key == "" || rl.Rate == 0 {
+		return d.Errf("rate_limit %s needs a key and a rate", rl.Name)
+	}
+	h.RateLimits = append(h.RateLimits, rl)
+	return nil
 }
 
 func unmarshalBruteForce(d *caddyfile.Dispenser, b *gateway.BruteForce) error {

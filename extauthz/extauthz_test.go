@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/ratelimit"
 )
 
 // noStore knows no credential.
@@ -141,5 +142,54 @@ func TestAddressRulesSeeTheRightAddress(t *testing.T) {
 		if w.Code != want {
 			t.Errorf("HTTP mode from %s: %d, want %d", remote, w.Code, want)
 		}
+	}
+}
+
+// oneKey knows one API key.
+type oneKey struct{}
+
+func (oneKey) Lookup(context.Context, betterauth.Lookup) (betterauth.Record, error) {
+	return betterauth.Record{APIKey: &betterauth.APIKey{ID: "k1", ConfigID: "default", Enabled: true,
+		User: &betterauth.User{ID: "u1", Name: "Alice", Email: "alice@example.com"}}}.Seal(), nil
+}
+
+// A rate_limit refusal reaches Envoy as 429 with Retry-After, in the gRPC
+// answer and in the HTTP mode alike.
+func TestRateLimitedAnswersCarryRetryAfter(t *testing.T) {
+	t.Parallel()
+	v, err := betterauth.NewVerifier(betterauth.Options{Store: oneKey{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, err := ratelimit.NewStore(ratelimit.Options{}).Limiter([]ratelimit.Tier{{Name: "u", Key: ratelimit.KeyUser, Rate: 1, Per: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(betterauth.NewGate(betterauth.GateConfig{Verifier: v, Limiter: lim}))
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Headers: map[string]string{"x-api-key": "ba_anything"}}}}}
+	if resp, _ := s.Check(context.Background(), req); resp.GetOkResponse() == nil {
+		t.Fatalf("first request: %v", resp)
+	}
+	resp, _ := s.Check(context.Background(), req)
+	denied := resp.GetDeniedResponse()
+	if denied == nil || denied.GetStatus().GetCode() != 429 || codes.Code(resp.GetStatus().GetCode()) != codes.ResourceExhausted {
+		t.Fatalf("second request: %v", resp)
+	}
+	retry := ""
+	for _, h := range denied.GetHeaders() {
+		if strings.EqualFold(h.GetHeader().GetKey(), "Retry-After") {
+			retry = h.GetHeader().GetValue()
+		}
+	}
+	if retry != "3600" || !strings.Contains(denied.GetBody(), "RATE_LIMIT_EXCEEDED") {
+		t.Fatalf("Retry-After %q, body %s", retry, denied.GetBody())
+	}
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("X-Api-Key", "ba_anything")
+	s.ServeHTTP(w, r)
+	if w.Code != 429 || w.Header().Get("Retry-After") != "3600" {
+		t.Fatalf("HTTP mode: %d %v", w.Code, w.Header())
 	}
 }

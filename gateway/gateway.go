@@ -29,6 +29,7 @@ import (
 	"github.com/caddy-betterauth/caddy-betterauth/internal/redisurl"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
+	"github.com/caddy-betterauth/caddy-betterauth/ratelimit"
 	"github.com/caddy-betterauth/caddy-betterauth/rediscache"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
 	"github.com/caddy-betterauth/caddy-betterauth/secondary"
@@ -280,13 +281,14 @@ type Gateway struct {
 	cache     *cache.Store
 	bus       *rediscache.Bus // the shared Redis, for relaying invalidations
 	sealer    *cache.Sealer
-	instance  string           // this gateway's id on the bus
-	store     betterauth.Store // what gates read: the cache, starting the watchers on first use
-	streams   *Streams         // open requests, ended on revocation
-	shield    *shield.Shield   // nil without brute_force
-	meter     betterauth.Meter // nil without usage counting
-	counter   *usage.Redis     // the meter, with usage redis
-	keyIPs    *keyProblems     // malformed allow-lists logged, once per key
+	instance  string            // this gateway's id on the bus
+	store     betterauth.Store  // what gates read: the cache, starting the watchers on first use
+	streams   *Streams          // open requests, ended on revocation
+	shield    betterauth.Shield // nil without brute_force
+	limits    *ratelimit.Store  // every route's rate_limit buckets
+	meter     betterauth.Meter  // nil without usage counting
+	counter   *usage.Redis      // the meter, with usage redis
+	keyIPs    *keyProblems      // malformed allow-lists logged, once per key
 	revoker   *revoker
 	rejected  throttle.Log // relayed messages that failed authentication
 	stale     throttle.Log // relayed messages outside cache.MessageWindow
@@ -331,9 +333,13 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	if cfg.Usage != nil && cfg.Usage.Mode == "database" {
 		g.meter = usage.NewDatabase(db, cfg.usageRules(db), nil)
 	}
+	var local *shield.Shield
 	if b := cfg.BruteForce; b != nil {
-		g.shield = shield.New(shield.Options{Failures: b.Failures, Window: time.Duration(b.Window), MaxClients: b.MaxClients})
+		if local = shield.New(shield.Options{Failures: b.Failures, Window: time.Duration(b.Window), MaxClients: b.MaxClients}); local != nil {
+			g.shield = local
+		}
 	}
+	g.limits = ratelimit.NewStore(ratelimit.Options{Logger: logger.Named("rate_limit")})
 	opts := cfg.Cache.options(cfg.Timeout)
 	opts.Logger = logger.Named("cache")
 	opts.AllowedIPsField = cfg.AllowedIPsField
@@ -342,6 +348,17 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 		if err != nil {
 			g.Close()
 			return nil, err
+		}
+		// The edge limits and the shield share the cache's Redis, under
+		// its prefix (not scoped by database: set prefix to keep
+		// deployments on one Redis apart).
+		prefix := r.Prefix
+		if prefix == "" {
+			prefix = ratelimit.DefaultPrefix
+		}
+		g.limits = ratelimit.NewStore(ratelimit.Options{Redis: client, Prefix: prefix, Logger: logger.Named("rate_limit")})
+		if local != nil {
+			g.shield = shield.NewShared(shield.SharedOptions{Local: local, Redis: client, Prefix: prefix, Logger: logger.Named("brute_force")})
 		}
 		g.redis, g.sealer = client, cfg.sealer
 		g.bus = rediscache.NewBus(client)
@@ -451,11 +468,7 @@ func (g *Gateway) Streams() *Streams { return g.streams }
 // o must be resolved; the settings that shape the assembly are ignored here,
 // and logger hears its warnings and failed lookups.
 func (g *Gateway) Gate(o Options, logger *zap.Logger) (*betterauth.Gate, error) {
-	var sh betterauth.Shield // a nil *shield.Shield is not a nil interface
-	if g.shield != nil {
-		sh = g.shield
-	}
-	return newGate(o, g.store, sh, g.meter, g.keyIPs, logger)
+	return newGate(o, g.store, g.shield, g.meter, g.keyIPs, g.limits, logger)
 }
 
 // NewGate returns the request decision o describes over any store: a
@@ -464,10 +477,11 @@ func NewGate(o Options, s betterauth.Store, logger *zap.Logger) (*betterauth.Gat
 	if logger == nil {
 		logger = zap.NewNop()
 	}
-	return newGate(o, s, nil, nil, newKeyProblems(logger), logger)
+	return newGate(o, s, nil, nil, newKeyProblems(logger), ratelimit.NewStore(ratelimit.Options{}), logger)
 }
 
-func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.Meter, kp *keyProblems, logger *zap.Logger) (*betterauth.Gate, error) {
+func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.Meter, kp *keyProblems, limits *ratelimit.Store,
+	logger *zap.Logger) (*betterauth.Gate, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -486,6 +500,16 @@ func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.M
 	if err != nil {
 		return nil, err
 	}
+	tiers, err := o.tiers()
+	if err != nil {
+		return nil, err
+	}
+	var lim betterauth.Limiter // a nil *ratelimit.Limiter is not a nil interface
+	if l, err := limits.Limiter(tiers); err != nil {
+		return nil, err
+	} else if l != nil {
+		lim = l
+	}
 	return betterauth.NewGate(betterauth.GateConfig{
 		Verifier: v,
 		Extract: betterauth.ExtractorConfig{
@@ -502,6 +526,7 @@ func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.M
 		Meter:          m,
 		KeyAllowedIPs:  o.APIKeyAllowedIPsField != "",
 		OnKeyIPProblem: kp.heard,
+		Limiter:        lim,
 		OnError: func(c betterauth.Credential, err error) {
 			logger.Error("better-auth lookup failed; answering 503",
 				zap.String("credential_fingerprint", betterauth.Fingerprint(c.Value)), zap.Error(err))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/ratelimit"
 	"github.com/caddy-betterauth/caddy-betterauth/usage"
 )
 
@@ -143,6 +144,17 @@ type Options struct {
 	// unknown credentials. Off by default: behind a proxy that Caddy does
 	// not trust (trusted_proxies), every client shares the proxy's address.
 	BruteForce *BruteForce `json:"brute_force,omitempty"`
+
+	// Rate limits on this route's requests, checked in the order written
+	// once the credential is verified and the rules pass (a refused
+	// request spends none): the first exhausted tier answers 429
+	// RATE_LIMIT_EXCEEDED with Retry-After, and spends none of the others.
+	// Independent of an API key's own Better-Auth rate limit. At most 8.
+	// A tier's buckets are named by its name and key, not by route: routes
+	// of one gateway with tiers of the same name and key share buckets
+	// (each applying its own rate), and with a redis block so do all the
+	// replicas on that Redis. Default: none.
+	RateLimits []RateLimit `json:"rate_limits,omitempty"`
 
 	// The realm in WWW-Authenticate challenges. Default: "better-auth".
 	Realm string `json:"realm,omitempty"`
@@ -316,6 +328,44 @@ type BruteForce struct {
 	MaxClients int `json:"max_clients,omitempty"`
 }
 
+// RateLimit is one rate_limit tier: rate requests per window for each
+// key, of which burst may come at once (GCRA: then one every
+// window / rate). With a redis block the buckets live in Redis, each
+// request checking all its tiers in one atomic script; should Redis fail or
+// time out, each replica counts on its own until it answers (fail open to
+// local limits: never a 503, never a pass of the authentication).
+// Without one, each replica counts in process, in a bounded table.
+type RateLimit struct {
+	// The tier's name: 1 to 32 of a-z, 0-9, _ and -. Required.
+	Name string `json:"name,omitempty"`
+	// What the tier counts by: "api_key" (the credential: the API key's id,
+	// or the session's id for a session), "user" (the user id),
+	// "organization" (the organization the request acts for; skipped for a
+	// request with none), "ip" (the client address, as allow_ip sees it:
+	// an IPv4 address or an IPv6 /64; skipped when unknown) or "global"
+	// (one bucket for all). Required.
+	Key string `json:"key,omitempty"`
+	// Requests allowed per window. Required.
+	Rate int `json:"rate,omitempty"`
+	// Required.
+	Window Duration `json:"window,omitempty"`
+	// Requests that may come at once. Default: rate.
+	Burst int `json:"burst,omitempty"`
+}
+
+// tiers are the route's rate limits, checked.
+func (o *Options) tiers() ([]ratelimit.Tier, error) {
+	var ts []ratelimit.Tier
+	for _, rl := range o.RateLimits {
+		k, err := ratelimit.ParseKey(rl.Key)
+		if err != nil {
+			return nil, fmt.Errorf("rate_limit %s: %w", rl.Name, err)
+		}
+		ts = append(ts, ratelimit.Tier{Name: rl.Name, Key: k, Rate: rl.Rate, Per: time.Duration(rl.Window), Burst: rl.Burst})
+	}
+	return ts, ratelimit.ValidateTiers(ts)
+}
+
 // Redis configures the shared cache.
 type Redis struct {
 	// redis://[user:pass@]host:port[/db], or rediss:// for TLS; cluster
@@ -455,6 +505,9 @@ func (o *Options) Validate() error {
 		return errors.New("lookup_timeout must not be negative")
 	}
 	if _, err := o.rules(); err != nil {
+		return err
+	}
+	if _, err := o.tiers(); err != nil {
 		return err
 	}
 	if o.Schema != nil {

@@ -63,10 +63,10 @@ func New(opts Options) *Shield {
 	return s
 }
 
-// clientKey is the account an address counts against: an IPv4 address
+// ClientKey is the account an address counts against: an IPv4 address
 // (IPv4-mapped IPv6 included) as itself, an IPv6 address by its /64, which
 // one client owns whole and can rotate through at will; zones are dropped.
-func clientKey(a netip.Addr) netip.Addr {
+func ClientKey(a netip.Addr) netip.Addr {
 	a = a.Unmap().WithZone("")
 	if a.Is6() {
 		p, _ := a.Prefix(64)
@@ -87,7 +87,7 @@ func (s *Shield) Blocked(client netip.Addr) (retryAfter time.Duration, blocked b
 	if s == nil || !client.IsValid() {
 		return 0, false
 	}
-	client = clientKey(client)
+	client = ClientKey(client)
 	now := s.now()
 	sh := s.shard(client)
 	sh.mu.Lock()
@@ -108,7 +108,7 @@ func (s *Shield) Failed(client netip.Addr) {
 	if s == nil || !client.IsValid() {
 		return
 	}
-	client = clientKey(client)
+	client = ClientKey(client)
 	now := s.now()
 	sh := s.shard(client)
 	sh.mu.Lock()
