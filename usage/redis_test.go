@@ -267,10 +267,15 @@ func TestRedisReseedAndGarbage(t *testing.T) {
 		t.Fatalf("after the reseed: remaining %d, want 100 - 2 pending - 1", u.Remaining)
 	}
 	keys, _ := m.keys(ctx, "k")
-	c.HSet(ctx, keys[0], "ca", "not a date")
-	reads := mirror.reads
-	if u := use(); u.Reason != betterauth.Allowed || mirror.reads != reads+1 {
-		t.Fatalf("a hash with garbage was used as it was: %+v, reads %d → %d", u, reads, mirror.reads)
+	for _, field := range []string{"ca", "r", "rc", "pn"} {
+		c.HSet(ctx, keys[0], field, "not a number")
+		reads := mirror.reads
+		if u := use(); u.Reason != betterauth.Allowed || mirror.reads != reads+1 {
+			t.Fatalf("a hash with garbage in %s was used as it was: %+v, reads %d → %d", field, u, reads, mirror.reads)
+		}
+		if use(); mirror.reads != reads+1 {
+			t.Fatalf("the garbage in %s stayed: the row was read again", field)
+		}
 	}
 	// A key whose row is gone is unknown.
 	if u, err := m.Use(ctx, &betterauth.APIKey{ID: "gone"}); err != nil || u.Reason != betterauth.InvalidAPIKey {

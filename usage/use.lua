@@ -39,6 +39,14 @@ for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
 -- the gateways) or unreadable is seeded from the row, keeping what is
 -- pending for the database.
 local usable = raw[1] ~= nil and f.reseed == nil and num(f.ca) ~= nil
+local garbage = {}
+for _, k in ipairs({'r', 'ri', 'ra', 'lra', 'w', 'm', 'rc', 'lr', 'pn', 'pa', 'pr', 'prc', 'plr'}) do
+  if f[k] ~= nil and f[k] ~= '' and tonumber(f[k]) == nil then
+    usable = false
+    f[k] = nil -- nor is it laid over the row
+    table.insert(garbage, k)
+  end
+end
 if not usable then
   if not seed then return {'seed'} end
   -- The row, with what is pending for it laid over as the next write
@@ -57,7 +65,7 @@ if not usable then
   end
   local row = {'ri', ARGV[7], 'lra', lra, 'ca', ARGV[10], 'off', ARGV[11], 'rc', f.prc or ARGV[14]}
   if f.pr == nil then table.insert(row, 'pf'); table.insert(row, pfRow) end
-  redis.call('HDEL', h, 'reseed', 'r', 'ra', 'w', 'm', 'lr')
+  redis.call('HDEL', h, 'reseed', 'r', 'ra', 'w', 'm', 'lr', unpack(garbage))
   if r ~= nil then table.insert(row, 'r'); table.insert(row, r) end
   for _, p in ipairs({{'ra', ARGV[8]}, {'w', ARGV[12]}, {'m', ARGV[13]}, {'lr', f.plr or ARGV[15]}}) do
     if p[2] ~= '' then table.insert(row, p[1]); table.insert(row, p[2]) end
