@@ -180,13 +180,13 @@ func retryRead3[A, B any](ctx context.Context, s *Store, read func() (A, B, erro
 	return p.a, p.b, err
 }
 
-// FlushUsage implements usage.Mirror: one statement, marked as the
-// gateway's own write so that the revocation triggers ignore it, in one
-// round trip.
-func (s *Store) FlushUsage(ctx context.Context, id string, f usage.Flush) (time.Time, bool, error) {
+// FlushUsage implements usage.Mirror: one transaction for every item,
+// marked as the gateway's own write so that the revocation triggers ignore
+// it, in one round trip.
+func (s *Store) FlushUsage(ctx context.Context, items []usage.FlushItem) ([]usage.Flushed, error) {
 	sqls, err := s.usageStatements(ctx)
 	if err != nil {
-		return time.Time{}, false, err
+		return nil, err
 	}
 	optTime := func(t time.Time) any {
 		if t.IsZero() {
@@ -194,41 +194,46 @@ func (s *Store) FlushUsage(ctx context.Context, id string, f usage.Flush) (time.
 		}
 		return t.UTC()
 	}
-	var count any
-	if f.HasRequestCount {
-		count = f.RequestCount
-	}
 	var b pgx.Batch
 	b.Queue("BEGIN")
 	b.Queue(markGatewayWrite)
-	b.Queue(sqls.Flush, f.Refill, optTime(f.RefilledFrom), f.RemainingAfter, f.Decrements, optTime(f.RefillAt),
-		count, optTime(f.LastRequest), f.Token.UTC(), id)
+	for _, it := range items {
+		f := it.Flush
+		var count any
+		if f.HasRequestCount {
+			count = f.RequestCount
+		}
+		b.Queue(sqls.Flush, f.Refill, optTime(f.RefilledFrom), f.RemainingAfter, f.Decrements, optTime(f.RefillAt),
+			count, optTime(f.LastRequest), f.Token.UTC(), it.ID)
+	}
 	b.Queue("COMMIT")
 	br := s.db.SendBatch(ctx, &b)
-	var last *time.Time
-	applied := false
+	out := make([]usage.Flushed, len(items))
 	if _, err = br.Exec(); err == nil {
-		if _, err = br.Exec(); err == nil {
-			if err = br.QueryRow().Scan(&last); err == nil {
-				applied = true
-			} else if errors.Is(err, pgx.ErrNoRows) {
-				err = nil // already written (the token is there), or the row is gone
+		_, err = br.Exec()
+	}
+	for i := 0; err == nil && i < len(items); i++ {
+		var last *time.Time
+		switch err = br.QueryRow().Scan(&last); {
+		case err == nil:
+			out[i].Known = true
+			if last != nil {
+				out[i].LastRefillAt = *last
 			}
-			if err == nil {
-				_, err = br.Exec()
-			}
+		case errors.Is(err, pgx.ErrNoRows):
+			err = nil // already written (the token is there), or the row is gone
 		}
+	}
+	if err == nil {
+		_, err = br.Exec()
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return time.Time{}, false, fmt.Errorf("pgstore: writing usage: %w", err)
+		return nil, fmt.Errorf("pgstore: writing usage: %w", err)
 	}
-	if !applied || last == nil {
-		return time.Time{}, applied, nil
-	}
-	return *last, true, nil
+	return out, nil
 }
 
 // markGatewayWrite tells the revocation triggers (triggers.sql) that the

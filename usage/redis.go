@@ -34,10 +34,24 @@ type Mirror interface {
 	// ReadUsage reads a row's usage columns; found is false when no row
 	// has the id.
 	ReadUsage(ctx context.Context, id string) (row Row, found bool, err error)
-	// FlushUsage writes f to the row once: a write whose token the row
-	// already carries in updatedAt changes nothing. It returns the row's
-	// lastRefillAt after the write (zero for NULL), when it knows it.
-	FlushUsage(ctx context.Context, id string, f Flush) (lastRefillAt time.Time, known bool, err error)
+	// FlushUsage writes each item's changes to its row, once: a write
+	// whose token the row already carries in updatedAt changes nothing.
+	// All or none: on an error nothing was written. It returns, for each
+	// item, the row's lastRefillAt after the write, when it knows it.
+	FlushUsage(ctx context.Context, items []FlushItem) ([]Flushed, error)
+}
+
+// FlushItem is one key's changes to write.
+type FlushItem struct {
+	ID string
+	Flush
+}
+
+// Flushed is what a row says after its changes were written:
+// LastRefillAt (zero for NULL), when Known.
+type Flushed struct {
+	LastRefillAt time.Time
+	Known        bool
 }
 
 // Flush is what uses counted in Redis change on a row.
@@ -216,7 +230,11 @@ func (m *Redis) Run(ctx context.Context) {
 }
 
 // Flush writes the pending uses of every key due to be written (of this
-// gateway and of others), and returns how many keys it wrote.
+// gateway and of others), and returns how many keys it wrote. Each page of
+// up to 256 keys costs three round trips to Redis (take, in a pipeline;
+// acknowledge) and one to the database (one transaction); a page the
+// database refuses is written key by key, so that one bad row holds back
+// only itself.
 func (m *Redis) Flush(ctx context.Context) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -224,68 +242,128 @@ func (m *Redis) Flush(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	for _, sc := range []*redis.Script{flushScript, ackScript} {
+		if err := sc.Load(ctx, m.opts.Client).Err(); err != nil {
+			return 0, fmt.Errorf("usage: redis: %w", err)
+		}
+	}
 	n := 0
 	for {
 		ids, err := m.opts.Client.ZRangeByScore(ctx, keys[1], &redis.ZRangeBy{
-			Min: "-inf", Max: strconv.FormatInt(time.Now().UnixMilli(), 10), Count: 256,
+			Min: "-inf", Max: strconv.FormatInt(time.Now().UnixMilli(), 10), Count: flushPage,
 		}).Result()
 		if err != nil {
 			return n, fmt.Errorf("usage: redis: %w", err)
 		}
-		var errs []error
-		for _, id := range ids {
-			wrote, err := m.flushOne(ctx, id)
-			if err != nil {
-				errs = append(errs, err)
-			} else if wrote {
-				n++
-			}
-		}
-		if len(ids) < 256 || len(errs) > 0 {
-			return n, errors.Join(errs...)
+		wrote, err := m.flushPage(ctx, ids)
+		n += wrote
+		if err != nil || len(ids) < flushPage {
+			return n, err
 		}
 	}
 }
 
-func (m *Redis) flushOne(ctx context.Context, id string) (bool, error) {
-	keys, err := m.keys(ctx, id)
+const flushPage = 256
+
+// flushPage takes, writes and acknowledges the pending uses of ids.
+func (m *Redis) flushPage(ctx context.Context, ids []string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	p, err := m.opts.Prefix(ctx)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
-	res, err := flushScript.Run(ctx, m.opts.Client, keys, id, m.opts.Lease.Milliseconds()).Slice()
-	if err != nil {
-		return false, fmt.Errorf("usage: redis: %w", err)
+	hashKey := func(id string) string { return p + "{usage}:key:" + id }
+	dirty := p + "{usage}:dirty"
+	pipe := m.opts.Client.Pipeline()
+	takes := make([]*redis.Cmd, len(ids))
+	for i, id := range ids {
+		takes[i] = pipe.EvalSha(ctx, flushScript.Hash(), []string{hashKey(id), dirty}, id, m.opts.Lease.Milliseconds())
 	}
-	if len(res) != 8 {
-		return false, nil // nothing to write, or another gateway is writing it
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		// Per command below: one failed take must not hide the others.
+		m.opts.Logger.Debug("taking pending uses", zap.Error(err))
 	}
-	var s [8]string
-	for i, x := range res {
-		s[i], _ = x.(string)
-		if n, ok := x.(int64); ok {
-			s[i] = strconv.FormatInt(n, 10)
+	var items []FlushItem
+	var tokens []string
+	var errs []error
+	for i, cmd := range takes {
+		res, err := cmd.Slice()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("usage: redis: %w", err))
+			continue
 		}
-	}
-	f, err := parseFlush(s[1:])
-	if err != nil {
-		// Not what flush.lua writes: someone else's. Leave it to expire.
-		return false, fmt.Errorf("usage: redis: key %s: %w", id, err)
-	}
-	last, known, err := m.opts.Mirror.FlushUsage(ctx, id, f)
-	if err != nil {
-		return false, err
-	}
-	lastArg := "?"
-	if known {
-		lastArg = ""
-		if !last.IsZero() {
-			lastArg = strconv.FormatInt(last.UnixMilli(), 10)
+		if len(res) != 8 {
+			continue // nothing to write, or another gateway is writing it
 		}
+		var s [8]string
+		for j, x := range res {
+			s[j], _ = x.(string)
+			if n, ok := x.(int64); ok {
+				s[j] = strconv.FormatInt(n, 10)
+			}
+		}
+		f, err := parseFlush(s[1:])
+		if err != nil {
+			// Not what flush.lua writes: someone else's. Left to expire.
+			errs = append(errs, fmt.Errorf("usage: redis: key %s: %w", ids[i], err))
+			continue
+		}
+		items = append(items, FlushItem{ID: ids[i], Flush: f})
+		tokens = append(tokens, s[7])
 	}
-	if err := ackScript.Run(ctx, m.opts.Client, keys, id, s[7], lastArg).Err(); err != nil {
-		return false, fmt.Errorf("usage: redis: %w", err)
+	if len(items) == 0 {
+		return 0, errors.Join(errs...)
 	}
-	return true, nil
+	done, err := m.opts.Mirror.FlushUsage(ctx, items)
+	if err != nil && len(items) > 1 {
+		// One row may be what the database refuses: write them one by one.
+		done = make([]Flushed, len(items))
+		ok := make([]bool, len(items))
+		for i := range items {
+			one, err := m.opts.Mirror.FlushUsage(ctx, items[i:i+1])
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			done[i], ok[i] = one[0], true
+		}
+		var keep []int
+		for i := range items {
+			if ok[i] {
+				keep = append(keep, i)
+			}
+		}
+		items, tokens, done = pick(items, keep), pick(tokens, keep), pick(done, keep)
+	} else if err != nil {
+		return 0, errors.Join(append(errs, err)...)
+	}
+	pipe = m.opts.Client.Pipeline()
+	for i, it := range items {
+		last := "?"
+		if done[i].Known {
+			last = ""
+			if !done[i].LastRefillAt.IsZero() {
+				last = strconv.FormatInt(done[i].LastRefillAt.UnixMilli(), 10)
+			}
+		}
+		pipe.EvalSha(ctx, ackScript.Hash(), []string{hashKey(it.ID), dirty}, it.ID, tokens[i], last)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		// Unacknowledged writes are taken again after their lease, with
+		// their tokens: the database applies them once.
+		errs = append(errs, fmt.Errorf("usage: redis: acknowledging: %w", err))
+	}
+	return len(items), errors.Join(errs...)
+}
+
+func pick[T any](xs []T, idx []int) []T {
+	out := make([]T, len(idx))
+	for i, j := range idx {
+		out[i] = xs[j]
+	}
+	return out
 }
 
 // parseFlush reads flush.lua's answer: decrements, refill time, refilled

@@ -3,6 +3,7 @@ package usage
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	mrand "math/rand/v2"
 	"sync"
 	"testing"
@@ -30,28 +31,33 @@ func (m *fakeMirror) ReadUsage(_ context.Context, id string) (Row, bool, error) 
 	return r, ok, nil
 }
 
-func (m *fakeMirror) FlushUsage(_ context.Context, id string, f Flush) (time.Time, bool, error) {
+func (m *fakeMirror) FlushUsage(_ context.Context, items []FlushItem) ([]Flushed, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.flushes = append(m.flushes, f)
-	r := m.rows[id]
-	if f.Refill && r.LastRefillAt.Equal(f.RefilledFrom) {
-		r.Remaining, r.LastRefillAt = max(f.RemainingAfter-f.Decrements, 0), f.RefillAt
-	} else if r.HasRemaining {
-		extra := int64(0)
-		if f.Refill {
-			extra = 1
+	var out []Flushed
+	for _, it := range items {
+		f := it.Flush
+		m.flushes = append(m.flushes, f)
+		r := m.rows[it.ID]
+		if f.Refill && r.LastRefillAt.Equal(f.RefilledFrom) {
+			r.Remaining, r.LastRefillAt = max(f.RemainingAfter-f.Decrements, 0), f.RefillAt
+		} else if r.HasRemaining {
+			extra := int64(0)
+			if f.Refill {
+				extra = 1
+			}
+			r.Remaining = max(r.Remaining-f.Decrements-extra, 0)
 		}
-		r.Remaining = max(r.Remaining-f.Decrements-extra, 0)
+		if f.HasRequestCount {
+			r.RequestCount = f.RequestCount
+		}
+		if !f.LastRequest.IsZero() {
+			r.LastRequest = f.LastRequest
+		}
+		m.rows[it.ID] = r
+		out = append(out, Flushed{LastRefillAt: r.LastRefillAt, Known: true})
 	}
-	if f.HasRequestCount {
-		r.RequestCount = f.RequestCount
-	}
-	if !f.LastRequest.IsZero() {
-		r.LastRequest = f.LastRequest
-	}
-	m.rows[id] = r
-	return r.LastRefillAt, true, nil
+	return out, nil
 }
 
 func newTestMeter(t *testing.T, m Mirror, rules Rules) (*Redis, *redis.Client) {
@@ -280,5 +286,41 @@ func TestRedisReseedAndGarbage(t *testing.T) {
 	// A key whose row is gone is unknown.
 	if u, err := m.Use(ctx, &betterauth.APIKey{ID: "gone"}); err != nil || u.Reason != betterauth.InvalidAPIKey {
 		t.Fatalf("a key without a row: %+v %v", u, err)
+	}
+}
+
+// refusing is a database that refuses to write one row.
+type refusing struct {
+	*fakeMirror
+	bad string
+}
+
+func (r refusing) FlushUsage(ctx context.Context, items []FlushItem) ([]Flushed, error) {
+	for _, it := range items {
+		if it.ID == r.bad {
+			return nil, errors.New("refused")
+		}
+	}
+	return r.fakeMirror.FlushUsage(ctx, items)
+}
+
+// A row the database refuses holds back only its own uses.
+func TestRedisFlushIsolatesARefusedRow(t *testing.T) {
+	base := &fakeMirror{rows: map[string]Row{}}
+	for _, id := range []string{"a", "bad", "c"} {
+		base.rows[id] = Row{HasRemaining: true, Remaining: 10, CreatedAt: time.Now().Add(-time.Hour)}
+	}
+	m, _ := newTestMeter(t, refusing{base, "bad"}, Rules{})
+	for _, id := range []string{"a", "bad", "c"} {
+		if _, err := m.Use(context.Background(), &betterauth.APIKey{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := m.Flush(context.Background())
+	if n != 2 || err == nil {
+		t.Fatalf("flush: %d written, err %v; want 2 and the refusal", n, err)
+	}
+	if base.rows["a"].Remaining != 9 || base.rows["c"].Remaining != 9 || base.rows["bad"].Remaining != 10 {
+		t.Fatalf("rows: %+v", base.rows)
 	}
 }
