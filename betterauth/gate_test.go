@@ -415,3 +415,78 @@ func TestGateLimiter(t *testing.T) {
 		t.Fatal("Recheck spent a limit")
 	}
 }
+
+// fakeMeter allows allow uses, then refuses them as rate limited, and
+// records the keys it counted.
+type fakeMeter struct {
+	allow   int
+	counted []string
+	err     error
+}
+
+func (f *fakeMeter) Use(_ context.Context, k *APIKey) (Usage, error) {
+	if f.err != nil {
+		return Usage{}, f.err
+	}
+	f.counted = append(f.counted, k.ID)
+	u := Usage{HasRemaining: true, Remaining: int64(10 - len(f.counted)), Limit: int64(f.allow), Window: time.Minute,
+		Left: int64(f.allow - len(f.counted)), Reset: time.Minute}
+	if len(f.counted) > f.allow {
+		u.Reason, u.RetryAfter, u.Left, u.Reset = RateLimited, 1500*time.Millisecond, 0, 1500*time.Millisecond
+	}
+	return u, nil
+}
+
+// The meter counts only what every other check let through, never a
+// session or a stream's recheck; its answer reaches the headers (upstream:
+// X-Auth-Key-Remaining; client: the RateLimit fields) and its refusal the
+// status, Retry-After included; a failure to count fails closed.
+func TestGateMeter(t *testing.T) {
+	t.Parallel()
+	const key = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
+	store := &fakeStore{keys: map[string]*APIKey{NewLookup(KindAPIKey, key).KeyHash(): {ID: "k1", ConfigID: "default", Enabled: true,
+		HasRemaining: true, Remaining: 0, User: alice()}}}
+	v, _ := NewVerifier(Options{Store: store, Metered: true})
+	m := &fakeMeter{allow: 1}
+	lim := &fakeLimiter{allow: 100}
+	g := NewGate(GateConfig{Verifier: v, Meter: m, Limiter: lim,
+		Rules: Rules{DenyIPs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, Roles: []string{"user"}}})
+	ctx, ok := context.Background(), netip.MustParseAddr("198.51.100.1")
+	keyHdr := func() HTTPHeader { return HTTPHeader{"X-Api-Key": {key}} }
+	// Refused by an address rule: not counted.
+	if res := g.Decide(ctx, keyHdr(), netip.MustParseAddr("192.0.2.1")); res.Decision.Reason != IPNotAllowed || len(m.counted) != 0 {
+		t.Fatalf("denied by address: %v, counted %v", res.Decision.Reason, m.counted)
+	}
+	// Allowed (the cached remaining of 0 is the meter's to judge): counted.
+	res := g.Decide(ctx, keyHdr(), ok)
+	if !res.Allowed() || !slices.Equal(m.counted, []string{"k1"}) {
+		t.Fatalf("first use: %v, counted %v", res.Decision.Reason, m.counted)
+	}
+	if hs := res.Decision.AppendHeaders(nil); !slices.Contains(hs, Header{HeaderKeyRemaining, "9"}) {
+		t.Fatalf("upstream headers %v", hs)
+	}
+	if hs := res.Decision.Usage.AppendClientHeaders(nil); len(hs) != 2 || hs[1] != (Header{HeaderRateLimit, `"api-key-rate-limit";r=0;t=60`}) {
+		t.Fatalf("client headers %v", hs)
+	}
+	res = g.Decide(ctx, keyHdr(), ok)
+	if res.Status != 429 || !slices.Contains(res.Headers, Header{"Retry-After", "2"}) ||
+		!slices.Contains(res.Headers, Header{HeaderRateLimit, `"api-key-rate-limit";r=0;t=2`}) || len(res.Decision.AppendHeaders(nil)) != 0 {
+		t.Fatalf("limited: %d %v %v", res.Status, res.Headers, res.Decision)
+	}
+	var body struct{ Code string }
+	if json.Unmarshal(res.Body, &body); body.Code != "RATE_LIMITED" {
+		t.Fatalf("body %s", res.Body)
+	}
+	// A stream's recheck counts nothing.
+	n := len(m.counted)
+	if !g.Recheck(ctx, apiKeyCred(key), ok) || len(m.counted) != n {
+		t.Fatalf("recheck counted (%d → %d)", n, len(m.counted))
+	}
+	// A meter that cannot count fails the request closed.
+	var heard []error
+	boom := errors.New("boom")
+	g = NewGate(GateConfig{Verifier: v, Meter: &fakeMeter{err: boom}, OnError: func(_ Credential, err error) { heard = append(heard, err) }})
+	if res := g.Decide(ctx, keyHdr(), ok); res.Status != 503 || !errors.Is(res.Err, boom) || len(heard) != 1 {
+		t.Fatalf("meter failure: %d %v, heard %v", res.Status, res.Err, heard)
+	}
+}

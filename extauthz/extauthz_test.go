@@ -193,3 +193,54 @@ func TestRateLimitedAnswersCarryRetryAfter(t *testing.T) {
 		t.Fatalf("HTTP mode: %d %v", w.Code, w.Header())
 	}
 }
+
+// countingMeter allows every use, with a rate limit of 5 a minute.
+type countingMeter struct{ n int64 }
+
+func (m *countingMeter) Use(context.Context, *betterauth.APIKey) (betterauth.Usage, error) {
+	m.n++
+	return betterauth.Usage{HasRemaining: true, Remaining: 100 - m.n, Limit: 5, Window: time.Minute, Left: 5 - m.n, Reset: time.Minute}, nil
+}
+
+// A counted key's limits reach the client through Envoy: the gRPC answer
+// adds the RateLimit fields to the response, the HTTP mode's 200 carries
+// them; upstream gets what is left of the quota.
+func TestUsageHeaders(t *testing.T) {
+	t.Parallel()
+	v, err := betterauth.NewVerifier(betterauth.Options{Store: oneKey{}, Metered: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(betterauth.NewGate(betterauth.GateConfig{Verifier: v, Meter: &countingMeter{}}))
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Headers: map[string]string{"x-api-key": "ba_anything", "x-auth-key-remaining": "1000"}}}}}
+	resp, _ := s.Check(context.Background(), req)
+	ok := resp.GetOkResponse()
+	if ok == nil {
+		t.Fatalf("%v", resp)
+	}
+	find := func(hs []*corev3.HeaderValueOption, name string) string {
+		for _, h := range hs {
+			if strings.EqualFold(h.GetHeader().GetKey(), name) {
+				return h.GetHeader().GetValue()
+			}
+		}
+		return ""
+	}
+	if got := find(ok.GetHeaders(), "X-Auth-Key-Remaining"); got != "99" {
+		t.Errorf("upstream X-Auth-Key-Remaining %q", got)
+	}
+	if got := find(ok.GetResponseHeadersToAdd(), "RateLimit"); got != `"api-key-rate-limit";r=4;t=60` {
+		t.Errorf("client RateLimit %q (%v)", got, ok.GetResponseHeadersToAdd())
+	}
+	if find(ok.GetResponseHeadersToAdd(), "RateLimit-Policy") != `"api-key-rate-limit";q=5;w=60` {
+		t.Errorf("client RateLimit-Policy: %v", ok.GetResponseHeadersToAdd())
+	}
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("X-Api-Key", "ba_anything")
+	s.ServeHTTP(w, r)
+	if w.Code != 200 || w.Header().Get("RateLimit") != `"api-key-rate-limit";r=3;t=60` || w.Header().Get("X-Auth-Key-Remaining") != "98" {
+		t.Fatalf("HTTP mode: %d %v", w.Code, w.Header())
+	}
+}
