@@ -61,7 +61,7 @@ type Limiter interface {
 	// decision) and client fall under, all or none: when one is exhausted,
 	// none is spent, and retryAfter says when it allows again. It must not
 	// fail: a limiter that cannot tell lets the request through.
-	Limit(ctx context.Context, d *Decision, client netip.Addr) (retryAfter time.Duration, limited bool)
+	Limit(ctx context.Context, d Decision, client netip.Addr) (retryAfter time.Duration, limited bool)
 	// UsesClient reports whether a limit is kept per client address.
 	UsesClient() bool
 }
@@ -177,7 +177,7 @@ func (g *Gate) Decide(ctx context.Context, h HTTPHeader, client netip.Addr) (res
 	if res.Decision.Allowed() && g.limiter != nil {
 		// After the gateway's other refusals: a request refused for any
 		// of them spends no limit.
-		if wait, limited := g.limiter.Limit(ctx, &res.Decision, client); limited {
+		if wait, limited := g.limiter.Limit(ctx, res.Decision, client); limited {
 			res.Decision = Decision{Reason: RateLimitExceeded, Method: res.Decision.Method, RetryAfter: wait}
 		}
 	}

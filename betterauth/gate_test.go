@@ -346,7 +346,7 @@ type fakeLimiter struct {
 	byIP  bool
 }
 
-func (f *fakeLimiter) Limit(_ context.Context, d *Decision, _ netip.Addr) (time.Duration, bool) {
+func (f *fakeLimiter) Limit(_ context.Context, d Decision, _ netip.Addr) (time.Duration, bool) {
 	f.seen = append(f.seen, d.CredentialID)
 	if len(f.seen) > f.allow {
 		return 2500 * time.Millisecond, true
@@ -490,3 +490,34 @@ func TestGateMeter(t *testing.T) {
 		t.Fatalf("meter failure: %d %v, heard %v", res.Status, res.Err, heard)
 	}
 }
+
+// A decision on a record at hand allocates nothing, with every feature that
+// can be configured without I/O: rules, address rules, per-key lists, a
+// shield and a limiter (interfaces taking the decision must not make the
+// result escape).
+func TestGateDecideAllocatesNothing(t *testing.T) {
+	const key = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
+	rec := Record{APIKey: &APIKey{ID: "k1", ConfigID: "default", Enabled: true, User: alice()}}.Seal()
+	v, _ := NewVerifier(Options{Store: staticStore{rec}})
+	client := netip.MustParseAddr("198.51.100.1")
+	for name, cfg := range map[string]GateConfig{
+		"plain": {Verifier: v},
+		"everything": {Verifier: v, Shield: &fakeShield{}, Limiter: &nopLimiter{}, KeyAllowedIPs: true,
+			Rules: Rules{Roles: []string{"user"}, AllowIPs: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}},
+	} {
+		g := NewGate(cfg)
+		h := HTTPHeader{"X-Api-Key": {key}}
+		if a := testing.AllocsPerRun(100, func() {
+			if res := g.Decide(context.Background(), h, client); !res.Allowed() {
+				t.Fatal(res.Decision.Reason)
+			}
+		}); a != 0 {
+			t.Errorf("%s: %v allocations per decision", name, a)
+		}
+	}
+}
+
+type nopLimiter struct{}
+
+func (nopLimiter) Limit(context.Context, Decision, netip.Addr) (time.Duration, bool) { return 0, false }
+func (nopLimiter) UsesClient() bool                                                  { return true }

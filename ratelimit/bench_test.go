@@ -40,7 +40,7 @@ func BenchmarkLocalLimitThreeTiers(b *testing.B) {
 // One tier in process, many goroutines on many users.
 func BenchmarkLocalLimitParallel(b *testing.B) {
 	l := mustLimiter(b, NewStore(Options{}), Tier{Name: "u", Key: KeyUser, Rate: 1 << 30, Per: time.Hour})
-	ds := make([]*betterauth.Decision, 1024)
+	ds := make([]betterauth.Decision, 1024)
 	for i := range ds {
 		ds[i] = decision(string(rune('a'+i%26))+string(rune('a'+i/26)), "k")
 	}

@@ -148,7 +148,7 @@ func (t *tier) keyOf(d *betterauth.Decision, client netip.Addr) (id string, addr
 }
 
 // Limit implements betterauth.Limiter.
-func (l *Limiter) Limit(ctx context.Context, d *betterauth.Decision, client netip.Addr) (time.Duration, bool) {
+func (l *Limiter) Limit(ctx context.Context, d betterauth.Decision, client netip.Addr) (time.Duration, bool) {
 	var (
 		which [MaxTiers]*tier
 		ids   [MaxTiers]uint64
@@ -157,7 +157,7 @@ func (l *Limiter) Limit(ctx context.Context, d *betterauth.Decision, client neti
 	)
 	for i := range l.tiers {
 		t := &l.tiers[i]
-		id, addr, ok := t.keyOf(d, client)
+		id, addr, ok := t.keyOf(&d, client)
 		if !ok {
 			continue
 		}
@@ -177,7 +177,7 @@ func (l *Limiter) Limit(ctx context.Context, d *betterauth.Decision, client neti
 		return 0, false
 	}
 	if l.store.redis != nil && !l.store.down.Open(time.Now()) {
-		wait, limited, err := l.redisTake(ctx, which[:n], d, client)
+		wait, limited, err := l.redisTake(ctx, which[:n], &d, client)
 		if err == nil {
 			return wait, limited
 		}

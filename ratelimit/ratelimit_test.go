@@ -24,8 +24,8 @@ func (c *clock) now() time.Time { return c.t }
 
 var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 
-func decision(user, cred string) *betterauth.Decision {
-	return &betterauth.Decision{Method: betterauth.MethodAPIKey, CredentialID: cred, User: &betterauth.User{ID: user}}
+func decision(user, cred string) betterauth.Decision {
+	return betterauth.Decision{Method: betterauth.MethodAPIKey, CredentialID: cred, User: &betterauth.User{ID: user}}
 }
 
 func mustLimiter(t testing.TB, s *Store, ts ...Tier) *Limiter {
@@ -146,7 +146,7 @@ func TestKeys(t *testing.T) {
 	}
 	// An organization's key and a member's session acting for it share
 	// its bucket.
-	orgKey := &betterauth.Decision{Method: betterauth.MethodAPIKey, CredentialID: "ok", Org: &betterauth.Organization{ID: "acme"}}
+	orgKey := betterauth.Decision{Method: betterauth.MethodAPIKey, CredentialID: "ok", Org: &betterauth.Organization{ID: "acme"}}
 	member := decision("zoe", "s1")
 	member.Member = &betterauth.Membership{OrgID: "acme"}
 	if _, limited := org.Limit(ctx, orgKey, netip.Addr{}); limited {
