@@ -69,37 +69,13 @@ http://127.0.0.1:%d {
 }`, testenv.FreePort(b), up,
 		testenv.FreePort(b), f.Users.Alice.ID, f.Keys.Valid.ID, up,
 		testenv.FreePort(b), up)
-	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := caddy.Load(cfg, true); err != nil {
-		b.Fatal(err)
-	}
-	defer caddy.Stop()
-	app, err := caddy.ActiveContext().App("http")
-	if err != nil {
-		b.Fatal(err)
-	}
-	// Tell the servers apart by their adapted routes: the adapter names them
-	// by listener, not by their order in the file.
-	var adapted struct {
-		Apps struct {
-			HTTP struct {
-				Servers map[string]json.RawMessage `json:"servers"`
-			} `json:"http"`
-		} `json:"apps"`
-	}
-	if err := json.Unmarshal(cfg, &adapted); err != nil {
-		b.Fatal(err)
-	}
+	adapted := loadCaddy(b, caddyfile)
 	var plain, headers, gated *caddyhttp.Server
-	for name, raw := range adapted.Apps.HTTP.Servers {
-		srv := app.(*caddyhttp.App).Servers[name]
+	for srv, raw := range adapted {
 		switch {
-		case strings.Contains(string(raw), `"better_auth"`):
+		case strings.Contains(raw, `"better_auth"`):
 			gated = srv
-		case strings.Contains(string(raw), `"X-Auth-User-Id"`):
+		case strings.Contains(raw, `"X-Auth-User-Id"`):
 			headers = srv
 		default:
 			plain = srv
@@ -130,4 +106,39 @@ http://127.0.0.1:%d {
 			})
 		})
 	}
+}
+
+// loadCaddy runs a Caddyfile in this process until the benchmark ends, and
+// returns its servers with their adapted JSON, by which callers tell them
+// apart (the adapter names servers by listener, not by their order in the
+// file).
+func loadCaddy(b *testing.B, caddyfile string) map[*caddyhttp.Server]string {
+	b.Helper()
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := caddy.Load(cfg, true); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { caddy.Stop() })
+	app, err := caddy.ActiveContext().App("http")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var adapted struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]json.RawMessage `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(cfg, &adapted); err != nil {
+		b.Fatal(err)
+	}
+	out := map[*caddyhttp.Server]string{}
+	for name, raw := range adapted.Apps.HTTP.Servers {
+		out[app.(*caddyhttp.App).Servers[name]] = string(raw)
+	}
+	return out
 }

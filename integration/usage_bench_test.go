@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -11,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
@@ -59,34 +56,11 @@ http://127.0.0.1:%d {
 		level ERROR
 	}
 }` + sites.String()
-	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := caddy.Load(cfg, true); err != nil {
-		b.Fatal(err)
-	}
-	defer caddy.Stop()
-	app, err := caddy.ActiveContext().App("http")
-	if err != nil {
-		b.Fatal(err)
-	}
-	// Tell the servers apart by their adapted routes.
-	var adapted struct {
-		Apps struct {
-			HTTP struct {
-				Servers map[string]json.RawMessage `json:"servers"`
-			} `json:"http"`
-		} `json:"apps"`
-	}
-	if err := json.Unmarshal(cfg, &adapted); err != nil {
-		b.Fatal(err)
-	}
 	servers := map[string]*caddyhttp.Server{}
-	for name, raw := range adapted.Apps.HTTP.Servers {
+	for srv, raw := range loadCaddy(b, caddyfile) {
 		for _, mode := range modes {
-			if strings.Contains(string(raw), `"mode":"`+mode+`"`) {
-				servers[mode] = app.(*caddyhttp.App).Servers[name]
+			if strings.Contains(raw, `"mode":"`+mode+`"`) {
+				servers[mode] = srv
 			}
 		}
 	}
