@@ -8,17 +8,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
 	"github.com/caddy-betterauth/caddy-betterauth/usage"
 )
-
-// acquirer hands out one connection for a transaction: *pgxpool.Pool.
-type acquirer interface {
-	Acquire(ctx context.Context) (*pgxpool.Conn, error)
-}
 
 // usageSQL builds the usage statements once the layout is known.
 type usageSQL struct {
@@ -38,96 +33,57 @@ func (s *Store) usageStatements(ctx context.Context) (*schema.UsageSQL, error) {
 	return s.usage.sql, s.usage.err
 }
 
-// ClaimUsage implements usage.Claimer: one transaction on one connection,
-// in two round trips. The first sends BEGIN and reads the row FOR UPDATE
-// (the app's own guarded updates wait for it, then see its result); the
-// second writes and commits. A first round trip lost with its connection
-// (nothing was written) is tried once more on a new one.
-func (s *Store) ClaimUsage(ctx context.Context, id string, plan func(usage.Row) usage.Write) (bool, error) {
+// ClaimUsage implements usage.Claimer in one statement, one round trip
+// (schema.UsageSQL.Claim): the row is locked only while the statement runs,
+// and the app's own guarded updates wait for it, then see its result. A
+// statement that never reached the server (its connection found dead) is
+// sent once more on a new connection; one that may have, never.
+func (s *Store) ClaimUsage(ctx context.Context, id string, rules usage.Rules, clock func() time.Time) (usage.Row, time.Time, bool, error) {
 	sqls, err := s.usageStatements(ctx)
 	if err != nil {
-		return false, err
+		return usage.Row{}, time.Time{}, false, err
 	}
-	pool, ok := s.db.(acquirer)
-	if !ok {
-		return false, errors.New("pgstore: counting uses needs a connection pool")
+	now := time.UnixMilli(clock().UnixMilli()).UTC()
+	claim := func() (usage.Row, bool, error) {
+		rows, err := s.db.Query(ctx, sqls.Claim, id, now.UnixMilli(), rules.RateLimitOff, int(rules.Family), now, now, now)
+		if err != nil {
+			return usage.Row{}, false, err
+		}
+		vals := make([]any, len(schema.UsageFields)+1)
+		found, err := scanOne(rows, vals)
+		if err != nil || !found {
+			return usage.Row{}, false, err
+		}
+		row, err := decodeClaimed(vals[:len(schema.UsageFields)])
+		return row, err == nil, err
 	}
-	found, begun, err := s.claim(ctx, pool, sqls, id, plan)
-	if err != nil && !begun && ctx.Err() == nil && ConnectionLost(err) {
+	row, found, err := claim()
+	if err != nil && ctx.Err() == nil && pgconn.SafeToRetry(err) {
 		if r, ok := s.db.(resetter); ok {
 			r.Reset()
 		}
-		s.logger.Warn("the database connection was lost; counting the use once more on a new connection", zap.Error(err))
-		found, _, err = s.claim(ctx, pool, sqls, id, plan)
+		s.logger.Warn("the database connection was lost before counting a use; counting it on a new connection", zap.Error(err))
+		row, found, err = claim()
 	}
-	return found, err
+	if err != nil {
+		return usage.Row{}, now, false, fmt.Errorf("pgstore: counting a use: %w", err)
+	}
+	return row, now, found, nil
 }
 
-// claim runs the transaction; begun says whether plan ran (a write may
-// then have reached the database, and the use must not be counted again).
-func (s *Store) claim(ctx context.Context, pool acquirer, sqls *schema.UsageSQL, id string, plan func(usage.Row) usage.Write) (found, begun bool, err error) {
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return false, false, fmt.Errorf("pgstore: counting a use: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			// The connection may be inside the transaction: never hand it
-			// back to the pool like that.
-			closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
-			conn.Conn().Close(closeCtx)
-			cancel()
-		}
-		conn.Release()
-	}()
-	var b pgx.Batch
-	b.Queue("BEGIN")
-	b.Queue(markGatewayWrite)
-	b.Queue(sqls.Select, id)
-	br := conn.SendBatch(ctx, &b)
-	vals := make([]any, len(schema.UsageFields))
-	if _, err = br.Exec(); err == nil {
-		_, err = br.Exec()
-	}
-	if err == nil {
-		var rows pgx.Rows
-		if rows, err = br.Query(); err == nil {
-			found, err = scanOne(rows, vals)
+// decodeClaimed reads the row Claim returns: UsageFields, with dates as
+// epoch milliseconds.
+func decodeClaimed(v []any) (usage.Row, error) {
+	for _, i := range []int{3, schema.CreatedAtIndex, 9} { // lastRefillAt, createdAt, lastRequest
+		switch ms := v[i].(type) {
+		case int64:
+			v[i] = time.UnixMilli(ms).UTC()
+		case nil:
+		default:
+			return usage.Row{}, fmt.Errorf("a date came back as %T", v[i])
 		}
 	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return false, false, fmt.Errorf("pgstore: counting a use: %w", err)
-	}
-	var w usage.Write
-	if found {
-		row, derr := schema.DecodeUsage(vals)
-		if derr != nil {
-			err = fmt.Errorf("pgstore: %w", derr)
-			return false, false, err
-		}
-		w = plan(row)
-	}
-	b = pgx.Batch{}
-	if w.Set != 0 {
-		b.Queue(sqls.Update(uint8(w.Set)), append(w.Values(func(t time.Time) any { return t.UTC() }), id)...)
-	}
-	b.Queue("COMMIT")
-	br = conn.SendBatch(ctx, &b)
-	for range b.Len() {
-		if _, err = br.Exec(); err != nil {
-			break
-		}
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return false, true, fmt.Errorf("pgstore: counting a use: %w", err)
-	}
-	return found, true, nil
+	return schema.DecodeUsage(v)
 }
 
 // scanOne reads at most one row into vals.

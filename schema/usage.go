@@ -26,6 +26,13 @@ type UsageSQL struct {
 	// locking it where the database can (FOR UPDATE on PostgreSQL); Read
 	// reads them without a lock.
 	Select, Read string
+	// Claim counts one use in one statement (PostgreSQL only): it locks
+	// the row, decides as usage.Rules.Plan does, writes, and returns the
+	// row as it was (UsageFields, dates as epoch milliseconds). Parameters:
+	// id, now (epoch ms), the configuration's rate limit off (bool), the
+	// release family (0, 1, 2), then now as a date three times (for
+	// lastRefillAt, lastRequest and updatedAt, each typed as its column).
+	Claim string
 	// Flush writes what uses counted elsewhere changed (usage.Flush), once:
 	// parameters refill (bool), refilled from, remaining after the refill,
 	// decrements, refill time, requestCount, lastRequest, token (the new
@@ -73,6 +80,9 @@ func (l *Layout) BuildUsage(d Dialect, lock bool) (*UsageSQL, error) {
 	u.Read = u.Select
 	if lock {
 		u.Select += " FOR UPDATE"
+	}
+	if d.Param != "?" {
+		u.Claim = claimSQL(d.Qualify(k.Name), func(f string) string { return QuoteIdent(k.Col(f)) })
 	}
 	if d.Param != "?" {
 		c := func(f string) string { return QuoteIdent(k.Col(f)) }
@@ -175,4 +185,58 @@ func (f DateForm) Value(t time.Time) any {
 		return t.UnixMilli()
 	}
 	return t.UTC().Format("2006-01-02T15:04:05.000Z")
+}
+
+// claimSQL is usage.Rules.Plan as one PostgreSQL statement. The row is
+// locked (FOR UPDATE, in a CTE kept apart from the rest), every decision is
+// taken from the locked row, and the UPDATE runs only when something is to
+// be written; the statement returns the row as it was, from which the
+// caller's Plan (the same rules, the same now) tells the answer. The
+// transaction is marked as the gateway's own write for the revocation
+// triggers. The Go rules stay the reference: the differential tests run
+// real Better-Auth against this statement.
+func claimSQL(table string, c func(string) string) string {
+	ms := func(col string) string { return "(floor(extract(epoch FROM k." + col + ") * 1000))::bigint" }
+	return fmt.Sprintf(`WITH o AS MATERIALIZED (
+	SELECT k.%[2]s AS id, k.%[3]s AS r, k.%[4]s AS ri, k.%[5]s AS ra, %[6]s AS lra, %[7]s AS ca,
+		k.%[8]s AS rle, k.%[9]s AS w, k.%[10]s AS m, COALESCE(k.%[11]s, 0) AS rc, %[12]s AS lr,
+		set_config('caddy_betterauth.writer', 'usage', true) AS marked
+	FROM %[1]s k WHERE k.%[2]s = $1 FOR UPDATE
+), q AS MATERIALIZED (
+	SELECT o.*, CASE
+		WHEN r IS NULL THEN 'n'
+		WHEN r = 0 AND ra IS NULL THEN 'x'
+		WHEN COALESCE(ri, 0) <> 0 AND COALESCE(ra, 0) <> 0 AND $2::bigint - COALESCE(lra, ca) > ri THEN 'f'
+		WHEN r > 0 THEN 'd'
+		ELSE 'x' END AS qs
+	FROM o
+), z AS MATERIALIZED (
+	SELECT q.*, CASE
+		WHEN qs = 'x' THEN 'x'
+		WHEN $3::boolean OR rle = false THEN 's'
+		WHEN w IS NULL OR m IS NULL THEN 'n'
+		WHEN lr IS NULL OR $2::bigint - lr > w THEN 'r'
+		WHEN rc >= m THEN 'l'
+		ELSE 'i' END AS rs
+	FROM q
+), v AS MATERIALIZED (
+	SELECT z.*,
+		qs IN ('f', 'd') AND (rs <> 'l' OR $4::int = 0) AS wq,
+		rs IN ('s', 'r', 'i') AS wr
+	FROM z
+), u AS (
+	UPDATE %[1]s k SET
+		%[3]s = CASE WHEN v.wq THEN (CASE WHEN v.qs = 'f' THEN v.ra - 1 ELSE v.r - 1 END) ELSE k.%[3]s END,
+		%[13]s = CASE WHEN v.wq AND v.qs = 'f' THEN $5 ELSE k.%[13]s END,
+		%[11]s = CASE v.rs WHEN 'r' THEN 1 WHEN 'i' THEN v.rc + 1 ELSE k.%[11]s END,
+		%[14]s = CASE WHEN v.wr THEN $6 ELSE k.%[14]s END,
+		%[15]s = CASE WHEN v.wr OR v.rs = 'n' THEN $7 ELSE k.%[15]s END
+	FROM v
+	WHERE k.%[2]s = v.id AND (v.wq OR v.wr OR v.rs = 'n')
+	RETURNING k.%[2]s
+)
+SELECT r, ri, ra, lra, ca, rle, w, m, rc, lr, (SELECT count(*) FROM u) FROM v`,
+		table, c("id"), c("remaining"), c("refillInterval"), c("refillAmount"), ms(c("lastRefillAt")), ms(c("createdAt")),
+		c("rateLimitEnabled"), c("rateLimitTimeWindow"), c("rateLimitMax"), c("requestCount"), ms(c("lastRequest")),
+		c("lastRefillAt"), c("lastRequest"), c("updatedAt"))
 }

@@ -7,12 +7,14 @@ import (
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 )
 
-// Claimer is a database that can count a use on an apikey row atomically:
-// ClaimUsage reads the row's usage columns under the row's lock (or the
-// database's write lock), calls plan with them once, writes what plan
-// returns, and commits. found is false when no row has the id.
+// Claimer is a database that can count a use on an apikey row
+// atomically: ClaimUsage locks the row (or the database), reads its usage
+// columns, writes what rules.Plan(row, now) says to write, and commits; it
+// returns the row as it was and the now it used (from clock, read as late
+// as the database allows), so that the caller's Plan tells the answer.
+// found is false when no row has the id.
 type Claimer interface {
-	ClaimUsage(ctx context.Context, id string, plan func(Row) Write) (found bool, err error)
+	ClaimUsage(ctx context.Context, id string, rules Rules, clock func() time.Time) (row Row, now time.Time, found bool, err error)
 }
 
 // Database is a betterauth.Meter that counts on the apikey rows
@@ -37,14 +39,7 @@ func NewDatabase(db Claimer, rules func(configID string) Rules, now func() time.
 // Use implements betterauth.Meter.
 func (d *Database) Use(ctx context.Context, k *betterauth.APIKey) (betterauth.Usage, error) {
 	rules := d.rules(k.ConfigID)
-	var u betterauth.Usage
-	found, err := d.db.ClaimUsage(ctx, k.ID, func(row Row) Write {
-		// The clock is read under the lock: uses are ordered as they
-		// are written.
-		var w Write
-		u, w = rules.Plan(row, d.now())
-		return w
-	})
+	row, now, found, err := d.db.ClaimUsage(ctx, k.ID, rules, d.now)
 	switch {
 	case err != nil:
 		return betterauth.Usage{}, err
@@ -52,6 +47,7 @@ func (d *Database) Use(ctx context.Context, k *betterauth.APIKey) (betterauth.Us
 		// Deleted since it was cached: Better-Auth's verify finds no row.
 		return betterauth.Usage{Reason: betterauth.InvalidAPIKey}, nil
 	}
+	u, _ := rules.Plan(row, now)
 	return u, nil
 }
 
