@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/ratelimit"
+	"github.com/caddy-betterauth/caddy-betterauth/secondary"
 	"github.com/caddy-betterauth/caddy-betterauth/usage"
 )
 
@@ -550,6 +551,13 @@ func (o *Options) Validate() error {
 			}
 		default:
 			return fmt.Errorf("usage: mode must be off, database or redis, not %q", u.Mode)
+		}
+		if counting := u.Mode == "database" || u.Mode == "redis"; counting && o.SecondaryStorage != nil &&
+			secondary.Mode(o.SecondaryStorage.APIKeys) == secondary.Storage {
+			// Such keys have no row to count on; Better-Auth itself counts
+			// them in storage, without atomicity.
+			return errors.New("usage: counts on the apikey rows, and with secondary_storage api_keys storage keys have none; " +
+				"use api_keys storage_then_database (the plugin's fallbackToDatabase) or usage off")
 		}
 		if u.FlushInterval < 0 {
 			return errors.New("usage: flush_interval must not be negative")

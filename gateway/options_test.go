@@ -106,3 +106,36 @@ func TestSharingKey(t *testing.T) {
 		t.Errorf("no database: %v", err)
 	}
 }
+
+// Usage settings are checked when the config loads.
+func TestUsageOptions(t *testing.T) {
+	t.Parallel()
+	storage := "storage"
+	for _, tc := range []struct {
+		name string
+		o    Options
+		bad  string
+	}{
+		{"database", Options{Usage: &Usage{Mode: "database"}}, ""},
+		{"off with anything", Options{Usage: &Usage{Mode: "off"}, SecondaryStorage: &SecondaryStorage{APIKeys: storage}}, ""},
+		{"a version", Options{Usage: &Usage{Mode: "database", BetterAuthVersion: "1.6.12"}}, ""},
+		{"an unknown mode", Options{Usage: &Usage{Mode: "memory"}}, "mode must be"},
+		{"redis without a redis block", Options{Usage: &Usage{Mode: "redis"}}, "no"},
+		{"redis with one", Options{Usage: &Usage{Mode: "redis"}, Redis: &Redis{URL: "redis://x"}}, ""},
+		{"a version that is not one", Options{Usage: &Usage{Mode: "database", BetterAuthVersion: "latest"}}, "not a release"},
+		{"keys only in storage", Options{Usage: &Usage{Mode: "database"}, SecondaryStorage: &SecondaryStorage{URL: "redis://x", APIKeys: storage}},
+			"have none"},
+		{"keys in storage then the database", Options{Usage: &Usage{Mode: "database"},
+			SecondaryStorage: &SecondaryStorage{URL: "redis://x", APIKeys: "storage_then_database"}}, ""},
+		{"a negative flush interval", Options{Usage: &Usage{Mode: "redis", FlushInterval: -1}, Redis: &Redis{URL: "redis://x"}}, "negative"},
+		{"an unknown reference", Options{APIKeyConfigs: map[string]APIKeyConfig{"x": {References: "team"}}}, "references"},
+	} {
+		err := tc.o.Validate()
+		switch {
+		case tc.bad == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.bad != "" && (err == nil || !strings.Contains(err.Error(), tc.bad)):
+			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.bad)
+		}
+	}
+}
