@@ -25,6 +25,13 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		api_key_config org {
 			references organization
 		}
+		api_key_config default {
+			rate_limit off
+		}
+		usage redis {
+			better_auth_version 1.6.12
+			flush_interval 500ms
+		}
 		require_org_role owner admin
 		disable_key_hashing
 		cookie_prefix myapp
@@ -74,7 +81,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		Database: "{env.DATABASE_URL}", Secret: "{env.BETTER_AUTH_SECRET}", RequireSignature: true,
 		APIKeyHeaders: []string{"x-api-key", "api-key"}, APIKeyPrefixes: []string{"ba_", "gw_"},
 		APIKeyConfigIDs: []string{"default", "org"}, DisableKeyHashing: true,
-		APIKeyConfigs: map[string]gateway.APIKeyConfig{"org": {References: "organization"}}, RequireOrgRole: []string{"owner", "admin"}, CookiePrefix: "myapp", CookieName: "sid",
+		APIKeyConfigs: map[string]gateway.APIKeyConfig{"org": {References: "organization"}, "default": {RateLimitEnabled: new(bool)}},
+		Usage:         &gateway.Usage{Mode: "redis", BetterAuthVersion: "1.6.12", FlushInterval: gateway.Duration(5e8)}, RequireOrgRole: []string{"owner", "admin"}, CookiePrefix: "myapp", CookieName: "sid",
 		KeepCredential: true, Realm: "mcp", LookupTimeout: gateway.Duration(2e9),
 		Schema: &gateway.Schema{PGSchema: "auth", Naming: "snake", UserTable: "users", APIKeyTable: "api_keys", UsePlural: true,
 			APIKeyOwner: "user_id", Columns: map[string]string{"user.email": "email_address", "apikey.key": "hashed_key"}},
@@ -127,6 +135,12 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		`better_auth { rate_limit a { key user ; rate 5/1m ; colour red } }`:                        "unrecognized rate_limit subdirective",
 		`better_auth { rate_limit a { key user ; key ip ; rate 5/1m } }`:                            "key already specified",
 		`better_auth { rate_limit a { key user ; rate 1/s } ; rate_limit a { key ip ; rate 1/s } }`: "rate_limit a already specified",
+		`better_auth { usage database redis }`:                                                      "wrong argument count",
+		`better_auth { usage database { colour red } }`:                                             "unrecognized usage subdirective",
+		`better_auth { usage database { flush_interval soon } }`:                                    "bad duration",
+		`better_auth { api_key_config }`:                                                            "wrong argument count",
+		`better_auth { api_key_config a { rate_limit maybe } }`:                                     "rate_limit takes on or off",
+		`better_auth { api_key_config a { references organization } ; api_key_config a { } }`:       "api_key_config a already specified",
 	} {
 		var h Handler
 		opened := strings.NewReplacer("{ ", "{\n", " }", "\n}", " ; ", "\n").Replace(input)
