@@ -312,7 +312,8 @@ switch (cmd) {
     //   {"op":"verify","key":k}                  → {"code"} ("OK" or the error code), tryAgainIn
     //   {"op":"verify-many","key":k,"n":n}       → {"codes":{code: count}}: n verifies at once
     //   {"op":"age","ids":[...],"ms":n}          → moves createdAt, lastRefillAt, lastRequest back n ms
-    //   {"op":"row","id":id}                     → the usage columns (dates as epoch ms, and as stored)
+    //   {"op":"update","id":id,"userId":u,"body":{...}} → updateApiKey (the app's own)
+  //   {"op":"row","id":id}                     → the usage columns (dates as epoch ms, and as stored)
     const readline = (await import("node:readline")).createInterface({ input: process.stdin });
     const code = (r) => (r.valid ? "OK" : r.error.code);
     const dates = ["createdAt", "lastRefillAt", "lastRequest", "updatedAt"];
@@ -326,6 +327,12 @@ switch (cmd) {
         case "verify": {
           const r = await auth.api.verifyApiKey({ body: { key: c.key } });
           out = { code: code(r), tryAgainIn: r.error?.details?.tryAgainIn ?? null };
+          break;
+        }
+        case "update": {
+          // The app's updateApiKey, server side, as a dashboard calls it.
+          const r = await auth.api.updateApiKey({ body: { keyId: c.id, userId: c.userId, ...c.body } });
+          out = { remaining: r.remaining ?? null };
           break;
         }
         case "verify-many": {
