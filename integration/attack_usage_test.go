@@ -214,3 +214,70 @@ func TestAttackRemainingHeaderSpoofing(t *testing.T) {
 		}
 	}
 }
+
+// ATTACK (parity, low): a lastRefillAt stored below the millisecond by
+// another writer (an admin's `SET "lastRefillAt" = now()`, a SQL job).
+// Better-Auth 1.7.5 reads it as a JavaScript Date (ms), so its refill
+// compare-and-swap never matches: it never refills that key again, and
+// refuses it once remaining is spent. The gateway refills under its lock:
+// different answers and a different row. With usage redis, Redis refills
+// while the write-back's compare-and-swap fails on the row: Redis and the
+// row part ways for good.
+func TestAttackMicrosecondLastRefillAt(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"database", "redis"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			f := seedWithTriggers(t, testenv.SeedOptions{})
+			var counted *usageRedis
+			config := "usage database"
+			if mode == "redis" {
+				counted = newUsageRedis(t)
+				config = counted.config()
+			}
+			gw := startGateway(t, f.DatabaseURL, newUpstream(t), config)
+			settle(t, gw, counted != nil)
+			ba := startUsageShell(t, f.DatabaseURL)
+			body := map[string]any{"remaining": 1, "refillAmount": 5, "refillInterval": 1000, "rateLimitEnabled": false}
+			theirs, ours := ba.create(t, f.Users.Alice.ID, body), ba.create(t, f.Users.Alice.ID, body)
+			ctx := context.Background()
+			c, err := pgx.Connect(ctx, f.DatabaseURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(ctx)
+			// Two seconds ago, with microseconds.
+			if _, err := c.Exec(ctx, `UPDATE apikey SET "lastRefillAt" = date_trunc('milliseconds', now()) - interval '2 s' + interval '123 microseconds'
+				WHERE id = ANY($1)`, []string{theirs.ID, ours.ID}); err != nil {
+				t.Fatal(err)
+			}
+			if counted != nil {
+				counted.reseeded(t, ours.ID)
+			}
+			var got []string
+			var want []string
+			for range 3 {
+				var r struct{ Code string }
+				ba.do(t, map[string]any{"op": "verify", "key": theirs.Key}, &r)
+				want = append(want, r.Code)
+				got = append(got, code(send(t, gw, "/", h("X-Api-Key", ours.Key))))
+			}
+			if counted != nil {
+				counted.flushed(t)
+			}
+			a, b := ba.row(t, theirs.ID), ba.row(t, ours.ID)
+			left := int64(-1)
+			if counted != nil {
+				left, _ = counted.c.HGet(ctx, counted.prefix+"{usage}:key:"+ours.ID, "r").Int64()
+			}
+			t.Logf("Better-Auth %v (row remaining %v), gateway %v (row remaining %v, Redis %d)", want, deref(a.Remaining), got,
+				deref(b.Remaining), left)
+			if fmt.Sprint(got) != fmt.Sprint(want) || deref(a.Remaining) != deref(b.Remaining) {
+				t.Errorf("answers or rows differ from Better-Auth's")
+			}
+			if counted != nil && left != *b.Remaining {
+				t.Errorf("Redis says %d remaining, the row %d", left, *b.Remaining)
+			}
+		})
+	}
+}
