@@ -331,7 +331,7 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	g := &Gateway{db: db, streams: NewStreams(), stop: stop, logger: logger, keyIPs: newKeyProblems(logger)}
 	if cfg.Usage != nil && cfg.Usage.Mode == "database" {
-		g.meter = usage.NewDatabase(db, cfg.usageRules(db), nil)
+		g.meter = usage.NewDatabase(db, cfg.usageRules(db), cfg.Timeout)
 	}
 	var local *shield.Shield
 	if b := cfg.BruteForce; b != nil {
@@ -370,7 +370,7 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 			}
 			g.counter = usage.NewRedis(usage.RedisOptions{
 				Client: client, Mirror: mirror, Rules: cfg.usageRules(db), Prefix: usagePrefix(r.Prefix, db),
-				Interval: time.Duration(cfg.Usage.FlushInterval), Logger: logger.Named("usage"),
+				Interval: time.Duration(cfg.Usage.FlushInterval), Timeout: cfg.Timeout, Logger: logger.Named("usage"),
 			})
 			g.meter = g.counter
 		}
@@ -554,7 +554,16 @@ func (g *Gateway) watchers(ctx context.Context, cfg assembly, logger *zap.Logger
 			pgstore.Listen(ctx, pgstore.ListenOptions{
 				DSN:     cfg.Database,
 				Logger:  logger.Named("revocations"),
-				OnReset: func() { g.cache.Purge(ctx) },
+				OnReset: func() {
+					g.cache.Purge(ctx)
+					if g.counter != nil {
+						// What changed while nobody listened is unknown:
+						// every key counted in Redis is read again.
+						if err := g.counter.ReseedAll(ctx); err != nil {
+							logger.Warn("marking every API key's usage to be read again failed", zap.Error(err))
+						}
+					}
+				},
 				OnInvalidate: func(inv pgstore.Invalidation) {
 					if target, ok := targets[inv.Kind]; ok && inv.ID != "" {
 						g.revoker.add(cache.Revocation{Target: target, ID: inv.ID}, true)

@@ -116,6 +116,10 @@ func TestTriggersIgnoreUsageAndWatchOrganizations(t *testing.T) {
 	// writes, marked, are not.
 	testenv.Exec(t, f.DatabaseURL, `UPDATE "apikey" SET "remaining" = "remaining" + 100, "updatedAt" = now() WHERE "id" = $1`, limited.ID)
 	next(pgstore.Invalidation{Kind: "apikey_usage", ID: limited.ID})
+	// A verify's own decrement is not; a cut is.
+	testenv.Exec(t, f.DatabaseURL, `UPDATE "apikey" SET "remaining" = "remaining" - 1, "updatedAt" = now() WHERE "id" = $1`, limited.ID)
+	testenv.Exec(t, f.DatabaseURL, `UPDATE "apikey" SET "remaining" = 1, "updatedAt" = now() WHERE "id" = $1`, limited.ID)
+	next(pgstore.Invalidation{Kind: "apikey_usage", ID: limited.ID})
 	testenv.Exec(t, f.DatabaseURL, `BEGIN; SELECT set_config('caddy_betterauth.writer', 'usage', true);
 		UPDATE "apikey" SET "remaining" = "remaining" + 100 WHERE "id" = '`+limited.ID+`'; COMMIT`)
 	// Another key: the usage writes' notifications would name the first.

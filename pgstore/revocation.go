@@ -25,11 +25,12 @@ const Channel = "caddy_betterauth"
 // the user column (” for none) and, optionally, a text[] of columns
 // whose updates alone are not worth a notification (the api-key plugin's
 // usage counters, written on every verify), then the remaining and
-// lastRefillAt columns: an update of the counters alone that raises
-// remaining without a refill (the app's updateApiKey, a dashboard granting
-// quota) is sent as kind "<kind>_usage", for gateways that count uses in
-// Redis, unless the gateways made it themselves (they mark their
-// transactions with the caddy_betterauth.writer setting).
+// lastRefillAt columns: an update of the counters alone that sets
+// remaining otherwise than a verify does (one less, or a refill, which
+// moves lastRefillAt) is the app's updateApiKey, a dashboard granting or
+// cutting quota: it is sent as kind "<kind>_usage", for gateways that
+// count uses in Redis, unless the gateways made it themselves (they mark
+// their transactions with the caddy_betterauth.writer setting).
 const notifyFunction = `CREATE OR REPLACE FUNCTION %[1]s() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -42,7 +43,7 @@ BEGIN
 			IF TG_NARGS > 5 AND current_setting('caddy_betterauth.writer', true) IS DISTINCT FROM 'usage'
 				AND (n -> TG_ARGV[5]) IS NOT DISTINCT FROM (r -> TG_ARGV[5])
 				AND (n -> TG_ARGV[4]) IS DISTINCT FROM (r -> TG_ARGV[4])
-				AND NOT COALESCE((n ->> TG_ARGV[4])::numeric < (r ->> TG_ARGV[4])::numeric, false) THEN
+				AND NOT COALESCE((n ->> TG_ARGV[4])::numeric = (r ->> TG_ARGV[4])::numeric - 1, false) THEN
 				PERFORM pg_notify('` + Channel + `', json_build_object('k', TG_ARGV[0] || '_usage', 'id', r ->> TG_ARGV[1])::text);
 			END IF;
 			RETURN NULL;

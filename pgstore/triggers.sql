@@ -18,7 +18,7 @@ BEGIN
 			IF TG_NARGS > 5 AND current_setting('caddy_betterauth.writer', true) IS DISTINCT FROM 'usage'
 				AND (n -> TG_ARGV[5]) IS NOT DISTINCT FROM (r -> TG_ARGV[5])
 				AND (n -> TG_ARGV[4]) IS DISTINCT FROM (r -> TG_ARGV[4])
-				AND NOT COALESCE((n ->> TG_ARGV[4])::numeric < (r ->> TG_ARGV[4])::numeric, false) THEN
+				AND NOT COALESCE((n ->> TG_ARGV[4])::numeric = (r ->> TG_ARGV[4])::numeric - 1, false) THEN
 				PERFORM pg_notify('caddy_betterauth', json_build_object('k', TG_ARGV[0] || '_usage', 'id', r ->> TG_ARGV[1])::text);
 			END IF;
 			RETURN NULL;

@@ -13,7 +13,7 @@ import (
 // UsageSQL.Select returns them. Every one is needed.
 var UsageFields = []string{
 	"remaining", "refillInterval", "refillAmount", "lastRefillAt", "createdAt",
-	"rateLimitEnabled", "rateLimitTimeWindow", "rateLimitMax", "requestCount", "lastRequest",
+	"rateLimitEnabled", "rateLimitTimeWindow", "rateLimitMax", "requestCount", "lastRequest", "updatedAt",
 }
 
 // UsageWrites are the fields a use may write, in the order of the bits of
@@ -55,7 +55,7 @@ func (l *Layout) BuildUsage(d Dialect, lock bool) (*UsageSQL, error) {
 	if k == nil {
 		return nil, &UnusableError{Problem: NoColumn, Model: "apikey", detail: "usage counting needs the api-key table, and there is none"}
 	}
-	for _, f := range append(UsageFields[:len(UsageFields):len(UsageFields)], "updatedAt") {
+	for _, f := range UsageFields {
 		if !k.Has(f) {
 			return nil, &UnusableError{Problem: NoColumn, Model: "apikey", Table: k.Name, Field: f, Column: f,
 				detail: fmt.Sprintf("usage counting needs the %s.%s column, which is missing", k.Name, f)}
@@ -86,7 +86,9 @@ func (l *Layout) BuildUsage(d Dialect, lock bool) (*UsageSQL, error) {
 	}
 	if d.Param != "?" {
 		c := func(f string) string { return QuoteIdent(k.Col(f)) }
-		cas := fmt.Sprintf("$1::boolean AND %s IS NOT DISTINCT FROM $2", c("lastRefillAt"))
+		// Compared at the millisecond: a lastRefillAt another writer stored
+		// with microseconds is the one the gateway read (and counted from).
+		cas := fmt.Sprintf("$1::boolean AND date_trunc('milliseconds', %s) IS NOT DISTINCT FROM $2", c("lastRefillAt"))
 		u.Flush = fmt.Sprintf(`UPDATE %s SET
 	%s = CASE WHEN %s THEN GREATEST($3::bigint - $4::bigint, 0)
 		WHEN %s IS NULL THEN NULL
@@ -147,6 +149,7 @@ func DecodeUsage(v []any) (usage.Row, error) {
 		r.RequestCount = d.int(v[8], "apikey.requestCount")
 	}
 	r.LastRequest = d.time(v[9], "apikey.lastRequest")
+	r.UpdatedAt = d.time(v[10], "apikey.updatedAt")
 	if d.err == nil && r.CreatedAt.IsZero() {
 		d.err = fmt.Errorf("apikey.createdAt is NULL")
 	}
@@ -199,7 +202,7 @@ func claimSQL(table string, c func(string) string) string {
 	ms := func(col string) string { return "(floor(extract(epoch FROM k." + col + ") * 1000))::bigint" }
 	return fmt.Sprintf(`WITH o AS MATERIALIZED (
 	SELECT k.%[2]s AS id, k.%[3]s AS r, k.%[4]s AS ri, k.%[5]s AS ra, %[6]s AS lra, %[7]s AS ca,
-		k.%[8]s AS rle, k.%[9]s AS w, k.%[10]s AS m, COALESCE(k.%[11]s, 0) AS rc, %[12]s AS lr,
+		k.%[8]s AS rle, k.%[9]s AS w, k.%[10]s AS m, COALESCE(k.%[11]s, 0) AS rc, %[12]s AS lr, %[16]s AS ua,
 		set_config('caddy_betterauth.writer', 'usage', true) AS marked
 	FROM %[1]s k WHERE k.%[2]s = $1 FOR UPDATE
 ), q AS MATERIALIZED (
@@ -235,8 +238,8 @@ func claimSQL(table string, c func(string) string) string {
 	WHERE k.%[2]s = v.id AND (v.wq OR v.wr OR v.rs = 'n')
 	RETURNING k.%[2]s
 )
-SELECT r, ri, ra, lra, ca, rle, w, m, rc, lr, (SELECT count(*) FROM u) FROM v`,
+SELECT r, ri, ra, lra, ca, rle, w, m, rc, lr, ua, (SELECT count(*) FROM u) FROM v`,
 		table, c("id"), c("remaining"), c("refillInterval"), c("refillAmount"), ms(c("lastRefillAt")), ms(c("createdAt")),
 		c("rateLimitEnabled"), c("rateLimitTimeWindow"), c("rateLimitMax"), c("requestCount"), ms(c("lastRequest")),
-		c("lastRefillAt"), c("lastRequest"), c("updatedAt"))
+		c("lastRefillAt"), c("lastRequest"), c("updatedAt"), ms(c("updatedAt")))
 }

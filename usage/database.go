@@ -2,6 +2,8 @@ package usage
 
 import (
 	"context"
+	"fmt"
+	"hash/maphash"
 	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
@@ -20,24 +22,45 @@ type Claimer interface {
 // Database is a betterauth.Meter that counts on the apikey rows
 // themselves, in one transaction per use: exact beside the app's own
 // verifyApiKey and any number of gateways.
+//
+// Uses of one key queue in the gateway, not on database connections: a
+// row locked for long (an app's transaction, a migration) or a very hot
+// key holds at most one connection of the pool, and every use is bounded
+// by the timeout, so other keys keep theirs.
 type Database struct {
-	db    Claimer
-	rules func(configID string) Rules
-	now   func() time.Time
+	db      Claimer
+	rules   func(configID string) Rules
+	timeout time.Duration
+	now     func() time.Time
+	lanes   [256]chan struct{} // by a hash of the key id: one claim at a time
+	seed    maphash.Seed
 }
 
 // NewDatabase returns a meter over db; rules gives the rules of a key's
-// configuration (configId, "" for the default), now the clock (default
-// time.Now).
-func NewDatabase(db Claimer, rules func(configID string) Rules, now func() time.Time) *Database {
-	if now == nil {
-		now = time.Now
+// configuration (configId, "" for the default), timeout bounds each use,
+// waiting included (default 3s).
+func NewDatabase(db Claimer, rules func(configID string) Rules, timeout time.Duration) *Database {
+	if timeout <= 0 {
+		timeout = 3 * time.Second
 	}
-	return &Database{db: db, rules: rules, now: now}
+	d := &Database{db: db, rules: rules, timeout: timeout, now: time.Now, seed: maphash.MakeSeed()}
+	for i := range d.lanes {
+		d.lanes[i] = make(chan struct{}, 1)
+	}
+	return d
 }
 
 // Use implements betterauth.Meter.
 func (d *Database) Use(ctx context.Context, k *betterauth.APIKey) (betterauth.Usage, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	lane := d.lanes[maphash.String(d.seed, k.ID)%uint64(len(d.lanes))]
+	select {
+	case lane <- struct{}{}:
+		defer func() { <-lane }()
+	case <-ctx.Done():
+		return betterauth.Usage{}, fmt.Errorf("usage: counting a use of key %s: %w", k.ID, context.Cause(ctx))
+	}
 	rules := d.rules(k.ConfigID)
 	row, now, found, err := d.db.ClaimUsage(ctx, k.ID, rules, d.now)
 	switch {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
@@ -83,6 +84,8 @@ type RedisOptions struct {
 	// Prefix returns the prefix of the meter's keys, the same on every
 	// gateway counting the same database.
 	Prefix func(ctx context.Context) (string, error)
+	// Timeout bounds each use, the row's read included. Default: 3s.
+	Timeout time.Duration
 	// TTL is how long a key's hash lives without use. Default: 24h.
 	TTL time.Duration
 	// Interval is how often pending uses are written to the database.
@@ -100,15 +103,19 @@ type RedisOptions struct {
 // behind, from Redis: what a gateway counted survives its crash, and any
 // gateway writes it.
 type Redis struct {
-	opts   RedisOptions
-	failed throttle.Log
-	mu     sync.Mutex // serialises Flush
+	opts    RedisOptions
+	failed  throttle.Log
+	mu      sync.Mutex         // serialises Flush
+	reading singleflight.Group // one read of a row at a time, for the uses that need it
 }
 
 // NewRedis returns a Redis meter.
 func NewRedis(opts RedisOptions) *Redis {
 	if opts.TTL <= 0 {
 		opts.TTL = 24 * time.Hour
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 3 * time.Second
 	}
 	if opts.Interval <= 0 {
 		opts.Interval = time.Second
@@ -127,14 +134,16 @@ func (m *Redis) keys(ctx context.Context, id string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	// One slot in a Redis Cluster: the script touches both.
-	return []string{p + "{usage}:key:" + id, p + "{usage}:dirty"}, nil
+	// One slot in a Redis Cluster: the script touches them all.
+	return []string{p + "{usage}:key:" + id, p + "{usage}:dirty", p + "{usage}:gen"}, nil
 }
 
 // Use implements betterauth.Meter: one script call, and on a key's first
 // use (or after its row changed outside the gateways) one database read
 // and a second call.
 func (m *Redis) Use(ctx context.Context, k *betterauth.APIKey) (betterauth.Usage, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.opts.Timeout)
+	defer cancel()
 	keys, err := m.keys(ctx, k.ID)
 	if err != nil {
 		return betterauth.Usage{}, err
@@ -145,21 +154,38 @@ func (m *Redis) Use(ctx context.Context, k *betterauth.APIKey) (betterauth.Usage
 	if err != nil {
 		return betterauth.Usage{}, fmt.Errorf("usage: redis: %w", err)
 	}
-	if len(res) == 1 {
-		row, found, err := m.opts.Mirror.ReadUsage(ctx, k.ID)
+	// Seed the key's hash from its row: on its first use, after the row
+	// changed outside the gateways, or when the row read turns out older
+	// than the last write of uses (a write acknowledged between the read
+	// and the script): read again, twice at most, then take it, for an
+	// app whose clock lags Redis's writes older updatedAt values.
+	for try := 0; len(res) == 1; try++ {
+		v, err, _ := m.reading.Do(k.ID, func() (any, error) {
+			row, found, err := m.opts.Mirror.ReadUsage(ctx, k.ID)
+			return readRow{row, found}, err
+		})
 		if err != nil {
 			return betterauth.Usage{}, err
 		}
+		row, found := v.(readRow).row, v.(readRow).found
 		if !found {
 			return betterauth.Usage{Reason: betterauth.InvalidAPIKey}, nil
 		}
 		args[2] = "1"
-		args = append(args, seedArgs(row)...)
-		if res, err = useScript.Run(ctx, m.opts.Client, keys, args...).Slice(); err != nil {
+		if try == 2 {
+			args[2] = "2"
+		}
+		seeded := append(args[:5:5], seedArgs(row)...)
+		if res, err = useScript.Run(ctx, m.opts.Client, keys, seeded...).Slice(); err != nil {
 			return betterauth.Usage{}, fmt.Errorf("usage: redis: %w", err)
 		}
 	}
 	return decodeUse(res)
+}
+
+type readRow struct {
+	row   Row
+	found bool
 }
 
 func flag(b bool) string {
@@ -181,7 +207,7 @@ func seedArgs(r Row) []any {
 	return []any{
 		opt(r.HasRemaining, r.Remaining), strconv.FormatInt(r.RefillInterval, 10), opt(r.HasRefillAmount, r.RefillAmount),
 		date(r.LastRefillAt), date(r.CreatedAt), flag(r.RateLimitOff), opt(r.HasWindow, r.Window), opt(r.HasMax, r.Max),
-		strconv.FormatInt(r.RequestCount, 10), date(r.LastRequest),
+		strconv.FormatInt(r.RequestCount, 10), date(r.LastRequest), date(r.UpdatedAt),
 	}
 }
 
@@ -420,6 +446,17 @@ func (m *Redis) Reseed(ctx context.Context, id string) error {
 	// HSET on a missing hash would create a hash without a row: only mark
 	// one that exists.
 	return reseedScript.Run(ctx, m.opts.Client, keys[:1]).Err()
+}
+
+// ReseedAll makes every key's hash be read from its row again at its next
+// use, keeping what is pending: for when the gateways may have missed
+// changes to rows (a revocation listener connected again).
+func (m *Redis) ReseedAll(ctx context.Context) error {
+	keys, err := m.keys(ctx, "")
+	if err != nil {
+		return err
+	}
+	return m.opts.Client.Incr(ctx, keys[2]).Err()
 }
 
 var reseedScript = redis.NewScript(`if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'reseed', '1') end return 0`)

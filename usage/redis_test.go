@@ -39,6 +39,11 @@ func (m *fakeMirror) FlushUsage(_ context.Context, items []FlushItem) ([]Flushed
 		f := it.Flush
 		m.flushes = append(m.flushes, f)
 		r := m.rows[it.ID]
+		if r.UpdatedAt.Equal(f.Token) {
+			out = append(out, Flushed{}) // written already
+			continue
+		}
+		r.UpdatedAt = f.Token
 		if f.Refill && r.LastRefillAt.Equal(f.RefilledFrom) {
 			r.Remaining, r.LastRefillAt = max(f.RemainingAfter-f.Decrements, 0), f.RefillAt
 		} else if r.HasRemaining {
@@ -322,5 +327,61 @@ func TestRedisFlushIsolatesARefusedRow(t *testing.T) {
 	}
 	if base.rows["a"].Remaining != 9 || base.rows["c"].Remaining != 9 || base.rows["bad"].Remaining != 10 {
 		t.Fatalf("rows: %+v", base.rows)
+	}
+}
+
+// lagging answers its first read with a row from before the last write.
+type lagging struct {
+	*fakeMirror
+	old   Row
+	stale int
+}
+
+func (m *lagging) ReadUsage(ctx context.Context, id string) (Row, bool, error) {
+	if m.stale > 0 {
+		m.stale--
+		m.fakeMirror.mu.Lock()
+		m.reads++
+		m.fakeMirror.mu.Unlock()
+		return m.old, true, nil
+	}
+	return m.fakeMirror.ReadUsage(ctx, id)
+}
+
+// A row read before the last acknowledged write reached it (the write
+// landed between the read and the script) is read again, not taken: its
+// uses would be handed out twice. One that stays older (an app whose clock
+// lags) is taken after two tries.
+func TestRedisSeedRereadsAStaleRow(t *testing.T) {
+	for _, stale := range []int{1, 5} {
+		base := &fakeMirror{rows: map[string]Row{"k": {HasRemaining: true, Remaining: 100, CreatedAt: time.Now().Add(-time.Hour),
+			RateLimitOff: true}}}
+		mirror := &lagging{fakeMirror: base, old: base.rows["k"]}
+		m, _ := newTestMeter(t, mirror, Rules{})
+		ctx := context.Background()
+		key := &betterauth.APIKey{ID: "k"}
+		for range 10 {
+			if _, err := m.Use(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := m.Flush(ctx); n != 1 || err != nil {
+			t.Fatalf("flush: %d %v", n, err)
+		}
+		mirror.stale = stale
+		if err := m.Reseed(ctx, "k"); err != nil {
+			t.Fatal(err)
+		}
+		reads := base.reads
+		u, err := m.Use(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case stale == 1 && (u.Remaining != 89 || base.reads != reads+2):
+			t.Errorf("one stale read: remaining %d after %d reads; want 89 after 2", u.Remaining, base.reads-reads)
+		case stale == 5 && base.reads != reads+3:
+			t.Errorf("a row that stays old: %d reads, want 3 and then taken", base.reads-reads)
+		}
 	}
 }

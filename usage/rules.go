@@ -42,6 +42,9 @@ type Row struct {
 	HasMax       bool
 	RequestCount int64 // NULL reads as 0
 	LastRequest  time.Time
+	// UpdatedAt is the row's updatedAt (zero for NULL): which writes of
+	// uses counted in Redis the row already holds (see Redis).
+	UpdatedAt time.Time
 }
 
 // Columns is a set of the usage columns a use writes.

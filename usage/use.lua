@@ -5,42 +5,54 @@
 --          for the database
 -- KEYS[2]  the sorted set of keys with pending changes (score: when to
 --          flush them)
+-- KEYS[3]  the generation: raised when the gateways may have missed a
+--          change to any row (a listener reconnected); a hash seeded in
+--          another generation is read from its row again
 -- ARGV     family (0 current, 1 spare429, 2 legacy), global rate limit off
---          ("1"), seed ("1": the row follows), the key id, the hash's TTL
---          in ms, then the row: remaining, refillInterval, refillAmount,
---          lastRefillAt, createdAt, rateLimitOff, window, max,
---          requestCount, lastRequest ("" for NULL; dates in epoch ms)
+--          ("1"), seed ("1": the row follows; "2": the row follows, to be
+--          taken even if it looks older than the last write), the key id,
+--          the hash's TTL in ms, then the row: remaining, refillInterval,
+--          refillAmount, lastRefillAt, createdAt, rateLimitOff, window,
+--          max, requestCount, lastRequest, updatedAt ("" for NULL; dates
+--          in epoch ms)
 --
--- Returns {"seed"} when the hash must be seeded from the row first, else
--- {code, hasRemaining, remaining, retryAfter, limit, window, left, reset,
--- refillAmount, refillInterval, refillIn}: code 0 allowed, 1 usage
--- exceeded, 2 rate limited, 3 rate limited (401); durations in ms.
+-- Returns {"seed"} when the hash must be seeded from the row first,
+-- {"stale"} when the row given was read before the last write of uses
+-- reached it, else {code, hasRemaining, remaining, retryAfter, limit,
+-- window, left, reset, refillAmount, refillInterval, refillIn}: code 0
+-- allowed, 1 usage exceeded, 2 rate limited, 3 rate limited (401);
+-- durations in ms.
 --
 -- Pending fields, written to the database behind (flush.lua): pn
 -- decrements, applied after pr, a refill at that time to pa remaining,
 -- compare-and-swapped on the lastRefillAt the database had (pf, "-" for
 -- NULL); prc and plr the rate limit's count and lastRequest; pu updatedAt.
+-- Fields f* are the same taken for a write not yet acknowledged, fu its
+-- token (the updatedAt it writes); lt is the last acknowledged token.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local h = KEYS[1]
-local family, globalOff, seed, id, ttl = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3] == '1', ARGV[4], tonumber(ARGV[5])
+local family, globalOff, id, ttl = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[4], tonumber(ARGV[5])
+local seed, force = ARGV[3] ~= '0', ARGV[3] == '2'
 
 local function num(v)
   if v == nil or v == false or v == '' then return nil end
   return tonumber(v)
 end
 
+local gen = redis.call('GET', KEYS[3]) or '0'
 local f = {}
 local raw = redis.call('HGETALL', h)
 for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
 
 -- A hash that is absent, marked for reseeding (the row changed outside
--- the gateways) or unreadable is seeded from the row, keeping what is
--- pending for the database.
-local usable = raw[1] ~= nil and f.reseed == nil and num(f.ca) ~= nil
+-- the gateways), of another generation or unreadable is seeded from the
+-- row, keeping what is pending for the database.
+local usable = raw[1] ~= nil and f.reseed == nil and f.g == gen and num(f.ca) ~= nil
 local garbage = {}
-for _, k in ipairs({'r', 'ri', 'ra', 'lra', 'w', 'm', 'rc', 'lr', 'pn', 'pa', 'pr', 'prc', 'plr'}) do
+for _, k in ipairs({'r', 'ri', 'ra', 'lra', 'w', 'm', 'rc', 'lr', 'pn', 'pa', 'pr', 'prc', 'plr',
+    'fn', 'fr', 'fa', 'frc', 'flr', 'fu', 'lt'}) do
   if f[k] ~= nil and f[k] ~= '' and tonumber(f[k]) == nil then
     usable = false
     f[k] = nil -- nor is it laid over the row
@@ -49,25 +61,43 @@ for _, k in ipairs({'r', 'ri', 'ra', 'lra', 'w', 'm', 'rc', 'lr', 'pn', 'pa', 'p
 end
 if not usable then
   if not seed then return {'seed'} end
-  -- The row, with what is pending for it laid over as the next write
-  -- will lay it (flush.lua, and the database's statement).
-  local pn = num(f.pn) or 0
+  local ua = num(ARGV[16])
+  -- A row read before the last acknowledged write reached it lacks uses
+  -- Redis no longer holds: read it again.
+  if not force and f.lt ~= nil and (ua == nil or ua < num(f.lt)) then return {'stale'} end
+  -- The row, with what it does not hold yet laid over it as the next
+  -- writes will lay it (flush.lua, and the database's statement): what
+  -- is pending, and what was taken for a write that has not reached the
+  -- row (its token is not the row's updatedAt).
+  local dec = num(f.pn) or 0
+  local rAt, rFrom, rAfter = f.pr, f.pf, num(f.pa)
+  local rc, lr = f.prc, f.plr
+  if f.fu ~= nil and num(f.fu) ~= ua then
+    if rAt == nil then
+      dec = dec + (num(f.fn) or 0)
+      if f.fr ~= nil and f.fr ~= '' then
+        rAt, rFrom, rAfter = f.fr, (f.ff == nil or f.ff == '') and '-' or f.ff, num(f.fa)
+      end
+    end
+    if rc == nil and f.frc ~= '' then rc = f.frc end
+    if lr == nil and f.flr ~= '' then lr = f.flr end
+  end
   local r, lra = num(ARGV[6]), ARGV[9]
   local pfRow = ARGV[9] == '' and '-' or ARGV[9]
   if r ~= nil then
-    if f.pr ~= nil and f.pf == pfRow then
-      r, lra = math.max((num(f.pa) or 0) - pn, 0), f.pr
-    elseif f.pr ~= nil then
-      r = math.max(r - pn - 1, 0)
+    if rAt ~= nil and rFrom == pfRow then
+      r, lra = math.max((rAfter or 0) - dec, 0), rAt
+    elseif rAt ~= nil then
+      r = math.max(r - dec - 1, 0)
     else
-      r = math.max(r - pn, 0)
+      r = math.max(r - dec, 0)
     end
   end
-  local row = {'ri', ARGV[7], 'lra', lra, 'ca', ARGV[10], 'off', ARGV[11], 'rc', f.prc or ARGV[14]}
+  local row = {'ri', ARGV[7], 'lra', lra, 'ca', ARGV[10], 'off', ARGV[11], 'rc', rc or ARGV[14], 'g', gen}
   if f.pr == nil then table.insert(row, 'pf'); table.insert(row, pfRow) end
   redis.call('HDEL', h, 'reseed', 'r', 'ra', 'w', 'm', 'lr', unpack(garbage))
   if r ~= nil then table.insert(row, 'r'); table.insert(row, r) end
-  for _, p in ipairs({{'ra', ARGV[8]}, {'w', ARGV[12]}, {'m', ARGV[13]}, {'lr', f.plr or ARGV[15]}}) do
+  for _, p in ipairs({{'ra', ARGV[8]}, {'w', ARGV[12]}, {'m', ARGV[13]}, {'lr', lr or ARGV[15]}}) do
     if p[2] ~= '' then table.insert(row, p[1]); table.insert(row, p[2]) end
   end
   redis.call('HSET', h, unpack(row))

@@ -24,11 +24,11 @@ func (m *blockingMirror) FlushUsage(ctx context.Context, items []FlushItem) ([]F
 	return m.fakeMirror.FlushUsage(ctx, items)
 }
 
-// ATTACK: a reseed (any apikey notification: the app renamed the key,
-// raised its quota, ...) that reads the row while a flush is in flight
-// (taken from Redis, not yet committed) seeds the hash from a row that
-// lacks the in-flight decrements: those uses are handed out again.
-func TestAttackReseedDuringFlushForgetsInFlightUses(t *testing.T) {
+// A reseed (any apikey notification: the app renamed the key, raised its
+// quota, ...) that reads the row while a flush is in flight (taken from
+// Redis, not yet committed) lays the in-flight decrements over the row,
+// which lacks them: no use is handed out twice.
+func TestRedisReseedDuringAFlush(t *testing.T) {
 	now := time.Now().UTC()
 	base := &fakeMirror{rows: map[string]Row{"k": {
 		HasRemaining: true, Remaining: 100, CreatedAt: now.Add(-time.Hour), RateLimitOff: true,
