@@ -552,8 +552,8 @@ func (g *Gateway) watchers(ctx context.Context, cfg assembly, logger *zap.Logger
 			"organization": cache.TargetOrg}
 		ws = append(ws, func() {
 			pgstore.Listen(ctx, pgstore.ListenOptions{
-				DSN:     cfg.Database,
-				Logger:  logger.Named("revocations"),
+				DSN:    cfg.Database,
+				Logger: logger.Named("revocations"),
 				OnReset: func() {
 					g.cache.Purge(ctx)
 					if g.counter != nil {
