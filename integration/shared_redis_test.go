@@ -27,6 +27,9 @@ func sharedGateway(t *testing.T, db, url, prefix string, up *upstream, extra str
 		secret {env.BETTER_AUTH_SECRET}
 		redis {env.CACHE_REDIS_URL} {
 			prefix %s
+			# Past the default 100ms: under a loaded test run a read that
+			# times out skips the tier, and these tests look at what it holds.
+			timeout 500ms
 		}
 		%s
 	}
