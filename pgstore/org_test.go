@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
@@ -79,16 +77,7 @@ func TestTriggersIgnoreUsageAndWatchOrganizations(t *testing.T) {
 	store, _ := pgstore.New(newPool(t, f.DatabaseURL, nil), pgstore.Options{})
 	installTriggers(t, f.DatabaseURL, store)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, f.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN "+pgstore.Channel); err != nil {
-		t.Fatal(err)
-	}
+	ctx, conn := listen(t, f.DatabaseURL, 60*time.Second)
 	// Notifications arrive in commit order: whatever the usage writes sent
 	// would come before the next one.
 	next := func(want pgstore.Invalidation) {

@@ -27,6 +27,23 @@ func installTriggers(t *testing.T, dsn string, store *pgstore.Store) (uninstall 
 	return un
 }
 
+// listen holds a connection LISTENing on the triggers' channel, and a
+// context that bounds the test's waits on it.
+func listen(t *testing.T, dsn string, bound time.Duration) (context.Context, *pgx.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	t.Cleanup(cancel)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctx, "LISTEN "+pgstore.Channel); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, conn
+}
+
 // Better-Auth's own writes fire the triggers; the notifications name rows,
 // never secrets.
 func TestTriggersNotifyWithoutSecrets(t *testing.T) {
@@ -35,16 +52,7 @@ func TestTriggersNotifyWithoutSecrets(t *testing.T) {
 	store, _ := pgstore.New(newPool(t, f.DatabaseURL, nil), pgstore.Options{})
 	uninstall := installTriggers(t, f.DatabaseURL, store)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, f.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN "+pgstore.Channel); err != nil {
-		t.Fatal(err)
-	}
+	ctx, conn := listen(t, f.DatabaseURL, 30*time.Second)
 	testenv.RunSeed(t, f.DatabaseURL, nil, "disable-key", f.Keys.Valid.ID, f.Users.Alice.ID)
 	testenv.RunSeed(t, f.DatabaseURL, nil, "revoke-session", f.Users.Zoe.Token)
 	testenv.RunSeed(t, f.DatabaseURL, nil, "ban-user", f.Users.Eve.ID)
