@@ -415,12 +415,13 @@ func (u *usageRedis) reseeded(t *testing.T, id string) {
 	deadline := time.Now().Add(10 * time.Second)
 	key := u.prefix + "{usage}:key:" + id
 	for {
-		v, err := u.c.HGet(context.Background(), key, "reseed").Result()
-		if v == "1" || err == redis.Nil && u.c.Exists(context.Background(), key).Val() == 0 {
+		// A change counted (rs) past the count the hash was seeded at.
+		vs, err := u.c.HMGet(context.Background(), key, "rs", "rss").Result()
+		if err == nil && (u.c.Exists(context.Background(), key).Val() == 0 || fmt.Sprint(vs[0]) != fmt.Sprint(vs[1]) && vs[0] != nil) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the gateway never marked key %s to be read again (%v)", id, err)
+			t.Fatalf("the gateway never marked key %s to be read again (%v %v)", id, vs, err)
 		}
 	}
 }

@@ -99,7 +99,7 @@ func TestTriggersIgnoreUsageAndWatchOrganizations(t *testing.T) {
 		t.Fatalf("Better-Auth's verify: %s", out)
 	}
 	testenv.Exec(t, f.DatabaseURL, `UPDATE "apikey" SET "remaining" = "remaining" - 1, "requestCount" = "requestCount" + 1,
-		"lastRequest" = now(), "lastRefillAt" = now(), "updatedAt" = now() WHERE "id" = $1`, limited.ID)
+		"lastRequest" = now(), "updatedAt" = now() WHERE "id" = $1`, limited.ID)
 	// Quota granted by the app (a raise of remaining without a refill) is
 	// sent apart, for gateways that count in Redis; the gateways' own
 	// writes, marked, are not.

@@ -22,6 +22,8 @@ package pgstore
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
@@ -61,6 +63,9 @@ type Store struct {
 	layout    schema.Lazy
 	plainKeys bool
 	usage     usageSQL
+	// writesReady: schema.UsageWritesTable is known to exist.
+	writesReady atomic.Bool
+	writesMu    sync.Mutex
 }
 
 // New returns a Store reading through db. It does no I/O.

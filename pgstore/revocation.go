@@ -24,10 +24,11 @@ const Channel = "caddy_betterauth"
 // a key, a key hash or a token. Its arguments: the kind, the id column,
 // the user column (” for none) and, optionally, a text[] of columns
 // whose updates alone are not worth a notification (the api-key plugin's
-// usage counters, written on every verify), then the remaining and
-// lastRefillAt columns: an update of the counters alone that sets
-// remaining otherwise than a verify does (one less, or a refill, which
-// moves lastRefillAt) is the app's updateApiKey, a dashboard granting or
+// usage counters, written on every verify), then the remaining,
+// lastRefillAt and refillAmount columns: an update of the counters alone
+// that sets remaining or lastRefillAt otherwise than a verify does (one
+// less; or a refill, which moves lastRefillAt and sets remaining to
+// refillAmount − 1) is the app's updateApiKey, a dashboard granting or
 // cutting quota: it is sent as kind "<kind>_usage", for gateways that
 // count uses in Redis, unless the gateways made it themselves (they mark
 // their transactions with the caddy_betterauth.writer setting).
@@ -40,10 +41,11 @@ BEGIN
 	IF TG_OP = 'UPDATE' AND TG_NARGS > 3 THEN
 		n := to_jsonb(NEW);
 		IF (n - TG_ARGV[3]::text[]) = (r - TG_ARGV[3]::text[]) THEN
-			IF TG_NARGS > 5 AND current_setting('caddy_betterauth.writer', true) IS DISTINCT FROM 'usage'
-				AND (n -> TG_ARGV[5]) IS NOT DISTINCT FROM (r -> TG_ARGV[5])
-				AND (n -> TG_ARGV[4]) IS DISTINCT FROM (r -> TG_ARGV[4])
-				AND NOT COALESCE((n ->> TG_ARGV[4])::numeric = (r ->> TG_ARGV[4])::numeric - 1, false) THEN
+			IF TG_NARGS > 6 AND current_setting('caddy_betterauth.writer', true) IS DISTINCT FROM 'usage'
+				AND ((n -> TG_ARGV[4]) IS DISTINCT FROM (r -> TG_ARGV[4]) OR (n -> TG_ARGV[5]) IS DISTINCT FROM (r -> TG_ARGV[5]))
+				AND NOT COALESCE(CASE WHEN (n -> TG_ARGV[5]) IS NOT DISTINCT FROM (r -> TG_ARGV[5])
+					THEN (n ->> TG_ARGV[4])::numeric = (r ->> TG_ARGV[4])::numeric - 1
+					ELSE (n ->> TG_ARGV[4])::numeric = (n ->> TG_ARGV[6])::numeric - 1 END, false) THEN
 				PERFORM pg_notify('` + Channel + `', json_build_object('k', TG_ARGV[0] || '_usage', 'id', r ->> TG_ARGV[1])::text);
 			END IF;
 			RETURN NULL;
@@ -93,8 +95,8 @@ func Triggers(l *schema.Layout, pgSchema string) (install, uninstall string) {
 	// Better-Auth writes a key's usage columns on every verify: updates of
 	// those alone would purge every gateway's cache on every request.
 	var usageArgs []string
-	if k := l.APIKey; k != nil && k.Has("remaining") && k.Has("lastRefillAt") {
-		usageArgs = []string{textArray(l.UsageColumns()), k.Col("remaining"), k.Col("lastRefillAt")}
+	if k := l.APIKey; k != nil && k.Has("remaining") && k.Has("lastRefillAt") && k.Has("refillAmount") {
+		usageArgs = []string{textArray(l.UsageColumns()), k.Col("remaining"), k.Col("lastRefillAt"), k.Col("refillAmount")}
 	} else {
 		usageArgs = []string{textArray(l.UsageColumns())}
 	}

@@ -15,10 +15,11 @@ BEGIN
 	IF TG_OP = 'UPDATE' AND TG_NARGS > 3 THEN
 		n := to_jsonb(NEW);
 		IF (n - TG_ARGV[3]::text[]) = (r - TG_ARGV[3]::text[]) THEN
-			IF TG_NARGS > 5 AND current_setting('caddy_betterauth.writer', true) IS DISTINCT FROM 'usage'
-				AND (n -> TG_ARGV[5]) IS NOT DISTINCT FROM (r -> TG_ARGV[5])
-				AND (n -> TG_ARGV[4]) IS DISTINCT FROM (r -> TG_ARGV[4])
-				AND NOT COALESCE((n ->> TG_ARGV[4])::numeric = (r ->> TG_ARGV[4])::numeric - 1, false) THEN
+			IF TG_NARGS > 6 AND current_setting('caddy_betterauth.writer', true) IS DISTINCT FROM 'usage'
+				AND ((n -> TG_ARGV[4]) IS DISTINCT FROM (r -> TG_ARGV[4]) OR (n -> TG_ARGV[5]) IS DISTINCT FROM (r -> TG_ARGV[5]))
+				AND NOT COALESCE(CASE WHEN (n -> TG_ARGV[5]) IS NOT DISTINCT FROM (r -> TG_ARGV[5])
+					THEN (n ->> TG_ARGV[4])::numeric = (r ->> TG_ARGV[4])::numeric - 1
+					ELSE (n ->> TG_ARGV[4])::numeric = (n ->> TG_ARGV[6])::numeric - 1 END, false) THEN
 				PERFORM pg_notify('caddy_betterauth', json_build_object('k', TG_ARGV[0] || '_usage', 'id', r ->> TG_ARGV[1])::text);
 			END IF;
 			RETURN NULL;
@@ -33,7 +34,7 @@ BEGIN
 END
 $fn$;
 DROP TRIGGER IF EXISTS "caddy_betterauth_apikey" ON "apikey";
-CREATE TRIGGER "caddy_betterauth_apikey" AFTER UPDATE OR DELETE ON "apikey" FOR EACH ROW EXECUTE FUNCTION "caddy_betterauth_notify"('apikey', 'id', 'referenceId', '{"remaining","requestCount","lastRequest","lastRefillAt","updatedAt"}', 'remaining', 'lastRefillAt');
+CREATE TRIGGER "caddy_betterauth_apikey" AFTER UPDATE OR DELETE ON "apikey" FOR EACH ROW EXECUTE FUNCTION "caddy_betterauth_notify"('apikey', 'id', 'referenceId', '{"remaining","requestCount","lastRequest","lastRefillAt","updatedAt"}', 'remaining', 'lastRefillAt', 'refillAmount');
 DROP TRIGGER IF EXISTS "caddy_betterauth_session" ON "session";
 CREATE TRIGGER "caddy_betterauth_session" AFTER UPDATE OR DELETE ON "session" FOR EACH ROW EXECUTE FUNCTION "caddy_betterauth_notify"('session', 'id', 'userId');
 DROP TRIGGER IF EXISTS "caddy_betterauth_user" ON "user";

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -103,25 +104,75 @@ func scanOne(rows pgx.Rows, vals []any) (bool, error) {
 	return found, rows.Err()
 }
 
-// ReadUsage implements usage.Mirror: the row's usage columns, unlocked.
+// ReadUsage implements usage.Mirror: the row's usage columns, unlocked,
+// and the last write of uses it holds (schema.UsageWritesTable).
 func (s *Store) ReadUsage(ctx context.Context, id string) (usage.Row, bool, error) {
 	sqls, err := s.usageStatements(ctx)
 	if err != nil {
 		return usage.Row{}, false, err
 	}
+	if err := s.usageWritesTable(ctx); err != nil {
+		return usage.Row{}, false, err
+	}
 	return retryRead3(ctx, s, func() (usage.Row, bool, error) {
-		rows, err := s.db.Query(ctx, sqls.Read, id)
+		rows, err := s.db.Query(ctx, sqls.ReadApplied, id)
 		if err != nil {
 			return usage.Row{}, false, fmt.Errorf("pgstore: reading usage: %w", err)
 		}
-		vals := make([]any, len(schema.UsageFields))
+		vals := make([]any, len(schema.UsageFields)+1)
 		found, err := scanOne(rows, vals)
 		if err != nil || !found {
 			return usage.Row{}, false, err
 		}
-		row, err := schema.DecodeUsage(vals)
+		row, err := schema.DecodeUsage(vals[:len(schema.UsageFields)])
+		if token, ok := vals[len(schema.UsageFields)].(int64); ok {
+			row.Applied = token
+		}
 		return row, err == nil, err
 	})
+}
+
+// usageWritesTable makes sure schema.UsageWritesTable exists, once (a
+// failure is tried again at the next use).
+func (s *Store) usageWritesTable(ctx context.Context) error {
+	if s.writesReady.Load() {
+		return nil
+	}
+	s.writesMu.Lock()
+	defer s.writesMu.Unlock()
+	if s.writesReady.Load() {
+		return nil
+	}
+	exists := func() (bool, error) {
+		var ok bool
+		rows, err := s.db.Query(ctx, `SELECT to_regclass('`+schema.UsageWritesTable+`') IS NOT NULL`)
+		if err == nil {
+			_, err = pgx.ForEachRow(rows, []any{&ok}, func() error { return nil })
+		}
+		return ok, err
+	}
+	ok, err := exists()
+	if err != nil {
+		return fmt.Errorf("pgstore: looking for %s: %w", schema.UsageWritesTable, err)
+	}
+	if !ok {
+		// Two statements: the simple protocol, with no parameters.
+		rows, err := s.db.Query(ctx, schema.UsageWritesDDL, pgx.QueryExecModeSimpleProtocol)
+		if err == nil {
+			rows.Close()
+			err = rows.Err()
+		}
+		// Another gateway may have created it at the same moment (IF NOT
+		// EXISTS does not guard against that): what matters is that it
+		// is there.
+		if ok, _ := exists(); err != nil && !ok {
+			return fmt.Errorf("pgstore: usage redis records the writes of uses in %s, and creating it failed "+
+				"(grant the gateway's role CREATE on the database, or run as an owner: %s): %w",
+				schema.UsageWritesTable, strings.ReplaceAll(schema.UsageWritesDDL, "\n", " "), err)
+		}
+	}
+	s.writesReady.Store(true)
+	return nil
 }
 
 func retryRead3[A, B any](ctx context.Context, s *Store, read func() (A, B, error)) (A, B, error) {
@@ -150,6 +201,9 @@ func (s *Store) FlushUsage(ctx context.Context, items []usage.FlushItem) ([]usag
 		}
 		return t.UTC()
 	}
+	if err := s.usageWritesTable(ctx); err != nil {
+		return nil, err
+	}
 	var b pgx.Batch
 	b.Queue("BEGIN")
 	b.Queue(markGatewayWrite)
@@ -160,7 +214,7 @@ func (s *Store) FlushUsage(ctx context.Context, items []usage.FlushItem) ([]usag
 			count = f.RequestCount
 		}
 		b.Queue(sqls.Flush, f.Refill, optTime(f.RefilledFrom), f.RemainingAfter, f.Decrements, optTime(f.RefillAt),
-			count, optTime(f.LastRequest), f.Token.UTC(), it.ID)
+			count, optTime(f.LastRequest), f.UpdatedAt.UTC(), it.ID, f.Token)
 	}
 	b.Queue("COMMIT")
 	br := s.db.SendBatch(ctx, &b)
@@ -177,7 +231,7 @@ func (s *Store) FlushUsage(ctx context.Context, items []usage.FlushItem) ([]usag
 				out[i].LastRefillAt = *last
 			}
 		case errors.Is(err, pgx.ErrNoRows):
-			err = nil // already written (the token is there), or the row is gone
+			err = nil // written already (its token is recorded), or the row is gone
 		}
 	}
 	if err == nil {

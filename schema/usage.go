@@ -16,6 +16,15 @@ var UsageFields = []string{
 	"rateLimitEnabled", "rateLimitTimeWindow", "rateLimitMax", "requestCount", "lastRequest", "updatedAt",
 }
 
+// UsageWritesTable records, per API key, the last write of uses counted in
+// Redis that reached its row (usage.Flush.Token), in a schema of the
+// gateway's own, apart from the app's tables and its migrations.
+const UsageWritesTable = `"caddy_betterauth"."usage_writes"`
+
+// UsageWritesDDL creates UsageWritesTable.
+const UsageWritesDDL = `CREATE SCHEMA IF NOT EXISTS "caddy_betterauth";
+CREATE TABLE IF NOT EXISTS ` + UsageWritesTable + ` (key_id text PRIMARY KEY, token bigint NOT NULL)`
+
 // UsageWrites are the fields a use may write, in the order of the bits of
 // usage.Columns.
 var UsageWrites = []string{"remaining", "lastRefillAt", "requestCount", "lastRequest", "updatedAt"}
@@ -35,9 +44,11 @@ type UsageSQL struct {
 	Claim string
 	// Flush writes what uses counted elsewhere changed (usage.Flush), once:
 	// parameters refill (bool), refilled from, remaining after the refill,
-	// decrements, refill time, requestCount, lastRequest, token (the new
-	// updatedAt), id. PostgreSQL only.
-	Flush string
+	// decrements, refill time, requestCount, lastRequest, updatedAt, id,
+	// token; it records the token in UsageWritesTable and writes only if
+	// it is above the one recorded. ReadApplied is Read and then that
+	// token (NULL for none). PostgreSQL only.
+	Flush, ReadApplied string
 	// updates, by the set of UsageWrites they write (bit i for field i):
 	// the values in UsageWrites order, then the id.
 	updates [1 << 5]string
@@ -89,7 +100,12 @@ func (l *Layout) BuildUsage(d Dialect, lock bool) (*UsageSQL, error) {
 		// Compared at the millisecond: a lastRefillAt another writer stored
 		// with microseconds is the one the gateway read (and counted from).
 		cas := fmt.Sprintf("$1::boolean AND date_trunc('milliseconds', %s) IS NOT DISTINCT FROM $2", c("lastRefillAt"))
-		u.Flush = fmt.Sprintf(`UPDATE %s SET
+		u.Flush = fmt.Sprintf(`WITH t AS (
+	INSERT INTO `+UsageWritesTable+` AS w (key_id, token) VALUES ($9, $10)
+	ON CONFLICT (key_id) DO UPDATE SET token = EXCLUDED.token WHERE w.token < EXCLUDED.token
+	RETURNING 1
+)
+UPDATE %s SET
 	%s = CASE WHEN %s THEN GREATEST($3::bigint - $4::bigint, 0)
 		WHEN %s IS NULL THEN NULL
 		ELSE GREATEST(%s - $4::bigint - CASE WHEN $1::boolean THEN 1 ELSE 0 END, 0) END,
@@ -97,14 +113,16 @@ func (l *Layout) BuildUsage(d Dialect, lock bool) (*UsageSQL, error) {
 	%s = COALESCE($6, %s),
 	%s = COALESCE($7, %s),
 	%s = $8
-WHERE %s = $9 AND %s IS DISTINCT FROM $8
+WHERE %s = $9 AND EXISTS (SELECT 1 FROM t)
 RETURNING %s`, d.Qualify(k.Name),
 			c("remaining"), cas, c("remaining"), c("remaining"),
 			c("lastRefillAt"), cas, c("lastRefillAt"),
 			c("requestCount"), c("requestCount"),
 			c("lastRequest"), c("lastRequest"),
 			c("updatedAt"),
-			c("id"), c("updatedAt"), c("lastRefillAt"))
+			c("id"), c("lastRefillAt"))
+		u.ReadApplied = fmt.Sprintf("SELECT %s, (SELECT w.token FROM %s w WHERE w.key_id = $1) FROM %s WHERE %s = $1",
+			strings.Join(cols, ", "), UsageWritesTable, d.Qualify(k.Name), QuoteIdent(k.Col("id")))
 	}
 	for set := 1; set < len(u.updates); set++ {
 		var assign []string

@@ -7,7 +7,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local h, id, token = KEYS[1], ARGV[1], ARGV[2]
 if redis.call('HGET', h, 'fu') ~= token then return 0 end
-redis.call('HDEL', h, 'fn', 'fr', 'ff', 'fa', 'frc', 'flr', 'fu', 'fl')
+redis.call('HDEL', h, 'fn', 'fr', 'ff', 'fa', 'frc', 'flr', 'fu', 'fw', 'fl')
 redis.call('HSET', h, 'lt', token)
 if ARGV[3] ~= '?' then
   redis.call('HSET', h, 'pf', ARGV[3] == '' and '-' or ARGV[3])

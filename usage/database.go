@@ -3,7 +3,7 @@ package usage
 import (
 	"context"
 	"fmt"
-	"hash/maphash"
+	"sync"
 	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
@@ -32,8 +32,14 @@ type Database struct {
 	rules   func(configID string) Rules
 	timeout time.Duration
 	now     func() time.Time
-	lanes   [256]chan struct{} // by a hash of the key id: one claim at a time
-	seed    maphash.Seed
+	mu      sync.Mutex
+	lanes   map[string]*lane // keys with uses under way: one claim at a time each
+}
+
+// lane queues the uses of one key.
+type lane struct {
+	turn chan struct{} // holds a token while a use is claimed
+	refs int           // uses queued or claiming; the lane goes at 0
 }
 
 // NewDatabase returns a meter over db; rules gives the rules of a key's
@@ -43,21 +49,18 @@ func NewDatabase(db Claimer, rules func(configID string) Rules, timeout time.Dur
 	if timeout <= 0 {
 		timeout = 3 * time.Second
 	}
-	d := &Database{db: db, rules: rules, timeout: timeout, now: time.Now, seed: maphash.MakeSeed()}
-	for i := range d.lanes {
-		d.lanes[i] = make(chan struct{}, 1)
-	}
-	return d
+	return &Database{db: db, rules: rules, timeout: timeout, now: time.Now, lanes: map[string]*lane{}}
 }
 
 // Use implements betterauth.Meter.
 func (d *Database) Use(ctx context.Context, k *betterauth.APIKey) (betterauth.Usage, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	lane := d.lanes[maphash.String(d.seed, k.ID)%uint64(len(d.lanes))]
+	ln := d.enter(k.ID)
+	defer d.leave(k.ID, ln)
 	select {
-	case lane <- struct{}{}:
-		defer func() { <-lane }()
+	case ln.turn <- struct{}{}:
+		defer func() { <-ln.turn }()
 	case <-ctx.Done():
 		return betterauth.Usage{}, fmt.Errorf("usage: counting a use of key %s: %w", k.ID, context.Cause(ctx))
 	}
@@ -95,4 +98,27 @@ func (w Write) Values(date func(time.Time) any) []any {
 		vals = append(vals, date(w.UpdatedAt))
 	}
 	return vals
+}
+
+// enter joins the lane of key id, making it if it is the only use.
+func (d *Database) enter(id string) *lane {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ln := d.lanes[id]
+	if ln == nil {
+		ln = &lane{turn: make(chan struct{}, 1)}
+		d.lanes[id] = ln
+	}
+	ln.refs++
+	return ln
+}
+
+// leave quits a lane, dropping it with its last use: the map holds only
+// keys with uses under way.
+func (d *Database) leave(id string, ln *lane) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if ln.refs--; ln.refs == 0 {
+		delete(d.lanes, id)
+	}
 }

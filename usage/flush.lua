@@ -9,7 +9,10 @@
 -- Returns {} when there is nothing to write, {"busy"} when another
 -- gateway holds the lease, else {"flush", decrements, refill time,
 -- lastRefillAt before it ("" for NULL), remaining after it, requestCount,
--- lastRequest, updatedAt token} ("" for what does not change).
+-- lastRequest, token, updatedAt} ("" for what does not change). The token
+-- numbers the key's writes (tk, counted here, never below what the
+-- database recorded when the hash was seeded): the database records the
+-- last it applied, and applies each once.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local h, id, lease = KEYS[1], ARGV[1], tonumber(ARGV[2])
@@ -25,13 +28,11 @@ if f.fu == nil then
     redis.call('ZREM', KEYS[2], id)
     return {}
   end
-  -- A token the database has not seen from this key: never below the
-  -- last one, so that a write is told apart from a repeated one.
-  local token = math.max(tonumber(f.pu or now) or now, (tonumber(f.lt or 0) or 0) + 1)
+  local token = redis.call('HINCRBY', h, 'tk', 1)
   local ff = ''
   if f.pf ~= nil and f.pf ~= '-' then ff = f.pf end
   redis.call('HSET', h, 'fn', f.pn or 0, 'fr', f.pr or '', 'ff', ff, 'fa', f.pa or '',
-    'frc', f.prc or '', 'flr', f.plr or '', 'fu', token)
+    'frc', f.prc or '', 'flr', f.plr or '', 'fu', token, 'fw', f.pu or now)
   redis.call('HDEL', h, 'pn', 'pr', 'pa', 'prc', 'plr', 'pu')
   f = {}
   raw = redis.call('HGETALL', h)
@@ -41,4 +42,4 @@ elseif (tonumber(f.fl) or 0) > now then
 end
 redis.call('HSET', h, 'fl', now + lease)
 redis.call('ZADD', KEYS[2], now + lease, id)
-return {'flush', f.fn, f.fr, f.ff, f.fa, f.frc, f.flr, f.fu}
+return {'flush', f.fn, f.fr, f.ff, f.fa, f.frc, f.flr, f.fu, f.fw or now}

@@ -71,8 +71,13 @@ type Flush struct {
 	RequestCount    int64
 	HasRequestCount bool
 	LastRequest     time.Time
-	// Token is the new updatedAt, unique to this write.
-	Token time.Time
+	// Token numbers the key's writes: the database applies a write only
+	// if its token is above the last it recorded for the key, and records
+	// it in the same transaction, so a write taken over after a lost
+	// acknowledgement is applied once.
+	Token int64
+	// UpdatedAt is the row's new updatedAt: the last use written.
+	UpdatedAt time.Time
 }
 
 // RedisOptions configure a Redis meter.
@@ -154,14 +159,21 @@ func (m *Redis) Use(ctx context.Context, k *betterauth.APIKey) (betterauth.Usage
 	if err != nil {
 		return betterauth.Usage{}, fmt.Errorf("usage: redis: %w", err)
 	}
-	// Seed the key's hash from its row: on its first use, after the row
-	// changed outside the gateways, or when the row read turns out older
-	// than the last write of uses (a write acknowledged between the read
-	// and the script): read again, twice at most, then take it, for an
-	// app whose clock lags Redis's writes older updatedAt values.
-	for try := 0; len(res) == 1; try++ {
-		v, err, _ := m.reading.Do(k.ID, func() (any, error) {
-			row, found, err := m.opts.Mirror.ReadUsage(ctx, k.ID)
+	// Seed the key's hash from its row: on its first use, after a change
+	// to the row was announced, or when the row read lacks a write of uses
+	// that reached the database since (acknowledged between the read and
+	// the script): read again, twice at most, then take it (a token table
+	// restored from an older backup would otherwise never agree).
+	for try := 0; len(res) == 3; try++ {
+		gen, reseeds := res[1], res[2]
+		// Uses that saw the same counters share one read, begun after the
+		// first of them saw them; the read is not the first caller's to
+		// cancel.
+		flight := fmt.Sprint(k.ID, "\x00", gen, "\x00", reseeds)
+		v, err, _ := m.reading.Do(flight, func() (any, error) {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.Timeout)
+			defer cancel()
+			row, found, err := m.opts.Mirror.ReadUsage(rctx, k.ID)
 			return readRow{row, found}, err
 		})
 		if err != nil {
@@ -175,7 +187,7 @@ func (m *Redis) Use(ctx context.Context, k *betterauth.APIKey) (betterauth.Usage
 		if try == 2 {
 			args[2] = "2"
 		}
-		seeded := append(args[:5:5], seedArgs(row)...)
+		seeded := append(append(args[:5:5], seedArgs(row)...), gen, reseeds)
 		if res, err = useScript.Run(ctx, m.opts.Client, keys, seeded...).Slice(); err != nil {
 			return betterauth.Usage{}, fmt.Errorf("usage: redis: %w", err)
 		}
@@ -207,7 +219,7 @@ func seedArgs(r Row) []any {
 	return []any{
 		opt(r.HasRemaining, r.Remaining), strconv.FormatInt(r.RefillInterval, 10), opt(r.HasRefillAmount, r.RefillAmount),
 		date(r.LastRefillAt), date(r.CreatedAt), flag(r.RateLimitOff), opt(r.HasWindow, r.Window), opt(r.HasMax, r.Max),
-		strconv.FormatInt(r.RequestCount, 10), date(r.LastRequest), date(r.UpdatedAt),
+		strconv.FormatInt(r.RequestCount, 10), date(r.LastRequest), strconv.FormatInt(r.Applied, 10),
 	}
 }
 
@@ -320,10 +332,10 @@ func (m *Redis) flushPage(ctx context.Context, ids []string) (int, error) {
 			errs = append(errs, fmt.Errorf("usage: redis: %w", err))
 			continue
 		}
-		if len(res) != 8 {
+		if len(res) != 9 {
 			continue // nothing to write, or another gateway is writing it
 		}
-		var s [8]string
+		var s [9]string
 		for j, x := range res {
 			s[j], _ = x.(string)
 			if n, ok := x.(int64); ok {
@@ -393,7 +405,7 @@ func pick[T any](xs []T, idx []int) []T {
 }
 
 // parseFlush reads flush.lua's answer: decrements, refill time, refilled
-// from, remaining after, requestCount, lastRequest, token.
+// from, remaining after, requestCount, lastRequest, token, updatedAt.
 func parseFlush(s []string) (Flush, error) {
 	var f Flush
 	num := func(v string) (int64, bool, error) {
@@ -429,10 +441,13 @@ func parseFlush(s []string) (Flush, error) {
 	} else if ok {
 		f.LastRequest = time.UnixMilli(n).UTC()
 	}
-	if n, ok, err = num(s[6]); err != nil || !ok {
+	if f.Token, ok, err = num(s[6]); err != nil || !ok || f.Token <= 0 {
 		return f, fmt.Errorf("token %q", s[6])
 	}
-	f.Token = time.UnixMilli(n).UTC()
+	if n, ok, err = num(s[7]); err != nil || !ok {
+		return f, fmt.Errorf("updatedAt %q", s[7])
+	}
+	f.UpdatedAt = time.UnixMilli(n).UTC()
 	return f, nil
 }
 
@@ -459,4 +474,8 @@ func (m *Redis) ReseedAll(ctx context.Context) error {
 	return m.opts.Client.Incr(ctx, keys[2]).Err()
 }
 
-var reseedScript = redis.NewScript(`if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'reseed', '1') end return 0`)
+// reseedScript counts a change to the row on a hash that exists (the
+// hash is read from its row again while its count differs from the one it
+// was seeded at); HINCRBY on a missing hash would create one without a
+// row.
+var reseedScript = redis.NewScript(`if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'rs', 1) end return 0`)

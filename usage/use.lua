@@ -13,22 +13,27 @@
 --          taken even if it looks older than the last write), the key id,
 --          the hash's TTL in ms, then the row: remaining, refillInterval,
 --          refillAmount, lastRefillAt, createdAt, rateLimitOff, window,
---          max, requestCount, lastRequest, updatedAt ("" for NULL; dates
---          in epoch ms)
+--          max, requestCount, lastRequest ("" for NULL; dates in epoch
+--          ms), the last write token the database applied, and the
+--          generation and reseed count the {"seed"} answer gave
 --
--- Returns {"seed"} when the hash must be seeded from the row first,
--- {"stale"} when the row given was read before the last write of uses
--- reached it, else {code, hasRemaining, remaining, retryAfter, limit,
--- window, left, reset, refillAmount, refillInterval, refillIn}: code 0
--- allowed, 1 usage exceeded, 2 rate limited, 3 rate limited (401);
--- durations in ms.
+-- Returns {"seed", generation, reseeds} when the hash must be seeded from
+-- the row first (read the row after this answer, then pass both back:
+-- changes announced after them make the hash be read again), {"stale",
+-- generation, reseeds} when the row given lacks a write of uses that
+-- reached the database since, else {code, hasRemaining, remaining,
+-- retryAfter, limit, window, left, reset, refillAmount, refillInterval,
+-- refillIn}: code 0 allowed, 1 usage exceeded, 2 rate limited, 3 rate
+-- limited (401); durations in ms.
 --
 -- Pending fields, written to the database behind (flush.lua): pn
 -- decrements, applied after pr, a refill at that time to pa remaining,
 -- compare-and-swapped on the lastRefillAt the database had (pf, "-" for
 -- NULL); prc and plr the rate limit's count and lastRequest; pu updatedAt.
 -- Fields f* are the same taken for a write not yet acknowledged, fu its
--- token (the updatedAt it writes); lt is the last acknowledged token.
+-- token; lt is the last acknowledged token, tk the last given. rs counts
+-- the changes to the row announced (Reseed), rss the count the hash was
+-- seeded at.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -49,10 +54,11 @@ for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
 -- A hash that is absent, marked for reseeding (the row changed outside
 -- the gateways), of another generation or unreadable is seeded from the
 -- row, keeping what is pending for the database.
-local usable = raw[1] ~= nil and f.reseed == nil and f.g == gen and num(f.ca) ~= nil
+local reseeds = f.rs or '0'
+local usable = raw[1] ~= nil and reseeds == (f.rss or '0') and f.g == gen and num(f.ca) ~= nil
 local garbage = {}
 for _, k in ipairs({'r', 'ri', 'ra', 'lra', 'w', 'm', 'rc', 'lr', 'pn', 'pa', 'pr', 'prc', 'plr',
-    'fn', 'fr', 'fa', 'frc', 'flr', 'fu', 'lt'}) do
+    'fn', 'fr', 'fa', 'frc', 'flr', 'fu', 'lt', 'tk'}) do
   if f[k] ~= nil and f[k] ~= '' and tonumber(f[k]) == nil then
     usable = false
     f[k] = nil -- nor is it laid over the row
@@ -60,11 +66,12 @@ for _, k in ipairs({'r', 'ri', 'ra', 'lra', 'w', 'm', 'rc', 'lr', 'pn', 'pa', 'p
   end
 end
 if not usable then
-  if not seed then return {'seed'} end
-  local ua = num(ARGV[16])
+  if not seed then return {'seed', gen, reseeds} end
+  local ap = num(ARGV[16]) or 0
   -- A row read before the last acknowledged write reached it lacks uses
   -- Redis no longer holds: read it again.
-  if not force and f.lt ~= nil and (ua == nil or ua < num(f.lt)) then return {'stale'} end
+  if not force and ap < (num(f.lt) or 0) then return {'stale', gen, reseeds} end
+  local landed = f.fu == nil or ap >= num(f.fu)
   -- The row, with what it does not hold yet laid over it as the next
   -- writes will lay it (flush.lua, and the database's statement): what
   -- is pending, and what was taken for a write that has not reached the
@@ -72,7 +79,13 @@ if not usable then
   local dec = num(f.pn) or 0
   local rAt, rFrom, rAfter = f.pr, f.pf, num(f.pa)
   local rc, lr = f.prc, f.plr
-  if f.fu ~= nil and num(f.fu) ~= ua then
+  local pfRowEarly = ARGV[9] == '' and '-' or ARGV[9]
+  if f.fu ~= nil and landed and rAt ~= nil then
+    -- The write in flight is in the row; its acknowledgement will make
+    -- the row's lastRefillAt the one the pending refill swaps from.
+    rFrom = pfRowEarly
+  end
+  if not landed then
     if rAt == nil then
       dec = dec + (num(f.fn) or 0)
       if f.fr ~= nil and f.fr ~= '' then
@@ -93,9 +106,10 @@ if not usable then
       r = math.max(r - dec, 0)
     end
   end
-  local row = {'ri', ARGV[7], 'lra', lra, 'ca', ARGV[10], 'off', ARGV[11], 'rc', rc or ARGV[14], 'g', gen}
+  local row = {'ri', ARGV[7], 'lra', lra, 'ca', ARGV[10], 'off', ARGV[11], 'rc', rc or ARGV[14],
+    'g', ARGV[17], 'rss', ARGV[18], 'tk', math.max(num(f.tk) or 0, ap)}
   if f.pr == nil then table.insert(row, 'pf'); table.insert(row, pfRow) end
-  redis.call('HDEL', h, 'reseed', 'r', 'ra', 'w', 'm', 'lr', unpack(garbage))
+  redis.call('HDEL', h, 'r', 'ra', 'w', 'm', 'lr', unpack(garbage))
   if r ~= nil then table.insert(row, 'r'); table.insert(row, r) end
   for _, p in ipairs({{'ra', ARGV[8]}, {'w', ARGV[12]}, {'m', ARGV[13]}, {'lr', lr or ARGV[15]}}) do
     if p[2] ~= '' then table.insert(row, p[1]); table.insert(row, p[2]) end
