@@ -20,13 +20,35 @@ type answer struct {
 	headers []Header
 }
 
+// Challenge is what 401 answers say in WWW-Authenticate.
+type Challenge struct {
+	// Realm; default "better-auth".
+	Realm string
+	// ResourceMetadata, when set, is the URL of the protected resource's
+	// RFC 9728 metadata, from which MCP clients find the authorization
+	// server; Scope the scopes a token needs, space-separated.
+	ResourceMetadata, Scope string
+}
+
 // NewAnswers builds the answers for a WWW-Authenticate realm (default
 // "better-auth").
-func NewAnswers(realm string) *Answers {
+func NewAnswers(realm string) *Answers { return NewAnswersFor(Challenge{Realm: realm}) }
+
+// NewAnswersFor builds the answers for a challenge.
+func NewAnswersFor(c Challenge) *Answers {
+	realm := c.Realm
 	if realm == "" {
 		realm = "better-auth"
 	}
-	realm = strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(realm)
+	quote := strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace
+	realm = quote(realm)
+	params := ""
+	if c.ResourceMetadata != "" {
+		params += `, resource_metadata="` + quote(c.ResourceMetadata) + `"`
+	}
+	if c.Scope != "" {
+		params += `, scope="` + quote(c.Scope) + `"`
+	}
 	a := &Answers{}
 	for _, r := range Reasons() {
 		o := r.Outcome()
@@ -39,7 +61,7 @@ func NewAnswers(realm string) *Answers {
 			{"Cache-Control", "no-store"},
 		}}
 		if o.Status == 401 {
-			challenge := `Bearer realm="` + realm + `"`
+			challenge := `Bearer realm="` + realm + `"` + params
 			if r != MissingCredential {
 				// RFC 6750 §3.1: no error code when no credential was sent.
 				challenge += `, error="invalid_token", error_description="` + o.Message + `"`

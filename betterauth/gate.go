@@ -16,6 +16,10 @@ type GateConfig struct {
 	Extract ExtractorConfig
 	// Realm of WWW-Authenticate challenges. Default: "better-auth".
 	Realm string
+	// ResourceMetadata and Scope, when set, go in 401 challenges too
+	// (RFC 9728 §5.1): where MCP clients find the authorization server,
+	// and what a token needs.
+	ResourceMetadata, Scope string
 	// KeepCredential forwards the credential upstream; by default Strip
 	// removes it.
 	KeepCredential bool
@@ -90,7 +94,7 @@ func NewGate(cfg GateConfig) *Gate {
 	return &Gate{
 		extractor: NewExtractor(cfg.Extract),
 		verifier:  cfg.Verifier,
-		answers:   NewAnswers(cfg.Realm),
+		answers:   NewAnswersFor(Challenge{Realm: cfg.Realm, ResourceMetadata: cfg.ResourceMetadata, Scope: cfg.Scope}),
 		keep:      cfg.KeepCredential,
 		rules:     cfg.Rules,
 		ruled:     cfg.Rules.asks(),

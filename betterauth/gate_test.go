@@ -521,3 +521,30 @@ type nopLimiter struct{}
 
 func (nopLimiter) Limit(context.Context, Decision, netip.Addr) (time.Duration, bool) { return 0, false }
 func (nopLimiter) UsesClient() bool                                                  { return true }
+
+// With a protected resource, 401 challenges name its metadata and the
+// scopes a token needs (RFC 9728 §5.1), with the error only when a
+// credential was sent; other answers carry no challenge.
+func TestChallengeNamesTheResourceMetadata(t *testing.T) {
+	t.Parallel()
+	a := NewAnswersFor(Challenge{ResourceMetadata: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp", Scope: "tools:read"})
+	find := func(hs []Header) string {
+		for _, h := range hs {
+			if h.Name == "WWW-Authenticate" {
+				return h.Value
+			}
+		}
+		return ""
+	}
+	_, hs, _ := a.For(Decision{Reason: MissingCredential})
+	if got := find(hs); got != `Bearer realm="better-auth", resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp", scope="tools:read"` {
+		t.Errorf("no credential: %s", got)
+	}
+	_, hs, _ = a.For(Decision{Reason: InvalidAPIKey})
+	if got := find(hs); got != `Bearer realm="better-auth", resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp", scope="tools:read", error="invalid_token", error_description="Invalid API key."` {
+		t.Errorf("a bad credential: %s", got)
+	}
+	if _, hs, _ = a.For(Decision{Reason: UserBanned}); find(hs) != "" {
+		t.Errorf("a 403 with a challenge: %v", hs)
+	}
+}

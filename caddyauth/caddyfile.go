@@ -39,6 +39,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        references organization|user
 //	        rate_limit off|on
 //	    }
+//	    oauth {
+//	        resource <url>
+//	        issuer   <url...>
+//	        scopes   <scope...>
+//	    }
 //	    usage off|database|redis {
 //	        better_auth_version <version>
 //	        flush_interval      <duration>
@@ -161,6 +166,9 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 			err = args(d, &h.RequireOrgRole)
 		case "api_key_config":
 			err = unmarshalAPIKeyConfig(d, h)
+		case "oauth":
+			h.OAuth = new(gateway.OAuth)
+			err = unmarshalOAuth(d, h.OAuth)
 		case "usage":
 			h.Usage = new(gateway.Usage)
 			err = unmarshalUsage(d, h.Usage)
@@ -328,6 +336,23 @@ func unmarshalAPIKeyConfig(d *caddyfile.Dispenser, h *gateway.Options) error {
 	}
 	h.APIKeyConfigs[id] = c
 	return nil
+}
+
+func unmarshalOAuth(d *caddyfile.Dispenser, a *gateway.OAuth) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return subBlock(d, nil, func(name string) error {
+		switch name {
+		case "resource":
+			return oneArg(d, &a.Resource)
+		case "issuer":
+			return args(d, &a.Issuers)
+		case "scopes":
+			return args(d, &a.Scopes)
+		}
+		return d.Errf("unrecognized oauth subdirective '%s'", name)
+	})
 }
 
 func unmarshalUsage(d *caddyfile.Dispenser, u *gateway.Usage) error {

@@ -32,6 +32,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			better_auth_version 1.6.12
 			flush_interval 500ms
 		}
+		oauth {
+			resource https://mcp.example.com/mcp
+			issuer https://app.example.com/api/auth
+			scopes openid tools:read
+		}
 		require_org_role owner admin
 		disable_key_hashing
 		cookie_prefix myapp
@@ -82,7 +87,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		APIKeyHeaders: []string{"x-api-key", "api-key"}, APIKeyPrefixes: []string{"ba_", "gw_"},
 		APIKeyConfigIDs: []string{"default", "org"}, DisableKeyHashing: true,
 		APIKeyConfigs: map[string]gateway.APIKeyConfig{"org": {References: "organization"}, "default": {RateLimitEnabled: new(bool)}},
-		Usage:         &gateway.Usage{Mode: "redis", BetterAuthVersion: "1.6.12", FlushInterval: gateway.Duration(5e8)}, RequireOrgRole: []string{"owner", "admin"}, CookiePrefix: "myapp", CookieName: "sid",
+		Usage:         &gateway.Usage{Mode: "redis", BetterAuthVersion: "1.6.12", FlushInterval: gateway.Duration(5e8)},
+		OAuth: &gateway.OAuth{Resource: "https://mcp.example.com/mcp", Issuers: []string{"https://app.example.com/api/auth"},
+			Scopes: []string{"openid", "tools:read"}}, RequireOrgRole: []string{"owner", "admin"}, CookiePrefix: "myapp", CookieName: "sid",
 		KeepCredential: true, Realm: "mcp", LookupTimeout: gateway.Duration(2e9),
 		Schema: &gateway.Schema{PGSchema: "auth", Naming: "snake", UserTable: "users", APIKeyTable: "api_keys", UsePlural: true,
 			APIKeyOwner: "user_id", Columns: map[string]string{"user.email": "email_address", "apikey.key": "hashed_key"}},
@@ -138,6 +145,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		`better_auth { usage database redis }`:                                                      "wrong argument count",
 		`better_auth { usage database { colour red } }`:                                             "unrecognized usage subdirective",
 		`better_auth { usage database { flush_interval soon } }`:                                    "bad duration",
+		`better_auth { oauth { colour red } }`:                                                      "unrecognized oauth subdirective",
+		`better_auth { oauth x { } }`:                                                               "wrong argument count",
 		`better_auth { api_key_config }`:                                                            "wrong argument count",
 		`better_auth { api_key_config a { rate_limit maybe } }`:                                     "rate_limit takes on or off",
 		`better_auth { api_key_config a { references organization } ; api_key_config a { } }`:       "api_key_config a already specified",

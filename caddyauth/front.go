@@ -6,6 +6,7 @@ import (
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/gateway"
+	"github.com/caddy-betterauth/caddy-betterauth/oauth"
 )
 
 // gateways shares one gateway (database pool, caches, watchers) between
@@ -19,6 +20,9 @@ type front struct {
 	gw      *gateway.Gateway
 	gate    *betterauth.Gate
 	streams *gateway.Streams // nil: requests are not tied to their credential
+	// resource is the MCP server as an OAuth protected resource, whose
+	// metadata the handler serves; nil without an oauth block.
+	resource *oauth.Resource
 	key     string           // the gateway's key in the pool; "" once released
 	logger  *zap.Logger
 }
@@ -41,6 +45,9 @@ func (f *front) provision(ctx caddy.Context, o gateway.Options) error {
 	if f.gate, err = f.gw.Gate(o, f.logger); err != nil {
 		f.release()
 		return err
+	}
+	if o.OAuth != nil {
+		f.resource, _ = o.OAuth.Protected() // checked by Gate
 	}
 	return nil
 }

@@ -125,6 +125,19 @@ func (h *Handler) Cleanup() error { return h.release() }
 
 // ServeHTTP authenticates r and, when allowed, passes it to next.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.resource != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) && h.resource.Serves(r.URL.Path) {
+		// RFC 9728 metadata: how an MCP client that got a 401 finds the
+		// authorization server. Public, for browsers too.
+		hdr := w.Header()
+		hdr.Set("Content-Type", "application/json")
+		hdr.Set("Cache-Control", "public, max-age=3600")
+		hdr.Set("Access-Control-Allow-Origin", "*")
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(h.resource.Metadata())
+		}
+		return nil
+	}
 	hdr := betterauth.HTTPHeader(r.Header)
 	var client netip.Addr
 	if h.gate.WantsClient() {

@@ -510,8 +510,18 @@ func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.M
 	} else if l != nil {
 		lim = l
 	}
+	var metadataURL, scope string
+	if o.OAuth != nil {
+		res, err := o.OAuth.Protected()
+		if err != nil {
+			return nil, err
+		}
+		metadataURL, scope = res.MetadataURL(), strings.Join(res.Scopes, " ")
+	}
 	return betterauth.NewGate(betterauth.GateConfig{
-		Verifier: v,
+		ResourceMetadata: metadataURL,
+		Scope:            scope,
+		Verifier:         v,
 		Extract: betterauth.ExtractorConfig{
 			APIKeyHeaders:    o.APIKeyHeaders,
 			APIKeyPrefixes:   o.APIKeyPrefixes,

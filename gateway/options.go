@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/oauth"
 	"github.com/caddy-betterauth/caddy-betterauth/ratelimit"
 	"github.com/caddy-betterauth/caddy-betterauth/secondary"
 	"github.com/caddy-betterauth/caddy-betterauth/usage"
@@ -157,6 +159,11 @@ type Options struct {
 	// replicas on that Redis. Default: none.
 	RateLimits []RateLimit `json:"rate_limits,omitempty"`
 
+	// MCP authorization: the protected resource this route is (RFC 9728).
+	// With it, 401 challenges name the resource's metadata, and the
+	// Caddy handler serves that metadata itself, without a credential.
+	OAuth *OAuth `json:"oauth,omitempty"`
+
 	// The realm in WWW-Authenticate challenges. Default: "better-auth".
 	Realm string `json:"realm,omitempty"`
 
@@ -281,6 +288,30 @@ type SecondaryStorage struct {
 	// Bound on each Redis call. This Redis is a source of truth: a failure
 	// answers 503. Default: 1s.
 	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// OAuth describes the MCP server as an OAuth protected resource.
+type OAuth struct {
+	// The resource identifier: exactly the URL MCP clients call, e.g.
+	// https://mcp.example.com/mcp (https, or http on localhost). Its
+	// metadata is served at /.well-known/oauth-protected-resource/mcp
+	// (the well-known segment before the resource's path) and at
+	// /.well-known/oauth-protected-resource. Placeholders are replaced
+	// when the config loads. Required.
+	Resource string `json:"resource,omitempty"`
+	// The authorization servers' issuers: Better-Auth's OAuth provider
+	// (its baseURL with the auth path, as its own metadata says).
+	// Required.
+	Issuers []string `json:"issuers,omitempty"`
+	// The scopes the resource understands, listed in its metadata and
+	// asked for in challenges (offline_access is left out).
+	Scopes []string `json:"scopes,omitempty"`
+}
+
+// Protected is the resource the block describes, checked (placeholders
+// replaced).
+func (a *OAuth) Protected() (*oauth.Resource, error) {
+	return oauth.NewResource(oauth.Resource{URL: a.Resource, AuthorizationServers: a.Issuers, Scopes: a.Scopes})
 }
 
 // APIKeyConfig is one api-key plugin configuration's settings the
@@ -459,6 +490,15 @@ func ParseDuration(s string) (time.Duration, error) {
 func (o Options) Resolve(replace func(string) string) Options {
 	o.Database = replace(o.Database)
 	o.Secret = replace(o.Secret)
+	if o.OAuth != nil {
+		a := *o.OAuth
+		a.Resource = replace(a.Resource)
+		a.Issuers = slices.Clone(a.Issuers)
+		for i := range a.Issuers {
+			a.Issuers[i] = replace(a.Issuers[i])
+		}
+		o.OAuth = &a
+	}
 	if o.Redis != nil {
 		r := *o.Redis
 		r.named = r.named || r.Key != ""
@@ -533,6 +573,12 @@ func (o *Options) Validate() error {
 		}
 		if ss.Timeout < 0 {
 			return errors.New("secondary_storage: timeout must not be negative")
+		}
+	}
+	if a := o.OAuth; a != nil && !strings.Contains(a.Resource+strings.Join(a.Issuers, ""), "{") {
+		// With placeholders, checked once they are replaced (Resource).
+		if _, err := a.Protected(); err != nil {
+			return err
 		}
 	}
 	for id, c := range o.APIKeyConfigs {
