@@ -23,8 +23,8 @@ type front struct {
 	// resource is the MCP server as an OAuth protected resource, whose
 	// metadata the handler serves; nil without an oauth block.
 	resource *oauth.Resource
-	key     string           // the gateway's key in the pool; "" once released
-	logger  *zap.Logger
+	key      string // the gateway's key in the pool; "" once released
+	logger   *zap.Logger
 }
 
 // provision replaces the placeholders of o, loads (or shares) its gateway
