@@ -75,7 +75,7 @@ func (s *Store) ClaimUsage(ctx context.Context, id string, rules usage.Rules, cl
 // decodeClaimed reads the row Claim returns: UsageFields, with dates as
 // epoch milliseconds.
 func decodeClaimed(v []any) (usage.Row, error) {
-	for _, i := range []int{3, schema.CreatedAtIndex, 9, 10} { // lastRefillAt, createdAt, lastRequest, updatedAt
+	for _, i := range []int{3, schema.CreatedAtIndex, 9} { // lastRefillAt, createdAt, lastRequest
 		switch ms := v[i].(type) {
 		case int64:
 			v[i] = time.UnixMilli(ms).UTC()

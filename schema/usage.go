@@ -13,7 +13,7 @@ import (
 // UsageSQL.Select returns them. Every one is needed.
 var UsageFields = []string{
 	"remaining", "refillInterval", "refillAmount", "lastRefillAt", "createdAt",
-	"rateLimitEnabled", "rateLimitTimeWindow", "rateLimitMax", "requestCount", "lastRequest", "updatedAt",
+	"rateLimitEnabled", "rateLimitTimeWindow", "rateLimitMax", "requestCount", "lastRequest",
 }
 
 // UsageWritesTable records, per API key, the last write of uses counted in
@@ -32,9 +32,8 @@ var UsageWrites = []string{"remaining", "lastRefillAt", "requestCount", "lastReq
 // UsageSQL reads and writes the usage columns of one apikey row by id.
 type UsageSQL struct {
 	// Select reads UsageFields of the row whose id is the one parameter,
-	// locking it where the database can (FOR UPDATE on PostgreSQL); Read
-	// reads them without a lock.
-	Select, Read string
+	// locking it where the database can (FOR UPDATE on PostgreSQL).
+	Select string
 	// Claim counts one use in one statement (PostgreSQL only): it locks
 	// the row, decides as usage.Rules.Plan does, writes, and returns the
 	// row as it was (UsageFields, dates as epoch milliseconds). Parameters:
@@ -46,8 +45,8 @@ type UsageSQL struct {
 	// parameters refill (bool), refilled from, remaining after the refill,
 	// decrements, refill time, requestCount, lastRequest, updatedAt, id,
 	// token; it records the token in UsageWritesTable and writes only if
-	// it is above the one recorded. ReadApplied is Read and then that
-	// token (NULL for none). PostgreSQL only.
+	// it is above the one recorded. ReadApplied reads
+	// UsageFields without a lock, and then that token (NULL for none). PostgreSQL only.
 	Flush, ReadApplied string
 	// updates, by the set of UsageWrites they write (bit i for field i):
 	// the values in UsageWrites order, then the id.
@@ -66,7 +65,7 @@ func (l *Layout) BuildUsage(d Dialect, lock bool) (*UsageSQL, error) {
 	if k == nil {
 		return nil, &UnusableError{Problem: NoColumn, Model: "apikey", detail: "usage counting needs the api-key table, and there is none"}
 	}
-	for _, f := range UsageFields {
+	for _, f := range append(UsageFields[:len(UsageFields):len(UsageFields)], "updatedAt") { // updatedAt: written
 		if !k.Has(f) {
 			return nil, &UnusableError{Problem: NoColumn, Model: "apikey", Table: k.Name, Field: f, Column: f,
 				detail: fmt.Sprintf("usage counting needs the %s.%s column, which is missing", k.Name, f)}
@@ -88,7 +87,6 @@ func (l *Layout) BuildUsage(d Dialect, lock bool) (*UsageSQL, error) {
 	}
 	u := &UsageSQL{Select: fmt.Sprintf("SELECT %s FROM %s WHERE %s = %s",
 		strings.Join(cols, ", "), d.Qualify(k.Name), QuoteIdent(k.Col("id")), param(1))}
-	u.Read = u.Select
 	if lock {
 		u.Select += " FOR UPDATE"
 	}
@@ -167,7 +165,6 @@ func DecodeUsage(v []any) (usage.Row, error) {
 		r.RequestCount = d.int(v[8], "apikey.requestCount")
 	}
 	r.LastRequest = d.time(v[9], "apikey.lastRequest")
-	r.UpdatedAt = d.time(v[10], "apikey.updatedAt")
 	if d.err == nil && r.CreatedAt.IsZero() {
 		d.err = fmt.Errorf("apikey.createdAt is NULL")
 	}
@@ -220,7 +217,7 @@ func claimSQL(table string, c func(string) string) string {
 	ms := func(col string) string { return "(floor(extract(epoch FROM k." + col + ") * 1000))::bigint" }
 	return fmt.Sprintf(`WITH o AS MATERIALIZED (
 	SELECT k.%[2]s AS id, k.%[3]s AS r, k.%[4]s AS ri, k.%[5]s AS ra, %[6]s AS lra, %[7]s AS ca,
-		k.%[8]s AS rle, k.%[9]s AS w, k.%[10]s AS m, COALESCE(k.%[11]s, 0) AS rc, %[12]s AS lr, %[16]s AS ua,
+		k.%[8]s AS rle, k.%[9]s AS w, k.%[10]s AS m, COALESCE(k.%[11]s, 0) AS rc, %[12]s AS lr,
 		set_config('caddy_betterauth.writer', 'usage', true) AS marked
 	FROM %[1]s k WHERE k.%[2]s = $1 FOR UPDATE
 ), q AS MATERIALIZED (
@@ -256,8 +253,8 @@ func claimSQL(table string, c func(string) string) string {
 	WHERE k.%[2]s = v.id AND (v.wq OR v.wr OR v.rs = 'n')
 	RETURNING k.%[2]s
 )
-SELECT r, ri, ra, lra, ca, rle, w, m, rc, lr, ua, (SELECT count(*) FROM u) FROM v`,
+SELECT r, ri, ra, lra, ca, rle, w, m, rc, lr, (SELECT count(*) FROM u) FROM v`,
 		table, c("id"), c("remaining"), c("refillInterval"), c("refillAmount"), ms(c("lastRefillAt")), ms(c("createdAt")),
 		c("rateLimitEnabled"), c("rateLimitTimeWindow"), c("rateLimitMax"), c("requestCount"), ms(c("lastRequest")),
-		c("lastRefillAt"), c("lastRequest"), c("updatedAt"), ms(c("updatedAt")))
+		c("lastRefillAt"), c("lastRequest"), c("updatedAt"))
 }

@@ -50,7 +50,6 @@ func (m *fakeMirror) FlushUsage(_ context.Context, items []FlushItem) ([]Flushed
 			continue
 		}
 		m.applied[it.ID] = f.Token
-		r.UpdatedAt = f.UpdatedAt
 		if f.Refill && r.LastRefillAt.Equal(f.RefilledFrom) {
 			r.Remaining, r.LastRefillAt = max(f.RemainingAfter-f.Decrements, 0), f.RefillAt
 		} else if r.HasRemaining {

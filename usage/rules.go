@@ -42,8 +42,6 @@ type Row struct {
 	HasMax       bool
 	RequestCount int64 // NULL reads as 0
 	LastRequest  time.Time
-	// UpdatedAt is the row's updatedAt (zero for NULL).
-	UpdatedAt time.Time
 	// Applied is the last write of uses counted in Redis that the row
 	// holds (Flush.Token; 0 for none); read by ReadUsage only.
 	Applied int64
