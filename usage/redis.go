@@ -280,18 +280,23 @@ func (m *Redis) Flush(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, sc := range []*redis.Script{flushScript, ackScript} {
-		if err := sc.Load(ctx, m.opts.Client).Err(); err != nil {
-			return 0, fmt.Errorf("usage: redis: %w", err)
-		}
-	}
-	n := 0
+	n, loaded := 0, false
 	for {
 		ids, err := m.opts.Client.ZRangeByScore(ctx, keys[1], &redis.ZRangeBy{
 			Min: "-inf", Max: strconv.FormatInt(time.Now().UnixMilli(), 10), Count: flushPage,
 		}).Result()
 		if err != nil {
 			return n, fmt.Errorf("usage: redis: %w", err)
+		}
+		if len(ids) > 0 && !loaded {
+			// The pipelines call the scripts by hash: make sure Redis has
+			// them, once per round that has something to write.
+			for _, sc := range []*redis.Script{flushScript, ackScript} {
+				if err := sc.Load(ctx, m.opts.Client).Err(); err != nil {
+					return n, fmt.Errorf("usage: redis: %w", err)
+				}
+			}
+			loaded = true
 		}
 		wrote, err := m.flushPage(ctx, ids)
 		n += wrote
