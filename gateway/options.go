@@ -575,6 +575,10 @@ func (o *Options) Validate() error {
 			return errors.New("secondary_storage: timeout must not be negative")
 		}
 	}
+	if strings.ContainsFunc(o.Realm, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		// It goes in WWW-Authenticate as it is, to Envoy too.
+		return fmt.Errorf("realm %q holds a control character", o.Realm)
+	}
 	if a := o.OAuth; a != nil && !strings.Contains(a.Resource+strings.Join(a.Issuers, ""), "{") {
 		// With placeholders, checked once they are replaced (Resource).
 		if _, err := a.Protected(); err != nil {

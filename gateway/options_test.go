@@ -129,6 +129,7 @@ func TestUsageOptions(t *testing.T) {
 			SecondaryStorage: &SecondaryStorage{URL: "redis://x", APIKeys: "storage_then_database"}}, ""},
 		{"a negative flush interval", Options{Usage: &Usage{Mode: "redis", FlushInterval: -1}, Redis: &Redis{URL: "redis://x"}}, "negative"},
 		{"an unknown reference", Options{APIKeyConfigs: map[string]APIKeyConfig{"x": {References: "team"}}}, "references"},
+		{"a realm with a line break", Options{Realm: "mcp\r\nX-Injected: 1"}, "control character"},
 	} {
 		err := tc.o.Validate()
 		switch {

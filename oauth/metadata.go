@@ -52,7 +52,7 @@ func NewResource(r Resource) (*Resource, error) {
 		}
 	}
 	for _, s := range r.Scopes {
-		if s == "" || strings.ContainsAny(s, " \"\\") {
+		if !scopeToken(s) {
 			return nil, fmt.Errorf("oauth: scope %q is not a scope token", s)
 		}
 	}
@@ -62,7 +62,9 @@ func NewResource(r Resource) (*Resource, error) {
 	if path != "" {
 		r.paths = append([]string{WellKnown + path}, r.paths...)
 	}
-	r.url = (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: WellKnown + u.Path}).String()
+	// RFC 9728 §3.1, with the same path Serves answers: a trailing (or
+	// lone) slash of the resource is not part of it.
+	r.url = (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: WellKnown + path}).String()
 	if r.metadata, err = json.Marshal(struct {
 		Resource               string   `json:"resource"`
 		AuthorizationServers   []string `json:"authorization_servers"`
@@ -72,6 +74,20 @@ func NewResource(r Resource) (*Resource, error) {
 		return nil, err
 	}
 	return &r, nil
+}
+
+// scopeToken reports whether s is an RFC 6749 §3.3 scope token:
+// 1*( %x21 / %x23-5B / %x5D-7E ), which a challenge can quote as it is.
+func scopeToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 func isLoopback(host string) bool {

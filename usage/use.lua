@@ -31,12 +31,18 @@
 -- compare-and-swapped on the lastRefillAt the database had (pf, "-" for
 -- NULL); prc and plr the rate limit's count and lastRequest; pu updatedAt.
 -- Fields f* are the same taken for a write not yet acknowledged, fu its
--- token; lt is the last acknowledged token, tk the last given. rs counts
+-- token; lt is the last acknowledged token, tk the last given. A seed
+-- starts tk at Redis's clock in microseconds at least: above every token
+-- an earlier hash of the key gave (it started lower, and gave one per
+-- write, each a script that took Redis more than a microsecond), even one
+-- still in flight when that hash was lost, which the table the seed read
+-- does not show yet. rs counts
 -- the changes to the row announced (Reseed), rss the count the hash was
 -- seeded at.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local micros = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local h = KEYS[1]
 local family, globalOff, id, ttl = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[4], tonumber(ARGV[5])
 local seed, force = ARGV[3] ~= '0', ARGV[3] == '2'
@@ -107,7 +113,7 @@ if not usable then
     end
   end
   local row = {'ri', ARGV[7], 'lra', lra, 'ca', ARGV[10], 'off', ARGV[11], 'rc', rc or ARGV[14],
-    'g', ARGV[17], 'rss', ARGV[18], 'tk', math.max(num(f.tk) or 0, ap)}
+    'g', ARGV[17], 'rss', ARGV[18], 'tk', math.max(num(f.tk) or 0, ap, micros)}
   if f.pr == nil then table.insert(row, 'pf'); table.insert(row, pfRow) end
   redis.call('HDEL', h, 'r', 'ra', 'w', 'm', 'lr', unpack(garbage))
   if r ~= nil then table.insert(row, 'r'); table.insert(row, r) end

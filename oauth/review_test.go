@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// attack3: the metadata URL named in challenges must be one the handler
+// Found in review: the metadata URL named in challenges must be one the handler
 // serves. A resource with a trailing slash (https://mcp.example.com/mcp/,
 // or the site root https://mcp.example.com/) is advertised at
 // .../oauth-protected-resource/mcp/ (or .../oauth-protected-resource/),
@@ -23,7 +23,7 @@ func TestMetadataURLIsServed(t *testing.T) {
 	}
 }
 
-// attack3: scopes are checked only for blanks, quotes and backslashes:
+// Found in review: scopes are checked only for blanks, quotes and backslashes:
 // control characters (CR, LF, NUL) and non-ASCII pass into the
 // WWW-Authenticate challenge (RFC 6749 §3.3 scope-token is %x21 /
 // %x23-5B / %x5D-7E). Go's server turns CR/LF into blanks, but the

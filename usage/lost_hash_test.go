@@ -24,13 +24,12 @@ func (m *inflightMirror) FlushUsage(ctx context.Context, items []FlushItem) ([]F
 	return m.fakeMirror.FlushUsage(ctx, items)
 }
 
-// attack3: a key's hash is lost (evicted, expired, FLUSHALL, a failover
-// to a replica behind) while a write of its uses is in flight with token
-// N. The next use seeds a new hash from a row read before that write
-// commits: the token table says N-1, so tk = N-1. The new hash's first
-// write is then given token N, which the database has recorded by then:
-// it is skipped as "written already", and acknowledged. Those uses never
-// reach the row.
+// A key's hash is lost (evicted, expired, FLUSHALL, a failover to a
+// replica behind) while a write of its uses is in flight. The next use
+// seeds a new hash from a row read before that write commits; the new
+// hash's tokens must still be above the one in flight (a seed starts them
+// at Redis's clock), and its own writes must not wait for the lost one's
+// lease: every use reaches the row.
 func TestRedisHashLostWhileAWriteIsInFlight(t *testing.T) {
 	base := &fakeMirror{rows: map[string]Row{"k": {HasRemaining: true, Remaining: 100,
 		CreatedAt: time.Now().Add(-time.Hour), RateLimitOff: true}}}
