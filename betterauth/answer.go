@@ -12,6 +12,9 @@ import (
 // {"code": ..., "message": ...} and the headers.
 type Answers struct {
 	byReason [NumReasons]answer
+	// stepUp is InsufficientScope's answer to an OAuth token, whose
+	// client may ask for the scopes the challenge names.
+	stepUp answer
 }
 
 type answer struct {
@@ -28,6 +31,10 @@ type Challenge struct {
 	// RFC 9728 metadata, from which MCP clients find the authorization
 	// server; Scope the scopes a token needs, space-separated.
 	ResourceMetadata, Scope string
+	// NeededScope is what 403 insufficient_scope answers ask an OAuth
+	// token's client for: every scope the route needs, held ones included
+	// (space-separated). Default: Scope.
+	NeededScope string
 }
 
 // NewAnswers builds the answers for a WWW-Authenticate realm (default
@@ -50,16 +57,19 @@ func NewAnswersFor(c Challenge) *Answers {
 		params += `, scope="` + quote(c.Scope) + `"`
 	}
 	a := &Answers{}
-	for _, r := range Reasons() {
-		o := r.Outcome()
+	base := func(o Outcome) answer {
 		body, _ := json.Marshal(struct {
 			Code    string `json:"code"`
 			Message string `json:"message"`
 		}{o.Code, o.Message})
-		ans := answer{status: o.Status, body: body, headers: []Header{
+		return answer{status: o.Status, body: body, headers: []Header{
 			{"Content-Type", "application/json"},
 			{"Cache-Control", "no-store"},
 		}}
+	}
+	for _, r := range Reasons() {
+		o := r.Outcome()
+		ans := base(o)
 		if o.Status == 401 {
 			challenge := `Bearer realm="` + realm + `"` + params
 			if r != MissingCredential {
@@ -73,6 +83,23 @@ func NewAnswersFor(c Challenge) *Answers {
 		}
 		a.byReason[r] = ans
 	}
+	// RFC 6750 §3.1 and the MCP specification's step-up: the scopes named
+	// are all the route needs, so that the new token holds them all.
+	needed := c.NeededScope
+	if needed == "" {
+		needed = c.Scope
+	}
+	o := InsufficientScope.Outcome()
+	a.stepUp = base(o)
+	challenge := `Bearer realm="` + realm + `", error="insufficient_scope"`
+	if needed != "" {
+		challenge += `, scope="` + quote(needed) + `"`
+	}
+	if c.ResourceMetadata != "" {
+		challenge += `, resource_metadata="` + quote(c.ResourceMetadata) + `"`
+	}
+	challenge += `, error_description="` + o.Message + `"`
+	a.stepUp.headers = append(a.stepUp.headers, Header{"WWW-Authenticate", challenge})
 	return a
 }
 
@@ -80,6 +107,9 @@ func NewAnswersFor(c Challenge) *Answers {
 // form; callers must not change the returned slices.
 func (a *Answers) For(d Decision) (status int, headers []Header, body []byte) {
 	ans := a.byReason[d.Reason]
+	if d.Reason == InsufficientScope && d.Method == MethodOAuth {
+		ans = a.stepUp
+	}
 	headers = ans.headers
 	if d.RetryAfter > 0 {
 		secs := int64((d.RetryAfter + time.Second - 1) / time.Second)

@@ -18,25 +18,34 @@ const (
 )
 
 // Kind is what a credential is taken to be, and so which tables its Lookup
-// reads. KindAPIKey, KindSession and KindEither are part of the cache's keys
-// (1, 2 and 3, also in Redis): their values must not change.
+// reads: a set of the table kinds KindAPIKey, KindSession and KindOAuth, or
+// KindInvalid. Its value is part of the cache's keys (also in Redis): the
+// values must not change.
 type Kind uint8
 
 // Kinds.
 const (
-	KindNone Kind = iota
+	KindNone Kind = 0
 	// KindAPIKey is an API key.
-	KindAPIKey
+	KindAPIKey Kind = 1
 	// KindSession is a Better-Auth session token, signed ("token.signature")
 	// or, from a bearer header, raw.
-	KindSession
+	KindSession Kind = 2
 	// KindEither is a raw bearer value shaped like a session token that could
 	// also be an API key; it is looked up as both in one round trip.
-	KindEither
+	KindEither = KindAPIKey | KindSession
 	// KindInvalid is a value that cannot be valid in any form (too long, or
 	// sent more than once); it is denied without a lookup.
-	KindInvalid
+	KindInvalid Kind = 4
+	// KindOAuth is an opaque OAuth access token of Better-Auth's OAuth
+	// provider (or of its legacy mcp and oidcProvider plugins). A raw
+	// bearer value that may be one is looked up as one too, alongside
+	// the other kinds it may be, in the same round trip.
+	KindOAuth Kind = 8
 )
+
+// Reads reports whether a lookup of kind k reads the tables of kind t.
+func (k Kind) Reads(t Kind) bool { return k != KindInvalid && k&t != 0 }
 
 // MaxCredentialLen bounds a presented credential, in bytes. Better-Auth's
 // keys are at most a 32-character prefix plus the configured key length, and
@@ -44,7 +53,8 @@ const (
 const MaxCredentialLen = 512
 
 // Credential is the one credential evaluated for a request. Value is a secret:
-// never log it; use Fingerprint.
+// never log it; use Fingerprint. An OAuth token's Value is the token without
+// the configured prefix, as Better-Auth looks it up.
 type Credential struct {
 	Kind   Kind
 	Source Source
@@ -81,6 +91,12 @@ type ExtractorConfig struct {
 	// cookie cache (<prefix>.session_data) removed with the session cookie.
 	// Default: DefaultCookiePrefix.
 	CookiePrefix string
+	// OAuth says bearer values may be opaque OAuth access tokens: those
+	// starting with OAuthPrefix (the provider's prefix.opaqueAccessToken)
+	// are, and raw values shaped like a session token are looked up as
+	// one too.
+	OAuth       bool
+	OAuthPrefix string
 }
 
 // Extractor finds the one credential of a request, and the credentials a
@@ -89,6 +105,8 @@ type Extractor struct {
 	apiKeyHeaders  []string
 	apiKeyPrefixes []string
 	requireSig     bool
+	oauth          Kind // KindOAuth when bearer values may be OAuth tokens
+	oauthPrefix    string
 	cookieNames    []string
 	sessionCookie  func(name string) bool
 }
@@ -115,6 +133,10 @@ func NewExtractor(cfg ExtractorConfig) *Extractor {
 		apiKeyPrefixes: cfg.APIKeyPrefixes,
 		requireSig:     cfg.RequireSignature,
 		cookieNames:    cfg.CookieNames,
+		oauthPrefix:    cfg.OAuthPrefix,
+	}
+	if cfg.OAuth {
+		e.oauth = KindOAuth
 	}
 	for _, h := range cfg.APIKeyHeaders {
 		e.apiKeyHeaders = append(e.apiKeyHeaders, textproto.CanonicalMIMEHeaderKey(h))
@@ -153,8 +175,12 @@ func (e *Extractor) Extract(h HeaderGetter) Credential {
 			return invalid(Credential{Source: SourceBearer, Name: "Authorization"})
 		}
 		if v, ok := bearerValue(vs[0]); ok {
-			c := Credential{Kind: e.classifyBearer(v), Source: SourceBearer, Name: "Authorization"}
-			return bounded(c, v)
+			c := bounded(Credential{Kind: e.classifyBearer(v), Source: SourceBearer, Name: "Authorization"}, v)
+			if c.Kind == KindOAuth {
+				// Better-Auth hashes the token without its prefix.
+				c.Value = c.Value[len(e.oauthPrefix):]
+			}
+			return c
 		}
 	}
 	if cookies := h.Values("Cookie"); len(cookies) > 0 {
@@ -199,23 +225,30 @@ func bearerValue(h string) (string, bool) {
 }
 
 // classifyBearer decides what a bearer value is from its shape alone:
-// signed session tokens contain '.', keys carry a configured prefix, and a
-// raw 32-character alphanumeric token is a session token, or either kind when
-// no prefixes tell keys apart.
+// signed session tokens contain '.', keys carry a configured prefix, and so
+// may OAuth tokens; a raw 32-character alphanumeric token is a session
+// token, or either kind when no prefixes tell keys apart, and an OAuth token
+// when those are accepted.
 func (e *Extractor) classifyBearer(v string) Kind {
 	if strings.ContainsAny(v, ".%") {
 		return KindSession
+	}
+	if e.oauth != 0 && e.oauthPrefix != "" && strings.HasPrefix(v, e.oauthPrefix) {
+		return KindOAuth
 	}
 	for _, p := range e.apiKeyPrefixes {
 		if strings.HasPrefix(v, p) {
 			return KindAPIKey
 		}
 	}
-	if !e.requireSig && isRawSessionToken(v) {
-		if len(e.apiKeyPrefixes) > 0 {
-			return KindSession
+	if isRawSessionToken(v) {
+		switch {
+		case e.requireSig:
+			return KindAPIKey | e.oauth
+		case len(e.apiKeyPrefixes) > 0:
+			return KindSession | e.oauth
 		}
-		return KindEither
+		return KindEither | e.oauth
 	}
 	return KindAPIKey
 }

@@ -35,6 +35,18 @@ const (
 	// One of the route's rate_limit tiers is exhausted (see Limiter); not
 	// the API key's own Better-Auth rate limit.
 	RateLimitExceeded
+	// OAuth access tokens: unknown (or whose client, user or resource
+	// row is gone, or bound to a proof the gateway cannot check), expired,
+	// revoked (or whose session ended), issued to a disabled client, or
+	// issued for another resource.
+	InvalidToken
+	TokenExpired
+	TokenRevoked
+	ClientDisabled
+	WrongAudience
+	// The route needs scopes the credential lacks: an OAuth token may ask
+	// for them (the answer says which), API keys and sessions cannot.
+	InsufficientScope
 	BackendUnavailable
 	numReasons
 )
@@ -77,6 +89,14 @@ var outcomes = [numReasons]Outcome{
 	RateLimitedUnauthorized: {http.StatusUnauthorized, "RATE_LIMITED", "Rate limit exceeded."},
 	RateLimitExceeded: {http.StatusTooManyRequests, "RATE_LIMIT_EXCEEDED",
 		"Too many requests; try again later."},
+	InvalidToken:   {http.StatusUnauthorized, "INVALID_TOKEN", "Invalid access token."},
+	TokenExpired:   {http.StatusUnauthorized, "TOKEN_EXPIRED", "The access token has expired."},
+	TokenRevoked:   {http.StatusUnauthorized, "TOKEN_REVOKED", "The access token was revoked."},
+	ClientDisabled: {http.StatusUnauthorized, "CLIENT_DISABLED", "The access token's client is disabled."},
+	WrongAudience: {http.StatusUnauthorized, "INVALID_AUDIENCE",
+		"The access token was not issued for this resource."},
+	InsufficientScope: {http.StatusForbidden, "INSUFFICIENT_SCOPE",
+		"The credential lacks a scope this request needs."},
 	BackendUnavailable: {http.StatusServiceUnavailable, "BACKEND_UNAVAILABLE", "The authentication backend is unavailable; try again later."},
 }
 
@@ -109,15 +129,19 @@ const (
 	MethodNone Method = iota
 	MethodAPIKey
 	MethodSession
+	MethodOAuth
 )
 
-// String returns the value of the X-Auth-Method header: "api_key" or "session".
+// String returns the value of the X-Auth-Method header: "api_key",
+// "session" or "oauth".
 func (m Method) String() string {
 	switch m {
 	case MethodAPIKey:
 		return "api_key"
 	case MethodSession:
 		return "session"
+	case MethodOAuth:
+		return "oauth"
 	}
 	return ""
 }
@@ -128,7 +152,8 @@ type Decision struct {
 	Method Method
 
 	// User is the verified owner; set when Reason is Allowed, except for
-	// an organization-owned API key, which has no user.
+	// an organization-owned API key and a machine-to-machine OAuth token,
+	// which have no user.
 	User *User
 	// Org is the organization owning an API key whose configuration
 	// references organizations; then User is nil.
@@ -136,8 +161,8 @@ type Decision struct {
 	// Member is a session's active organization and the user's role in
 	// it; nil for API keys and for sessions without one.
 	Member *Membership
-	// CredentialID is the API key's or the session's row id; set when
-	// Reason is Allowed.
+	// CredentialID is the API key's, the session's or the OAuth token's
+	// row id; set when Reason is Allowed.
 	CredentialID string
 	// ExpiresAt is when the credential expires (zero: never); set when
 	// Reason is Allowed.
@@ -147,7 +172,11 @@ type Decision struct {
 	// AllowedIPs are the API key's own allow-list (nil: unrestricted),
 	// which the Gate applies after the route's rules.
 	AllowedIPs *IPAllowList
-	credHdr    string // CredentialID, encoded for headers
+	// Client and Scopes are an OAuth token's client id and granted scopes.
+	Client string
+	Scopes []string
+
+	credHdr, clientHdr, scopesHdr string // encoded for headers
 
 	// RetryAfter, when positive, is how long until the denial may lift (a key
 	// that refills).

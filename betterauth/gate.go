@@ -94,16 +94,17 @@ func NewGate(cfg GateConfig) *Gate {
 	return &Gate{
 		extractor: NewExtractor(cfg.Extract),
 		verifier:  cfg.Verifier,
-		answers:   NewAnswersFor(Challenge{Realm: cfg.Realm, ResourceMetadata: cfg.ResourceMetadata, Scope: cfg.Scope}),
-		keep:      cfg.KeepCredential,
-		rules:     cfg.Rules,
-		ruled:     cfg.Rules.asks(),
-		shield:    cfg.Shield,
-		meter:     cfg.Meter,
-		keyIPs:    cfg.KeyAllowedIPs,
-		onKeyIP:   cfg.OnKeyIPProblem,
-		limiter:   cfg.Limiter,
-		onError:   cfg.OnError,
+		answers: NewAnswersFor(Challenge{Realm: cfg.Realm, ResourceMetadata: cfg.ResourceMetadata, Scope: cfg.Scope,
+			NeededScope: strings.Join(cfg.Rules.Scopes, " ")}),
+		keep:    cfg.KeepCredential,
+		rules:   cfg.Rules,
+		ruled:   cfg.Rules.asks(),
+		shield:  cfg.Shield,
+		meter:   cfg.Meter,
+		keyIPs:  cfg.KeyAllowedIPs,
+		onKeyIP: cfg.OnKeyIPProblem,
+		limiter: cfg.Limiter,
+		onError: cfg.OnError,
 	}
 }
 
@@ -216,13 +217,13 @@ func (g *Gate) count(ctx context.Context, res *Result) {
 }
 
 // guessed reports whether a refusal looks like guessing, which the shield
-// counts: an unknown API key, or a session token that is raw or carries a
+// counts: an unknown API key or OAuth token, or a session token that is raw or carries a
 // signature that does not verify. A correctly signed token the database no
 // longer knows is a browser's stale cookie, issued by the app itself: a
 // NAT full of those must not lock everyone behind it out.
 func (g *Gate) guessed(res *Result) bool {
 	switch res.Decision.Reason {
-	case InvalidAPIKey:
+	case InvalidAPIKey, InvalidToken:
 		return true
 	case InvalidSession:
 		if res.Credential.Kind == KindInvalid || isRawSessionToken(res.Credential.Value) {

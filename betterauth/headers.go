@@ -20,6 +20,11 @@ const (
 	HeaderOrgSlug   = "X-Auth-Org-Slug"
 	HeaderOrgName   = "X-Auth-Org-Name"
 	HeaderOrgRole   = "X-Auth-Org-Role"
+	// An OAuth access token's: its client, and the scopes granted
+	// (space-separated), and the token's row id.
+	HeaderClientID = "X-Auth-Client-Id"
+	HeaderScopes   = "X-Auth-Scopes"
+	HeaderTokenID  = "X-Auth-Token-Id"
 
 	OwnedHeaderPrefix = "X-Auth-"
 )
@@ -91,6 +96,7 @@ func (d Decision) AppendHeaders(dst []Header) []Header {
 		if o.name != "" {
 			dst = append(dst, Header{HeaderOrgName, o.name})
 		}
+	case d.Method == MethodOAuth: // a machine-to-machine token: the client only
 	default:
 		return dst
 	}
@@ -103,6 +109,11 @@ func (d Decision) AppendHeaders(dst []Header) []Header {
 		}
 	case MethodSession:
 		dst = append(dst, Header{HeaderSessionID, d.credHdr})
+	case MethodOAuth:
+		dst = append(dst, Header{HeaderTokenID, d.credHdr}, Header{HeaderClientID, d.clientHdr})
+		if d.scopesHdr != "" {
+			dst = append(dst, Header{HeaderScopes, d.scopesHdr})
+		}
 	}
 	return dst
 }

@@ -120,15 +120,16 @@ type Session struct {
 	sealed bool
 }
 
-// Record is what a Store found for a Lookup: an API key, a session, or
-// nothing (both nil).
+// Record is what a Store found for a Lookup: an API key, a session, an
+// OAuth access token, or nothing (all nil).
 type Record struct {
 	APIKey  *APIKey
 	Session *Session
+	OAuth   *OAuthToken
 }
 
 // Found reports whether the lookup matched a row.
-func (r Record) Found() bool { return r.APIKey != nil || r.Session != nil }
+func (r Record) Found() bool { return r.APIKey != nil || r.Session != nil || r.OAuth != nil }
 
 // Seal precomputes the header-safe forms of the record's values, so that a
 // record served many times costs no encoding per request. It is an
@@ -148,6 +149,9 @@ func (r Record) Seal() Record {
 		s.hdrID, s.sealed = EncodeHeaderValue(s.ID), true
 		s.User.seal()
 		s.Org.seal()
+	}
+	if t := r.OAuth; t != nil {
+		t.seal()
 	}
 	return r
 }

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/caddy-betterauth/caddy-betterauth/oauth"
 )
 
 // Rules are what a route asks of a verified credential beyond its being
@@ -35,6 +37,12 @@ type Rules struct {
 	// 403 INSUFFICIENT_PERMISSIONS (Better-Auth itself answers 401
 	// KEY_NOT_FOUND).
 	Permissions Permissions
+	// Scopes, when set, admit only OAuth access tokens granted every one of
+	// them. Others get 403 INSUFFICIENT_SCOPE: an OAuth token with a
+	// challenge naming the scopes (RFC 6750 insufficient_scope), so that
+	// its client can ask for more; API keys and sessions, which hold no
+	// scopes and cannot ask, without one.
+	Scopes []string
 	// AllowIPs, when set, admit only clients within one of the prefixes;
 	// DenyIPs refuse clients within any. Both are checked before the
 	// credential is even read, and a client whose address the front end
@@ -154,22 +162,24 @@ func (p Permissions) Grants(want Permissions) bool {
 	return true
 }
 
-// ParseMethod returns the Method named as in X-Auth-Method: "api_key" or
-// "session".
+// ParseMethod returns the Method named as in X-Auth-Method: "api_key",
+// "session" or "oauth".
 func ParseMethod(s string) (Method, error) {
 	switch s {
 	case "api_key":
 		return MethodAPIKey, nil
 	case "session":
 		return MethodSession, nil
+	case "oauth":
+		return MethodOAuth, nil
 	}
-	return MethodNone, fmt.Errorf("a credential kind is api_key or session, not %q", s)
+	return MethodNone, fmt.Errorf("a credential kind is api_key, session or oauth, not %q", s)
 }
 
 // Validate reports rules that can never pass.
 func (r Rules) Validate() error {
 	for _, m := range r.Methods {
-		if m != MethodAPIKey && m != MethodSession {
+		if m != MethodAPIKey && m != MethodSession && m != MethodOAuth {
 			return fmt.Errorf("unknown credential kind %d", m)
 		}
 	}
@@ -183,6 +193,11 @@ func (r Rules) Validate() error {
 			return fmt.Errorf("require_role: %q is not a role name", role)
 		}
 	}
+	for _, sc := range r.Scopes {
+		if !oauth.IsScopeToken(sc) {
+			return fmt.Errorf("require_scope: %q is not a scope (RFC 6749 scope tokens are printable ASCII without spaces, quotes or backslashes)", sc)
+		}
+	}
 	for _, role := range r.OrgRoles {
 		if strings.TrimSpace(role) == "" || strings.Contains(role, ",") {
 			return fmt.Errorf("require_org_role: %q is not a role name", role)
@@ -193,7 +208,7 @@ func (r Rules) Validate() error {
 
 // asks reports whether the rules ask anything at all.
 func (r *Rules) asks() bool {
-	return len(r.Methods)+len(r.Roles)+len(r.OrgRoles)+len(r.Permissions)+len(r.AllowIPs)+len(r.DenyIPs) > 0
+	return len(r.Methods)+len(r.Roles)+len(r.OrgRoles)+len(r.Permissions)+len(r.Scopes)+len(r.AllowIPs)+len(r.DenyIPs) > 0
 }
 
 // check returns why an allowed decision breaks the rules, or Allowed.
@@ -211,6 +226,9 @@ func (r *Rules) check(d *Decision) Reason {
 	if len(r.Permissions) > 0 && !d.Permissions.Grants(r.Permissions) {
 		return InsufficientPermissions
 	}
+	if len(r.Scopes) > 0 && (d.Method != MethodOAuth || !holds(d.Scopes, r.Scopes)) {
+		return InsufficientScope
+	}
 	return Allowed
 }
 
@@ -225,4 +243,14 @@ func hasRole(stored string, want []string) bool {
 		}
 	}
 	return false
+}
+
+// holds reports whether granted holds every scope of want.
+func holds(granted, want []string) bool {
+	for _, s := range want {
+		if !slices.Contains(granted, s) {
+			return false
+		}
+	}
+	return true
 }

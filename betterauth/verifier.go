@@ -28,6 +28,9 @@ type Options struct {
 	// Metered says a Meter counts uses and decides on the quota from the
 	// row as it is now: the cached remaining is then not checked.
 	Metered bool
+	// OAuth is what OAuth access tokens must satisfy beyond Better-Auth's
+	// own checks.
+	OAuth OAuthPolicy
 }
 
 // Verifier applies Better-Auth's rules to the records a Store returns.
@@ -38,6 +41,7 @@ type Verifier struct {
 	orgIDs    []string // configurations whose keys belong to organizations
 	now       func() time.Time
 	metered   bool
+	oauth     OAuthPolicy
 }
 
 // NewVerifier returns a Verifier for opts.
@@ -45,7 +49,8 @@ func NewVerifier(opts Options) (*Verifier, error) {
 	if opts.Store == nil {
 		return nil, fmt.Errorf("betterauth: a store is required")
 	}
-	v := &Verifier{store: opts.Store, signer: NewSigner(opts.Secret), now: opts.Now, metered: opts.Metered}
+	v := &Verifier{store: opts.Store, signer: NewSigner(opts.Secret), now: opts.Now, metered: opts.Metered,
+		oauth: opts.OAuth}
 	if v.now == nil {
 		v.now = time.Now
 	}
@@ -64,18 +69,22 @@ func NewVerifier(opts Options) (*Verifier, error) {
 // Verify decides on one credential. A deny is a Decision; a non-nil error
 // means the store could not answer, and the caller must fail closed.
 func (v *Verifier) Verify(ctx context.Context, c Credential) (Decision, error) {
-	switch c.Kind {
-	case KindAPIKey:
+	switch {
+	case c.Kind == KindAPIKey:
 		return v.lookup(ctx, NewLookup(KindAPIKey, c.Value), InvalidAPIKey)
-	case KindEither:
+	case c.Kind.Reads(KindOAuth):
+		// An OAuth token, or a raw bearer value that may be one: not
+		// found, the client is told its token is invalid.
+		return v.lookup(ctx, NewLookup(c.Kind, c.Value), InvalidToken)
+	case c.Kind == KindEither:
 		return v.lookup(ctx, NewLookup(KindEither, c.Value), InvalidSession)
-	case KindSession:
+	case c.Kind == KindSession:
 		token, ok := v.unsign(c)
 		if !ok {
 			return deny(InvalidSession), nil
 		}
 		return v.lookup(ctx, NewLookup(KindSession, token), InvalidSession)
-	case KindInvalid:
+	case c.Kind == KindInvalid:
 		if c.Source == SourceAPIKeyHeader {
 			return deny(InvalidAPIKey), nil
 		}
@@ -107,6 +116,8 @@ func (v *Verifier) lookup(ctx context.Context, l Lookup, notFound Reason) (Decis
 		return v.checkAPIKey(rec.APIKey, now), nil
 	case rec.Session != nil:
 		return checkSession(rec.Session, now), nil
+	case rec.OAuth != nil:
+		return v.checkOAuth(rec.OAuth, now), nil
 	}
 	return deny(notFound), nil
 }

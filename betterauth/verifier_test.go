@@ -239,6 +239,12 @@ func TestOutcomeTable(t *testing.T) {
 		RateLimited:             {429, "RATE_LIMITED"},
 		RateLimitedUnauthorized: {401, "RATE_LIMITED"},
 		RateLimitExceeded:       {429, "RATE_LIMIT_EXCEEDED"},
+		InvalidToken:            {401, "INVALID_TOKEN"},
+		TokenExpired:            {401, "TOKEN_EXPIRED"},
+		TokenRevoked:            {401, "TOKEN_REVOKED"},
+		ClientDisabled:          {401, "CLIENT_DISABLED"},
+		WrongAudience:           {401, "INVALID_AUDIENCE"},
+		InsufficientScope:       {403, "INSUFFICIENT_SCOPE"},
 		BackendUnavailable:      {503, "BACKEND_UNAVAILABLE"},
 	}
 	for r, w := range want {

@@ -52,7 +52,7 @@ func NewResource(r Resource) (*Resource, error) {
 		}
 	}
 	for _, s := range r.Scopes {
-		if !scopeToken(s) {
+		if !IsScopeToken(s) {
 			return nil, fmt.Errorf("oauth: scope %q is not a scope token", s)
 		}
 	}
@@ -76,9 +76,9 @@ func NewResource(r Resource) (*Resource, error) {
 	return &r, nil
 }
 
-// scopeToken reports whether s is an RFC 6749 §3.3 scope token:
+// IsScopeToken reports whether s is an RFC 6749 §3.3 scope token:
 // 1*( %x21 / %x23-5B / %x5D-7E ), which a challenge can quote as it is.
-func scopeToken(s string) bool {
+func IsScopeToken(s string) bool {
 	if s == "" {
 		return false
 	}
