@@ -346,6 +346,8 @@ func expiryOf(r betterauth.Record) time.Time {
 		return r.APIKey.ExpiresAt
 	case r.Session != nil:
 		return r.Session.ExpiresAt
+	case r.OAuth != nil:
+		return r.OAuth.ExpiresAt
 	}
 	return time.Time{}
 }
@@ -364,6 +366,12 @@ const (
 	// owns and the sessions whose active organization it is. Its value
 	// comes after the others: it is relayed between gateways.
 	TargetOrg
+	// TargetOAuthToken is one OAuth access token, by its row id;
+	// TargetOAuthClient every token of one OAuth client, by client id;
+	// TargetOAuth every OAuth token (a resource changed).
+	TargetOAuthToken
+	TargetOAuthClient
+	TargetOAuth
 )
 
 // Revocation names records that changed or went away.
@@ -442,26 +450,40 @@ func (s *Store) drop(m *matcher) (names []key, n int) {
 	}
 	for d := range m.digests {
 		// Named even when not held here: another gateway may have shared it.
-		for _, kind := range []betterauth.Kind{betterauth.KindAPIKey, betterauth.KindSession, betterauth.KindEither} {
+		for _, kind := range digestKinds {
 			names = append(names, keyOf(betterauth.Lookup{Kind: kind, Digest: d}))
 		}
 	}
 	return names, n
 }
 
+// digestKinds are the lookup kinds a credential's digest may be cached
+// under.
+var digestKinds = []betterauth.Kind{betterauth.KindAPIKey, betterauth.KindSession, betterauth.KindEither,
+	betterauth.KindOAuth, betterauth.KindAPIKey | betterauth.KindOAuth, betterauth.KindSession | betterauth.KindOAuth,
+	betterauth.KindEither | betterauth.KindOAuth}
+
 // matcher tells which entries a batch of revocations names.
 type matcher struct {
-	all                       bool
+	all, oauth                bool
 	keys, sessions, user, org map[string]bool
+	oauthTokens, oauthClients map[string]bool
 	digests                   map[[32]byte]bool
 }
 
 func newMatcher(revs []Revocation) *matcher {
-	m := &matcher{keys: map[string]bool{}, sessions: map[string]bool{}, user: map[string]bool{}, org: map[string]bool{}, digests: map[[32]byte]bool{}}
+	m := &matcher{keys: map[string]bool{}, sessions: map[string]bool{}, user: map[string]bool{}, org: map[string]bool{},
+		oauthTokens: map[string]bool{}, oauthClients: map[string]bool{}, digests: map[[32]byte]bool{}}
 	for _, r := range revs {
 		switch r.Target {
 		case TargetAll:
 			m.all = true
+		case TargetOAuth:
+			m.oauth = true
+		case TargetOAuthToken:
+			m.oauthTokens[r.ID] = true
+		case TargetOAuthClient:
+			m.oauthClients[r.ID] = true
 		case TargetAPIKey:
 			m.keys[r.ID] = true
 		case TargetSession:
@@ -490,6 +512,10 @@ func (m *matcher) matches(k key, r betterauth.Record) bool {
 	case r.Session != nil:
 		s := r.Session
 		return m.sessions[s.ID] || m.user[s.User.ID] || (s.Org != nil && m.org[s.Org.OrgID])
+	case r.OAuth != nil:
+		t := r.OAuth
+		return m.oauth || m.oauthTokens[t.ID] || m.oauthClients[t.ClientID] || m.user[t.UserID] ||
+			(t.SessionID != "" && m.sessions[t.SessionID])
 	}
 	return false
 }

@@ -15,8 +15,9 @@ import (
 // entry would silently lack; v4 carries organizations (an API key's owner
 // id and organization, a session's active organization and role), keys
 // whose owner row is missing, and keys' allow-lists of client addresses
-// with the metadata field they were read from.
-const CodecVersion = "v4"
+// with the metadata field they were read from; v5 carries OAuth access
+// tokens.
+const CodecVersion = "v5"
 
 // The shared-cache value of a record: its facts and when the entry expires.
 // It holds no secret: no key hash, no session token.
@@ -26,7 +27,8 @@ type wireRecord struct {
 	Written int64        `json:"w"`   // unix milliseconds, by the writer's clock
 	Key     *wireKey     `json:"k,omitempty"`
 	Session *wireSess    `json:"s,omitempty"`
-	User    *wireUserRec `json:"u,omitempty"` // absent for a key without a user row
+	OAuth   *wireOAuth   `json:"o,omitempty"`
+	User    *wireUserRec `json:"u,omitempty"` // absent for a key or token without a user row
 }
 
 type wireKey struct {
@@ -68,6 +70,26 @@ type wireSess struct {
 	// The active organization and the user's role there, when a member.
 	OrgID   string `json:"org,omitempty"`
 	OrgRole string `json:"orole,omitempty"`
+}
+
+// wireOAuth is an OAuth access token's row, without the token or its hash.
+type wireOAuth struct {
+	ID        string   `json:"id"`
+	ClientID  string   `json:"cid"`
+	UserID    string   `json:"uid,omitempty"`
+	SessionID string   `json:"sid,omitempty"`
+	SessExp   int64    `json:"sexp,omitempty"`
+	Scopes    []string `json:"sc,omitempty"`
+	Resources []string `json:"res,omitempty"`
+	ResMiss   bool     `json:"resm,omitempty"`
+	ExpiresAt int64    `json:"exp,omitempty"`
+	Revoked   bool     `json:"rev,omitempty"`
+	Bound     bool     `json:"cnf,omitempty"`
+	Legacy    bool     `json:"leg,omitempty"`
+	// The client's row, when there is one.
+	Client         bool   `json:"c,omitempty"`
+	ClientName     string `json:"cname,omitempty"`
+	ClientDisabled bool   `json:"coff,omitempty"`
 }
 
 type wireUserRec struct {
@@ -136,6 +158,15 @@ func encode(r betterauth.Record, st stamp) ([]byte, error) {
 			ws.OrgID, ws.OrgRole = m.OrgID, m.Role
 		}
 		w.Session, u = ws, r.Session.User
+	case r.OAuth != nil:
+		t := r.OAuth
+		w.OAuth = &wireOAuth{ID: t.ID, ClientID: t.ClientID, UserID: t.UserID, SessionID: t.SessionID,
+			SessExp: millis(t.SessionExpiresAt), Scopes: t.Scopes, Resources: t.Resources, ResMiss: t.ResourceMissing,
+			ExpiresAt: millis(t.ExpiresAt), Revoked: t.Revoked, Bound: t.Bound, Legacy: t.Legacy}
+		if c := t.Client; c != nil {
+			w.OAuth.Client, w.OAuth.ClientName, w.OAuth.ClientDisabled = true, c.Name, c.Disabled
+		}
+		u = t.User
 	default:
 		return nil, errors.New("cache: encoding an empty record")
 	}
@@ -200,6 +231,18 @@ func decode(b []byte) (betterauth.Record, stamp, error) {
 		if w.Session.OrgID != "" {
 			r.Session.Org = &betterauth.Membership{OrgID: w.Session.OrgID, Role: w.Session.OrgRole}
 		}
+	case w.OAuth != nil:
+		o := w.OAuth
+		if o.ID == "" || o.ClientID == "" || (u != nil && u.ID != o.UserID) {
+			return betterauth.Record{}, stamp{}, errors.New("cache: shared entry has a malformed OAuth token")
+		}
+		t := &betterauth.OAuthToken{ID: o.ID, ClientID: o.ClientID, UserID: o.UserID, User: u, SessionID: o.SessionID,
+			SessionExpiresAt: fromMillis(o.SessExp), Scopes: o.Scopes, Resources: o.Resources, ResourceMissing: o.ResMiss,
+			ExpiresAt: fromMillis(o.ExpiresAt), Revoked: o.Revoked, Bound: o.Bound, Legacy: o.Legacy}
+		if o.Client {
+			t.Client = &betterauth.OAuthClient{ClientID: o.ClientID, Name: o.ClientName, Disabled: o.ClientDisabled}
+		}
+		r.OAuth = t
 	default:
 		return betterauth.Record{}, stamp{}, errors.New("cache: shared entry holds no record")
 	}

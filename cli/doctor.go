@@ -90,6 +90,9 @@ func Doctor(ctx context.Context, db Inspector, cfg schema.Config, orgConfigIDs [
 	} else if layout.Org == nil && layout.OrgProblem != "" {
 		fmt.Fprintln(out, "note: not using the organization plugin's tables:", strings.TrimPrefix(layout.OrgProblem, schema.ErrUnusable.Error()+": "))
 	}
+	if layout.OAuth == nil && layout.OAuthProblem != "" {
+		fmt.Fprintln(out, "note: not using the OAuth token table, so OAuth access tokens are all unknown:", layout.OAuthProblem)
+	}
 	if ok {
 		fmt.Fprintln(out, "ok: the gateway can use this database")
 	} else {

@@ -178,7 +178,7 @@ func TestDoctorOrganizations(t *testing.T) {
 	}
 	out = run(schema.Catalog{"user": user, "session": withActive, "apikey": apiKey, "organization": org, "member": member}, []string{"org"})
 	if strings.Contains(out, "problem:") || strings.Contains(out, "note: an organization") || strings.Contains(out, "note: not using") ||
-		!strings.Contains(out, ", organization plugin\n") {
+		!strings.Contains(out, ", organization plugin, ") {
 		t.Errorf("with the plugin:\n%s", out)
 	}
 	out = run(schema.Catalog{"user": user, "session": session, "apikey": apiKey, "organization": org}, nil)

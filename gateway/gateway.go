@@ -559,7 +559,8 @@ func (g *Gateway) watchers(ctx context.Context, cfg assembly, logger *zap.Logger
 	}
 	if g.db.Dialect() == store.Postgres {
 		targets := map[string]cache.Target{"apikey": cache.TargetAPIKey, "session": cache.TargetSession, "user": cache.TargetUser,
-			"organization": cache.TargetOrg}
+			"organization": cache.TargetOrg, "oauth_token": cache.TargetOAuthToken, "oauth_client": cache.TargetOAuthClient,
+			"oauth_resource": cache.TargetOAuth}
 		ws = append(ws, func() {
 			pgstore.Listen(ctx, pgstore.ListenOptions{
 				DSN:    cfg.Database,

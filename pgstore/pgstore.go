@@ -80,7 +80,7 @@ func New(db DBTX, opts Options) (*Store, error) {
 	s.layout = schema.Lazy{
 		Name:    "pgstore",
 		Config:  opts.Schema,
-		Dialect: schema.Dialect{Qualify: s.qualify, Param: "$1", Param2: "$2"},
+		Dialect: schema.Dialect{Qualify: s.qualify, Param: "$1", Param2: "$2", JSONArray: schema.PostgresJSONArray},
 		Catalog: s.Catalog,
 		Resolved: func(l *schema.Layout) {
 			s.logger.Info("better-auth schema detected", zap.String("layout", l.Describe()))
@@ -145,58 +145,93 @@ func (s *Store) lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 	if err != nil {
 		return betterauth.Record{}, err
 	}
-	keySQL, sessionSQL := p.Queries.APIKey, p.Queries.Session
-	switch {
-	case l.Kind == betterauth.KindEither && keySQL != "" && sessionSQL != "":
-		return s.lookupEither(ctx, p, l)
-	case l.Kind != betterauth.KindSession && keySQL != "":
-		rows, err := s.db.Query(ctx, keySQL, l.StoredKey(s.plainKeys))
-		if err != nil {
-			return betterauth.Record{}, fmt.Errorf("pgstore: api key lookup: %w", err)
-		}
-		k, err := s.collectKey(rows)
-		return betterauth.Record{APIKey: k}, err
-	case l.Kind != betterauth.KindAPIKey && sessionSQL != "":
-		rows, err := s.db.Query(ctx, sessionSQL, l.Secret)
-		if err != nil {
-			return betterauth.Record{}, fmt.Errorf("pgstore: session lookup: %w", err)
-		}
-		sess, err := collectSession(rows)
-		return betterauth.Record{Session: sess}, err
+	// The tables this kind reads and this database has, in order of
+	// precedence: a key equal to a session token wins, and an OAuth token
+	// comes last (their stored forms cannot collide in practice).
+	var parts [3]part
+	n := 0
+	if l.Kind.Reads(betterauth.KindAPIKey) && p.Queries.APIKey != "" {
+		parts[n] = part{"api key", p.Queries.APIKey, l.StoredKey(s.plainKeys), s.decodeKey}
+		n++
 	}
-	return betterauth.Record{}, nil // no table for this kind of credential
-}
-
-// lookupEither sends both queries in one pipelined batch: one round trip.
-func (s *Store) lookupEither(ctx context.Context, p *schema.Prepared, l betterauth.Lookup) (betterauth.Record, error) {
+	if l.Kind.Reads(betterauth.KindSession) && p.Queries.Session != "" {
+		parts[n] = part{"session", p.Queries.Session, l.Secret, decodeSession}
+		n++
+	}
+	if o := p.Layout.OAuth; o != nil && l.Kind.Reads(betterauth.KindOAuth) {
+		arg := l.KeyHash() // base64url(SHA-256), as the OAuth provider stores it
+		if o.Legacy {
+			arg = l.Secret
+		}
+		parts[n] = part{"oauth token", p.Queries.OAuth, arg, decodeOAuth(o.Legacy)}
+		n++
+	}
+	var rec betterauth.Record
+	switch n {
+	case 0:
+		return rec, nil // no table for this kind of credential
+	case 1:
+		rows, err := s.db.Query(ctx, parts[0].sql, parts[0].arg)
+		if err != nil {
+			return rec, fmt.Errorf("pgstore: %s lookup: %w", parts[0].name, err)
+		}
+		err = parts[0].decode(rows, &rec)
+		return rec, err
+	}
+	// Several in one pipelined batch: one round trip.
 	var b pgx.Batch
-	b.Queue(p.Queries.APIKey, l.StoredKey(s.plainKeys))
-	b.Queue(p.Queries.Session, l.Secret)
+	for _, pt := range parts[:n] {
+		b.Queue(pt.sql, pt.arg)
+	}
 	br := s.db.SendBatch(ctx, &b)
 	defer br.Close()
-	rows, err := br.Query()
-	if err != nil {
-		return betterauth.Record{}, fmt.Errorf("pgstore: api key lookup: %w", err)
-	}
-	k, err := s.collectKey(rows)
-	if err != nil {
-		return betterauth.Record{}, err
-	}
-	rows, err = br.Query()
-	if err != nil {
-		return betterauth.Record{}, fmt.Errorf("pgstore: session lookup: %w", err)
-	}
-	sess, err := collectSession(rows)
-	if err != nil {
-		return betterauth.Record{}, err
+	for _, pt := range parts[:n] {
+		rows, err := br.Query()
+		if err != nil {
+			return betterauth.Record{}, fmt.Errorf("pgstore: %s lookup: %w", pt.name, err)
+		}
+		if err := pt.decode(rows, &rec); err != nil {
+			return betterauth.Record{}, err
+		}
 	}
 	if err := br.Close(); err != nil {
 		return betterauth.Record{}, fmt.Errorf("pgstore: lookup batch: %w", err)
 	}
-	if k != nil {
-		sess = nil // an API key equal to a session token: the key wins
+	switch {
+	case rec.APIKey != nil:
+		rec.Session, rec.OAuth = nil, nil
+	case rec.Session != nil:
+		rec.OAuth = nil
 	}
-	return betterauth.Record{APIKey: k, Session: sess}, nil
+	return rec, nil
+}
+
+// part is one query of a lookup, and how its rows land in the record.
+type part struct {
+	name, sql, arg string
+	decode         func(pgx.Rows, *betterauth.Record) error
+}
+
+func (s *Store) decodeKey(rows pgx.Rows, rec *betterauth.Record) (err error) {
+	rec.APIKey, err = s.collectKey(rows)
+	return err
+}
+
+func decodeSession(rows pgx.Rows, rec *betterauth.Record) (err error) {
+	rec.Session, err = collectSession(rows)
+	return err
+}
+
+func decodeOAuth(legacy bool) func(pgx.Rows, *betterauth.Record) error {
+	return func(rows pgx.Rows, rec *betterauth.Record) error {
+		defer rows.Close()
+		t, err := schema.DecodeOAuth(rows, legacy)
+		if err != nil {
+			return fmt.Errorf("pgstore: %w", err)
+		}
+		rec.OAuth = t
+		return nil
+	}
 }
 
 // User reads one user by id, retrying once as Lookup does.

@@ -74,7 +74,7 @@ func Triggers(l *schema.Layout, pgSchema string) (install, uninstall string) {
 	lit := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 	var in, un []string
 	in = append(in, fmt.Sprintf(notifyFunction, fn))
-	add := func(kind string, t *schema.Table, userField, events string, extra ...string) {
+	add := func(kind string, t *schema.Table, idField, userField, events string, extra ...string) {
 		if t == nil {
 			return
 		}
@@ -83,7 +83,7 @@ func Triggers(l *schema.Layout, pgSchema string) (install, uninstall string) {
 		if userField != "" {
 			user = t.Col(userField)
 		}
-		args := []string{lit(kind), lit(t.Col("id")), lit(user)}
+		args := []string{lit(kind), lit(t.Col(idField)), lit(user)}
 		for _, e := range extra {
 			args = append(args, lit(e))
 		}
@@ -100,18 +100,26 @@ func Triggers(l *schema.Layout, pgSchema string) (install, uninstall string) {
 	} else {
 		usageArgs = []string{textArray(l.UsageColumns())}
 	}
-	add("apikey", l.APIKey, l.OwnerField(), "UPDATE OR DELETE", usageArgs...)
-	add("session", l.Session, "userId", "UPDATE OR DELETE")
-	add("user", &l.User, "", "UPDATE OR DELETE")
+	add("apikey", l.APIKey, "id", l.OwnerField(), "UPDATE OR DELETE", usageArgs...)
+	add("session", l.Session, "id", "userId", "UPDATE OR DELETE")
+	add("user", &l.User, "id", "", "UPDATE OR DELETE")
 	// An organization's keys name it by id; its name and slug are sent.
 	if o := l.Org; o != nil {
-		add("organization", o, "", fmt.Sprintf("UPDATE OF %s, %s OR DELETE", pgx.Identifier{o.Col("name")}.Sanitize(),
+		add("organization", o, "id", "", fmt.Sprintf("UPDATE OF %s, %s OR DELETE", pgx.Identifier{o.Col("name")}.Sanitize(),
 			pgx.Identifier{o.Col("slug")}.Sanitize()))
 	}
 	// A membership added, changed or removed changes its user's sessions'
 	// role in their active organization.
 	if m := l.Member; m != nil {
-		add("member", m, "userId", fmt.Sprintf("INSERT OR UPDATE OF %s OR DELETE", pgx.Identifier{m.Col("role")}.Sanitize()))
+		add("member", m, "id", "userId", fmt.Sprintf("INSERT OR UPDATE OF %s OR DELETE", pgx.Identifier{m.Col("role")}.Sanitize()))
+	}
+	// OAuth tokens: one revoked or deleted (revocation deletes it), a
+	// client changed (disabled) or gone, by client id, and a resource
+	// gone, which may end any token.
+	if o := l.OAuth; o != nil {
+		add("oauth_token", &o.Token, "id", "userId", "UPDATE OR DELETE")
+		add("oauth_client", &o.Client, "clientId", "", "UPDATE OR DELETE")
+		add("oauth_resource", o.Resource, "identifier", "", "UPDATE OR DELETE")
 	}
 	un = append(un, "DROP FUNCTION IF EXISTS "+fn+"()")
 	return strings.Join(in, ";\n") + ";\n", strings.Join(un, ";\n") + ";\n"
@@ -129,7 +137,7 @@ func textArray(names []string) string {
 
 // Invalidation is one notification: a row that changed or went away.
 type Invalidation struct {
-	Kind   string `json:"k"` // apikey, session, user, organization or member
+	Kind   string `json:"k"` // apikey, session, user, organization, member, oauth_token, oauth_client or oauth_resource
 	ID     string `json:"id"`
 	UserID string `json:"u"`
 }

@@ -34,6 +34,15 @@ type Queries struct {
 	// Organization reads one organization by id, and Member the role of a
 	// user (second parameter) in an organization (first), for the same.
 	Organization, Member string
+	// OAuth reads an OAuth access token by what the token table stores:
+	// its hash (Layout.OAuth.Legacy false) or itself. Its row:
+	//
+	//	id, clientId, userId, sessionId, expiresAt, revoked, scopes,
+	//	resources, confirmation, then the client's clientId, disabled and
+	//	name, the session's expiresAt, how many resources the database
+	//	saw and how many of those have no oauthResource row, then the
+	//	user columns
+	OAuth string
 }
 
 // Dialect is what differs between the databases.
@@ -43,6 +52,20 @@ type Dialect struct {
 	// Param is the placeholder of the first parameter: "$1" or "?";
 	// Param2 of the second: "$2" or "?".
 	Param, Param2 string
+	// JSONArray returns a FROM item, aliased j, whose column value holds
+	// the strings of the JSON array expr (none when expr is not one).
+	JSONArray func(expr string) string
+}
+
+// PostgresJSONArray is PostgreSQL's Dialect.JSONArray: jsonb as Kysely
+// stores string arrays, or text[] as Drizzle and Prisma do.
+func PostgresJSONArray(expr string) string {
+	return fmt.Sprintf("jsonb_array_elements_text(CASE WHEN jsonb_typeof(to_jsonb(%[1]s)) = 'array' THEN to_jsonb(%[1]s) ELSE '[]'::jsonb END) AS j(value)", expr)
+}
+
+// SQLiteJSONArray is SQLite's Dialect.JSONArray: JSON text.
+func SQLiteJSONArray(expr string) string {
+	return fmt.Sprintf("json_each(CASE WHEN json_valid(%[1]s) AND json_type(%[1]s) = 'array' THEN %[1]s ELSE '[]' END) AS j", expr)
 }
 
 // Build returns the queries of a layout. Identifiers are quoted here; values
@@ -99,6 +122,9 @@ LIMIT 2`,
 			qualify(k.Name), qualify(u.Name), QuoteIdent(u.Col("id")), owner, orgJoin,
 			QuoteIdent(k.Col("key")), param)
 	}
+	if o := l.OAuth; o != nil {
+		q.OAuth = l.buildOAuth(d, user, col)
+	}
 	if s := l.Session; s != nil {
 		member, memberJoin := "NULL, NULL, NULL", ""
 		if m := l.Member; m != nil && s.Has("activeOrganizationId") {
@@ -118,4 +144,45 @@ LIMIT 1`,
 			QuoteIdent(s.Col("token")), param)
 	}
 	return q
+}
+
+// buildOAuth returns the OAuth token query (see Queries.OAuth).
+func (l *Layout) buildOAuth(d Dialect, user string, col func(string, *Table, string) string) string {
+	o := l.OAuth
+	t, c := &o.Token, &o.Client
+	key, expires := "token", "expiresAt"
+	if o.Legacy {
+		key, expires = "accessToken", "accessTokenExpiresAt"
+	}
+	session, sessionJoin := "NULL", ""
+	if s := l.Session; s != nil && t.Has("sessionId") {
+		session = col("s", s, "expiresAt")
+		sessionJoin = fmt.Sprintf("\nLEFT JOIN %s s ON s.%s = t.%s", d.Qualify(s.Name), QuoteIdent(s.Col("id")), QuoteIdent(t.Col("sessionId")))
+	}
+	// Better-Auth refuses a token one of whose resources has lost its
+	// oauthResource row; the resources seen are counted too, so that an
+	// array the database cannot read is not taken for an empty one.
+	seen, missing := "NULL", "NULL"
+	if t.Has("resources") && d.JSONArray != nil {
+		elems := d.JSONArray("t." + QuoteIdent(t.Col("resources")))
+		seen = fmt.Sprintf("(SELECT count(*) FROM %s)", elems)
+		missing = seen
+		if r := o.Resource; r != nil {
+			missing = fmt.Sprintf("(SELECT count(*) FROM %s WHERE NOT EXISTS (SELECT 1 FROM %s r WHERE r.%s = j.value))",
+				elems, d.Qualify(r.Name), QuoteIdent(r.Col("identifier")))
+		}
+	}
+	return fmt.Sprintf(`SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
+FROM %s t
+LEFT JOIN %s c ON c.%s = t.%s%s
+LEFT JOIN %s u ON u.%s = t.%s
+WHERE t.%s = %s
+LIMIT 1`,
+		col("t", t, "id"), col("t", t, "clientId"), col("t", t, "userId"), col("t", t, "sessionId"),
+		col("t", t, expires), col("t", t, "revoked"), col("t", t, "scopes"), col("t", t, "resources"),
+		col("t", t, "confirmation"), col("c", c, "clientId"), col("c", c, "disabled"), col("c", c, "name"),
+		session, seen, missing, user,
+		d.Qualify(t.Name), d.Qualify(c.Name), QuoteIdent(c.Col("clientId")), QuoteIdent(t.Col("clientId")), sessionJoin,
+		d.Qualify(l.User.Name), QuoteIdent(l.User.Col("id")), QuoteIdent(t.Col("userId")),
+		QuoteIdent(t.Col(key)), d.Param)
 }

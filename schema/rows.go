@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
@@ -156,6 +157,108 @@ func DecodeMember(rows Rows) (role string, found bool, err error) {
 	var d decoder
 	role = d.text(v[0], "member.role")
 	return role, d.err == nil, d.err
+}
+
+// DecodeOAuth reads the result of Queries.OAuth; nil when no row matched.
+// legacy is the layout's (Layout.OAuth.Legacy): the legacy plugins store
+// scopes space-separated, the OAuth provider as a JSON array (or, through
+// Drizzle and Prisma on PostgreSQL, a text[] column).
+func DecodeOAuth(rows Rows, legacy bool) (*betterauth.OAuthToken, error) {
+	var v [15 + userColumns]any
+	if !rows.Next() { // the stored token is unique
+		return nil, rows.Err()
+	}
+	if err := rows.Scan(ptrs(v[:])...); err != nil {
+		return nil, fmt.Errorf("oauth token row: %w", err)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var d decoder
+	t := &betterauth.OAuthToken{
+		ID:               d.text(v[0], "oauthAccessToken.id"),
+		ClientID:         d.text(v[1], "oauthAccessToken.clientId"),
+		UserID:           d.text(v[2], "oauthAccessToken.userId"),
+		SessionID:        d.text(v[3], "oauthAccessToken.sessionId"),
+		ExpiresAt:        d.time(v[4], "oauthAccessToken.expiresAt"),
+		Revoked:          v[5] != nil,
+		Scopes:           d.strings(v[6], legacy, "oauthAccessToken.scopes"),
+		Resources:        d.strings(v[7], false, "oauthAccessToken.resources"),
+		Bound:            v[8] != nil && !isJSONNull(v[8]),
+		SessionExpiresAt: d.time(v[12], "session.expiresAt"),
+		Legacy:           legacy,
+	}
+	if v[9] != nil {
+		t.Client = &betterauth.OAuthClient{ClientID: d.text(v[9], "oauthClient.clientId"), Name: d.text(v[11], "oauthClient.name")}
+		t.Client.Disabled = v[10] != nil && d.bool(v[10], "oauthClient.disabled")
+	}
+	if len(t.Resources) > 0 {
+		// Fail closed when the database could not count them.
+		seen, missing := int64(-1), int64(0)
+		if v[13] != nil {
+			seen = d.int(v[13], "resources seen")
+		}
+		if v[14] != nil {
+			missing = d.int(v[14], "resources missing")
+		}
+		t.ResourceMissing = seen != int64(len(t.Resources)) || missing > 0
+	}
+	t.User = d.user(v[15:])
+	if d.err != nil {
+		return nil, d.err
+	}
+	return t, nil
+}
+
+// isJSONNull reports whether a json column holds JSON null, which pgx
+// decodes to nil but text columns keep as "null".
+func isJSONNull(v any) bool {
+	switch x := v.(type) {
+	case string:
+		return x == "null" || x == ""
+	case []byte:
+		return string(x) == "null" || len(x) == 0
+	}
+	return false
+}
+
+// strings reads a string-array column: a JSON array (jsonb decoded by
+// pgx, or JSON text), a PostgreSQL text[], or, with spaced, a
+// space-separated string. NULL is nil.
+func (d *decoder) strings(v any, spaced bool, field string) []string {
+	switch x := v.(type) {
+	case nil:
+		return nil
+	case []byte:
+		return d.strings(string(x), spaced, field)
+	case string:
+		if spaced {
+			return strings.Fields(x)
+		}
+		var out []string
+		if x == "" || x == "null" {
+			return nil
+		}
+		if err := json.Unmarshal([]byte(x), &out); err != nil {
+			d.fail(field, v)
+		}
+		return out
+	case []string:
+		return x
+	case []any:
+		out := make([]string, 0, len(x))
+		for _, e := range x {
+			s, ok := e.(string)
+			if !ok {
+				d.fail(field, v)
+				return nil
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+	d.fail(field, v)
+	return nil
 }
 
 const userColumns = 6

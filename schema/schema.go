@@ -88,6 +88,17 @@ var models = []struct {
 	// Layout.Org).
 	{"organization", []string{"id", "name", "slug"}, nil},
 	{"member", []string{"id", "organizationId", "userId", "role"}, nil},
+	// OAuth access tokens: @better-auth/oauth-provider's table (token,
+	// expiresAt, revoked, sessionId, resources, confirmation) or, under
+	// the same name, the legacy mcp and oidcProvider plugins' (accessToken,
+	// accessTokenExpiresAt); optional as a whole (see Layout.OAuth).
+	{"oauthAccessToken", []string{"id", "token", "accessToken", "clientId", "userId", "sessionId", "expiresAt",
+		"accessTokenExpiresAt", "revoked", "scopes", "resources", "confirmation"},
+		map[string]bool{"token": true, "accessToken": true, "sessionId": true, "expiresAt": true,
+			"accessTokenExpiresAt": true, "revoked": true, "scopes": true, "resources": true, "confirmation": true}},
+	{"oauthClient", []string{"clientId", "disabled", "name"}, map[string]bool{"disabled": true, "name": true}},
+	{"oauthApplication", []string{"clientId", "disabled", "name"}, map[string]bool{"disabled": true, "name": true}},
+	{"oauthResource", []string{"identifier"}, nil},
 }
 
 func fieldsOf(model string) ([]string, map[string]bool) {
@@ -128,7 +139,7 @@ func (c Config) Validate() error {
 		model, field, _ := strings.Cut(k, ".")
 		fs, _ := fieldsOf(model)
 		if !contains(fs, field) {
-			return fmt.Errorf("unknown column key %q: want <model>.<field> with model user, session, apikey, organization or member and one of its fields", k)
+			return fmt.Errorf("unknown column key %q: want <model>.<field> with model user, session, apikey, organization, member, oauthAccessToken, oauthClient, oauthApplication or oauthResource and one of its fields", k)
 		}
 		if v == "" {
 			return fmt.Errorf("column %q: empty name", k)
@@ -176,11 +187,30 @@ type Layout struct {
 	// activeOrganizationId column.
 	Org, Member *Table
 	OrgProblem  string
+	// OAuth is where OAuth access tokens are, nil when the database has
+	// no usable token table (no OAuth provider); OAuthProblem then says
+	// why, when a table of that name was found but cannot be used.
+	OAuth        *OAuthTables
+	OAuthProblem string
 	// Admin is true when the user table has the admin plugin's columns.
 	Admin bool
 	// AllowedIPsField is the configuration's (see Config): the api-key
 	// query reads metadata only when it is set.
 	AllowedIPsField string
+}
+
+// OAuthTables are the tables of an OAuth provider.
+type OAuthTables struct {
+	// Token is oauthAccessToken; Client is oauthClient, or, for Legacy
+	// tokens, oauthApplication.
+	Token, Client Table
+	// Resource is oauthResource, nil when there is none (the legacy
+	// plugins').
+	Resource *Table
+	// Legacy says the tokens are the legacy mcp and oidcProvider plugins':
+	// stored in plain text (accessToken), with accessTokenExpiresAt and no
+	// revoked, session or resources columns.
+	Legacy bool
 }
 
 // UsageColumns are the api-key columns Better-Auth writes as it counts a
@@ -222,10 +252,18 @@ func (c Config) tableCandidates(model string) []string {
 	if n := c.configuredTable(model); n != "" {
 		return []string{n}
 	}
-	if c.UsePlural {
-		return []string{model + "s"}
+	names := []string{model}
+	if snake := Snake(model); snake != model { // Drizzle's generator: oauth_access_token
+		names = append(names, snake)
 	}
-	return []string{model, model + "s"}
+	var out []string
+	for _, n := range names {
+		if !c.UsePlural {
+			out = append(out, n)
+		}
+		out = append(out, n+"s")
+	}
+	return out
 }
 
 func (c Config) configuredTable(model string) string {
@@ -395,7 +433,40 @@ func (c Config) Resolve(cat Catalog) (*Layout, error) {
 	if l.Member, why = c.optionalTable(cat, "member", l.Naming); l.OrgProblem == "" {
 		l.OrgProblem = why
 	}
+	l.OAuth, l.OAuthProblem = c.oauthTables(cat, l.Naming)
 	return l, nil
+}
+
+// oauthTables finds an OAuth provider's tables, current or legacy, or says
+// why the token table found cannot be used.
+func (c Config) oauthTables(cat Catalog, naming Naming) (*OAuthTables, string) {
+	token, why := c.optionalTable(cat, "oauthAccessToken", naming)
+	if token == nil {
+		return nil, why
+	}
+	o := &OAuthTables{Token: *token}
+	clientModel := "oauthClient"
+	switch {
+	case token.Has("token") && token.Has("expiresAt"):
+	case token.Has("accessToken") && token.Has("accessTokenExpiresAt"):
+		o.Legacy, clientModel = true, "oauthApplication"
+	default:
+		return nil, fmt.Sprintf("table %q has neither %q and %q (@better-auth/oauth-provider) nor %q and %q (the legacy mcp and oidcProvider plugins)",
+			token.Name, c.column("oauthAccessToken", "token", naming), c.column("oauthAccessToken", "expiresAt", naming),
+			c.column("oauthAccessToken", "accessToken", naming), c.column("oauthAccessToken", "accessTokenExpiresAt", naming))
+	}
+	client, why := c.optionalTable(cat, clientModel, naming)
+	if client == nil {
+		if why == "" {
+			why = fmt.Sprintf("no %s table beside %q", clientModel, token.Name)
+		}
+		return nil, why
+	}
+	o.Client = *client
+	if !o.Legacy {
+		o.Resource, _ = c.optionalTable(cat, "oauthResource", naming)
+	}
+	return o, ""
 }
 
 // table maps a model's fields to the columns of a found table.
@@ -485,6 +556,14 @@ func (l *Layout) Describe() string {
 		parts = append(parts, "organization table without member table")
 	default:
 		parts = append(parts, "no organization plugin")
+	}
+	switch {
+	case l.OAuth != nil && l.OAuth.Legacy:
+		parts = append(parts, fmt.Sprintf("legacy OAuth token table %q", l.OAuth.Token.Name))
+	case l.OAuth != nil:
+		parts = append(parts, fmt.Sprintf("OAuth provider token table %q", l.OAuth.Token.Name))
+	default:
+		parts = append(parts, "no OAuth provider")
 	}
 	return strings.Join(parts, ", ")
 }

@@ -141,19 +141,28 @@ func New(client redis.UniversalClient, sql SQL, opts Options) (*Store, error) {
 // Lookup implements betterauth.Store.
 func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
 	var rec betterauth.Record
-	if l.Kind != betterauth.KindSession {
+	if l.Kind.Reads(betterauth.KindAPIKey) {
 		k, err := s.apiKey(ctx, l)
 		if err != nil {
 			return betterauth.Record{}, err
 		}
 		rec.APIKey = k
 	}
-	if l.Kind != betterauth.KindAPIKey && rec.APIKey == nil {
+	if l.Kind.Reads(betterauth.KindSession) && rec.APIKey == nil {
 		sess, err := s.session(ctx, l)
 		if err != nil {
 			return betterauth.Record{}, err
 		}
 		rec.Session = sess
+	}
+	if l.Kind.Reads(betterauth.KindOAuth) && !rec.Found() {
+		// The OAuth provider keeps its tokens in the database only.
+		one := betterauth.Lookup{Kind: betterauth.KindOAuth, Secret: l.Secret, Digest: l.Digest}
+		got, err := s.sql.Lookup(ctx, one)
+		if err != nil {
+			return betterauth.Record{}, err
+		}
+		rec.OAuth = got.OAuth
 	}
 	return rec, nil
 }

@@ -162,7 +162,7 @@ func New(db *sql.DB, opts Options) (*Store, error) {
 	s.layout = schema.Lazy{
 		Name:    "sqlitestore",
 		Config:  opts.Schema,
-		Dialect: schema.Dialect{Qualify: schema.QuoteIdent, Param: "?", Param2: "?"},
+		Dialect: schema.Dialect{Qualify: schema.QuoteIdent, Param: "?", Param2: "?", JSONArray: schema.SQLiteJSONArray},
 		Catalog: s.Catalog,
 		Resolved: func(l *schema.Layout) {
 			s.logger.Info("better-auth schema detected", zap.String("layout", l.Describe()))
@@ -212,17 +212,41 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 		return betterauth.Record{}, err
 	}
 	var rec betterauth.Record
-	if l.Kind != betterauth.KindSession && p.Queries.APIKey != "" {
+	if l.Kind.Reads(betterauth.KindAPIKey) && p.Queries.APIKey != "" {
 		if rec.APIKey, err = s.key(ctx, p.Queries.APIKey, l.StoredKey(s.opts.PlainKeys)); err != nil {
 			return betterauth.Record{}, err
 		}
 	}
-	if l.Kind != betterauth.KindAPIKey && rec.APIKey == nil && p.Queries.Session != "" {
+	if l.Kind.Reads(betterauth.KindSession) && rec.APIKey == nil && p.Queries.Session != "" {
 		if rec.Session, err = s.session(ctx, p.Queries.Session, l.Secret); err != nil {
 			return betterauth.Record{}, err
 		}
 	}
+	if o := p.Layout.OAuth; o != nil && l.Kind.Reads(betterauth.KindOAuth) && rec.APIKey == nil && rec.Session == nil {
+		if rec.OAuth, err = s.oauth(ctx, p.Queries.OAuth, l, o.Legacy); err != nil {
+			return betterauth.Record{}, err
+		}
+	}
 	return rec, nil
+}
+
+// oauth reads an OAuth access token: by its hash, as the OAuth provider
+// stores it, or, in the legacy plugins' table, by itself.
+func (s *Store) oauth(ctx context.Context, query string, l betterauth.Lookup, legacy bool) (*betterauth.OAuthToken, error) {
+	arg := l.KeyHash()
+	if legacy {
+		arg = l.Secret
+	}
+	rows, err := s.db.QueryContext(ctx, query, arg)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: oauth token lookup: %w", err)
+	}
+	defer rows.Close()
+	t, err := schema.DecodeOAuth(rows, legacy)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: %w", err)
+	}
+	return t, nil
 }
 
 // User reads one user by id.
