@@ -172,9 +172,11 @@ type Decision struct {
 	// AllowedIPs are the API key's own allow-list (nil: unrestricted),
 	// which the Gate applies after the route's rules.
 	AllowedIPs *IPAllowList
-	// Client and Scopes are an OAuth token's client id and granted scopes.
-	Client string
-	Scopes []string
+	// Client and Scopes are an OAuth token's client id and granted scopes,
+	// TokenSession the session it was issued in ("" for none).
+	Client       string
+	Scopes       []string
+	TokenSession string
 
 	credHdr, clientHdr, scopesHdr string // encoded for headers
 
@@ -191,6 +193,11 @@ type Decision struct {
 
 // CredentialHeader returns CredentialID encoded as in the headers.
 func (d Decision) CredentialHeader() string { return d.credHdr }
+
+// ClientHeader and ScopesHeader return an OAuth token's client id and
+// scopes (space-separated) encoded as in the headers.
+func (d Decision) ClientHeader() string { return d.clientHdr }
+func (d Decision) ScopesHeader() string { return d.scopesHdr }
 
 // Allowed reports whether the request may proceed.
 func (d Decision) Allowed() bool { return d.Reason == Allowed }

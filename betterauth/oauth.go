@@ -123,5 +123,5 @@ func (v *Verifier) checkOAuth(t *OAuthToken, now time.Time) Decision {
 	}
 	id, client, scopes := t.headerValues()
 	return Decision{Method: MethodOAuth, User: t.User, CredentialID: t.ID, credHdr: id, ExpiresAt: t.ExpiresAt,
-		Client: t.ClientID, Scopes: t.Scopes, clientHdr: client, scopesHdr: scopes}
+		Client: t.ClientID, Scopes: t.Scopes, TokenSession: t.SessionID, clientHdr: client, scopesHdr: scopes}
 }

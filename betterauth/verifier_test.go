@@ -10,8 +10,9 @@ import (
 // fakeStore serves records by lookup kind and secret, and counts calls. Its
 // records are not sealed, as no store's are.
 type fakeStore struct {
-	keys     map[string]*APIKey  // by stored hash
-	sessions map[string]*Session // by token
+	keys     map[string]*APIKey     // by stored hash
+	sessions map[string]*Session    // by token
+	tokens   map[string]*OAuthToken // by stored hash
 	err      error
 	calls    int
 }
@@ -22,11 +23,14 @@ func (f *fakeStore) Lookup(_ context.Context, l Lookup) (Record, error) {
 		return Record{}, f.err
 	}
 	var r Record
-	if l.Kind != KindSession {
+	if l.Kind.Reads(KindAPIKey) {
 		r.APIKey = f.keys[l.KeyHash()]
 	}
-	if l.Kind != KindAPIKey && r.APIKey == nil {
+	if l.Kind.Reads(KindSession) && r.APIKey == nil {
 		r.Session = f.sessions[l.Secret]
+	}
+	if l.Kind.Reads(KindOAuth) && !r.Found() {
+		r.OAuth = f.tokens[l.KeyHash()]
 	}
 	return r, nil
 }

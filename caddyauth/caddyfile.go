@@ -164,6 +164,8 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 			err = args(d, &h.RequireRole)
 		case "require_org_role":
 			err = args(d, &h.RequireOrgRole)
+		case "require_scope":
+			err = args(d, &h.RequireScope)
 		case "api_key_config":
 			err = unmarshalAPIKeyConfig(d, h)
 		case "oauth":
@@ -350,6 +352,10 @@ func unmarshalOAuth(d *caddyfile.Dispenser, a *gateway.OAuth) error {
 			return args(d, &a.Issuers)
 		case "scopes":
 			return args(d, &a.Scopes)
+		case "allow_unbound_tokens":
+			return flag(d, &a.AllowUnboundTokens)
+		case "opaque_token_prefix":
+			return oneArg(d, &a.OpaqueTokenPrefix)
 		}
 		return d.Errf("unrecognized oauth subdirective '%s'", name)
 	})

@@ -262,6 +262,18 @@ func placeholders(d betterauth.Decision) caddy.ReplacerFunc {
 			if d.Method == betterauth.MethodSession {
 				return d.CredentialHeader(), true
 			}
+		case "token_id":
+			if d.Method == betterauth.MethodOAuth {
+				return d.CredentialHeader(), true
+			}
+		case "client_id":
+			if d.Method == betterauth.MethodOAuth {
+				return d.ClientHeader(), true
+			}
+		case "scopes":
+			if d.Method == betterauth.MethodOAuth {
+				return d.ScopesHeader(), true
+			}
 		case "remaining":
 			if u := d.Usage; u != nil && u.HasRemaining {
 				return u.Remaining, true

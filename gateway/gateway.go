@@ -491,8 +491,18 @@ func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.M
 	case len(o.Secret) < 32:
 		logger.Warn("the secret is shorter than the 32 characters Better-Auth asks for")
 	}
+	var metadataURL, scope string
+	var policy betterauth.OAuthPolicy
+	if o.OAuth != nil {
+		res, err := o.OAuth.Protected()
+		if err != nil {
+			return nil, err
+		}
+		metadataURL, scope = res.MetadataURL(), strings.Join(res.Scopes, " ")
+		policy = betterauth.OAuthPolicy{Audience: res.URL, AllowUnbound: o.OAuth.AllowUnboundTokens}
+	}
 	v, err := betterauth.NewVerifier(betterauth.Options{Store: s, Secret: o.Secret, ConfigIDs: o.APIKeyConfigIDs,
-		OrgConfigIDs: o.OrgConfigIDs(), Metered: m != nil})
+		OrgConfigIDs: o.OrgConfigIDs(), Metered: m != nil, OAuth: policy})
 	if err != nil {
 		return nil, err
 	}
@@ -510,14 +520,6 @@ func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.M
 	} else if l != nil {
 		lim = l
 	}
-	var metadataURL, scope string
-	if o.OAuth != nil {
-		res, err := o.OAuth.Protected()
-		if err != nil {
-			return nil, err
-		}
-		metadataURL, scope = res.MetadataURL(), strings.Join(res.Scopes, " ")
-	}
 	return betterauth.NewGate(betterauth.GateConfig{
 		ResourceMetadata: metadataURL,
 		Scope:            scope,
@@ -528,6 +530,8 @@ func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.M
 			RequireSignature: o.RequireSignature,
 			CookieNames:      betterauth.SessionCookieNames(o.CookiePrefix, o.CookieName),
 			CookiePrefix:     o.CookiePrefix,
+			OAuth:            o.OAuth != nil,
+			OAuthPrefix:      oauthPrefix(o.OAuth),
 		},
 		Realm:          o.Realm,
 		KeepCredential: o.KeepCredential,
@@ -644,4 +648,12 @@ type firstUse struct {
 func (f *firstUse) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
 	f.once.Do(f.start)
 	return f.Store.Lookup(ctx, l)
+}
+
+// oauthPrefix is the opaque-token prefix of an oauth block, if any.
+func oauthPrefix(a *OAuth) string {
+	if a == nil {
+		return ""
+	}
+	return a.OpaqueTokenPrefix
 }

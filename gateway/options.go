@@ -96,9 +96,10 @@ type Options struct {
 	// removed, since MCP forbids passing a client's token through.
 	KeepCredential bool `json:"keep_credential,omitempty"`
 
-	// The credential kinds this route accepts: "api_key", "session" or
-	// both. A verified credential of another kind gets 401
-	// CREDENTIAL_NOT_ACCEPTED. Default: both.
+	// The credential kinds this route accepts: "api_key", "session",
+	// "oauth" (an OAuth access token, with the oauth block). A verified
+	// credential of another kind gets 401 CREDENTIAL_NOT_ACCEPTED.
+	// Default: all.
 	Allow []string `json:"allow,omitempty"`
 
 	// Roles of which the user must hold one, in Better-Auth's admin plugin
@@ -120,6 +121,13 @@ type Options struct {
 	// wildcard); sessions, which have no permissions, never pass. Others
 	// get 403 INSUFFICIENT_PERMISSIONS. Default: none required.
 	RequirePermission map[string][]string `json:"require_permission,omitempty"`
+
+	// Scopes an OAuth access token must have been granted, every one of
+	// them. A token short of one gets 403 with WWW-Authenticate: Bearer
+	// error="insufficient_scope", scope="<all of them>", so that an MCP
+	// client can ask for more; API keys and sessions, which hold no
+	// scopes, get a plain 403 INSUFFICIENT_SCOPE. Default: none required.
+	RequireScope []string `json:"require_scope,omitempty"`
 
 	// Client addresses this route admits, as CIDR prefixes or single
 	// addresses; deny_ip refuses some. Checked before the credential is
@@ -306,6 +314,18 @@ type OAuth struct {
 	// The scopes the resource understands, listed in its metadata and
 	// asked for in challenges (offline_access is left out).
 	Scopes []string `json:"scopes,omitempty"`
+	// Accept access tokens not issued for resource: tokens whose audience
+	// (RFC 8707 resource) does not name it, which includes every opaque
+	// token of Better-Auth's OAuth provider (it gives opaque tokens no
+	// audience; clients that send resource get JWTs). Unsafe: MCP forbids
+	// it, since a token issued to any client for any resource of the same
+	// authorization server is then accepted here. Default: off.
+	AllowUnboundTokens bool `json:"allow_unbound_tokens,omitempty"`
+	// The OAuth provider's prefix.opaqueAccessToken, when it sets one:
+	// bearer values starting with it are opaque access tokens, looked up
+	// without it. Default: none (raw 32-character bearer values are
+	// looked up as OAuth tokens beside API keys and sessions).
+	OpaqueTokenPrefix string `json:"opaque_token_prefix,omitempty"`
 }
 
 // Protected is the resource the block describes, checked (placeholders
@@ -585,6 +605,12 @@ func (o *Options) Validate() error {
 			return err
 		}
 	}
+	if o.OAuth == nil && (len(o.RequireScope) > 0 || slices.Contains(o.Allow, "oauth")) {
+		return errors.New("require_scope and allow oauth are about OAuth access tokens, which are accepted only with an oauth block")
+	}
+	if a := o.OAuth; a != nil && strings.ContainsFunc(a.OpaqueTokenPrefix, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+		return fmt.Errorf("oauth: opaque_token_prefix %q holds a space or a character no bearer token has", a.OpaqueTokenPrefix)
+	}
 	for id, c := range o.APIKeyConfigs {
 		switch c.References {
 		case "", "user", "organization":
@@ -646,7 +672,7 @@ func (o *Options) OrgConfigIDs() []string {
 
 // rules are the route's requirements, checked.
 func (o *Options) rules() (betterauth.Rules, error) {
-	r := betterauth.Rules{Roles: o.RequireRole, OrgRoles: o.RequireOrgRole, Permissions: o.RequirePermission}
+	r := betterauth.Rules{Roles: o.RequireRole, OrgRoles: o.RequireOrgRole, Permissions: o.RequirePermission, Scopes: o.RequireScope}
 	for _, list := range []struct {
 		name string
 		in   []string

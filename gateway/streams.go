@@ -32,6 +32,7 @@ type Streams struct {
 // Stream is one watched request.
 type Stream struct {
 	keyID, sessionID, userID, orgID string
+	tokenID, clientID               string // an OAuth token's
 	gate                            *betterauth.Gate
 	cred                            betterauth.Credential
 	client                          netip.Addr // for the key's own allow-list
@@ -63,10 +64,13 @@ func (s *Streams) Watch(ctx context.Context, gate *betterauth.Gate, res *bettera
 	if !d.ExpiresAt.IsZero() {
 		ctx, st.stopDeadline = context.WithDeadlineCause(ctx, d.ExpiresAt, ErrExpired)
 	}
-	if d.Method == betterauth.MethodAPIKey {
+	switch d.Method {
+	case betterauth.MethodAPIKey:
 		st.keyID = d.CredentialID
-	} else {
+	case betterauth.MethodSession:
 		st.sessionID = d.CredentialID
+	case betterauth.MethodOAuth:
+		st.tokenID, st.clientID, st.sessionID = d.CredentialID, d.Client, d.TokenSession
 	}
 	s.mu.Lock()
 	s.set[st] = struct{}{}
@@ -93,8 +97,8 @@ func (st *Stream) Release() {
 	st.cancel(nil)
 }
 
-// Revoked rechecks the streams a revocation of a key, session, user or
-// organization (by id) may concern, and ends those whose credential no longer passes. A change to a row is not always a
+// Revoked rechecks the streams a revocation of a key, session, user,
+// organization, OAuth token or client (by id) may concern, and ends those whose credential no longer passes. A change to a row is not always a
 // revocation (Better-Auth updates keys as it counts their use), hence the
 // recheck, from the database (the revocation has already dropped the
 // credential from the cache); a recheck that cannot reach the database
@@ -104,7 +108,9 @@ func (s *Streams) Revoked(target cache.Target, id string) {
 	var hit []*Stream
 	for st := range s.set {
 		if (target == cache.TargetAPIKey && st.keyID == id) || (target == cache.TargetSession && st.sessionID == id) ||
-			(target == cache.TargetUser && st.userID == id) || (target == cache.TargetOrg && st.orgID == id) {
+			(target == cache.TargetUser && st.userID == id) || (target == cache.TargetOrg && st.orgID == id) ||
+			(target == cache.TargetOAuthToken && st.tokenID == id) || (target == cache.TargetOAuthClient && st.clientID == id) ||
+			(target == cache.TargetOAuth && st.tokenID != "") {
 			hit = append(hit, st)
 		}
 	}
