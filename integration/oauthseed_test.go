@@ -52,19 +52,28 @@ type oauthSeedOptions struct {
 	Resource string
 	// Env adds variables (OAUTH_DEBUG=1 keeps Better-Auth's logger on).
 	Env []string
+	// Legacy runs seed/oauth-legacy.mjs instead: better-auth 1.4.22's mcp()
+	// plugin, whose tokens are stored in plaintext (its own commands; Setup
+	// does not apply, Resource neither).
+	Legacy bool
 }
 
-// startOAuthSeed starts `node oauth.mjs shell` on a fresh database (unless
+// startOAuthSeed starts `node oauth.mjs shell` (or oauth-legacy.mjs) on a
+// fresh database (unless
 // opts.DatabaseURL names one); it ends when the test does. Run the "setup"
 // command (or Setup) first on a fresh database.
 func startOAuthSeed(t testing.TB, opts oauthSeedOptions) *oauthSeed {
 	t.Helper()
 	dir := filepath.Join(testenv.RepoRoot(), "integration", "seed")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@better-auth", "oauth-provider")); err != nil {
+	script, pkg := "oauth.mjs", filepath.Join("@better-auth", "oauth-provider")
+	if opts.Legacy {
+		script, pkg = "oauth-legacy.mjs", "better-auth-legacy"
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg)); err != nil {
 		if os.Getenv("BETTERAUTH_INTEGRATION") == "1" {
-			t.Fatalf("integration/seed/node_modules has no @better-auth/oauth-provider; run scripts/test.sh")
+			t.Fatalf("integration/seed/node_modules has no %s; run scripts/test.sh", pkg)
 		}
-		t.Skip("integration/seed/node_modules has no @better-auth/oauth-provider; run scripts/test.sh")
+		t.Skipf("integration/seed/node_modules has no %s; run scripts/test.sh", pkg)
 	}
 	db := opts.DatabaseURL
 	switch {
@@ -81,7 +90,7 @@ func startOAuthSeed(t testing.TB, opts oauthSeedOptions) *oauthSeed {
 	if opts.Resource != "" {
 		env = append(env, "RESOURCE="+opts.Resource)
 	}
-	cmd := exec.Command("node", "oauth.mjs", "shell")
+	cmd := exec.Command("node", script, "shell")
 	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), env...), opts.Env...)
 	cmd.Stderr = os.Stderr
@@ -458,6 +467,49 @@ func TestOAuthSeed(t *testing.T) {
 			}
 			if r := ba.Try(t, "token-cc", c.args("resource", f.Resource)); r["error"] != "invalid_target" {
 				t.Errorf("token-cc for a deleted resource: %v", r)
+			}
+		})
+	}
+}
+
+// The legacy driver works: better-auth 1.4.22's mcp() plugin stores its
+// tokens in plaintext, and its own check (getMcpSession, what withMcpAuth
+// used) still finds an expired token.
+func TestOAuthSeedLegacy(t *testing.T) {
+	t.Parallel()
+	for _, sqlite := range []bool{false, true} {
+		name := map[bool]string{false: "postgres", true: "sqlite"}[sqlite]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ba := startOAuthSeed(t, oauthSeedOptions{SQLite: sqlite, Legacy: true})
+			f := ba.Do(t, "setup", nil)
+			var c oauthClient
+			remarshal(t, f["client"], &c)
+			alice := f["users"].(map[string]any)["alice"].(map[string]any)
+			if !opaqueToken.MatchString(c.ID) || !opaqueToken.MatchString(c.Secret) {
+				t.Fatalf("setup: %v", f)
+			}
+			if row := ba.Do(t, "client-row", map[string]any{"client_id": c.ID})["row"].(map[string]any); row["clientSecret"] != c.Secret || row["type"] != "web" {
+				t.Errorf("client row %v", row)
+			}
+			tr := ba.Do(t, "token-code", c.args("scope", "openid offline_access"))
+			tok, _ := tr["access_token"].(string)
+			if tr["status"] != 200.0 || !opaqueToken.MatchString(tok) || tr["refresh_token"] == nil || tr["scope"] != "openid offline_access" {
+				t.Fatalf("token-code: %v", tr)
+			}
+			row, _ := ba.Do(t, "row", map[string]any{"token": tok})["row"].(map[string]any)
+			if row == nil || row["accessToken"] != tok || row["refreshToken"] != tr["refresh_token"] || row["clientId"] != c.ID ||
+				row["userId"] != alice["id"] || row["scopes"] != "openid offline_access" {
+				t.Fatalf("row: %v", row)
+			}
+			if a := ba.Do(t, "age-token", map[string]any{"token": tok}); a["updated"] != 1.0 {
+				t.Errorf("age-token: %v", a)
+			}
+			if s := ba.Do(t, "mcp-session", map[string]any{"token": tok})["session"]; s == nil {
+				t.Errorf("getMcpSession refused an expired token (the legacy plugin did not check expiry)")
+			}
+			if s := ba.Do(t, "mcp-session", map[string]any{"token": "unknown"})["session"]; s != nil {
+				t.Errorf("getMcpSession of an unknown token: %v", s)
 			}
 		})
 	}
