@@ -49,8 +49,10 @@
 //    "skip_consent"?: bool, "link_resource"?: bool (default true), "session"?}
 //       another client, created and linked the same way (defaults as setup's
 //       client; "public": true makes a public client, token_endpoint_auth_method
-//       none, grant types authorization_code refresh_token, no secret).
-//       → C
+//       none, grant types authorization_code refresh_token, no secret). The
+//       provider links every new client to RESOURCE (it is a registration
+//       default resource); "link_resource": false unlinks it again.
+//       → C, whose "resources" are the client's oauthClientResource links
 //   {"op":"token-cc", "client_id", "client_secret", "scope"?, "resource"?}
 //       POST /oauth2/token grant_type=client_credentials (form, client_secret_basic)
 //       → the token endpoint's JSON body plus "status" (its HTTP status); a
