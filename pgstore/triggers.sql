@@ -3,7 +3,8 @@
 -- the gateways on channel caddy_betterauth with a row's kind, id and user id
 -- after every update or delete (of api keys, not updates of their usage
 -- columns alone, which Better-Auth writes on every verify). Idempotent. The
--- organization plugin's tables are watched when install-triggers finds them.
+-- organization plugin's and the OAuth provider's tables are watched when
+-- install-triggers finds them.
 -- For other layouts, let the gateway write them: caddy better-auth
 -- install-triggers [--print].
 CREATE OR REPLACE FUNCTION "caddy_betterauth_notify"() RETURNS trigger

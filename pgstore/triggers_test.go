@@ -13,7 +13,8 @@ const (
 -- the gateways on channel caddy_betterauth with a row's kind, id and user id
 -- after every update or delete (of api keys, not updates of their usage
 -- columns alone, which Better-Auth writes on every verify). Idempotent. The
--- organization plugin's tables are watched when install-triggers finds them.
+-- organization plugin's and the OAuth provider's tables are watched when
+-- install-triggers finds them.
 -- For other layouts, let the gateway write them: caddy better-auth
 -- install-triggers [--print].
 `
