@@ -14,7 +14,8 @@ type Answers struct {
 	byReason [NumReasons]answer
 	// stepUp is InsufficientScope's answer to an OAuth token, whose
 	// client may ask for the scopes the challenge names.
-	stepUp answer
+	stepUp    answer
+	challenge Challenge
 }
 
 type answer struct {
@@ -43,12 +44,7 @@ func NewAnswers(realm string) *Answers { return NewAnswersFor(Challenge{Realm: r
 
 // NewAnswersFor builds the answers for a challenge.
 func NewAnswersFor(c Challenge) *Answers {
-	realm := c.Realm
-	if realm == "" {
-		realm = "better-auth"
-	}
-	quote := strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace
-	realm = quote(realm)
+	realm := c.realm()
 	params := ""
 	if c.ResourceMetadata != "" {
 		params += `, resource_metadata="` + quote(c.ResourceMetadata) + `"`
@@ -56,7 +52,7 @@ func NewAnswersFor(c Challenge) *Answers {
 	if c.Scope != "" {
 		params += `, scope="` + quote(c.Scope) + `"`
 	}
-	a := &Answers{}
+	a := &Answers{challenge: c}
 	base := func(o Outcome) answer {
 		body, _ := json.Marshal(struct {
 			Code    string `json:"code"`
@@ -89,18 +85,36 @@ func NewAnswersFor(c Challenge) *Answers {
 	if needed == "" {
 		needed = c.Scope
 	}
-	o := InsufficientScope.Outcome()
-	a.stepUp = base(o)
-	challenge := `Bearer realm="` + realm + `", error="insufficient_scope"`
+	a.stepUp = base(InsufficientScope.Outcome())
+	a.stepUp.headers = append(a.stepUp.headers, Header{"WWW-Authenticate", c.InsufficientScope(needed)})
+	return a
+}
+
+// quote escapes a WWW-Authenticate parameter's value for its quotes.
+var quote = strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace
+
+// realm is the challenge's realm, quoted.
+func (c Challenge) realm() string {
+	if c.Realm == "" {
+		return "better-auth"
+	}
+	return quote(c.Realm)
+}
+
+// InsufficientScope returns the WWW-Authenticate value of a 403 answer to
+// an OAuth token short of a scope (RFC 6750 §3.1, and MCP's step-up):
+// error="insufficient_scope" naming needed (space-separated: every scope
+// the request needs, held ones included, so that the token its client
+// asks for holds them all), and the resource's metadata.
+func (c Challenge) InsufficientScope(needed string) string {
+	challenge := `Bearer realm="` + c.realm() + `", error="insufficient_scope"`
 	if needed != "" {
 		challenge += `, scope="` + quote(needed) + `"`
 	}
 	if c.ResourceMetadata != "" {
 		challenge += `, resource_metadata="` + quote(c.ResourceMetadata) + `"`
 	}
-	challenge += `, error_description="` + o.Message + `"`
-	a.stepUp.headers = append(a.stepUp.headers, Header{"WWW-Authenticate", challenge})
-	return a
+	return challenge + `, error_description="` + InsufficientScope.Outcome().Message + `"`
 }
 
 // For returns the answer to a denied decision. Headers are in canonical

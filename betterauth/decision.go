@@ -47,6 +47,15 @@ const (
 	// The route needs scopes the credential lacks: an OAuth token may ask
 	// for them (the answer says which), API keys and sessions cannot.
 	InsufficientScope
+	// MCP (package mcp): a tool, resource or prompt the route's rules
+	// keep from this credential whatever it holds; a request the gateway
+	// cannot judge (not JSON-RPC, headers that contradict the body); a
+	// body past the bound of what the gateway reads; a session opened by
+	// another principal.
+	ToolNotAllowed
+	InvalidMCPRequest
+	BodyTooLarge
+	MCPSessionNotFound
 	BackendUnavailable
 	numReasons
 )
@@ -97,6 +106,12 @@ var outcomes = [numReasons]Outcome{
 		"The access token was not issued for this resource."},
 	InsufficientScope: {http.StatusForbidden, "INSUFFICIENT_SCOPE",
 		"The credential lacks a scope this request needs."},
+	ToolNotAllowed: {http.StatusForbidden, "TOOL_NOT_ALLOWED",
+		"This credential may not use this tool, resource or prompt."},
+	InvalidMCPRequest: {http.StatusBadRequest, "INVALID_MCP_REQUEST",
+		"The request is not a JSON-RPC message the gateway can judge."},
+	BodyTooLarge:       {http.StatusRequestEntityTooLarge, "BODY_TOO_LARGE", "The request body is larger than the gateway reads."},
+	MCPSessionNotFound: {http.StatusNotFound, "MCP_SESSION_NOT_FOUND", "Session not found."},
 	BackendUnavailable: {http.StatusServiceUnavailable, "BACKEND_UNAVAILABLE", "The authentication backend is unavailable; try again later."},
 }
 

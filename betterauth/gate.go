@@ -118,6 +118,19 @@ func (g *Gate) WantsClient() bool {
 // Extractor returns the gate's extractor.
 func (g *Gate) Extractor() *Extractor { return g.extractor }
 
+// Challenge returns what the gate's 401 and 403 insufficient_scope answers
+// say in WWW-Authenticate; NeededScope holds the route's require_scope.
+func (g *Gate) Challenge() Challenge { return g.answers.challenge }
+
+// Authorizer judges what a request asks to do, beyond who sent it (package
+// mcp: the tools an MCP request calls). The Gate asks it once per request,
+// after the credential verified and the route's rules passed and before
+// any limit or usage is spent, so that a request it refuses spends
+// nothing; it returns Allowed, or why not.
+type Authorizer interface {
+	Authorize(d Decision) Reason
+}
+
 // Result is the verdict on one request.
 type Result struct {
 	// Decision is the Verifier's; on a failed lookup its Reason is
@@ -149,7 +162,13 @@ func (r *Result) Allowed() bool { return r.Err == nil && r.Decision.Allowed() }
 // Decide verifies the request whose headers are h (canonical names, as
 // net/http keeps them) from the client at client (the zero Addr when the
 // front end cannot tell).
-func (g *Gate) Decide(ctx context.Context, h HTTPHeader, client netip.Addr) (res Result) {
+func (g *Gate) Decide(ctx context.Context, h HTTPHeader, client netip.Addr) Result {
+	return g.DecideFor(ctx, h, client, nil)
+}
+
+// DecideFor is Decide with an Authorizer (nil for none) judging what the
+// request asks to do.
+func (g *Gate) DecideFor(ctx context.Context, h HTTPHeader, client netip.Addr, a Authorizer) (res Result) {
 	// Written in place: the result is returned by value, and copies of it
 	// showed on the hot path.
 	res.gate, res.Client = g, client
@@ -179,6 +198,11 @@ func (g *Gate) Decide(ctx context.Context, h HTTPHeader, client netip.Addr) (res
 	}
 	g.enforce(&res.Decision)
 	g.keyAddress(&res.Decision, client)
+	if a != nil && res.Decision.Allowed() {
+		if why := a.Authorize(res.Decision); why != Allowed {
+			res.Decision = Decision{Reason: why, Method: res.Decision.Method}
+		}
+	}
 	if res.Decision.Allowed() && g.limiter != nil {
 		// After the gateway's other refusals: a request refused for any
 		// of them spends no limit.

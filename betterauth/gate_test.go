@@ -548,3 +548,70 @@ func TestChallengeNamesTheResourceMetadata(t *testing.T) {
 		t.Errorf("a 403 with a challenge: %v", hs)
 	}
 }
+
+// fakeAuthorizer refuses what its function says, and notes what it was
+// asked about.
+type fakeAuthorizer struct {
+	asked []Decision
+	why   Reason
+}
+
+func (f *fakeAuthorizer) Authorize(d Decision) Reason {
+	f.asked = append(f.asked, d)
+	return f.why
+}
+
+// An Authorizer is asked only about requests whose credential verified and
+// passed the route's rules, and a request it refuses spends no rate limit
+// and no usage; its reason is the answer, the method kept for the logs.
+func TestGateAuthorizer(t *testing.T) {
+	t.Parallel()
+	const key = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
+	store := &fakeStore{keys: map[string]*APIKey{NewLookup(KindAPIKey, key).KeyHash(): {ID: "k1", ConfigID: "default", Enabled: true,
+		HasRemaining: true, Remaining: 5, User: alice()}}}
+	v, _ := NewVerifier(Options{Store: store, Metered: true})
+	m, lim := &fakeMeter{allow: 100}, &fakeLimiter{allow: 100}
+	g := NewGate(GateConfig{Verifier: v, Meter: m, Limiter: lim, Rules: Rules{Roles: []string{"admin"}}})
+	ctx, client := context.Background(), netip.MustParseAddr("198.51.100.1")
+	hdr := HTTPHeader{"X-Api-Key": {key}}
+
+	a := &fakeAuthorizer{why: ToolNotAllowed}
+	if res := g.DecideFor(ctx, hdr, client, a); res.Decision.Reason != InsufficientRole || len(a.asked) != 0 {
+		t.Fatalf("refused by the route's rules: %v, authorizer asked %d times", res.Decision.Reason, len(a.asked))
+	}
+	g = NewGate(GateConfig{Verifier: v, Meter: m, Limiter: lim})
+	res := g.DecideFor(ctx, hdr, client, a)
+	if res.Decision.Reason != ToolNotAllowed || res.Decision.Method != MethodAPIKey || res.Status != 403 ||
+		len(a.asked) != 1 || a.asked[0].CredentialID != "k1" {
+		t.Fatalf("refused by the authorizer: %+v, asked %v", res.Decision, a.asked)
+	}
+	if len(m.counted)+len(lim.seen) != 0 {
+		t.Fatalf("a refused request spent usage %v and limits %v", m.counted, lim.seen)
+	}
+	a.why = Allowed
+	if res := g.DecideFor(ctx, hdr, client, a); !res.Allowed() || len(m.counted) != 1 || len(lim.seen) != 1 {
+		t.Fatalf("allowed: %v, counted %v, limited %v", res.Decision.Reason, m.counted, lim.seen)
+	}
+	if res := g.DecideFor(ctx, HTTPHeader{}, client, a); res.Decision.Reason != MissingCredential || len(a.asked) != 2 {
+		t.Fatalf("no credential: %v, asked %d times", res.Decision.Reason, len(a.asked))
+	}
+}
+
+// The insufficient_scope challenge names the scopes asked for, and the
+// resource's metadata; the route's answers use the same words.
+func TestChallengeInsufficientScope(t *testing.T) {
+	t.Parallel()
+	c := Challenge{Realm: `a "b"`, ResourceMetadata: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"}
+	got := c.InsufficientScope("mcp:read mcp:admin")
+	want := `Bearer realm="a \"b\"", error="insufficient_scope", scope="mcp:read mcp:admin", ` +
+		`resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp", ` +
+		`error_description="The credential lacks a scope this request needs."`
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	c.NeededScope = "mcp:read mcp:admin"
+	_, hs, _ := NewAnswersFor(c).For(Decision{Reason: InsufficientScope, Method: MethodOAuth})
+	if hs[len(hs)-1] != (Header{"WWW-Authenticate", want}) {
+		t.Fatalf("the route's step-up: %v", hs)
+	}
+}

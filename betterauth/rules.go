@@ -217,10 +217,10 @@ func (r *Rules) check(d *Decision) Reason {
 		return CredentialNotAccepted
 	}
 	// An organization-owned key has no user, and so no role.
-	if len(r.Roles) > 0 && (d.User == nil || !hasRole(d.User.Role, r.Roles)) {
+	if len(r.Roles) > 0 && (d.User == nil || !HasRole(d.User.Role, r.Roles)) {
 		return InsufficientRole
 	}
-	if len(r.OrgRoles) > 0 && (d.Member == nil || !hasRole(d.Member.Role, r.OrgRoles)) {
+	if len(r.OrgRoles) > 0 && (d.Member == nil || !HasRole(d.Member.Role, r.OrgRoles)) {
 		return InsufficientOrgRole
 	}
 	if len(r.Permissions) > 0 && !d.Permissions.Grants(r.Permissions) {
@@ -233,7 +233,7 @@ func (r *Rules) check(d *Decision) Reason {
 }
 
 // hasRole reports whether a stored role list holds any of the wanted roles.
-func hasRole(stored string, want []string) bool {
+func HasRole(stored string, want []string) bool {
 	for held := range strings.SplitSeq(stored, ",") {
 		held = strings.TrimSpace(held)
 		for _, w := range want {

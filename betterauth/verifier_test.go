@@ -249,6 +249,10 @@ func TestOutcomeTable(t *testing.T) {
 		ClientDisabled:          {401, "CLIENT_DISABLED"},
 		WrongAudience:           {401, "INVALID_AUDIENCE"},
 		InsufficientScope:       {403, "INSUFFICIENT_SCOPE"},
+		ToolNotAllowed:          {403, "TOOL_NOT_ALLOWED"},
+		InvalidMCPRequest:       {400, "INVALID_MCP_REQUEST"},
+		BodyTooLarge:            {413, "BODY_TOO_LARGE"},
+		MCPSessionNotFound:      {404, "MCP_SESSION_NOT_FOUND"},
 		BackendUnavailable:      {503, "BACKEND_UNAVAILABLE"},
 	}
 	for r, w := range want {
