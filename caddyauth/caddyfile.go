@@ -48,6 +48,18 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        better_auth_version <version>
 //	        flush_interval      <duration>
 //	    }
+//	    mcp {                           # per-tool authorization (see unmarshalMCP)
+//	        max_body      <size>
+//	        bind_sessions strict|first_use|off
+//	        session_ttl   <duration>
+//	        tool|resource|prompt <pattern> [{
+//	            scope      <scope...>
+//	            permission <resource> <action...>
+//	            role       <role...>
+//	            deny
+//	        }]
+//	        default { ... }
+//	    }
 //	    allow               api_key|session...
 //	    require_role        <role...>
 //	    require_org_role    <role...>
@@ -174,6 +186,9 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 		case "usage":
 			h.Usage = new(gateway.Usage)
 			err = unmarshalUsage(d, h.Usage)
+		case "mcp":
+			h.MCP = new(gateway.MCP)
+			err = unmarshalMCP(d, h.MCP)
 		case "rate_limit":
 			err = unmarshalRateLimit(d, h)
 		case "brute_force":

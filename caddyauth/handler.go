@@ -22,6 +22,7 @@ import (
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/gateway"
+	"github.com/caddy-betterauth/caddy-betterauth/mcp"
 )
 
 func init() {
@@ -73,6 +74,7 @@ type Handler struct {
 	gateway.Options
 
 	front
+	guard *mcp.Guard // per-tool authorization; nil without an mcp block
 }
 
 // CaddyModule returns the Caddy module information.
@@ -87,6 +89,11 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // connects on first use and is shared with every handler configured alike.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provision(ctx, h.Options); err != nil {
+		return err
+	}
+	var err error
+	if h.guard, err = h.Options.Guard(h.gate, true); err != nil {
+		h.release()
 		return err
 	}
 	if !h.KeepRevokedStreams {
@@ -143,7 +150,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.gate.WantsClient() {
 		client = clientIP(r)
 	}
-	res := h.gate.Decide(r.Context(), hdr, client)
+	call := h.beginMCP(r) // nil without an mcp block
+	if call != nil {
+		defer call.End()
+	}
+	res := h.gate.DecideFor(r.Context(), hdr, client, authorizer(call))
 	res.Strip(hdr, nil)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if res.Err != nil && r.Context().Err() != nil {
@@ -158,7 +169,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if c := h.logger.Check(zapcore.DebugLevel, "request denied"); c != nil {
 			c.Write(zap.Stringer("code", res.Decision.Reason), zap.String("credential_fingerprint", betterauth.Fingerprint(res.Credential.Value)))
 		}
-		return h.deny(w, repl, &res)
+		return h.deny(w, repl, &res, call)
 	}
 
 	d := res.Decision
@@ -179,13 +190,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if repl != nil {
 		repl.Map(placeholders(d))
 	}
+	out := w
+	if call != nil {
+		// The body as the client sent it, and the response through the
+		// list filter and the session binding.
+		if body := call.Body(); body != nil {
+			r.Body = body
+		}
+		out = call.Wrap(w, r)
+	}
 	h.protect(r)
 	if h.streams != nil {
 		ctx, st := h.streams.Watch(r.Context(), h.gate, &res)
 		defer st.Release()
 		r = r.WithContext(ctx)
 	}
-	err := next.ServeHTTP(w, r)
+	err := next.ServeHTTP(out, r)
+	if call != nil {
+		err = call.Finish(err)
+	}
 	if why := gateway.Cut(r.Context()); why != nil {
 		// The response was already streaming: end it, and say why in the log.
 		if c := h.logger.Check(zapcore.InfoLevel, "closed a stream"); c != nil {
@@ -394,20 +417,25 @@ func (h *Handler) containError(w http.ResponseWriter, r *http.Request, err error
 	return nil
 }
 
-// deny writes the answer to a denied request.
-func (h *Handler) deny(w http.ResponseWriter, repl *caddy.Replacer, res *betterauth.Result) error {
+// deny writes the answer to a denied request: on an MCP endpoint (call
+// set), as the call renders it.
+func (h *Handler) deny(w http.ResponseWriter, repl *caddy.Replacer, res *betterauth.Result, call *mcp.Call) error {
 	if repl != nil {
 		repl.Set("http.auth.better_auth.code", res.Decision.Reason.String())
 	}
+	status, headers, body := res.Status, res.Headers, res.Body
+	if call != nil {
+		status, headers, body = call.Answer(res)
+	}
 	hdr := w.Header()
-	for _, hd := range res.Headers {
+	for _, hd := range headers {
 		hdr.Set(hd.Name, hd.Value)
 	}
-	hdr.Set("Content-Length", strconv.Itoa(len(res.Body)))
-	w.WriteHeader(res.Status)
+	hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
 	// A failed write means the client left; returning it would only make
 	// Caddy log the request, headers included.
-	_, _ = w.Write(res.Body)
+	_, _ = w.Write(body)
 	return nil
 }
 

@@ -172,6 +172,11 @@ type Options struct {
 	// Caddy handler serves that metadata itself, without a credential.
 	OAuth *OAuth `json:"oauth,omitempty"`
 
+	// Per-tool authorization for an MCP endpoint: which credentials may
+	// use which tools, resources and prompts, list answers filtered to
+	// them, sessions bound to their principal. See MCP.
+	MCP *MCP `json:"mcp,omitempty"`
+
 	// The realm in WWW-Authenticate challenges. Default: "better-auth".
 	Realm string `json:"realm,omitempty"`
 
@@ -603,6 +608,11 @@ func (o *Options) Validate() error {
 		// With placeholders, checked once they are replaced (Resource).
 		if _, err := a.Protected(); err != nil {
 			return err
+		}
+	}
+	if o.MCP != nil {
+		if err := o.MCP.validate(o.OAuth != nil); err != nil {
+			return fmt.Errorf("mcp: %w", err)
 		}
 	}
 	if o.OAuth == nil && (len(o.RequireScope) > 0 || slices.Contains(o.Allow, "oauth")) {
