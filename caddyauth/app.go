@@ -74,7 +74,11 @@ func (a *App) listen(addr string) (net.Listener, error) {
 
 // Start serves.
 func (a *App) Start() error {
-	sv, err := a.Listeners.Serve(extauthz.New(a.gate), a.listen, a.logger)
+	guard, err := a.Options.Guard(a.gate, false) // ext_authz sees no response: no sessions
+	if err != nil {
+		return fmt.Errorf("better_auth app: %w", err)
+	}
+	sv, err := a.Listeners.Serve(extauthz.New(a.gate, extauthz.WithMCP(guard)), a.listen, a.logger)
 	if err != nil {
 		return fmt.Errorf("better_auth app: %w", err)
 	}

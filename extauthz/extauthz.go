@@ -19,16 +19,30 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/mcp"
 )
 
 // Server answers Check calls and forward-auth requests.
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
-	gate *betterauth.Gate
+	gate  *betterauth.Gate
+	guard *mcp.Guard // per-tool authorization; nil without
 }
 
 // New returns a Server rendering gate's decisions.
-func New(gate *betterauth.Gate) *Server { return &Server{gate: gate} }
+func New(gate *betterauth.Gate, opts ...Option) *Server {
+	s := &Server{gate: gate}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Option adds to a Server.
+type Option func(*Server)
+
+// WithMCP judges MCP requests with guard (nil: none) beside the gate.
+func WithMCP(guard *mcp.Guard) Option { return func(s *Server) { s.guard = guard } }
 
 // verdict is a Result as Envoy and forward-auth callers take it.
 type verdict struct {
@@ -44,14 +58,26 @@ type verdict struct {
 }
 
 // decide runs the gate on headers named in any letter case (Envoy sends
-// them in lower case).
-func (s *Server) decide(ctx context.Context, in map[string][]string, client netip.Addr) verdict {
+// them in lower case); with a guard, req says what else is known of the
+// request (its headers are filled in here).
+func (s *Server) decide(ctx context.Context, in map[string][]string, client netip.Addr, req mcp.Request) verdict {
 	h := make(betterauth.HTTPHeader, len(in))
 	for k, vs := range in {
 		k = textproto.CanonicalMIMEHeaderKey(k)
 		h[k] = append(h[k], vs...)
 	}
-	v := verdict{Result: s.gate.Decide(ctx, h, client)}
+	var v verdict
+	if s.guard != nil {
+		req.Header = h
+		call := s.guard.Begin(req)
+		defer call.End()
+		v.Result = s.gate.DecideFor(ctx, h, client, call)
+		if !v.Allowed() {
+			v.Status, v.Headers, v.Body = call.Answer(&v.Result)
+		}
+	} else {
+		v.Result = s.gate.Decide(ctx, h, client)
+	}
 	if !v.Allowed() {
 		return v
 	}
@@ -86,7 +112,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	// Envoy's downstream address: the peer, or the client its
 	// use_remote_address and xff_num_trusted_hops settings trust.
 	client, _ := netip.ParseAddr(req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress())
-	v := s.decide(ctx, in, client.Unmap())
+	v := s.decide(ctx, in, client.Unmap(), checkRequest(req))
 	if !v.Allowed() {
 		return &authv3.CheckResponse{
 			Status: &status.Status{Code: int32(grpcCode(v.Status))},
@@ -137,6 +163,12 @@ func grpcCode(status int) codes.Code {
 		return codes.ResourceExhausted
 	case http.StatusServiceUnavailable:
 		return codes.Unavailable
+	case http.StatusBadRequest:
+		return codes.InvalidArgument
+	case http.StatusNotFound:
+		return codes.NotFound
+	case http.StatusRequestEntityTooLarge:
+		return codes.ResourceExhausted
 	}
 	return codes.Unknown
 }
@@ -155,7 +187,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		client = ap.Addr().Unmap()
 	}
-	v := s.decide(r.Context(), r.Header, client)
+	v := s.decide(r.Context(), r.Header, client, forwardRequest(r))
 	hdr := w.Header()
 	if v.Allowed() {
 		for _, hd := range v.set {

@@ -11,6 +11,7 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	mcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/mcp/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -71,7 +72,17 @@ func checkEnvoyHardening(t *testing.T, name string, b *bootstrapv3.Bootstrap) {
 				if a := hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction(); a != corev3.HttpProtocolOptions_REJECT_REQUEST {
 					t.Errorf("%s: listener %s: headers_with_underscores_action = %v, want REJECT_REQUEST", name, l.GetName(), a)
 				}
+				mcpFilter := false
 				for _, hf := range hcm.GetHttpFilters() {
+					if hf.GetTypedConfig().MessageIs(&mcpv3.Mcp{}) {
+						mcpFilter = true
+					}
+					var ext extauthzv3.ExtAuthz
+					if mcpFilter && hf.GetTypedConfig().UnmarshalTo(&ext) == nil &&
+						!slices.Contains(ext.GetMetadataContextNamespaces(), "envoy.filters.http.mcp") {
+						// The MCP filter's reading is for ext_authz, after it.
+						t.Errorf("%s: ext_authz after the MCP filter without metadata_context_namespaces: envoy.filters.http.mcp", name)
+					}
 					var ea extauthzv3.ExtAuthz
 					if hf.GetTypedConfig().UnmarshalTo(&ea) != nil || ea.GetHttpService() == nil {
 						continue
@@ -89,6 +100,9 @@ func checkEnvoyHardening(t *testing.T, name string, b *bootstrapv3.Bootstrap) {
 						t.Errorf("%s: allowed_upstream_headers: exact %q, prefix %q; want cookie and x-auth-", name, exact, prefix)
 					}
 					httpServices++
+				}
+				if name == "envoy.yaml" && !mcpFilter {
+					t.Errorf("%s: no MCP filter before ext_authz", name)
 				}
 			}
 		}

@@ -196,8 +196,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	guard, err := cfg.Options.Guard(gate, false) // ext_authz sees no response: no sessions
+	if err != nil {
+		return err
+	}
 	listen := func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
-	sv, err := cfg.Listeners.Serve(extauthz.New(gate), listen, logger)
+	sv, err := cfg.Listeners.Serve(extauthz.New(gate, extauthz.WithMCP(guard)), listen, logger)
 	if err != nil {
 		return err
 	}
