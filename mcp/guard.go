@@ -182,18 +182,18 @@ func reuse(b []byte) []byte {
 // judges it.
 func (c *Call) Authorize(d betterauth.Decision) betterauth.Reason {
 	c.who.set(&d)
-	if why := c.session(); why != betterauth.Allowed {
-		return why
-	}
-	if c.req.Method != http.MethodPost {
-		return betterauth.Allowed
-	}
-	if err := c.read(); err != nil {
-		c.err = err
-		if err.Status == http.StatusRequestEntityTooLarge {
-			return betterauth.BodyTooLarge
+	post := c.req.Method == http.MethodPost
+	if post {
+		if err := c.read(); err != nil {
+			c.err = err
+			if err.Status == http.StatusRequestEntityTooLarge {
+				return betterauth.BodyTooLarge
+			}
+			return betterauth.InvalidMCPRequest
 		}
-		return betterauth.InvalidMCPRequest
+	}
+	if why := c.session(); why != betterauth.Allowed || !post {
+		return why
 	}
 	c.why = c.judge()
 	return c.why
