@@ -3,6 +3,7 @@ package mcp
 import (
 	"bytes"
 	"net/http"
+	"slices"
 	"unicode"
 	"unicode/utf8"
 )
@@ -568,6 +569,9 @@ func bitIndex(bit uint8) int {
 
 // foldEqual is strings.EqualFold(string(b), s) without the conversion.
 func foldEqual(b []byte, s string) bool {
+	if len(b) != len(s) && !slices.ContainsFunc(b, func(c byte) bool { return c >= utf8.RuneSelf }) {
+		return false // only non-ASCII letters fold to another length (ſ, K)
+	}
 	for len(b) > 0 && len(s) > 0 {
 		var br, sr rune
 		if b[0] < utf8.RuneSelf {
@@ -650,6 +654,10 @@ func (r *reader) rawString() (s []byte, escaped bool, err *Error) {
 	start := r.i
 	for r.i < len(r.b) {
 		c := r.b[r.i]
+		if plain[c] {
+			r.i++
+			continue
+		}
 		switch {
 		case c == '"':
 			s = r.b[start:r.i]
@@ -674,6 +682,15 @@ func (r *reader) rawString() (s []byte, escaped bool, err *Error) {
 	}
 	return nil, false, errSyntax
 }
+
+// plain marks the bytes a string holds as they are: printable ASCII but
+// the quote and the backslash.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 // escape checks one escape sequence at '\\'.
 func (r *reader) escape() *Error {
