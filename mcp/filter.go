@@ -269,11 +269,20 @@ type sse struct {
 
 // nextEvent returns the length of the first complete event of b (up to
 // and including the empty line that ends it), or -1 when b holds none yet.
-// Lines end with CRLF, LF or CR; a CR at the end of b may be the first half
-// of a CRLF, so it waits for the next byte.
 func nextEvent(b []byte) int {
-	lineStart := 0
-	for i := 0; i < len(b); i++ {
+	var line, at int
+	return scanEvent(b, &line, &at)
+}
+
+// scanEvent is nextEvent resuming a scan: *at is where scanning goes on
+// and *line where the current line starts (both 0 for a fresh b). When b
+// holds no complete event it returns -1 with both set for the next call,
+// once more bytes are appended to b: no byte is scanned twice, however an
+// event arrives. Lines end with CRLF, LF or CR; a CR at the end of b may be
+// the first half of a CRLF, so it waits for the next byte.
+func scanEvent(b []byte, line, at *int) int {
+	lineStart := *line
+	for i := *at; i < len(b); i++ {
 		c := b[i]
 		if c != '\n' && c != '\r' {
 			continue
@@ -281,6 +290,7 @@ func nextEvent(b []byte) int {
 		end := i + 1
 		if c == '\r' {
 			if end == len(b) {
+				*line, *at = lineStart, i
 				return -1
 			}
 			if b[end] == '\n' {
@@ -292,6 +302,7 @@ func nextEvent(b []byte) int {
 		}
 		lineStart, i = end, end-1
 	}
+	*line, *at = lineStart, len(b)
 	return -1
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -222,7 +223,7 @@ func (c *Call) read() *Error {
 			return err
 		}
 	case c.req.Body != nil || c.req.Bytes != nil:
-		if enc, ok := c.req.Header["Content-Encoding"]; ok && (len(enc) != 1 || enc[0] != "identity") {
+		if enc, ok := c.req.Header["Content-Encoding"]; ok && (len(enc) != 1 || !strings.EqualFold(enc[0], "identity")) {
 			return errEncodedBody
 		}
 		b := c.req.Bytes

@@ -3,6 +3,7 @@ package mcp
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -459,6 +460,30 @@ func TestCallListAnswerEdges(t *testing.T) {
 	if rec.Body.String() != "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"y\"}]}}\n" {
 		t.Fatalf("%q", rec.Body)
 	}
+	// A large event in small writes, its data over one line.
+	var tools []string
+	for i := range 5000 {
+		tools = append(tools, fmt.Sprintf(`{"name":"t%d"},{"name":"delete_%d"}`, i, i))
+	}
+	big := `{"jsonrpc":"2.0","id":1,"result":{"tools":[` + strings.Join(tools, ",") + `]}}`
+	c := post(g, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+	c.Authorize(*user)
+	rec = httptest.NewRecorder()
+	w := c.Wrap(rec, httptest.NewRequest(http.MethodPost, "/mcp", nil))
+	w.Header().Set("Content-Type", "text/event-stream")
+	event := "data: " + big + "\n\n"
+	for i := 0; i < len(event); i += 100 {
+		w.Write([]byte(event[i:min(i+100, len(event))]))
+	}
+	c.Finish(nil)
+	c.End()
+	var got struct {
+		Result struct{ Tools []struct{ Name string } } `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(rec.Body.String(), "data: "))), &got); err != nil ||
+		len(got.Result.Tools) != 5000 || got.Result.Tools[4999].Name != "t4999" {
+		t.Fatalf("%v: %d tools", err, len(got.Result.Tools))
+	}
 	rec = run("application/json", "gzip", "\x1f\x8b...")
 	if rec.Code != 502 || !strings.Contains(rec.Body.String(), "UNFILTERABLE_ANSWER") {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
@@ -472,10 +497,10 @@ func TestCallListAnswerEdges(t *testing.T) {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}
 	// The upstream failed: nothing held is written; the front end answers.
-	c := post(g, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+	c = post(g, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
 	c.Authorize(*user)
 	rec = httptest.NewRecorder()
-	w := c.Wrap(rec, httptest.NewRequest(http.MethodPost, "/mcp", nil))
+	w = c.Wrap(rec, httptest.NewRequest(http.MethodPost, "/mcp", nil))
 	w.Header().Set("Content-Type", "application/json")
 	w.Write([]byte(`{"jsonrpc"`))
 	boom := io.ErrUnexpectedEOF

@@ -5,6 +5,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -48,8 +49,9 @@ func (c *Call) Body() io.ReadCloser {
 func (c *Call) Answer(res *betterauth.Result) (status int, headers []betterauth.Header, body []byte) {
 	status, headers = res.Status, res.Headers
 	scope := ""
-	if c.why != betterauth.Allowed && res.Decision.Reason == c.why && c.why == betterauth.InsufficientScope &&
-		c.who.method == betterauth.MethodOAuth {
+	if c.why == betterauth.InsufficientScope && res.Decision.Reason == c.why && c.who.method == betterauth.MethodOAuth {
+		// Refused here, for a rule's scopes: the rule's challenge, not the
+		// route's.
 		var challenge betterauth.Header
 		scope, challenge = c.stepUp()
 		hs := make([]betterauth.Header, 0, len(headers))
@@ -67,17 +69,15 @@ func (c *Call) Answer(res *betterauth.Result) (status int, headers []betterauth.
 }
 
 // stepUp is what an OAuth token refused for its scopes is asked to get:
-// the scopes of every rule the request met, and the route's.
+// the route's scopes and those of every rule the request met.
 func (c *Call) stepUp() (string, betterauth.Header) {
 	first := c.needed[0]
+	if !slices.ContainsFunc(c.needed, func(r *rule) bool { return r != first }) {
+		return first.needed, first.challenge // one rule: its challenge, made at load
+	}
 	lists := [][]string{c.g.policy.routeScopes}
 	for _, r := range c.needed {
-		if r != first || len(lists) == 1 {
-			lists = append(lists, r.Scopes)
-		}
-	}
-	if len(lists) == 2 {
-		return first.needed, first.challenge // made once
+		lists = append(lists, r.Scopes)
 	}
 	needed := union(lists...)
 	return needed, betterauth.Header{Name: "WWW-Authenticate", Value: c.g.policy.challenge.InsufficientScope(needed)}
@@ -180,6 +180,8 @@ type responseWriter struct {
 	mode    int
 	status  int
 	buf     []byte // JSON: the answer so far; SSE: what follows the last complete event
+	line    int    // SSE: where the line being scanned starts in buf
+	at      int    // SSE: how far buf was scanned
 	out     []byte
 	sse     sse
 	failure *Error
@@ -284,21 +286,22 @@ func (rw *responseWriter) events(final bool) error {
 	rest := rw.buf
 	rw.out = rw.out[:0]
 	for {
-		n := nextEvent(rest)
+		n := scanEvent(rest, &rw.line, &rw.at)
 		if n < 0 {
-			if final && len(rest) > 0 {
-				n = len(rest)
-			} else {
+			if !final || len(rest) == 0 {
 				break
 			}
+			n = len(rest)
 		}
 		rw.out = rw.sse.event(rw.out, rest[:n])
-		rest = rest[n:]
+		rest, rw.line, rw.at = rest[n:], 0, 0
 	}
 	if len(rest) > MaxFilteredMessage {
 		return errEventTooLarge
 	}
-	rw.buf = rw.buf[:copy(rw.buf, rest)]
+	if len(rest) < len(rw.buf) {
+		rw.buf = rw.buf[:copy(rw.buf, rest)]
+	}
 	if len(rw.out) == 0 {
 		return nil
 	}
