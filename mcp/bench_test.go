@@ -81,7 +81,7 @@ func BenchmarkListFilterJSON(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		var changed bool
-		if out, changed = l.filter(out[:0], in); !changed {
+		if out, changed, _ = l.filter(out[:0], in); !changed {
 			b.Fatal("unchanged")
 		}
 	}

@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"bytes"
+	"unicode/utf8"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 )
@@ -34,26 +35,30 @@ type edit struct{ from, to, at, n int }
 type span struct{ from, to int }
 
 // filter appends src to dst, every message filtered, and reports whether
-// anything changed. src is one message or a batch of them; anything else
-// (not JSON, not a response) is appended unchanged.
-func (l *lister) filter(dst, src []byte) ([]byte, bool) {
+// anything changed. src is one message or a batch of them; an empty src
+// (an event without data) is appended unchanged. Anything the reader
+// cannot read is an error: a client might read a list in it.
+func (l *lister) filter(dst, src []byte) ([]byte, bool, *Error) {
 	l.edits, l.text = l.edits[:0], l.text[:0]
 	l.scan.reset()
-	r := reader{b: src, body: &l.scan}
+	r := reader{b: src, body: &l.scan, lenient: true}
 	r.space()
 	var err *Error
 	switch r.peek() {
+	case 0:
+		return append(dst, src...), false, nil
 	case '{':
 		err = l.message(&r)
 	case '[':
 		err = l.batch(&r)
 	default:
-		return append(dst, src...), false
+		err = r.skip(1)
+	}
+	if r.space(); err == nil && r.i != len(src) {
+		err = errTrailing
 	}
 	if err != nil || len(l.edits) == 0 {
-		// A message the reader refuses is no answer a client takes as a
-		// list: it passes as it is.
-		return append(dst, src...), false
+		return append(dst, src...), false, err
 	}
 	at := 0
 	for _, e := range l.edits {
@@ -61,7 +66,7 @@ func (l *lister) filter(dst, src []byte) ([]byte, bool) {
 		dst = append(dst, l.text[e.at:e.at+e.n]...)
 		at = e.to
 	}
-	return append(dst, src[at:]...), true
+	return append(dst, src[at:]...), true, nil
 }
 
 func (l *lister) batch(r *reader) *Error {
@@ -225,7 +230,7 @@ func (l *lister) entryName(r *reader, nameKey string, depth int) (name []byte, o
 		name, err = r.string()
 		return err
 	})
-	return name, n == 1 && name != nil, err
+	return name, n == 1 && name != nil && utf8.Valid(name), err
 }
 
 // members reads an object at '{', calling read for each member with the
@@ -330,7 +335,13 @@ func (s *sse) event(dst, ev []byte) []byte {
 		return append(dst, ev...)
 	}
 	var changed bool
-	s.out, changed = s.lister.filter(s.out[:0], s.data)
+	var err *Error
+	s.out, changed, err = s.lister.filter(s.out[:0], s.data)
+	if err != nil {
+		// Not JSON the gateway can read: no client reads it as a message
+		// either, or one might find a list in it. Dropped.
+		return dst
+	}
 	if !changed {
 		return append(dst, ev...)
 	}

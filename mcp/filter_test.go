@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
@@ -56,8 +57,8 @@ func TestListFilterJSON(t *testing.T) {
 			`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_x"}],"tools":[{"name":"delete_y"},{"name":"ok"}]}}`,
 			`{"jsonrpc":"2.0","id":1,"result":{"tools":[],"tools":[{"name":"ok"}]}}`},
 	} {
-		got, changed := l.filter(nil, []byte(tc.in))
-		if string(got) != tc.want || !changed {
+		got, changed, err := l.filter(nil, []byte(tc.in))
+		if string(got) != tc.want || !changed || err != nil {
 			t.Errorf("%s:\n got %s (%v)\nwant %s", tc.why, got, changed, tc.want)
 		}
 		if !json.Valid(got) {
@@ -73,10 +74,27 @@ func TestListFilterJSON(t *testing.T) {
 		`{"jsonrpc":"2.0","id":1,"result":{"capabilities":{"tools":{"listChanged":true}}}}`,
 		`{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"tools":[{"name":"delete_x"}]}}}`,
 		`{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no"}}`,
-		`not json`, ``, `[1,2]`,
+		``, `[1,2]`, `"text"`,
+		// What clients take though it is not quite right: lone surrogates
+		// and invalid UTF-8 outside the names.
+		"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"ok\",\"description\":\"\\ud800 \xff\"}]}}",
 	} {
-		if got, changed := l.filter(nil, []byte(in)); string(got) != in || changed {
-			t.Errorf("changed %s into %s", in, got)
+		if got, changed, err := l.filter(nil, []byte(in)); string(got) != in || changed || err != nil {
+			t.Errorf("changed %s into %s (%v)", in, got, err)
+		}
+	}
+	// A lone surrogate in a name is U+FFFD; invalid UTF-8 there makes the
+	// entry unreadable: it goes.
+	got, _, err := l.filter(nil, []byte("{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"delete_\\udc00\"},{\"name\":\"x\xff\"},{\"name\":\"ok\"}]}}"))
+	if err != nil || string(got) != `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"ok"}]}}` {
+		t.Errorf("odd names: %s %v", got, err)
+	}
+	// What the reader cannot read at all is an error, for the caller to
+	// refuse: a client might find a list in it.
+	for _, in := range []string{`not json`, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_x"}]}} trailing`,
+		`{"jsonrpc":"2.0","id":1,"result":{"tools":[` + strings.Repeat("[", 1001) + strings.Repeat("]", 1001) + `]}}`} {
+		if _, _, err := l.filter(nil, []byte(in)); err == nil {
+			t.Errorf("read %.60s", in)
 		}
 	}
 }
@@ -87,8 +105,8 @@ func TestListFilterOnlyJudgedKinds(t *testing.T) {
 	p, _ := NewPolicy([]Rule{{Kind: Tool, Pattern: "x", Requirement: Requirement{Deny: true}}}, nil, betterauth.Challenge{})
 	l := &lister{policy: p, who: &caller{}}
 	in := `{"jsonrpc":"2.0","id":1,"result":{"resources":[{"name":"x"},{"uri":1}],"cacheScope":"public"}}`
-	if got, changed := l.filter(nil, []byte(in)); string(got) != in || changed {
-		t.Fatalf("changed into %s", got)
+	if got, changed, err := l.filter(nil, []byte(in)); string(got) != in || changed || err != nil {
+		t.Fatalf("changed into %s (%v)", got, err)
 	}
 }
 
@@ -139,6 +157,23 @@ func TestNextEvent(t *testing.T) {
 	} {
 		if got := nextEvent([]byte(in)); got != want {
 			t.Errorf("nextEvent(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
+
+// An event whose data the gateway cannot read is dropped (a client might
+// read a list in it); one without data passes.
+func TestListFilterSSEDropsUnreadableEvents(t *testing.T) {
+	t.Parallel()
+	s := sse{lister: testLister(t)}
+	for in, want := range map[string]string{
+		"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"delete_x\"}]}} x\n\n": "",
+		"data: not json\n\n": "",
+		"id: 4\ndata:\n\n":   "id: 4\ndata:\n\n",
+		": keep-alive\n\n":   ": keep-alive\n\n",
+	} {
+		if got := s.event(nil, []byte(in)); string(got) != want {
+			t.Errorf("%q became %q", in, got)
 		}
 	}
 }

@@ -488,6 +488,10 @@ func TestCallListAnswerEdges(t *testing.T) {
 	if rec.Code != 502 || !strings.Contains(rec.Body.String(), "UNFILTERABLE_ANSWER") {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}
+	rec = run("application/json", "", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_x"}]}}{}`)
+	if rec.Code != 502 || !strings.Contains(rec.Body.String(), "not JSON the gateway can read") {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
 	rec = run("application/json", "", strings.Repeat(" ", MaxFilteredMessage+1))
 	if rec.Code != 502 {
 		t.Fatalf("%d", rec.Code)

@@ -208,6 +208,10 @@ type reader struct {
 	b    []byte
 	i    int
 	body *Body
+	// lenient takes invalid UTF-8 and lone surrogates, for reading the
+	// upstream's answers as clients do (JavaScript keeps lone surrogates,
+	// decoders replace invalid bytes): only requests must be unambiguous.
+	lenient bool
 }
 
 func (r *reader) peek() byte {
@@ -674,7 +678,7 @@ func (r *reader) rawString() (s []byte, escaped bool, err *Error) {
 			r.i++
 		default:
 			ru, size := utf8.DecodeRune(r.b[r.i:])
-			if ru == utf8.RuneError && size == 1 {
+			if ru == utf8.RuneError && size == 1 && !r.lenient {
 				return nil, false, errUTF8
 			}
 			r.i += size
@@ -705,22 +709,28 @@ func (r *reader) escape() *Error {
 			return errSyntax
 		}
 		r.i += 5
-		switch {
-		case c < 0xd800 || c > 0xdfff:
+		if c < 0xd800 || c > 0xdfff {
 			return nil
-		case c >= 0xdc00: // a low surrogate first
-			return errSurrogate
 		}
-		if r.i+1 >= len(r.b) || r.b[r.i] != '\\' || r.b[r.i+1] != 'u' {
-			return errSurrogate
+		if _, ok := lowSurrogate(r.b, r.i); ok && c < 0xdc00 {
+			r.i += 6
+			return nil
 		}
-		if lo, ok := hex4(r.b, r.i+2); !ok || lo < 0xdc00 || lo > 0xdfff {
-			return errSurrogate
+		if r.lenient {
+			return nil // decoded as U+FFFD
 		}
-		r.i += 6
-		return nil
+		return errSurrogate
 	}
 	return errSyntax
+}
+
+// lowSurrogate reads an escaped low surrogate, \uDC00 to \uDFFF, at b[i:].
+func lowSurrogate(b []byte, i int) (rune, bool) {
+	if i+1 >= len(b) || b[i] != '\\' || b[i+1] != 'u' {
+		return 0, false
+	}
+	lo, ok := hex4(b, i+2)
+	return lo, ok && lo >= 0xdc00 && lo <= 0xdfff
 }
 
 // hex4 reads four hexadecimal digits at b[i:].
@@ -775,12 +785,11 @@ func (b *Body) unescape(s []byte) []byte {
 		case 'u':
 			ru, _ := hex4(s, i+1)
 			i += 4
-			if ru >= 0xd800 && ru < 0xdc00 { // checked: a low surrogate follows
-				lo, _ := hex4(s, i+3)
+			if lo, ok := lowSurrogate(s, i+1); ok && ru >= 0xd800 && ru < 0xdc00 {
 				ru = 0x10000 + (ru-0xd800)<<10 + (lo - 0xdc00)
 				i += 6
 			}
-			b.scratch = utf8.AppendRune(b.scratch, ru)
+			b.scratch = utf8.AppendRune(b.scratch, ru) // a lone surrogate (lenient) as U+FFFD
 		default: // '"', '\\', '/'
 			b.scratch = append(b.scratch, s[i])
 		}

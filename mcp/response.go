@@ -274,9 +274,10 @@ func (rw *responseWriter) Flush() {
 }
 
 var (
-	errAnswerTooLarge  = &Error{http.StatusBadGateway, CodeInternalError, "Internal error: the server's answer is too large for the gateway to filter"}
-	errUpstreamEncoded = &Error{http.StatusBadGateway, CodeInternalError, "Internal error: the server's answer is encoded; the gateway cannot filter it"}
-	errEventTooLarge   = &Error{http.StatusBadGateway, CodeInternalError, "Internal error: an event of the server's stream is too large for the gateway to filter"}
+	errAnswerTooLarge   = &Error{http.StatusBadGateway, CodeInternalError, "Internal error: the server's answer is too large for the gateway to filter"}
+	errUpstreamEncoded  = &Error{http.StatusBadGateway, CodeInternalError, "Internal error: the server's answer is encoded; the gateway cannot filter it"}
+	errUnreadableAnswer = &Error{http.StatusBadGateway, CodeInternalError, "Internal error: the server's answer is not JSON the gateway can read"}
+	errEventTooLarge    = &Error{http.StatusBadGateway, CodeInternalError, "Internal error: an event of the server's stream is too large for the gateway to filter"}
 )
 
 // events writes every complete event held, filtered; with final, what is
@@ -313,7 +314,11 @@ func (rw *responseWriter) events(final bool) error {
 func (rw *responseWriter) finish() error {
 	switch rw.mode {
 	case modeJSON:
-		out, _ := rw.sse.lister.filter(rw.out[:0], rw.buf)
+		out, _, unreadable := rw.sse.lister.filter(rw.out[:0], rw.buf)
+		if unreadable != nil {
+			rw.mode, rw.failure = modeFailed, errUnreadableAnswer
+			return rw.finish()
+		}
 		h := rw.w.Header()
 		h.Set("Content-Length", strconv.Itoa(len(out)))
 		rw.w.WriteHeader(rw.status)
