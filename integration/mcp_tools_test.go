@@ -428,6 +428,13 @@ func TestMCPToolRules(t *testing.T) {
 				t.Errorf("%s reached the upstream", body)
 			}
 		}
+		// A server decoding the charset named reads "+AGQ-elete_item" in
+		// UTF-7 as "delete_item".
+		r := postRPC(t, gw.URL+"/echo", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"+AGQ-elete_item"}}`,
+			headers(key, "Content-Type", "application/json; charset=utf-7"))
+		if _, reached := rec.body(r.id); r.status != 400 || reached {
+			t.Errorf("UTF-7: %d %s, reached the upstream: %v", r.status, r.raw, reached)
+		}
 	})
 
 	t.Run("a batch passes whole or not at all", func(t *testing.T) {

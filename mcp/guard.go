@@ -3,6 +3,7 @@ package mcp
 import (
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"sync"
@@ -78,9 +79,6 @@ func New(cfg Config) (*Guard, error) {
 	return g, nil
 }
 
-// Policy returns the guard's rules.
-func (g *Guard) Policy() *Policy { return g.policy }
-
 // Request is what a front end knows of a request before its credential is
 // checked.
 type Request struct {
@@ -124,6 +122,7 @@ var (
 	errEnvoyPart   = &Error{http.StatusRequestEntityTooLarge, CodeInvalidRequest, "Invalid request: the MCP filter read only part of the body"}
 	errSuspectURI  = badRequest(CodeInvalidParams, "Invalid params: the resource URI is not in normal form (dot segments, backslashes, or percent-encoded '/', '\\' or unreserved characters)")
 	errEncodedBody = badRequest(CodeInvalidRequest, "Invalid request: the gateway reads no Content-Encoding")
+	errCharset     = badRequest(CodeInvalidRequest, "Invalid request: JSON-RPC messages are UTF-8; the Content-Type names another charset")
 )
 
 // Call is one request on the guard's endpoint: Begin it before the
@@ -226,6 +225,9 @@ func (c *Call) read() *Error {
 		if enc, ok := c.req.Header["Content-Encoding"]; ok && (len(enc) != 1 || !strings.EqualFold(enc[0], "identity")) {
 			return errEncodedBody
 		}
+		if !utf8Charset(c.req.Header["Content-Type"]) {
+			return errCharset
+		}
 		b := c.req.Bytes
 		if b == nil {
 			var err *Error
@@ -241,6 +243,23 @@ func (c *Call) read() *Error {
 		return c.fromHeaders()
 	}
 	return c.hdr.check(&c.body)
+}
+
+// utf8Charset reports whether Content-Type values leave the body UTF-8:
+// no charset parameter, or utf-8. Servers decode the body in the charset
+// named (the TypeScript SDK through iconv-lite): in UTF-7, ASCII the
+// gateway reads as "+AGQ-elete" is "delete" to them.
+func utf8Charset(cts []string) bool {
+	for _, ct := range cts {
+		if !strings.Contains(strings.ToLower(ct), "charset") {
+			continue
+		}
+		_, params, err := mime.ParseMediaType(ct)
+		if cs := params["charset"]; err != nil || cs != "" && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
+			return false
+		}
+	}
+	return true
 }
 
 // readBody reads the body, up to the bound and one byte more.

@@ -182,6 +182,11 @@ func TestCallRefusesWhatItCannotJudge(t *testing.T) {
 		{"too large, chunked", g.Begin(Request{Method: "POST", Header: map[string][]string{}, Body: io.NopCloser(strings.NewReader(big)), ContentLength: -1}),
 			betterauth.BodyTooLarge, 413, CodeInvalidRequest},
 		{"compressed", post(g, call, "Content-Encoding", "gzip"), betterauth.InvalidMCPRequest, 400, CodeInvalidRequest},
+		// UTF-7 reads "+AGQ-elete_all" as "delete_all": another charset is
+		// another body.
+		{"UTF-7", post(g, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"+AGQ-elete_all"}}`, "Content-Type", `application/json; charset="UTF-7"`),
+			betterauth.InvalidMCPRequest, 400, CodeInvalidRequest},
+		{"a malformed charset", post(g, call, "Content-Type", `application/json; charset`), betterauth.InvalidMCPRequest, 400, CodeInvalidRequest},
 	} {
 		why := tc.c.Authorize(*oauthCaller("mcp:admin"))
 		if why != tc.reason {
@@ -194,6 +199,13 @@ func TestCallRefusesWhatItCannotJudge(t *testing.T) {
 			t.Errorf("%s: %d %s", tc.why, status, raw)
 		}
 		tc.c.End()
+	}
+	for _, ct := range []string{"application/json; charset=utf-8", "application/json; Charset=UTF8", "text/plain", "application/json;charset=\"utf-8\""} {
+		c := post(g, call, "Content-Type", ct)
+		if why := c.Authorize(*oauthCaller()); why != betterauth.Allowed {
+			t.Errorf("%s: %v", ct, why)
+		}
+		c.End()
 	}
 	// A body of exactly the bound passes; a byte more does not.
 	exact := `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"p":"` + strings.Repeat("x", 200-58) + `"}}`
