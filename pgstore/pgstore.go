@@ -234,6 +234,24 @@ func decodeOAuth(legacy bool) func(pgx.Rows, *betterauth.Record) error {
 	}
 }
 
+// OAuthResource reports whether the OAuth provider knows the resource
+// identifier (an oauthResource row); false without the table.
+func (s *Store) OAuthResource(ctx context.Context, identifier string) (bool, error) {
+	return retryRead(ctx, s, func() (bool, error) {
+		p, err := s.prepare(ctx)
+		if err != nil || p.Queries.OAuthResource == "" {
+			return false, err
+		}
+		rows, err := s.db.Query(ctx, p.Queries.OAuthResource, identifier)
+		if err != nil {
+			return false, fmt.Errorf("pgstore: oauth resource lookup: %w", err)
+		}
+		defer rows.Close()
+		found := rows.Next()
+		return found, rows.Err()
+	})
+}
+
 // User reads one user by id, retrying once as Lookup does.
 func (s *Store) User(ctx context.Context, id string) (*betterauth.User, error) {
 	return retryRead(ctx, s, func() (*betterauth.User, error) { return s.user(ctx, id) })

@@ -43,6 +43,9 @@ type Queries struct {
 	//	saw and how many of those have no oauthResource row, then the
 	//	user columns
 	OAuth string
+	// OAuthResource finds an oauthResource row by identifier (empty
+	// without the table).
+	OAuthResource string
 }
 
 // Dialect is what differs between the databases.
@@ -124,6 +127,9 @@ LIMIT 2`,
 	}
 	if o := l.OAuth; o != nil {
 		q.OAuth = l.buildOAuth(d, user, col)
+		if r := o.Resource; r != nil {
+			q.OAuthResource = fmt.Sprintf("SELECT 1 FROM %s r WHERE r.%s = %s LIMIT 1", qualify(r.Name), QuoteIdent(r.Col("identifier")), param)
+		}
 	}
 	if s := l.Session; s != nil {
 		member, memberJoin := "NULL, NULL, NULL", ""

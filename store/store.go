@@ -73,6 +73,9 @@ type DB interface {
 	// records kept in secondary storage.
 	Owner(ctx context.Context, id string) (*betterauth.User, *betterauth.Organization, error)
 	Member(ctx context.Context, orgID, userID string) (role string, found bool, err error)
+	// OAuthResource reports whether the OAuth provider has an
+	// oauthResource row for identifier.
+	OAuthResource(ctx context.Context, identifier string) (bool, error)
 	// Dialect says which database it is.
 	Dialect() Dialect
 	// Identity names the database without credentials
