@@ -46,7 +46,19 @@ type Queries struct {
 	// OAuthResource finds an oauthResource row by identifier (empty
 	// without the table).
 	OAuthResource string
+	// OAuthGrant reads what a JWT access token names (it has no row):
+	// the client (first parameter), the session (second), the user
+	// (third) and how many of up to MaxGrantResources resources (the
+	// next parameters, NULL for none) have an oauthResource row. Its row:
+	// the client's clientId, disabled and name, the session's expiresAt,
+	// that count, then the user columns. Empty for the legacy plugins,
+	// which issued no JWT.
+	OAuthGrant string
 }
+
+// MaxGrantResources is how many resources (audiences) of one JWT access
+// token Queries.OAuthGrant checks.
+const MaxGrantResources = 4
 
 // Dialect is what differs between the databases.
 type Dialect struct {
@@ -130,6 +142,9 @@ LIMIT 2`,
 		if r := o.Resource; r != nil {
 			q.OAuthResource = fmt.Sprintf("SELECT 1 FROM %s r WHERE r.%s = %s LIMIT 1", qualify(r.Name), QuoteIdent(r.Col("identifier")), param)
 		}
+		if !o.Legacy {
+			q.OAuthGrant = l.buildOAuthGrant(d, user, col)
+		}
 	}
 	if s := l.Session; s != nil {
 		member, memberJoin := "NULL, NULL, NULL", ""
@@ -191,4 +206,48 @@ LIMIT 1`,
 		d.Qualify(t.Name), d.Qualify(c.Name), QuoteIdent(c.Col("clientId")), QuoteIdent(t.Col("clientId")), sessionJoin,
 		d.Qualify(l.User.Name), QuoteIdent(l.User.Col("id")), QuoteIdent(t.Col("userId")),
 		QuoteIdent(t.Col(key)), d.Param)
+}
+
+// buildOAuthGrant returns the query of what a JWT access token names (see
+// Queries.OAuthGrant). Parameters appear in order, so that SQLite's "?"
+// serves too.
+func (l *Layout) buildOAuthGrant(d Dialect, user string, col func(string, *Table, string) string) string {
+	o := l.OAuth
+	c := &o.Client
+	nth := func(i int) string {
+		if d.Param == "?" {
+			return fmt.Sprintf("?%d", i) // SQLite's numbered form
+		}
+		return fmt.Sprintf("$%d", i)
+	}
+	// Every parameter is referenced, with a type PostgreSQL can tell,
+	// whichever tables exist.
+	unused := func(ps ...string) string {
+		cast := make([]string, len(ps))
+		for i, p := range ps {
+			cast[i] = "CAST(" + p + " AS text)"
+		}
+		return "COALESCE(" + strings.Join(cast, ", ") + ", '') = ''"
+	}
+	session, sessionJoin := "NULL", fmt.Sprintf("\nLEFT JOIN (SELECT 1 AS one) s ON %s AND 1 = 0", unused(nth(2)))
+	if s := l.Session; s != nil {
+		session = col("s", s, "expiresAt")
+		sessionJoin = fmt.Sprintf("\nLEFT JOIN %s s ON s.%s = %s", d.Qualify(s.Name), QuoteIdent(s.Col("id")), nth(2))
+	}
+	params := make([]string, MaxGrantResources)
+	for i := range params {
+		params[i] = nth(4 + i)
+	}
+	found := fmt.Sprintf("(SELECT 0 WHERE %s OR 1 = 1)", unused(params...))
+	if r := o.Resource; r != nil {
+		found = fmt.Sprintf("(SELECT count(*) FROM %s r WHERE r.%s IN (%s))", d.Qualify(r.Name), QuoteIdent(r.Col("identifier")),
+			strings.Join(params, ", "))
+	}
+	return fmt.Sprintf(`SELECT %s, %s, %s, %s, %s, %s
+FROM (SELECT 1 AS one) g
+LEFT JOIN %s c ON c.%s = %s%s
+LEFT JOIN %s u ON u.%s = %s`,
+		col("c", c, "clientId"), col("c", c, "disabled"), col("c", c, "name"), session, found, user,
+		d.Qualify(c.Name), QuoteIdent(c.Col("clientId")), nth(1), sessionJoin,
+		d.Qualify(l.User.Name), QuoteIdent(l.User.Col("id")), nth(3))
 }

@@ -76,6 +76,8 @@ type DB interface {
 	// OAuthResource reports whether the OAuth provider has an
 	// oauthResource row for identifier.
 	OAuthResource(ctx context.Context, identifier string) (bool, error)
+	// OAuthGrant reads the rows a verified JWT access token names.
+	OAuthGrant(ctx context.Context, g schema.Grant) (*betterauth.OAuthToken, error)
 	// Dialect says which database it is.
 	Dialect() Dialect
 	// Identity names the database without credentials
