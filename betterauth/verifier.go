@@ -72,7 +72,7 @@ func (v *Verifier) Verify(ctx context.Context, c Credential) (Decision, error) {
 	switch {
 	case c.Kind == KindAPIKey:
 		return v.lookup(ctx, NewLookup(KindAPIKey, c.Value), InvalidAPIKey)
-	case c.Kind.Reads(KindOAuth):
+	case c.Kind.Reads(KindOAuth) || c.Kind == KindJWT:
 		// An OAuth token, or a raw bearer value that may be one: not
 		// found, the client is told its token is invalid.
 		return v.lookup(ctx, NewLookup(c.Kind, c.Value), InvalidToken)

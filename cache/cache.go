@@ -461,7 +461,7 @@ func (s *Store) drop(m *matcher) (names []key, n int) {
 // under.
 var digestKinds = []betterauth.Kind{betterauth.KindAPIKey, betterauth.KindSession, betterauth.KindEither,
 	betterauth.KindOAuth, betterauth.KindAPIKey | betterauth.KindOAuth, betterauth.KindSession | betterauth.KindOAuth,
-	betterauth.KindEither | betterauth.KindOAuth}
+	betterauth.KindEither | betterauth.KindOAuth, betterauth.KindJWT}
 
 // matcher tells which entries a batch of revocations names.
 type matcher struct {
