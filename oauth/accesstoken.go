@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -388,12 +389,20 @@ func stringMember(m map[string]json.RawMessage, name string) (string, bool) {
 	if !present || string(raw) == "null" {
 		return "", true
 	}
+	if len(raw) >= 2 && raw[0] == '"' && !slices.ContainsFunc(raw[1:len(raw)-1], needsUnquoting) {
+		return string(raw[1 : len(raw)-1]), true // the usual string: no escape to undo
+	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return "", false
 	}
 	return s, true
 }
+
+// needsUnquoting reports whether a byte of a JSON string's body makes it
+// more than its bytes: an escape or quote (or a control character, which
+// json.Unmarshal then refuses).
+func needsUnquoting(c byte) bool { return c == '\\' || c == '"' || c < 0x20 }
 
 // dateMember reads a NumericDate (RFC 7519 §2): seconds since the epoch,
 // possibly fractional. present is false when it is absent or null, ok
@@ -403,8 +412,13 @@ func dateMember(m map[string]json.RawMessage, name string) (t time.Time, present
 	if !present || string(raw) == "null" {
 		return time.Time{}, false, true
 	}
-	var f float64
-	if err := json.Unmarshal(raw, &f); err != nil || f < 0 || f >= 1<<53 {
+	// A JSON number (the only JSON value starting with - or a digit) is
+	// in ParseFloat's syntax.
+	if raw[0] != '-' && (raw[0] < '0' || raw[0] > '9') {
+		return time.Time{}, true, false
+	}
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || f < 0 || f >= 1<<53 {
 		return time.Time{}, true, false
 	}
 	sec, frac := math.Modf(f)

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -361,5 +362,27 @@ func TestLooksLikeJWT(t *testing.T) {
 		if got := oauth.LooksLikeJWT(s); got != want {
 			t.Errorf("LooksLikeJWT(%.40q) = %v", s, got)
 		}
+	}
+}
+
+// Claims are read as JSON, escapes and all: the issuer spelled with
+// escaped slashes (as PHP writes it) is still the issuer.
+func TestVerifyReadsClaimsAsJSON(t *testing.T) {
+	ed := signerFor(t, oauth.EdDSA)
+	iat := testNow.Unix() - 60
+	payload := `{"iss":"http:\/\/localhost:3000\/api\/\u0061uth","sub":"` + testUser + `","aud":["` + testAudience + `"],` +
+		`"azp":"` + testClient + `","scope":"mcp:read\u0020openid","iat":` + strconv.FormatInt(iat, 10) + `,"exp":1.8e9}`
+	at, err := verifier(t, oauth.AccessTokenConfig{}).Verify(context.Background(), signRaw(t, ed, ed.header(), payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if at.Issuer != testIssuer || strings.Join(at.Scopes, ",") != "mcp:read,openid" || at.ExpiresAt.Unix() != 1_800_000_000 {
+		t.Errorf("%+v", at)
+	}
+	// A control character is not JSON.
+	bad := strings.Replace(payload, `"sub":"`, "\"sub\":\"\x01", 1)
+	var te *oauth.TokenError
+	if _, err := verifier(t, oauth.AccessTokenConfig{}).Verify(context.Background(), signRaw(t, ed, ed.header(), bad)); !errors.As(err, &te) || te.Reason != "malformed" {
+		t.Errorf("a control character: %v", err)
 	}
 }
