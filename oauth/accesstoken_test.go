@@ -386,3 +386,16 @@ func TestVerifyReadsClaimsAsJSON(t *testing.T) {
 		t.Errorf("a control character: %v", err)
 	}
 }
+
+// A Key built by hand with a curve its algorithm does not use verifies
+// nothing.
+func TestKeyOfTheWrongCurve(t *testing.T) {
+	es512 := signerFor(t, oauth.ES512)
+	odd := es512.key
+	odd.Alg = oauth.ES256
+	v := verifier(t, oauth.AccessTokenConfig{Keys: oauth.NewStaticKeys(odd)})
+	var te *oauth.TokenError
+	if _, err := v.Verify(context.Background(), es512.token(t, with(es512.header(), object{"alg": oauth.ES256}), claims())); !errors.As(err, &te) || te.Reason != "signature" {
+		t.Errorf("Verify: %v", err)
+	}
+}

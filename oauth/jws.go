@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -44,11 +45,11 @@ func (k *Key) verify(input, sig []byte) bool {
 		return k.Alg == EdDSA && len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, input, sig)
 	case *ecdsa.PublicKey:
 		var digest []byte
-		switch k.Alg {
-		case ES256:
+		switch {
+		case k.Alg == ES256 && pub.Curve == elliptic.P256():
 			h := sha256.Sum256(input)
 			digest = h[:]
-		case ES512:
+		case k.Alg == ES512 && pub.Curve == elliptic.P521():
 			h := sha512.Sum512(input)
 			digest = h[:]
 		default:
