@@ -87,10 +87,11 @@ type OAuthPolicy struct {
 	// tokens issued for others), unless AllowUnbound. Empty: no audience is
 	// required.
 	Audience string
-	// AllowUnbound accepts tokens issued without the audience: Better-Auth's
-	// opaque tokens never carry one. It is unsafe: a token issued to any
-	// client for any resource of the same authorization server is then
-	// accepted here.
+	// AllowUnbound accepts tokens issued without an audience: Better-Auth's
+	// opaque tokens never carry one. A token issued for other resources is
+	// refused all the same. It is unsafe: a token issued to any client of
+	// the same authorization server without a resource is then accepted
+	// here.
 	AllowUnbound bool
 }
 
@@ -118,7 +119,8 @@ func (v *Verifier) checkOAuth(t *OAuthToken, now time.Time) Decision {
 		return deny(InvalidToken)
 	case t.User != nil && t.User.BannedAt(now):
 		return deny(UserBanned)
-	case v.oauth.Audience != "" && !v.oauth.AllowUnbound && !slices.Contains(t.Resources, v.oauth.Audience):
+	case v.oauth.Audience != "" && !slices.Contains(t.Resources, v.oauth.Audience) &&
+		!(len(t.Resources) == 0 && v.oauth.AllowUnbound):
 		return deny(WrongAudience)
 	}
 	id, client, scopes := t.headerValues()

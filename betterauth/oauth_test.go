@@ -44,6 +44,8 @@ func TestVerifierOAuthTokens(t *testing.T) {
 			OAuthPolicy{Audience: resourceURL}, WrongAudience},
 		{"unbound", func(t *OAuthToken) { t.Resources = nil }, OAuthPolicy{Audience: resourceURL}, WrongAudience},
 		{"unbound, allowed", func(t *OAuthToken) { t.Resources = nil }, OAuthPolicy{Audience: resourceURL, AllowUnbound: true}, Allowed},
+		{"issued for another resource, unbound allowed", func(t *OAuthToken) { t.Resources = []string{"https://other.example.com/mcp"} },
+			OAuthPolicy{Audience: resourceURL, AllowUnbound: true}, WrongAudience},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
