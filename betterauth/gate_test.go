@@ -517,6 +517,18 @@ func TestGateDecideAllocatesNothing(t *testing.T) {
 	}
 }
 
+// An OAuth token's decision costs what an API key's does: nothing.
+func TestGateDecideOAuthAllocatesNothing(t *testing.T) {
+	g, h := oauthGate()
+	if a := testing.AllocsPerRun(100, func() {
+		if res := g.Decide(context.Background(), h, netip.Addr{}); !res.Allowed() {
+			t.Fatal(res.Decision.Reason)
+		}
+	}); a != 0 {
+		t.Errorf("%v allocations per decision", a)
+	}
+}
+
 type nopLimiter struct{}
 
 func (nopLimiter) Limit(context.Context, Decision, netip.Addr) (time.Duration, bool) { return 0, false }
