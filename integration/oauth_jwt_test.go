@@ -6,7 +6,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -172,4 +175,68 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// OAuth tokens get the same answers from every front end: the Caddy
+// handler, the standalone ext_authz gRPC service and its HTTP mode, from
+// one block of options, challenges included (the insufficient_scope
+// step-up travels as a denied response header to Envoy).
+func TestOAuthFrontEndsAgree(t *testing.T) {
+	t.Parallel()
+	ba := startOAuthSeed(t, oauthSeedOptions{})
+	f := ba.Setup(t)
+	options := map[string]any{
+		"database":      "{env.DATABASE_URL}",
+		"secret":        "{env.BETTER_AUTH_SECRET}",
+		"oauth":         map[string]any{"resource": f.Resource, "issuers": []string{f.Issuer}, "scopes": []string{"mcp:read", "mcp:admin"}},
+		"require_scope": []string{"mcp:read"},
+	}
+	env := []string{"DATABASE_URL=" + ba.DatabaseURL, "BETTER_AUTH_SECRET=" + testenv.Secret}
+	up := newUpstream(t)
+	port := testenv.FreePort(t)
+	handler := maps.Clone(options)
+	handler["handler"] = "better_auth"
+	caddyConfig, _ := json.Marshal(map[string]any{
+		"admin": map[string]any{"disabled": true},
+		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"gw": map[string]any{
+			"listen":          []string{fmt.Sprintf("127.0.0.1:%d", port)},
+			"automatic_https": map[string]any{"disable": true},
+			"routes": []any{map[string]any{"handle": []any{handler,
+				map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": up.addr()}}}}}},
+		}}}},
+	})
+	gw := testenv.StartCaddyJSON(t, caddyConfig, env...)
+	gw.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	grpcAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	standalone := maps.Clone(options)
+	standalone["grpc"], standalone["http"] = grpcAddr, httpAddr
+	raw, _ := json.Marshal(standalone)
+	path := filepath.Join(t.TempDir(), "gateway.json")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testenv.StartProcess(t, "serving ext_authz HTTP", env, testenv.ExtAuthzBinary(t), "-config", path)
+
+	jwt := func(scope string) string {
+		r := ba.Do(t, "token-cc", f.Client.args("scope", scope, "resource", f.Resource))
+		tok, _ := r["access_token"].(string)
+		return tok
+	}
+	opaque, _ := ba.Do(t, "token-cc", f.Client.args("scope", "mcp:read"))["access_token"].(string)
+	sessionJWT, _ := ba.Do(t, "session-jwt", nil)["token"].(string)
+	metadata := `resource_metadata="http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp"`
+	checkFronts(t, map[string]frontEnd{"caddy": proxiedFront(gw, up), "grpc": grpcFront(t, grpcAddr), "http": httpFront("http://" + httpAddr)},
+		[]frontCase{
+			{"a JWT with the scope", h("Authorization", "Bearer "+jwt("mcp:read"), "X-Auth-Client-Id", "forged"), verdict{status: 200,
+				set:     map[string]string{"x-auth-method": "oauth", "x-auth-client-id": f.Client.ID, "x-auth-scopes": "mcp:read"},
+				removed: []string{"authorization"}}},
+			{"a JWT short of it", h("Authorization", "Bearer "+jwt("mcp:admin")), verdict{status: 403, code: "INSUFFICIENT_SCOPE",
+				challenge: `Bearer realm="better-auth", error="insufficient_scope", scope="mcp:read", ` + metadata}},
+			{"an opaque token has no audience", h("Authorization", "Bearer "+opaque), verdict{status: 401, code: "INVALID_AUDIENCE",
+				challenge: `Bearer realm="better-auth", ` + metadata + `, scope="mcp:read mcp:admin", error="invalid_token"`}},
+			{"a session JWT", h("Authorization", "Bearer "+sessionJWT), verdict{status: 401, code: "INVALID_TOKEN"}},
+			{"no token", nil, verdict{status: 401, code: "MISSING_CREDENTIAL",
+				challenge: `Bearer realm="better-auth", ` + metadata + `, scope="mcp:read mcp:admin"`}},
+		})
 }
