@@ -18,8 +18,9 @@
 //   REDIRECT_URI     the client's redirect URI (default http://127.0.0.1:9/callback);
 //                    nobody needs to listen there: the authorization URL is
 //                    fetched headlessly, redirects followed by hand
-//                    (redirect: "manual") until one leads to REDIRECT_URI,
-//                    whose code is read from the Location header. The
+//                    (redirect: "manual"; Location headers, or the JSON
+//                    {"url"} Better-Auth answers fetches with) until one
+//                    leads to REDIRECT_URI, whose code is read from it. The
 //                    authorization server must therefore log the user in and
 //                    answer the consent page itself (oauth.mjs `serve` with a
 //                    session does).
@@ -118,9 +119,11 @@ async function loggingFetch(input, init = {}) {
 }
 
 // authorizeHeadlessly plays the user agent: it opens the authorization URL
-// as a browser navigation would and follows the redirects (login and consent
-// are the authorization server's business) until one leads to the redirect
-// URI, and returns that redirect's code.
+// and follows the redirects (login and consent are the authorization
+// server's business) until one leads to the redirect URI, and returns that
+// redirect's code. Node's fetch always says sec-fetch-mode: cors, so
+// Better-Auth answers /oauth2/authorize as it answers a browser's fetch:
+// 200 {"redirect": true, "url"}, followed here like a Location.
 async function authorizeHeadlessly(authorizationURL, state) {
   let u = new URL(authorizationURL);
   for (let hop = 0; hop < 10; hop++) {
@@ -131,10 +134,9 @@ async function authorizeHeadlessly(authorizationURL, state) {
       if (q.get("state") !== state) throw new Error(`state ${q.get("state")} is not ${state}`);
       return q.get("code");
     }
-    const res = await fetch(u, { redirect: "manual", headers: { "sec-fetch-mode": "navigate", accept: "text/html" } });
+    const res = await fetch(u, { redirect: "manual", headers: { accept: "text/html" } });
     let next = res.headers.get("location");
     if (!next && res.ok && res.headers.get("content-type")?.includes("json")) {
-      // A fetch-mode answer: {"redirect": true, "url": ...}.
       const body = await res.json();
       next = body.url ?? body.redirect_uri;
     } else {
