@@ -99,7 +99,7 @@
 //   {"op":"client-row", "client_id"} → {"row": the oauthClient row}
 //   {"op":"sql", "query", "params"?: [...]} → {"rows": [...]} (read-only use, for assertions)
 //   {"op":"ddl"} → {"sql": the SQL of Better-Auth's migrations for this database}
-//   {"op":"serve", "port"?, "session"?}
+//   {"op":"serve", "port"?, "session"?, "grants"?: ["scope ...", ...]}
 //       starts an HTTP server (node:http → auth.handler) on 127.0.0.1 and
 //       answers {"url", "issuer", "jwksURL", "issuerMatches"}; the shell keeps
 //       answering. The issuer is fixed when the app starts: start the shell
@@ -109,7 +109,14 @@
 //       server acts as that user's browser: an /api/auth/oauth2/authorize
 //       request without a cookie is given the session's cookie, and GET
 //       /consent (the consent page) accepts at once and redirects to the
-//       client with the code. GET /login answers 401 (no login page).
+//       client with the code. "grants" are what the user ticks on the
+//       consent pages shown, one entry per page in turn (POST /oauth2/consent
+//       {scope}: a subset of the scopes asked for); once they are used up,
+//       or for a null entry, the user accepts every scope asked for. GET
+//       /login answers 401 (no login page).
+//   {"op":"consents"}
+//       → {"consents": [{"client_id", "requested", "granted", "status"}]}: the
+//         consent pages the served browser answered so far, in order.
 process.env.TZ = "UTC";
 
 import { createHash, randomBytes } from "node:crypto";
@@ -298,16 +305,23 @@ async function authorize(c) {
 const rowOut = (row) => row && Object.fromEntries(Object.entries(row).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v]));
 
 const servers = [];
+const consents = [];
 async function serve(c) {
   const fixed = new URL(baseURL);
   const port = c.port ?? Number(fixed.port || 80);
   const session = c.session;
+  const grants = [...(c.grants ?? [])];
   const server = createServer(async (req, res) => {
     try {
       const origin = `http://${req.headers.host}`;
       const u = new URL(req.url, origin);
       if (session && req.method === "GET" && u.pathname === "/consent") {
-        const r = await call("POST", "/oauth2/consent", { headers: cookieOf(session), json: { accept: true, oauth_query: u.search.slice(1) } });
+        const granted = grants.shift() ?? undefined;
+        const r = await call("POST", "/oauth2/consent", {
+          headers: cookieOf(session), json: { accept: true, oauth_query: u.search.slice(1), scope: granted },
+        });
+        const requested = u.searchParams.get("scope");
+        consents.push({ client_id: u.searchParams.get("client_id"), requested, granted: granted ?? requested, status: r.status });
         const to = r.body?.url ?? r.body?.redirect_uri;
         res.writeHead(to ? 302 : r.status, to ? { location: to } : { "content-type": "application/json" });
         res.end(to ? "" : JSON.stringify(r.body));
@@ -453,6 +467,7 @@ const ops = {
     return { sql: await (await getMigrations(auth.options)).compileMigrations() };
   },
   serve,
+  consents: () => ({ consents }),
 };
 
 async function setDisabled(clientId, disabled) {
