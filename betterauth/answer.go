@@ -2,6 +2,7 @@ package betterauth
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,8 +14,11 @@ import (
 type Answers struct {
 	byReason [NumReasons]answer
 	// stepUp is InsufficientScope's answer to an OAuth token, whose
-	// client may ask for the scopes the challenge names.
-	stepUp answer
+	// client may ask for the scopes the challenge names: needed, and
+	// the challenge around the scope parameter.
+	stepUp                   answer
+	needed                   []string
+	stepUpHead, stepUpTail string
 }
 
 type answer struct {
@@ -91,16 +95,34 @@ func NewAnswersFor(c Challenge) *Answers {
 	}
 	o := InsufficientScope.Outcome()
 	a.stepUp = base(o)
-	challenge := `Bearer realm="` + realm + `", error="insufficient_scope"`
-	if needed != "" {
-		challenge += `, scope="` + quote(needed) + `"`
-	}
+	a.needed = strings.Fields(needed)
+	a.stepUpHead = `Bearer realm="` + realm + `", error="insufficient_scope"`
 	if c.ResourceMetadata != "" {
-		challenge += `, resource_metadata="` + quote(c.ResourceMetadata) + `"`
+		a.stepUpTail = `, resource_metadata="` + quote(c.ResourceMetadata) + `"`
 	}
-	challenge += `, error_description="` + o.Message + `"`
-	a.stepUp.headers = append(a.stepUp.headers, Header{"WWW-Authenticate", challenge})
+	a.stepUpTail += `, error_description="` + o.Message + `"`
+	a.stepUp.headers = append(a.stepUp.headers, Header{"WWW-Authenticate", a.stepUpChallenge(nil)})
 	return a
+}
+
+// stepUpChallenge is the insufficient_scope challenge to a token holding
+// held: its scope parameter names the scopes already granted, then those
+// the route needs. A client asks for exactly the scopes named (the MCP
+// specification of 2025-11-25 has servers repeat the granted ones), and
+// would otherwise lose the ones it holds at each step up, swinging between
+// tokens. Held scopes that are not RFC 6749 scope tokens are left out: they
+// could not be quoted.
+func (a *Answers) stepUpChallenge(held []string) string {
+	var scopes []string
+	for _, s := range slices.Concat(held, a.needed) {
+		if IsScopeToken(s) && !slices.Contains(scopes, s) {
+			scopes = append(scopes, s)
+		}
+	}
+	if len(scopes) == 0 {
+		return a.stepUpHead + a.stepUpTail
+	}
+	return a.stepUpHead + `, scope="` + strings.Join(scopes, " ") + `"` + a.stepUpTail
 }
 
 // For returns the answer to a denied decision. Headers are in canonical
@@ -109,6 +131,10 @@ func (a *Answers) For(d Decision) (status int, headers []Header, body []byte) {
 	ans := a.byReason[d.Reason]
 	if d.Reason == InsufficientScope && d.Method == MethodOAuth {
 		ans = a.stepUp
+		if len(d.Scopes) > 0 {
+			// Built for this token: a refusal, off the hot path.
+			ans.headers = append(slices.Clip(ans.headers[:len(ans.headers)-1]), Header{"WWW-Authenticate", a.stepUpChallenge(d.Scopes)})
+		}
 	}
 	headers = ans.headers
 	if d.RetryAfter > 0 {

@@ -269,7 +269,9 @@ func (g *Gate) enforce(d *Decision) {
 		return
 	}
 	if why := g.rules.check(d); why != Allowed {
-		*d = Decision{Reason: why, Method: d.Method}
+		// An OAuth token short of a scope keeps the ones it holds: the
+		// step-up challenge names them.
+		*d = Decision{Reason: why, Method: d.Method, Scopes: d.Scopes}
 	}
 }
 

@@ -298,15 +298,16 @@ func TestMCPClientOAuthDiscovery(t *testing.T) {
 	connected("main", resource)
 	exercised("main")
 
-	// 8. The admin route: 403 insufficient_scope naming mcp:admin and the
-	// metadata; the SDK asks for that scope for the same client (no new
-	// registration), Alice accepts, and the new token passes.
-	stepUp := fmt.Sprintf(`Bearer realm="better-auth", error="insufficient_scope", scope="mcp:admin", resource_metadata="%s", error_description="The credential lacks a scope this request needs."`, metadataURL)
+	// 8. The admin route: 403 insufficient_scope naming the scopes the
+	// token holds and mcp:admin, and the metadata; the SDK asks for those
+	// for the same client (no new registration), Alice accepts, and the
+	// new token passes, keeping what the first one had.
+	stepUp := fmt.Sprintf(`Bearer realm="better-auth", error="insufficient_scope", scope="mcp:read mcp:write mcp:admin", resource_metadata="%s", error_description="The credential lacks a scope this request needs."`, metadataURL)
 	if s := c.http("POST", resource+"/admin"); s.num("status") != 403 || s.str("www_authenticate") != stepUp {
 		t.Fatalf("the admin route with a token without mcp:admin: %v, want 403 %s", s, stepUp)
 	}
-	authorize("mcp:admin")
-	second := token("step-up", "mcp:admin")
+	authorize("mcp:read mcp:write mcp:admin")
+	second := token("step-up", "mcp:read mcp:write mcp:admin")
 	connected("step-up", resource+"/admin")
 	exercised("step-up")
 	if s := c.next("call", nil); s.str("label") != "main-after-step-up" || s["isError"] != false || s.obj("structured").str("userId") != alice.ID {
@@ -326,7 +327,7 @@ func TestMCPClientOAuthDiscovery(t *testing.T) {
 		x := x.(map[string]any)
 		consents = append(consents, struct{ ClientID, Requested, Granted string }{fmt.Sprint(x["client_id"]), fmt.Sprint(x["requested"]), fmt.Sprint(x["granted"])})
 	}
-	if fmt.Sprint(consents) != fmt.Sprintf("[{%[1]s mcp:read mcp:write mcp:admin mcp:read mcp:write} {%[1]s mcp:admin mcp:admin}]", clientID) {
+	if fmt.Sprint(consents) != fmt.Sprintf("[{%[1]s mcp:read mcp:write mcp:admin mcp:read mcp:write} {%[1]s mcp:read mcp:write mcp:admin mcp:read mcp:write mcp:admin}]", clientID) {
 		t.Errorf("consent pages: %v", consents)
 	}
 
@@ -337,7 +338,7 @@ func TestMCPClientOAuthDiscovery(t *testing.T) {
 	rec.mu.Unlock()
 	for _, call := range calls {
 		if strings.HasPrefix(call.Path, "/.well-known/") || call.Header.Get("X-Auth-Method") != "oauth" || call.Header.Get("Authorization") != "" ||
-			call.Path == "/mcp/admin" && call.Header.Get("X-Auth-Scopes") != "mcp:admin" {
+			call.Path == "/mcp/admin" && call.Header.Get("X-Auth-Scopes") != "mcp:read mcp:write mcp:admin" {
 			t.Errorf("the MCP server got %s %s %s with %v", call.Path, call.Method, call.Tool, call.Header)
 		}
 	}

@@ -232,7 +232,7 @@ func TestOAuthFrontEndsAgree(t *testing.T) {
 				set:     map[string]string{"x-auth-method": "oauth", "x-auth-client-id": f.Client.ID, "x-auth-scopes": "mcp:read"},
 				removed: []string{"authorization"}}},
 			{"a JWT short of it", h("Authorization", "Bearer "+jwt("mcp:admin")), verdict{status: 403, code: "INSUFFICIENT_SCOPE",
-				challenge: `Bearer realm="better-auth", error="insufficient_scope", scope="mcp:read", ` + metadata}},
+				challenge: `Bearer realm="better-auth", error="insufficient_scope", scope="mcp:admin mcp:read", ` + metadata}},
 			{"an opaque token has no audience", h("Authorization", "Bearer "+opaque), verdict{status: 401, code: "INVALID_AUDIENCE",
 				challenge: `Bearer realm="better-auth", ` + metadata + `, scope="mcp:read mcp:admin", error="invalid_token"`}},
 			{"a session JWT", h("Authorization", "Bearer "+sessionJWT), verdict{status: 401, code: "INVALID_TOKEN"}},

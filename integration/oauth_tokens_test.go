@@ -109,7 +109,7 @@ func TestOAuthAccessTokens(t *testing.T) {
 				r := send(t, gw, "/admin/tools", bearer(m2m))
 				wantDenied(t, r, 403, "INSUFFICIENT_SCOPE")
 				challenge := r.header.Get("WWW-Authenticate")
-				if !strings.Contains(challenge, `error="insufficient_scope"`) || !strings.Contains(challenge, `scope="mcp:admin"`) ||
+				if !strings.Contains(challenge, `error="insufficient_scope"`) || !strings.Contains(challenge, `scope="mcp:read mcp:write mcp:admin"`) ||
 					!strings.Contains(challenge, `resource_metadata="http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp"`) {
 					t.Fatalf("challenge %q", challenge)
 				}
