@@ -1,0 +1,156 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
+)
+
+// attackOAuth is real Better-Auth with its OAuth provider on a fresh
+// PostgreSQL database, the revocation triggers installed, and one gateway
+// in front of an upstream that accepts its opaque tokens (they carry no
+// audience) and its JWTs, caching for an hour, its revocation listener
+// connected.
+type attackOAuth struct {
+	ba *oauthSeed
+	f  *oauthFixture
+	up *upstream
+	gw *testenv.Caddy
+}
+
+func startAttackOAuth(t *testing.T, extra string) *attackOAuth {
+	t.Helper()
+	a := &attackOAuth{ba: startOAuthSeed(t, oauthSeedOptions{})}
+	a.f = a.ba.Setup(t)
+	if out, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + a.ba.DatabaseURL}, "install-triggers"); code != 0 {
+		t.Fatalf("install-triggers: exit %d\n%s%s", code, out, errOut)
+	}
+	a.up = newUpstream(t)
+	a.gw = startGateway(t, a.ba.DatabaseURL, a.up, fmt.Sprintf(`cache {
+			ttl 1h
+		}
+		oauth {
+			resource %s
+			issuer %s
+			allow_unbound_tokens
+		}
+		%s`, a.f.Resource, a.f.Issuer, extra))
+	send(t, a.gw, "/", h("Authorization", "Bearer start_the_listener"))
+	a.gw.WaitForLog(t, "listening for revocations", 10*time.Second)
+	return a
+}
+
+// opaque gets an opaque access token from the provider (client_credentials
+// without a resource) for client c.
+func (a *attackOAuth) opaque(t *testing.T, c oauthClient) string {
+	t.Helper()
+	r := a.ba.Do(t, "token-cc", c.args("scope", "mcp:read"))
+	tok, _ := r["access_token"].(string)
+	if tok == "" || strings.Contains(tok, ".") {
+		t.Fatalf("no opaque token: %v", r)
+	}
+	return tok
+}
+
+// openStream opens a ticking event stream through the gateway with a bearer
+// token; ticks receives each event, ended is closed when the stream ends.
+func openStream(t *testing.T, gw *testenv.Caddy, token string) (ticks <-chan struct{}, ended <-chan struct{}) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, gw.URL+"/sse?ticks", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("opening the stream: %v %v", resp, err)
+	}
+	tk, end := make(chan struct{}, 1000), make(chan struct{})
+	go func() {
+		defer close(end)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if sc.Text() == "data: tick" {
+				tk <- struct{}{}
+			}
+		}
+	}()
+	t.Cleanup(func() { resp.Body.Close() })
+	return tk, end
+}
+
+func waitForTicks(t *testing.T, ticks, ended <-chan struct{}, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case <-ticks:
+		case <-ended:
+			t.Fatal("the stream ended")
+		case <-time.After(5 * time.Second):
+			t.Fatal("no tick")
+		}
+	}
+}
+
+// refusedWithin sends requests with the token back to back until the
+// gateway refuses it with status and code, or fails after bound.
+func refusedWithin(t *testing.T, gw *testenv.Caddy, token string, status int, code string, bound time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for {
+		r := send(t, gw, "/", h("Authorization", "Bearer "+token))
+		if r.status == status && r.body.Code == code {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("got %d %s, want %d %s within %v", r.status, r.body.Code, status, code, bound)
+		}
+	}
+}
+
+// An MCP session is a long event stream. The gateway promises that an open
+// stream ends when its credential is revoked ("streams of a revoked token
+// or client end"), and Streams.Revoked matches OAuth token and client
+// revocations; but Gateway.endStreams only hands it key, session, user and
+// organization revocations, so a stream opened with an OAuth token that
+// Better-Auth then revokes, or whose client an admin disables, keeps
+// flowing for as long as the client likes, although new requests with
+// the token are refused at once.
+func TestAttackOAuthStreamOutlivesRevocation(t *testing.T) {
+	t.Parallel()
+	a := startAttackOAuth(t, "")
+	for _, tc := range []struct {
+		name   string
+		change func(t *testing.T, c oauthClient, tok string)
+		code   string
+	}{
+		{"token revoked by its client (the provider deletes the row)", func(t *testing.T, c oauthClient, tok string) {
+			a.ba.Do(t, "revoke", c.args("token", tok))
+		}, "INVALID_TOKEN"},
+		{"client disabled by an admin", func(t *testing.T, c oauthClient, tok string) {
+			a.ba.Do(t, "disable-client", map[string]any{"client_id": c.ID})
+		}, "CLIENT_DISABLED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var c oauthClient
+			remarshal(t, a.ba.Do(t, "create-client", nil), &c)
+			tok := a.opaque(t, c)
+			ticks, ended := openStream(t, a.gw, tok)
+			waitForTicks(t, ticks, ended, 2)
+			tc.change(t, c, tok)
+			changed := time.Now()
+			// The revocation reached the gateway: new requests are refused.
+			refusedWithin(t, a.gw, tok, 401, tc.code, time.Second)
+			select {
+			case <-ended:
+				t.Logf("stream ended %v after the change", time.Since(changed).Round(time.Millisecond))
+			case <-time.After(2 * time.Second):
+				t.Fatalf("the stream of a revoked OAuth token is still open %v after the change", time.Since(changed).Round(time.Millisecond))
+			}
+		})
+	}
+}
