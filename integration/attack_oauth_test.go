@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"crypto/rand"
 	"fmt"
 	"net/http"
 	"strings"
@@ -151,6 +152,66 @@ func TestAttackOAuthStreamOutlivesRevocation(t *testing.T) {
 			case <-time.After(2 * time.Second):
 				t.Fatalf("the stream of a revoked OAuth token is still open %v after the change", time.Since(changed).Round(time.Millisecond))
 			}
+		})
+	}
+}
+
+// With a shared Redis, gateways relay the revocations they hear, so that a
+// replica whose own listener is off (no_revocation_listener) "still drops a
+// revoked record at once" (README). busMessage.revocations() keeps only
+// key, session, user, organization, credential and purge targets, and
+// drops the OAuth token, client and resource ones: such a replica keeps
+// accepting a revoked OAuth token, or one whose client was disabled, from
+// its in-process cache until its TTL (an hour here), while the replica
+// that heard the database refuses it at once.
+func TestAttackRelayDropsOAuthRevocations(t *testing.T) {
+	t.Parallel()
+	redisURL := testenv.Require(t, "TEST_REDIS_URL")
+	ba := startOAuthSeed(t, oauthSeedOptions{})
+	f := ba.Setup(t)
+	if out, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + ba.DatabaseURL}, "install-triggers"); code != 0 {
+		t.Fatalf("install-triggers: exit %d\n%s%s", code, out, errOut)
+	}
+	up := newUpstream(t)
+	prefix := "attack-relay-" + strings.ToLower(rand.Text()[:8]) + ":"
+	block := fmt.Sprintf(`cache {
+			ttl 1h
+		}
+		oauth {
+			resource %s
+			issuer %s
+			allow_unbound_tokens
+		}`, f.Resource, f.Issuer)
+	hearing := sharedGateway(t, ba.DatabaseURL, redisURL, prefix, up, block)
+	deaf := sharedGateway(t, ba.DatabaseURL, redisURL, prefix, up, "no_revocation_listener\n\t\t"+block)
+
+	for _, tc := range []struct {
+		name   string
+		change func(t *testing.T, c oauthClient, tok string)
+		code   string
+	}{
+		{"token revoked", func(t *testing.T, c oauthClient, tok string) { ba.Do(t, "revoke", c.args("token", tok)) }, "INVALID_TOKEN"},
+		{"client disabled", func(t *testing.T, c oauthClient, tok string) {
+			ba.Do(t, "disable-client", map[string]any{"client_id": c.ID})
+		}, "CLIENT_DISABLED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var c oauthClient
+			remarshal(t, ba.Do(t, "create-client", nil), &c)
+			r := ba.Do(t, "token-cc", c.args("scope", "mcp:read"))
+			tok, _ := r["access_token"].(string)
+			if tok == "" {
+				t.Fatalf("no token: %v", r)
+			}
+			for _, gw := range []*testenv.Caddy{hearing, deaf} {
+				if r := send(t, gw, "/", h("Authorization", "Bearer "+tok)); r.status != 200 {
+					t.Fatalf("before: %d %s", r.status, r.raw)
+				}
+			}
+			tc.change(t, c, tok)
+			refusedWithin(t, hearing, tok, 401, tc.code, time.Second)
+			// The hearing gateway has relayed what it heard by now.
+			refusedWithin(t, deaf, tok, 401, tc.code, 2*time.Second)
 		})
 	}
 }
