@@ -3,9 +3,15 @@ package integration
 import (
 	"bufio"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -214,4 +220,85 @@ func TestAttackRelayDropsOAuthRevocations(t *testing.T) {
 			refusedWithin(t, deaf, tok, 401, tc.code, 2*time.Second)
 		})
 	}
+}
+
+// forgedKidJWT is a compact JWS shaped like an access token, naming kid as
+// its key, with a signature that cannot verify: anyone can make one.
+func forgedKidJWT(kid string) string {
+	hdr, _ := json.Marshal(map[string]string{"alg": "EdDSA", "typ": "at+jwt", "kid": kid})
+	return base64.RawURLEncoding.EncodeToString(hdr) + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"x"}`)) +
+		"." + base64.RawURLEncoding.EncodeToString(make([]byte, 64))
+}
+
+// The jwks table is read one kid at a time through oauth.CachedKeys, which
+// bounds the lookups of kids it holds no key for at 10 a second and
+// answers a kid over that bound as not found (oauth/cachedkeys.go lookup,
+// errOverRate wraps ErrKeyNotFound). Whoever sends ten made-up kids a
+// second, unauthenticated, keeps the bucket empty, and then the gateway
+// can never learn a genuine key it has not cached yet (after a start,
+// after Better-Auth rotates its keys, after an eviction): every genuine
+// JWT signed with it is refused 401 INVALID_TOKEN (which tells MCP
+// clients to throw the token away and re-authorize), and the refusal is
+// then cached as an unknown credential for the cache's negative TTL.
+func TestAttackUnknownKidFloodLocksOutGenuineJWTs(t *testing.T) {
+	t.Parallel()
+	ba := startOAuthSeed(t, oauthSeedOptions{})
+	f := ba.Setup(t)
+	up := newUpstream(t)
+	gw := startGateway(t, ba.DatabaseURL, up, fmt.Sprintf(`oauth {
+			resource %s
+			issuer %s
+		}`, f.Resource, f.Issuer))
+	r := ba.Do(t, "token-cc", f.Client.args("scope", "mcp:read", "resource", f.Resource))
+	genuine, _ := r["access_token"].(string)
+	if strings.Count(genuine, ".") != 2 {
+		t.Fatalf("no JWT: %v", r)
+	}
+
+	// The flood: two clients sending tokens with made-up kids back to
+	// back, each request a 401, as long as the test runs (ten a second
+	// keep the bucket empty; back to back makes the test deterministic).
+	stop := make(chan struct{})
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest(http.MethodGet, gw.URL+"/", nil)
+				req.Header.Set("Authorization", "Bearer "+forgedKidJWT(rand.Text()))
+				if resp, err := client.Do(req); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					sent.Add(1)
+				}
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	for sent.Load() < 50 {
+		runtime.Gosched()
+	}
+
+	// The genuine token, issued by Better-Auth for this resource, must get
+	// through while the flood goes on.
+	var seen []string
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		r := send(t, gw, "/", h("Authorization", "Bearer "+genuine))
+		if r.status == 200 {
+			return
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != fmt.Sprint(r.status, " ", r.body.Code) {
+			seen = append(seen, fmt.Sprint(r.status, " ", r.body.Code))
+		}
+	}
+	t.Fatalf("a genuine JWT access token was refused for 2s while %d forged ones were sent: %v", sent.Load(), seen)
 }
