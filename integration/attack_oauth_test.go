@@ -302,3 +302,28 @@ func TestAttackUnknownKidFloodLocksOutGenuineJWTs(t *testing.T) {
 	}
 	t.Fatalf("a genuine JWT access token was refused for 2s while %d forged ones were sent: %v", sent.Load(), seen)
 }
+
+// Credentials PostgreSQL cannot hold as text (a NUL byte, bad UTF-8) are
+// refused before any query, "or the query would fail as if the database
+// were down" (betterauth.bounded). A JWT's kid is not: the header's
+// "kid":"\u0000" decodes to a NUL byte that goes to the jwks query as its
+// parameter (pgstore/jwks.go), PostgreSQL refuses it, and the gateway
+// answers an unauthenticated forgery 503 BACKEND_UNAVAILABLE, reporting its
+// database as failing (and never caching the answer, so each costs a
+// query), instead of 401.
+func TestAttackNULKidIsABackendFailure(t *testing.T) {
+	t.Parallel()
+	ba := startOAuthSeed(t, oauthSeedOptions{})
+	f := ba.Setup(t)
+	up := newUpstream(t)
+	gw := startGateway(t, ba.DatabaseURL, up, fmt.Sprintf(`oauth {
+			resource %s
+			issuer %s
+		}`, f.Resource, f.Issuer))
+	for _, kid := range []string{"\x00", "kid\x00' OR 1=1 --"} {
+		r := send(t, gw, "/", h("Authorization", "Bearer "+forgedKidJWT(kid)))
+		if r.status != 401 || r.body.Code != "INVALID_TOKEN" {
+			t.Errorf("kid %q: got %d %s, want 401 INVALID_TOKEN", kid, r.status, r.raw)
+		}
+	}
+}
