@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -324,6 +325,49 @@ func TestAttackNULKidIsABackendFailure(t *testing.T) {
 		r := send(t, gw, "/", h("Authorization", "Bearer "+forgedKidJWT(kid)))
 		if r.status != 401 || r.body.Code != "INVALID_TOKEN" {
 			t.Errorf("kid %q: got %d %s, want 401 INVALID_TOKEN", kid, r.status, r.raw)
+		}
+	}
+}
+
+// X-Auth-Scopes is the granted scopes joined with spaces, and, like every
+// identity header, cut at MaxHeaderValue (1024) bytes at a character
+// boundary (betterauth.EncodeHeaderValue), not at a scope boundary. A
+// client of a provider with many scopes asks for them in an order of its
+// choosing (Better-Auth keeps it), so that the cut falls inside a scope
+// whose beginning is another, broader one: files:write-own arrives as
+// files:write, a scope the token was never granted, in the header the
+// upstream authorizes with.
+func TestAttackScopesHeaderCutMidScope(t *testing.T) {
+	t.Parallel()
+	var fillers []string
+	for i := range 72 {
+		fillers = append(fillers, fmt.Sprintf("mcp:tool-%04d", i)) // 13 bytes and a space
+	}
+	fillers = append(fillers, "ab:c") // 1008 + 5 = 1013 bytes, then "files:write" ends at 1024
+	extra := append(slices.Clone(fillers), "files:write-own")
+	ba := startOAuthSeed(t, oauthSeedOptions{Env: []string{"EXTRA_SCOPES=" + strings.Join(extra, " ")}})
+	f := ba.Setup(t)
+	up := newUpstream(t)
+	gw := startGateway(t, ba.DatabaseURL, up, fmt.Sprintf(`oauth {
+			resource %s
+			issuer %s
+			allow_unbound_tokens
+		}`, f.Resource, f.Issuer))
+	asked := strings.Join(extra, " ")
+	r := ba.Do(t, "token-cc", f.Client.args("scope", asked))
+	tok, _ := r["access_token"].(string)
+	if tok == "" || r["scope"] != asked {
+		t.Fatalf("token: %v", r)
+	}
+	res := send(t, gw, "/", h("Authorization", "Bearer "+tok))
+	got := up.headers(res.id)
+	if res.status != 200 || got == nil {
+		t.Fatalf("%d %s", res.status, res.raw)
+	}
+	for _, s := range strings.Fields(got.Get("X-Auth-Scopes")) {
+		if !slices.Contains(extra, s) {
+			t.Errorf("the upstream is told the token holds %q, which it was never granted (X-Auth-Scopes ends %q)",
+				s, got.Get("X-Auth-Scopes")[len(got.Get("X-Auth-Scopes"))-30:])
 		}
 	}
 }

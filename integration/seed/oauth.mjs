@@ -12,6 +12,8 @@
 //                        issuer of access tokens is BASE_URL + "/api/auth"
 //   RESOURCE             the protected resource (RFC 8707 audience), default
 //                        http://127.0.0.1:8080/mcp
+//   EXTRA_SCOPES         more scopes (space-separated) for the provider and
+//                        setup's client
 //   OAUTH_DEBUG=1        keep Better-Auth's logger on (stderr)
 //
 // The app: betterAuth({ emailAndPassword, plugins: [bearer(), jwt(),
@@ -139,8 +141,11 @@ const baseURL = (process.env.BASE_URL ?? "http://localhost:3000").replace(/\/+$/
 const basePath = "/api/auth";
 const resource = process.env.RESOURCE ?? "http://127.0.0.1:8080/mcp";
 const redirectURI = "http://127.0.0.1:9/callback";
-const scopes = ["openid", "profile", "email", "offline_access", "mcp:read", "mcp:write", "mcp:admin"];
-const m2mScopes = ["mcp:read", "mcp:write", "mcp:admin"];
+// EXTRA_SCOPES (space-separated) adds scopes to the provider's, and to the
+// ones setup's client may ask for (user and client_credentials).
+const extraScopes = (process.env.EXTRA_SCOPES ?? "").split(" ").filter(Boolean);
+const scopes = ["openid", "profile", "email", "offline_access", "mcp:read", "mcp:write", "mcp:admin", ...extraScopes];
+const m2mScopes = ["mcp:read", "mcp:write", "mcp:admin", ...extraScopes];
 
 const auth = betterAuth({
   secret: process.env.BETTER_AUTH_SECRET,
