@@ -371,3 +371,36 @@ func TestAttackScopesHeaderCutMidScope(t *testing.T) {
 		}
 	}
 }
+
+// Better-Auth adds its userinfo endpoint, <baseURL><basePath>/oauth2/userinfo,
+// to the audience of a JWT access token granted openid, and never looks it
+// up as a resource. The gateway drops it from the audiences it checks only
+// when it equals <iss>/oauth2/userinfo (oauth/store.go resources), which
+// holds only while the jwt plugin's jwt.issuer is left at its default. With
+// jwt.issuer set (here to the app's origin, a common choice), every user
+// JWT granted openid, issued by Better-Auth for this very resource and
+// active by its own introspection, is refused 401 INVALID_TOKEN: the
+// userinfo URL is taken for a resource with no oauthResource row.
+func TestAttackCustomJWTIssuerRefusesOpenIDTokens(t *testing.T) {
+	t.Parallel()
+	ba := startOAuthSeed(t, oauthSeedOptions{Env: []string{"JWT_ISSUER=http://localhost:3000"}})
+	f := ba.Setup(t)
+	up := newUpstream(t)
+	gw := startGateway(t, ba.DatabaseURL, up, fmt.Sprintf(`oauth {
+			resource %s
+			issuer %s
+		}`, f.Resource, f.Issuer))
+	r := ba.Do(t, "token-code", f.Client.args("scope", "openid mcp:read", "resource", f.Resource))
+	tok, _ := r["access_token"].(string)
+	_, claims := jwtParts(t, tok)
+	if claims["iss"] != "http://localhost:3000" || fmt.Sprint(claims["aud"]) != fmt.Sprintf("[%s %s/oauth2/userinfo]", f.Resource, f.BaseURL+"/api/auth") {
+		t.Fatalf("claims %v", claims)
+	}
+	if in := ba.Do(t, "introspect", f.Client.args("token", tok)); fmt.Sprint(in["body"].(map[string]any)["active"]) != "true" {
+		t.Fatalf("Better-Auth's introspection: %v", in)
+	}
+	res := send(t, gw, "/", h("Authorization", "Bearer "+tok))
+	if res.status != 200 {
+		t.Fatalf("a JWT Better-Auth issued for this resource and holds active: %d %s", res.status, res.raw)
+	}
+}

@@ -12,6 +12,8 @@
 //                        issuer of access tokens is BASE_URL + "/api/auth"
 //   RESOURCE             the protected resource (RFC 8707 audience), default
 //                        http://127.0.0.1:8080/mcp
+//   JWT_ISSUER           the jwt plugin's jwt.issuer (default BASE_URL + "/api/auth"):
+//                        the iss of access tokens, and setup's "issuer"
 //   EXTRA_SCOPES         more scopes (space-separated) for the provider and
 //                        setup's client
 //   OAUTH_DEBUG=1        keep Better-Auth's logger on (stderr)
@@ -155,7 +157,7 @@ const auth = betterAuth({
   emailAndPassword: { enabled: true },
   plugins: [
     bearer(),
-    jwt(),
+    jwt(process.env.JWT_ISSUER ? { jwt: { issuer: process.env.JWT_ISSUER } } : undefined),
     oauthProvider({
       loginPage: "/login",
       consentPage: "/consent",
@@ -172,6 +174,7 @@ const auth = betterAuth({
 });
 const ctx = await auth.$context;
 const issuer = baseURL + basePath;
+const tokenIssuer = process.env.JWT_ISSUER ?? issuer;
 
 // hash is how the provider stores tokens (storeTokens: "hashed"):
 // base64url without padding of SHA-256 of the token.
@@ -369,7 +372,7 @@ const ops = {
     const client = await createClient({ session: alice.signed });
     state.client = client;
     return {
-      users: state.users, client, resource, issuer, baseURL, jwksURL: issuer + "/jwks",
+      users: state.users, client, resource, issuer: tokenIssuer, baseURL, jwksURL: issuer + "/jwks",
       database: sqlitePath ? "sqlite" : "postgres",
     };
   },
