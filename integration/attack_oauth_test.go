@@ -404,3 +404,41 @@ func TestAttackCustomJWTIssuerRefusesOpenIDTokens(t *testing.T) {
 		t.Fatalf("a JWT Better-Auth issued for this resource and holds active: %d %s", res.status, res.raw)
 	}
 }
+
+// A client linked to several resources may ask for a token for all of them
+// (RFC 8707 repeats resource); Better-Auth issues one JWT whose aud lists
+// them all and its validation accepts up to 64 audiences. oauth.Store
+// refuses any token with more than schema.MaxGrantResources (4) audiences
+// as unknown ("more audiences than Better-Auth itself issues", which it
+// does): a JWT issued for this resource and four others is refused 401
+// INVALID_TOKEN although Better-Auth's introspection holds it active.
+func TestAttackFiveAudiencesRefused(t *testing.T) {
+	t.Parallel()
+	ba := startOAuthSeed(t, oauthSeedOptions{})
+	f := ba.Setup(t)
+	resources := []any{f.Resource}
+	for i := range 4 {
+		id := fmt.Sprintf("http://127.0.0.1:8080/tool-%d", i)
+		ba.Do(t, "create-resource", map[string]any{"identifier": id, "client_id": f.Client.ID})
+		resources = append(resources, id)
+	}
+	up := newUpstream(t)
+	gw := startGateway(t, ba.DatabaseURL, up, fmt.Sprintf(`oauth {
+			resource %s
+			issuer %s
+		}`, f.Resource, f.Issuer))
+	r := ba.Do(t, "token-cc", f.Client.args("scope", "mcp:read", "resource", resources))
+	tok, _ := r["access_token"].(string)
+	if strings.Count(tok, ".") != 2 {
+		t.Fatalf("no JWT: %v", r)
+	}
+	if _, claims := jwtParts(t, tok); len(claims["aud"].([]any)) != 5 {
+		t.Fatalf("aud %v", claims["aud"])
+	}
+	if in := ba.Do(t, "introspect", f.Client.args("token", tok)); fmt.Sprint(in["body"].(map[string]any)["active"]) != "true" {
+		t.Fatalf("Better-Auth's introspection: %v", in)
+	}
+	if res := send(t, gw, "/", h("Authorization", "Bearer "+tok)); res.status != 200 {
+		t.Fatalf("a JWT Better-Auth issued for this resource and four others: %d %s", res.status, res.raw)
+	}
+}

@@ -57,6 +57,9 @@
 //       provider links every new client to RESOURCE (it is a registration
 //       default resource); "link_resource": false unlinks it again.
 //       → C, whose "resources" are the client's oauthClientResource links
+//   {"op":"create-resource", "identifier", "name"?, "client_id"?, "session"?}
+//       another oauthResource row (adminCreateOAuthResource), linked to the
+//       client when client_id is given → {"identifier"}
 //   {"op":"token-cc", "client_id", "client_secret", "scope"?, "resource"?}
 //       POST /oauth2/token grant_type=client_credentials (form, client_secret_basic)
 //       → the token endpoint's JSON body plus "status" (its HTTP status); a
@@ -377,6 +380,12 @@ const ops = {
     };
   },
   "create-client": (c) => createClient(c),
+  async "create-resource"(c) {
+    const headers = bearerOf(sessionOf(c));
+    await auth.api.adminCreateOAuthResource({ body: { identifier: c.identifier, name: c.name ?? c.identifier }, headers });
+    if (c.client_id) await auth.api.adminLinkClientResource({ params: { identifier: c.identifier, client_id: c.client_id }, headers });
+    return { identifier: c.identifier };
+  },
   async "token-cc"(c) {
     const a = clientAuth(c);
     return withStatus(await call("POST", "/oauth2/token", {
