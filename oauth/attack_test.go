@@ -1,0 +1,88 @@
+package oauth_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/cache"
+	"github.com/caddy-betterauth/caddy-betterauth/oauth"
+	"github.com/caddy-betterauth/caddy-betterauth/schema"
+)
+
+// grantsOK answers every grant with an enabled client, a live session and
+// the user's row, as the database would for a genuine token.
+type grantsOK struct{}
+
+func (grantsOK) OAuthGrant(_ context.Context, g schema.Grant) (*betterauth.OAuthToken, error) {
+	t := &betterauth.OAuthToken{ClientID: g.ClientID, Client: &betterauth.OAuthClient{ClientID: g.ClientID}, UserID: g.UserID,
+		SessionID: g.SessionID, SessionExpiresAt: testNow.Add(24 * time.Hour), Resources: g.Resources}
+	if g.UserID != "" {
+		t.User = &betterauth.User{ID: g.UserID}
+	}
+	return t, nil
+}
+
+// noInner is the store under the JWT store: JWT lookups never reach it.
+type noInner struct{}
+
+func (noInner) Lookup(context.Context, betterauth.Lookup) (betterauth.Record, error) {
+	return betterauth.Record{}, errors.New("not a JWT lookup")
+}
+
+// The README promises: "Removing a signing key from the jwks table stops
+// its tokens within a minute (the key cache), not at once". The gateway
+// assembles the stores as jwtStore does: the record cache over the JWT
+// store over CachedKeys over the jwks table. A JWT seen once is a cached
+// record keyed by its digest, served until the cache's TTL (or its exp)
+// without its key being looked at again: after the key's row is deleted
+// (the one thing an operator can do about a leaked signing key, since the
+// table has no trigger), the key cache forgets the key within a minute, but
+// the tokens already presented (any a thief minted, with an exp as far
+// away as he likes) keep passing for the whole record TTL, an hour here,
+// and on every replica that reads them from the shared Redis tier.
+func TestAttackDeletedSigningKeyOutlivesKeyCache(t *testing.T) {
+	var mu sync.Mutex
+	now := testNow
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+
+	s := signerFor(t, oauth.EdDSA)
+	var deleted bool
+	table := oauth.KeyFunc(func(context.Context, string) (oauth.Key, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if deleted {
+			return oauth.Key{}, oauth.ErrKeyNotFound
+		}
+		return s.key, nil
+	})
+	keys, err := oauth.NewCachedKeys(oauth.CachedKeysConfig{Source: table, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := verifier(t, oauth.AccessTokenConfig{Keys: keys, AllowUnbound: true, Now: clock})
+	st := cache.New(oauth.NewStore(noInner{}, grantsOK{}, v), cache.Options{TTL: time.Hour, Jitter: -1, Now: clock})
+
+	c := claims()
+	c["exp"] = testNow.Add(30 * 24 * time.Hour).Unix() // a thief's token: a month
+	tok := s.token(t, s.header(), c)
+	l := betterauth.NewLookup(betterauth.KindJWT, tok)
+	if rec, err := st.Lookup(context.Background(), l); err != nil || rec.OAuth == nil {
+		t.Fatalf("before: %+v, %v", rec, err)
+	}
+
+	mu.Lock()
+	deleted = true
+	mu.Unlock()
+	advance(2 * time.Minute)
+	if _, err := keys.Key(context.Background(), s.key.ID); !errors.Is(err, oauth.ErrKeyNotFound) {
+		t.Fatalf("the key cache still has the key 2 minutes after its row went: %v", err)
+	}
+	if rec, err := st.Lookup(context.Background(), l); err != nil || rec.OAuth != nil {
+		t.Fatalf("2 minutes after its signing key was deleted, a JWT signed with it is still accepted (record %v, %v)", rec.OAuth != nil, err)
+	}
+}
