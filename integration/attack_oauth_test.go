@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-betterauth/caddy-betterauth/cache"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
 )
 
@@ -440,5 +441,129 @@ func TestAttackFiveAudiencesRefused(t *testing.T) {
 	}
 	if res := send(t, gw, "/", h("Authorization", "Bearer "+tok)); res.status != 200 {
 		t.Fatalf("a JWT Better-Auth issued for this resource and four others: %d %s", res.status, res.raw)
+	}
+}
+
+// The shared Redis tier names an entry by its lookup kind reduced to one
+// letter, "?kse"[kind%4] (cache/remote.go keyFor), which made sense while
+// kinds were 1, 2 and 3. KindOAuth is 8: a raw bearer value looked up as
+// an API key or an OAuth token (KindAPIKey|KindOAuth, 9, with
+// require_signature) lands on "k", the letter of x-api-key lookups
+// (KindAPIKey, 1). Once an opaque OAuth token has been used as a bearer
+// token, the same token sent in X-Api-Key is served the OAuth record from
+// Redis and let through as an OAuth token, where Better-Auth's api-key
+// plugin, and the gateway itself without Redis, say INVALID_API_KEY.
+// Whatever a lookup of one kind wrote is read by a lookup of the other.
+func TestAttackSharedTierKindLetterCollision(t *testing.T) {
+	t.Parallel()
+	redisURL := testenv.Require(t, "TEST_REDIS_URL")
+	ba := startOAuthSeed(t, oauthSeedOptions{})
+	f := ba.Setup(t)
+	up := newUpstream(t)
+	prefix := "attack-kind-" + strings.ToLower(rand.Text()[:8]) + ":"
+	gw := sharedGateway(t, ba.DatabaseURL, redisURL, prefix, up, fmt.Sprintf(`require_signature
+		oauth {
+			resource %s
+			issuer %s
+			allow_unbound_tokens
+		}`, f.Resource, f.Issuer))
+	// Entries written within cache.ClockSkew of the gateway's start are not
+	// read; share only after that window.
+	<-time.After(cache.ClockSkew)
+	opaque := func() string {
+		r := ba.Do(t, "token-cc", f.Client.args("scope", "mcp:read"))
+		tok, _ := r["access_token"].(string)
+		if tok == "" {
+			t.Fatalf("no token: %v", r)
+		}
+		return tok
+	}
+
+	// An OAuth token is no API key: refused in X-Api-Key.
+	if r := send(t, gw, "/", h("X-Api-Key", opaque())); r.status != 401 || r.body.Code != "INVALID_API_KEY" {
+		t.Fatalf("an OAuth token in X-Api-Key: %d %s", r.status, r.raw)
+	}
+	// Unless it was used as a bearer token first.
+	tok := opaque()
+	if r := send(t, gw, "/", h("Authorization", "Bearer "+tok)); r.status != 200 {
+		t.Fatalf("bearer: %d %s", r.status, r.raw)
+	}
+	r := send(t, gw, "/", h("X-Api-Key", tok))
+	if r.status != 401 || r.body.Code != "INVALID_API_KEY" {
+		t.Fatalf("the same OAuth token in X-Api-Key after a bearer use: %d %s, upstream saw X-Auth-Method %q",
+			r.status, r.raw, up.headers(r.id).Get("X-Auth-Method"))
+	}
+}
+
+// The same letter collision across routes. A site protects its MCP route
+// with an oauth block and its other routes without one (they were never
+// meant to take OAuth tokens), all on one Redis with one prefix, as the
+// README advises for gateways reading one database. A route without an
+// oauth block looks raw bearer values up as KindEither (3, "e"); the MCP
+// route as KindEither|KindOAuth (11, "e" too). Once an opaque OAuth token
+// (of any client, granted any scope, for any resource) has been used on
+// the MCP route, the other route reads its OAuth record from Redis and
+// lets it through with the user's identity, where it refuses it without
+// Redis: no audience, no scope and no opt-in stand in the way, since a
+// route without an oauth block has no audience policy at all.
+func TestAttackRouteWithoutOAuthBlockAcceptsOAuthTokensViaRedis(t *testing.T) {
+	t.Parallel()
+	redisURL := testenv.Require(t, "TEST_REDIS_URL")
+	ba := startOAuthSeed(t, oauthSeedOptions{})
+	f := ba.Setup(t)
+	up := newUpstream(t)
+	prefix := "attack-routes-" + strings.ToLower(rand.Text()[:8]) + ":"
+	block := func(extra string) string {
+		return fmt.Sprintf(`better_auth {
+			database {env.DATABASE_URL}
+			secret {env.BETTER_AUTH_SECRET}
+			redis {env.CACHE_REDIS_URL} {
+				prefix %s
+				timeout 500ms
+			}
+			%s
+		}
+		reverse_proxy %s`, prefix, extra, up.addr())
+	}
+	gw := testenv.StartCaddy(t, "", fmt.Sprintf(`
+	handle /mcp* {
+		%s
+	}
+	handle {
+		%s
+	}`, block(fmt.Sprintf(`oauth {
+				resource %s
+				issuer %s
+				allow_unbound_tokens
+			}`, f.Resource, f.Issuer)), block("")),
+		"DATABASE_URL="+ba.DatabaseURL, "BETTER_AUTH_SECRET="+testenv.Secret, "CACHE_REDIS_URL="+redisURL)
+	for _, path := range []string{"/mcp", "/app"} {
+		send(t, gw, path, h("X-Api-Key", "ba_start_the_watchers"))
+	}
+	gw.WaitForLogCount(t, "listening for revocations", 2, 10*time.Second)
+	gw.WaitForLogCount(t, "listening for invalidations from other gateways", 2, 10*time.Second)
+	<-time.After(cache.ClockSkew)
+	opaque := func() string {
+		r := ba.Do(t, "token-code", f.Client.args("scope", "mcp:read"))
+		tok, _ := r["access_token"].(string)
+		if tok == "" || strings.Contains(tok, ".") {
+			t.Fatalf("no opaque token: %v", r)
+		}
+		return tok
+	}
+
+	// The route without an oauth block refuses OAuth tokens.
+	if r := send(t, gw, "/app", h("Authorization", "Bearer "+opaque())); r.status != 401 {
+		t.Fatalf("an OAuth token on the route without an oauth block: %d %s", r.status, r.raw)
+	}
+	// Unless the token was used on the MCP route first.
+	tok := opaque()
+	if r := send(t, gw, "/mcp", h("Authorization", "Bearer "+tok)); r.status != 200 {
+		t.Fatalf("/mcp: %d %s", r.status, r.raw)
+	}
+	r := send(t, gw, "/app", h("Authorization", "Bearer "+tok))
+	if got := up.headers(r.id); r.status != 401 || got != nil {
+		t.Fatalf("the same OAuth token on the route without an oauth block, after a use on /mcp: %d %s; upstream saw method %q, user %q",
+			r.status, r.raw, got.Get("X-Auth-Method"), got.Get("X-Auth-User-Id"))
 	}
 }
