@@ -567,3 +567,31 @@ func TestAttackRouteWithoutOAuthBlockAcceptsOAuthTokensViaRedis(t *testing.T) {
 			r.status, r.raw, got.Get("X-Auth-Method"), got.Get("X-Auth-User-Id"))
 	}
 }
+
+// A stream ends on its own when its credential expires: a session's at its
+// expiresAt. An OAuth user token is valid only while the session it was
+// issued in is (Better-Auth's validateOpaqueAccessToken, and the gateway
+// for every new request: TOKEN_REVOKED), but its stream's deadline is the
+// token's own expiresAt (Decision.ExpiresAt, gateway/streams.go Watch):
+// when the session expires first, the stream of its token goes on until
+// the token expires (an hour by default), refused to any new request.
+func TestAttackOAuthStreamOutlivesItsSession(t *testing.T) {
+	t.Parallel()
+	a := startAttackOAuth(t, "")
+	bob := a.f.Users.Bob
+	r := a.ba.Do(t, "token-code", a.f.Client.args("scope", "mcp:read", "session", bob.Signed))
+	tok, _ := r["access_token"].(string)
+	if tok == "" || strings.Contains(tok, ".") {
+		t.Fatalf("no opaque token: %v", r)
+	}
+	testenv.Exec(t, a.ba.DatabaseURL, `UPDATE session SET "expiresAt" = now() + interval '1500 milliseconds' WHERE id = $1`, bob.SessionID)
+	ticks, ended := openStream(t, a.gw, tok)
+	waitForTicks(t, ticks, ended, 2)
+	refusedWithin(t, a.gw, tok, 401, "TOKEN_REVOKED", 3*time.Second) // the session has expired
+	expired := time.Now()
+	select {
+	case <-ended:
+	case <-time.After(2 * time.Second):
+		t.Fatalf("the stream of a token whose session expired is still open %v later", time.Since(expired).Round(time.Millisecond))
+	}
+}
