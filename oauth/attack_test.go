@@ -3,6 +3,7 @@ package oauth_test
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -84,5 +85,39 @@ func TestAttackDeletedSigningKeyOutlivesKeyCache(t *testing.T) {
 	}
 	if rec, err := st.Lookup(context.Background(), l); err != nil || rec.OAuth != nil {
 		t.Fatalf("2 minutes after its signing key was deleted, a JWT signed with it is still accepted (record %v, %v)", rec.OAuth != nil, err)
+	}
+}
+
+// countingShield counts the failures charged to clients.
+type countingShield struct{ failed int }
+
+func (*countingShield) Blocked(netip.Addr) (time.Duration, bool) { return 0, false }
+func (s *countingShield) Failed(netip.Addr)                      { s.failed++ }
+
+// The shield (brute_force) counts guesses only: "genuine keys that are
+// disabled, expired ... and correctly signed session tokens the database no
+// longer knows do not count" (README), so that a NAT full of stale
+// credentials the app itself issued does not lock everyone behind it out.
+// A genuine JWT access token that has merely expired is the most common
+// stale credential an MCP client sends (it refreshes after a 401). Its exp
+// is a TokenError like a bad signature, oauth.Store answers "not found",
+// and the Gate refuses it 401 INVALID_TOKEN (not TOKEN_EXPIRED, as for an
+// expired opaque token) and charges the client's address one guess: a few
+// clients behind one address retrying with expired tokens get that
+// address 429 TOO_MANY_FAILURES for every credential.
+func TestAttackExpiredJWTCountsAsAGuess(t *testing.T) {
+	s := signerFor(t, oauth.EdDSA)
+	tok := s.token(t, s.header(), claims()) // exp: testNow + 59 min
+	later := func() time.Time { return testNow.Add(2 * time.Hour) }
+	v := verifier(t, oauth.AccessTokenConfig{AllowUnbound: true, Now: later})
+	bv, err := betterauth.NewVerifier(betterauth.Options{Store: oauth.NewStore(noInner{}, grantsOK{}, v), Now: later})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shield := &countingShield{}
+	g := betterauth.NewGate(betterauth.GateConfig{Verifier: bv, Shield: shield, Extract: betterauth.ExtractorConfig{OAuth: true}})
+	res := g.Decide(context.Background(), betterauth.HTTPHeader{"Authorization": {"Bearer " + tok}}, netip.MustParseAddr("203.0.113.7"))
+	if res.Decision.Reason != betterauth.TokenExpired || shield.failed != 0 {
+		t.Fatalf("an expired genuine JWT: reason %v, charged %d guesses; want TOKEN_EXPIRED and none", res.Decision.Reason, shield.failed)
 	}
 }
