@@ -3,7 +3,11 @@ package oauth_test
 import (
 	"context"
 	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -119,5 +123,38 @@ func TestAttackExpiredJWTCountsAsAGuess(t *testing.T) {
 	res := g.Decide(context.Background(), betterauth.HTTPHeader{"Authorization": {"Bearer " + tok}}, netip.MustParseAddr("203.0.113.7"))
 	if res.Decision.Reason != betterauth.TokenExpired || shield.failed != 0 {
 		t.Fatalf("an expired genuine JWT: reason %v, charged %d guesses; want TOKEN_EXPIRED and none", res.Decision.Reason, shield.failed)
+	}
+}
+
+// jwks_url must be https ("http only on a loopback host, or with
+// AllowHTTP ... whoever can tamper with the traffic can then substitute
+// keys"), but the document is fetched with a client that follows
+// redirects as http.DefaultClient does, downgrades included: an https
+// JWKS URL that redirects (a moved path, a proxy's http:// Location) makes
+// the gateway take its signing keys from a plain-http host, where anyone
+// on the path substitutes his own and signs access tokens with them.
+func TestAttackJWKSURLFollowsRedirectToPlainHTTP(t *testing.T) {
+	attacker := newIssuer(t, newSigner(t, oauth.EdDSA, "k1").key) // plain http
+	_, port, _ := strings.Cut(strings.TrimPrefix(attacker.srv.URL, "http://"), ":")
+	moved := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://keys.example.net:"+port+"/jwks", http.StatusFound)
+	}))
+	t.Cleanup(moved.Close)
+	// The client a default-configured gateway uses (http.DefaultClient),
+	// trusting the test's certificate and resolving keys.example.net to
+	// the attacker's server: the redirect policy is the default one.
+	tr := moved.Client().Transport.(*http.Transport).Clone()
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if strings.HasPrefix(addr, "keys.example.net:") {
+			addr = "127.0.0.1:" + port
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	s, err := oauth.NewJWKSURL(oauth.JWKSURLConfig{URL: moved.URL + "/api/auth/jwks", Client: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, err := s.Key(context.Background(), "k1"); err == nil {
+		t.Fatalf("a key fetched over plain http from %s, after a redirect of the https JWKS URL: %s", "keys.example.net", k.ID)
 	}
 }
