@@ -595,3 +595,52 @@ func TestAttackOAuthStreamOutlivesItsSession(t *testing.T) {
 		t.Fatalf("the stream of a token whose session expired is still open %v later", time.Since(expired).Round(time.Millisecond))
 	}
 }
+
+// Withstood: the legacy mcp() plugin keeps access and refresh tokens in
+// plain text in one row. Its access token is compared exactly (no
+// case-insensitive collation, as MySQL's would give), its refresh token
+// from the same row is no access token, and the modern provider's stored
+// form (the token's hash) finds nothing: on PostgreSQL and SQLite.
+func TestAttackLegacyPlaintextLookupsAreExact(t *testing.T) {
+	t.Parallel()
+	for _, sqlite := range []bool{false, true} {
+		t.Run(map[bool]string{false: "postgres", true: "sqlite"}[sqlite], func(t *testing.T) {
+			t.Parallel()
+			ba := startOAuthSeed(t, oauthSeedOptions{Legacy: true, SQLite: sqlite})
+			fx := ba.Do(t, "setup", nil)
+			var c oauthClient
+			remarshal(t, fx["client"], &c)
+			up := newUpstream(t)
+			gw := startGateway(t, ba.DatabaseURL, up, `oauth {
+			resource http://127.0.0.1:8080/mcp
+			issuer http://localhost:3000/api/auth
+			allow_unbound_tokens
+		}`)
+			r := ba.Do(t, "token-code", c.args("scope", "openid offline_access"))
+			access, _ := r["access_token"].(string)
+			refresh, _ := r["refresh_token"].(string)
+			if access == "" || refresh == "" {
+				t.Fatalf("tokens: %v", r)
+			}
+			flipped := []byte(access)
+			for i, ch := range flipped {
+				if 'a' <= ch && ch <= 'z' {
+					flipped[i] = ch - 'a' + 'A'
+					break
+				}
+			}
+			for name, tok := range map[string]string{
+				"the access token with one letter's case flipped":  string(flipped),
+				"the refresh token of the same row":                refresh,
+				"the access token's hash (the modern stored form)": storedHash(access),
+			} {
+				if res := send(t, gw, "/", h("Authorization", "Bearer "+tok)); res.status != 401 || up.headers(res.id) != nil {
+					t.Errorf("%s: %d %s", name, res.status, res.raw)
+				}
+			}
+			if res := send(t, gw, "/", h("Authorization", "Bearer "+access)); res.status != 200 {
+				t.Fatalf("the access token itself: %d %s", res.status, res.raw)
+			}
+		})
+	}
+}
