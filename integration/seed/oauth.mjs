@@ -12,6 +12,10 @@
 //                        issuer of access tokens is BASE_URL + "/api/auth"
 //   RESOURCE             the protected resource (RFC 8707 audience), default
 //                        http://127.0.0.1:8080/mcp
+//   JWT_ISSUER           the jwt plugin's jwt.issuer (default BASE_URL + "/api/auth"):
+//                        the iss of access tokens, and setup's "issuer"
+//   EXTRA_SCOPES         more scopes (space-separated) for the provider and
+//                        setup's client
 //   OAUTH_DEBUG=1        keep Better-Auth's logger on (stderr)
 //
 // The app: betterAuth({ emailAndPassword, plugins: [bearer(), jwt(),
@@ -53,6 +57,9 @@
 //       provider links every new client to RESOURCE (it is a registration
 //       default resource); "link_resource": false unlinks it again.
 //       → C, whose "resources" are the client's oauthClientResource links
+//   {"op":"create-resource", "identifier", "name"?, "client_id"?, "session"?}
+//       another oauthResource row (adminCreateOAuthResource), linked to the
+//       client when client_id is given → {"identifier"}
 //   {"op":"token-cc", "client_id", "client_secret", "scope"?, "resource"?}
 //       POST /oauth2/token grant_type=client_credentials (form, client_secret_basic)
 //       → the token endpoint's JSON body plus "status" (its HTTP status); a
@@ -146,8 +153,11 @@ const baseURL = (process.env.BASE_URL ?? "http://localhost:3000").replace(/\/+$/
 const basePath = "/api/auth";
 const resource = process.env.RESOURCE ?? "http://127.0.0.1:8080/mcp";
 const redirectURI = "http://127.0.0.1:9/callback";
-const scopes = ["openid", "profile", "email", "offline_access", "mcp:read", "mcp:write", "mcp:admin"];
-const m2mScopes = ["mcp:read", "mcp:write", "mcp:admin"];
+// EXTRA_SCOPES (space-separated) adds scopes to the provider's, and to the
+// ones setup's client may ask for (user and client_credentials).
+const extraScopes = (process.env.EXTRA_SCOPES ?? "").split(" ").filter(Boolean);
+const scopes = ["openid", "profile", "email", "offline_access", "mcp:read", "mcp:write", "mcp:admin", ...extraScopes];
+const m2mScopes = ["mcp:read", "mcp:write", "mcp:admin", ...extraScopes];
 
 const auth = betterAuth({
   secret: process.env.BETTER_AUTH_SECRET,
@@ -157,7 +167,7 @@ const auth = betterAuth({
   emailAndPassword: { enabled: true },
   plugins: [
     bearer(),
-    jwt(),
+    jwt(process.env.JWT_ISSUER ? { jwt: { issuer: process.env.JWT_ISSUER } } : undefined),
     oauthProvider({
       loginPage: "/login",
       consentPage: "/consent",
@@ -174,6 +184,7 @@ const auth = betterAuth({
 });
 const ctx = await auth.$context;
 const issuer = baseURL + basePath;
+const tokenIssuer = process.env.JWT_ISSUER ?? issuer;
 
 // hash is how the provider stores tokens (storeTokens: "hashed"):
 // base64url without padding of SHA-256 of the token.
@@ -378,11 +389,17 @@ const ops = {
     const client = await createClient({ session: alice.signed });
     state.client = client;
     return {
-      users: state.users, client, resource, issuer, baseURL, jwksURL: issuer + "/jwks",
+      users: state.users, client, resource, issuer: tokenIssuer, baseURL, jwksURL: issuer + "/jwks",
       database: sqlitePath ? "sqlite" : "postgres",
     };
   },
   "create-client": (c) => createClient(c),
+  async "create-resource"(c) {
+    const headers = bearerOf(sessionOf(c));
+    await auth.api.adminCreateOAuthResource({ body: { identifier: c.identifier, name: c.name ?? c.identifier }, headers });
+    if (c.client_id) await auth.api.adminLinkClientResource({ params: { identifier: c.identifier, client_id: c.client_id }, headers });
+    return { identifier: c.identifier };
+  },
   async "token-cc"(c) {
     const a = clientAuth(c);
     return withStatus(await call("POST", "/oauth2/token", {
