@@ -16,8 +16,8 @@ type Answers struct {
 	// stepUp is InsufficientScope's answer to an OAuth token, whose
 	// client may ask for the scopes the challenge names: needed, and
 	// the challenge around the scope parameter.
-	stepUp                   answer
-	needed                   []string
+	stepUp                 answer
+	needed                 []string
 	stepUpHead, stepUpTail string
 }
 

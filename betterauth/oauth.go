@@ -45,6 +45,10 @@ type OAuthToken struct {
 	// Legacy says the row is the legacy plugins': the token is stored in
 	// plain text and has no revoked, session or resources columns.
 	Legacy bool
+	// CheckBy, when set, is when a JWT's signing key must be looked at
+	// again: a cache does not serve the record past it, so that a key
+	// deleted from the jwks table stops its tokens.
+	CheckBy time.Time
 
 	hdrID, hdrClient, hdrScopes string // encoded for headers, set by Seal
 	sealed                      bool
@@ -67,7 +71,28 @@ func (t *OAuthToken) seal() {
 }
 
 func (t *OAuthToken) encode() (id, client, scopes string) {
-	return EncodeHeaderValue(t.ID), EncodeHeaderValue(t.ClientID), EncodeHeaderValue(strings.Join(t.Scopes, " "))
+	return EncodeHeaderValue(t.ID), EncodeHeaderValue(t.ClientID), scopesHeader(t.Scopes)
+}
+
+// scopesHeader joins the scopes that fit in a header value, whole: a
+// scope cut short could name one never granted (files:write-own as
+// files:write). Those that do not fit are left out, which grants less.
+func scopesHeader(scopes []string) string {
+	var b strings.Builder
+	for _, s := range scopes {
+		n := len(s)
+		if b.Len() > 0 {
+			n++
+		}
+		if b.Len()+n > MaxHeaderValue {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(s)
+	}
+	return EncodeHeaderValue(b.String())
 }
 
 // headerValues returns the token's id, client id and scopes encoded for
@@ -124,6 +149,10 @@ func (v *Verifier) checkOAuth(t *OAuthToken, now time.Time) Decision {
 		return deny(WrongAudience)
 	}
 	id, client, scopes := t.headerValues()
-	return Decision{Method: MethodOAuth, User: t.User, CredentialID: t.ID, credHdr: id, ExpiresAt: t.ExpiresAt,
+	expires := t.ExpiresAt
+	if t.SessionID != "" && t.SessionExpiresAt.Before(expires) {
+		expires = t.SessionExpiresAt // a stream ends with the session
+	}
+	return Decision{Method: MethodOAuth, User: t.User, CredentialID: t.ID, credHdr: id, ExpiresAt: expires,
 		Client: t.ClientID, Scopes: t.Scopes, TokenSession: t.SessionID, clientHdr: client, scopesHdr: scopes}
 }

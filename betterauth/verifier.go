@@ -110,13 +110,15 @@ func (v *Verifier) lookup(ctx context.Context, l Lookup, notFound Reason) (Decis
 	if err != nil {
 		return Decision{Reason: BackendUnavailable}, err
 	}
+	// Only a record of a table this kind reads counts, whatever a cache
+	// tier handed back.
 	now := v.now()
 	switch {
-	case rec.APIKey != nil:
+	case rec.APIKey != nil && l.Kind.Reads(KindAPIKey):
 		return v.checkAPIKey(rec.APIKey, now), nil
-	case rec.Session != nil:
+	case rec.Session != nil && l.Kind.Reads(KindSession):
 		return checkSession(rec.Session, now), nil
-	case rec.OAuth != nil:
+	case rec.OAuth != nil && (l.Kind.Reads(KindOAuth) || l.Kind == KindJWT):
 		return v.checkOAuth(rec.OAuth, now), nil
 	}
 	return deny(notFound), nil

@@ -347,6 +347,9 @@ func expiryOf(r betterauth.Record) time.Time {
 	case r.Session != nil:
 		return r.Session.ExpiresAt
 	case r.OAuth != nil:
+		if c := r.OAuth.CheckBy; !c.IsZero() && (r.OAuth.ExpiresAt.IsZero() || c.Before(r.OAuth.ExpiresAt)) {
+			return c
+		}
 		return r.OAuth.ExpiresAt
 	}
 	return time.Time{}

@@ -659,7 +659,8 @@ func (g *Gateway) apply(ctx context.Context, revs []cache.Revocation, relay []ca
 func (g *Gateway) endStreams(revs []cache.Revocation) {
 	for _, r := range revs {
 		switch r.Target {
-		case cache.TargetAPIKey, cache.TargetSession, cache.TargetUser, cache.TargetOrg:
+		case cache.TargetAPIKey, cache.TargetSession, cache.TargetUser, cache.TargetOrg,
+			cache.TargetOAuthToken, cache.TargetOAuthClient, cache.TargetOAuth:
 			g.streams.Revoked(r.Target, r.ID)
 		}
 	}
@@ -698,7 +699,7 @@ func jwtStore(inner betterauth.Store, db store.DB, j *jwtAssembly, logger *zap.L
 		}
 		keys = u
 	} else {
-		c, err := oauth.NewCachedKeys(oauth.CachedKeysConfig{Source: oauth.KeyFunc(db.JWK)})
+		c, err := oauth.NewCachedKeys(oauth.CachedKeysConfig{Source: oauth.KeyFunc(db.JWK), All: db.JWKs})
 		if err != nil {
 			return nil, err
 		}

@@ -137,8 +137,9 @@ var ErrInvalidToken = errors.New("oauth: invalid access token")
 //
 // A claim of the wrong JSON type is reported under its name.
 type TokenError struct {
-	Reason string
-	err    error
+	Reason  string
+	err     error
+	expired bool // see Expired
 }
 
 func (e *TokenError) Error() string {
@@ -249,11 +250,26 @@ func (v *AccessTokenVerifier) Verify(ctx context.Context, token string) (AccessT
 		return AccessToken{}, invalid("malformed")
 	}
 	at, reason := v.checkClaims(claims)
-	if reason != "" {
-		return AccessToken{}, invalid(reason)
-	}
 	at.KeyID = kid
-	return at, nil
+	switch reason {
+	case "":
+		return at, nil
+	case "exp":
+		if !at.ExpiresAt.IsZero() {
+			// Genuine and valid in every other way, but past its exp:
+			// its claims come with the error, so that the client is told
+			// its token expired (a stale credential, not a guess).
+			return at, &TokenError{Reason: reason, expired: true}
+		}
+	}
+	return AccessToken{}, invalid(reason)
+}
+
+// Expired reports whether err is a genuine token's expiry: everything
+// else about the token held, and Verify returned its claims.
+func Expired(err error) bool {
+	var te *TokenError
+	return errors.As(err, &te) && te.expired
 }
 
 // decodeObject decodes a base64url JSON object into its members, by their
@@ -301,7 +317,10 @@ func checkHeader(h map[string]json.RawMessage) (alg, kid, reason string) {
 		return "", "", "alg"
 	}
 	kid, ok = stringMember(h, "kid")
-	if !ok || kid == "" || len(kid) > maxKIDLength {
+	if !ok || kid == "" || len(kid) > maxKIDLength || strings.ContainsFunc(kid, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		// Better-Auth's kids are generated ids; one with a NUL the
+		// database would refuse (a 503), and no row has control
+		// characters.
 		return "", "", "kid"
 	}
 	return alg, kid, ""
@@ -317,10 +336,10 @@ func (v *AccessTokenVerifier) checkClaims(c map[string]json.RawMessage) (AccessT
 
 	now := v.now()
 	exp, present, ok := dateMember(c, "exp")
-	if !ok || !present || !now.Before(exp.Add(v.leeway)) {
+	if !ok || !present {
 		return at, "exp"
 	}
-	at.ExpiresAt = exp
+	at.ExpiresAt = exp // whether it has passed is judged last (see Expired)
 	// iat is required (RFC 9068 §2.2; Better-Auth always sets it).
 	iat, present, ok := dateMember(c, "iat")
 	if !ok || !present || iat.After(now.Add(v.leeway)) {
@@ -379,6 +398,9 @@ func (v *AccessTokenVerifier) checkClaims(c map[string]json.RawMessage) (AccessT
 		return at, "scope"
 	}
 	at.Scopes = strings.Fields(scope)
+	if !now.Before(exp.Add(v.leeway)) {
+		return at, "exp"
+	}
 	return at, ""
 }
 

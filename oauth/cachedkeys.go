@@ -25,9 +25,14 @@ type CachedKeysConfig struct {
 	// LookupsPerSecond bounds the lookups of kids the cache holds no key
 	// for, with a burst of as many: tokens with made-up kids cost the
 	// database at most that many queries a second. A kid over the bound
-	// is answered as not found (the token is refused) without a query.
-	// Default: 10.
+	// is answered from All when it is set, else as not found (the token
+	// is refused) without a query. Default: 10.
 	LookupsPerSecond int
+	// All, when set, lists every key of the source (the jwks table holds
+	// a handful). Over the lookup bound, the cache reads them all, at most
+	// once a second, and answers from them: a flood of made-up kids then
+	// costs at most that, and cannot keep a genuine kid from being found.
+	All func(ctx context.Context) ([]Key, error)
 	// MaxEntries bounds the kids cached, found or missing. Default: 1024.
 	MaxEntries int
 	// GracePeriod is how long a key keeps verifying after its row's
@@ -60,8 +65,13 @@ type CachedKeys struct {
 	now      func() time.Time
 	flight   singleflight.Group
 
+	all func(context.Context) ([]Key, error)
+
 	mu      sync.Mutex
 	entries map[string]*keyEntry
+	// listed is what All returned at listedAt.
+	listed   map[string]Key
+	listedAt time.Time
 	// A token bucket of lookups of unknown kids.
 	rate, tokens float64
 	refilled     time.Time
@@ -85,6 +95,7 @@ func NewCachedKeys(cfg CachedKeysConfig) (*CachedKeys, error) {
 	}
 	c := &CachedKeys{
 		src:     cfg.Source,
+		all:     cfg.All,
 		ttl:     orDefault(cfg.TTL, time.Minute),
 		neg:     orDefault(cfg.NegativeTTL, 10*time.Second),
 		grace:   orDefault(cfg.GracePeriod, DefaultGracePeriod),
@@ -146,6 +157,9 @@ func (c *CachedKeys) lookup(ctx context.Context, kid string) *keyEntry {
 		return old // a lookup that ended as this one was asked for
 	case (old == nil || old.err != nil) && !c.take(now):
 		c.mu.Unlock()
+		if c.all != nil {
+			return c.fromList(ctx, kid)
+		}
 		return &keyEntry{err: errOverRate}
 	}
 	c.mu.Unlock()
@@ -172,6 +186,56 @@ func (c *CachedKeys) lookup(ctx context.Context, kid string) *keyEntry {
 		}
 		return &keyEntry{err: err} // not cached: the next token asks again
 	}
+	c.mu.Lock()
+	c.store(kid, e)
+	c.mu.Unlock()
+	return e
+}
+
+// listInterval is how often, at most, All is read.
+const listInterval = time.Second
+
+// fromList answers kid from the source's list of every key, read again if
+// it is older than listInterval (concurrent callers share one reading). A
+// kid found is cached as if looked up; one not found is not cached, so
+// that made-up kids cannot crowd out the entries.
+func (c *CachedKeys) fromList(ctx context.Context, kid string) *keyEntry {
+	c.mu.Lock()
+	listed, fresh := c.listed, c.now().Sub(c.listedAt) < listInterval
+	c.mu.Unlock()
+	if !fresh {
+		v, err, _ := c.flight.Do("\x00all", func() (any, error) {
+			c.mu.Lock()
+			if c.now().Sub(c.listedAt) < listInterval {
+				defer c.mu.Unlock()
+				return c.listed, nil
+			}
+			c.mu.Unlock()
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+			defer cancel()
+			keys, err := c.all(lctx)
+			if err != nil {
+				return nil, err
+			}
+			m := make(map[string]Key, len(keys))
+			for _, k := range keys {
+				m[k.ID] = k
+			}
+			c.mu.Lock()
+			c.listed, c.listedAt = m, c.now()
+			c.mu.Unlock()
+			return m, nil
+		})
+		if err != nil {
+			return &keyEntry{err: err} // decides nothing: 503
+		}
+		listed = v.(map[string]Key)
+	}
+	k, ok := listed[kid]
+	if !ok {
+		return &keyEntry{err: errOverRate}
+	}
+	e := &keyEntry{key: k, until: c.now().Add(c.ttl)}
 	c.mu.Lock()
 	c.store(kid, e)
 	c.mu.Unlock()

@@ -142,6 +142,41 @@ func TestCachedKeysBoundLookupsOfUnknownKids(t *testing.T) {
 	}
 }
 
+// With All, a flood of made-up kids cannot keep a genuine kid (a key
+// rotated in, not cached yet) from being found: over the bound, the list of
+// every key answers, read at most once a second.
+func TestCachedKeysFindGenuineKidsDuringAFlood(t *testing.T) {
+	ed := signerFor(t, oauth.EdDSA).key
+	rotated := newSigner(t, oauth.ES256, "rotated-in").key
+	tb := newTable(ed, rotated)
+	var listings atomic.Int64
+	all := func(context.Context) ([]oauth.Key, error) {
+		listings.Add(1)
+		return []oauth.Key{ed, rotated}, nil
+	}
+	c := &clock{t: testNow}
+	ck := newCachedKeys(t, tb, c, oauth.CachedKeysConfig{LookupsPerSecond: 5, All: all})
+	ctx := context.Background()
+	for i := range 1000 {
+		if _, err := ck.Key(ctx, fmt.Sprint("made-up-", i)); !errors.Is(err, oauth.ErrKeyNotFound) {
+			t.Fatalf("made-up kid: %v", err)
+		}
+	}
+	if k, err := ck.Key(ctx, rotated.ID); err != nil || k.ID != rotated.ID {
+		t.Fatalf("a genuine kid during the flood: %v", err)
+	}
+	if n, l := tb.lookups.Load(), listings.Load(); n != 5 || l != 1 {
+		t.Errorf("%d lookups and %d listings, want 5 and 1", n, l)
+	}
+	c.Add(time.Second)
+	for i := range 1000 {
+		ck.Key(ctx, fmt.Sprint("more-", i))
+	}
+	if l := listings.Load(); l != 2 {
+		t.Errorf("%d listings a second later, want 2", l)
+	}
+}
+
 func TestCachedKeysShareConcurrentLookups(t *testing.T) {
 	ed := signerFor(t, oauth.EdDSA).key
 	tb := newTable(ed)

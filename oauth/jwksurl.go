@@ -71,11 +71,8 @@ func NewJWKSURL(cfg JWKSURLConfig) (*JWKSURL, error) {
 	if err != nil || !u.IsAbs() || u.Host == "" || u.Fragment != "" {
 		return nil, fmt.Errorf("oauth: JWKS URL %q must be an absolute URL", cfg.URL)
 	}
-	switch {
-	case u.Scheme == "https":
-	case u.Scheme == "http" && (cfg.AllowHTTP || isLoopback(u.Hostname())):
-	default:
-		return nil, fmt.Errorf("oauth: JWKS URL %q must be https (http only on a loopback host, or with AllowHTTP)", cfg.URL)
+	if err := cfg.checkScheme(u); err != nil {
+		return nil, err
 	}
 	if cfg.Timeout < 0 || cfg.RefetchInterval < 0 || cfg.MaxAge < 0 || cfg.MaxBytes < 0 {
 		return nil, errors.New("oauth: JWKS URL: negative timeout, interval, age or size")
@@ -83,6 +80,23 @@ func NewJWKSURL(cfg JWKSURLConfig) (*JWKSURL, error) {
 	if cfg.Client == nil {
 		cfg.Client = http.DefaultClient
 	}
+	// A redirect is held to the same rule: an https URL that redirects to
+	// plain http would hand the keys to whoever is on that path.
+	client := *cfg.Client
+	next := client.CheckRedirect
+	client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if err := cfg.checkScheme(req.URL); err != nil {
+			return err
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	cfg.Client = &client
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
 	}
@@ -218,4 +232,16 @@ func (s *JWKSURL) get(ctx context.Context) (map[string]Key, error) {
 		keys[k.ID] = k
 	}
 	return keys, nil
+}
+
+// checkScheme refuses a URL the keys may not come from: https, or http on
+// a loopback host (or anywhere with AllowHTTP).
+func (cfg JWKSURLConfig) checkScheme(u *url.URL) error {
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && (cfg.AllowHTTP || isLoopback(u.Hostname())):
+	default:
+		return fmt.Errorf("oauth: JWKS URL %q must be https (http only on a loopback host, or with AllowHTTP)", u.Redacted())
+	}
+	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
@@ -47,6 +49,10 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 	}
 	at, err := s.verifier.Verify(ctx, l.Secret)
 	switch {
+	case Expired(err):
+		// The Verifier refuses it as expired, before anything the rows
+		// would say: none are read.
+		return betterauth.Record{OAuth: &betterauth.OAuthToken{ID: tokenID(at), ClientID: at.ClientID, ExpiresAt: at.ExpiresAt}}, nil
 	case errors.Is(err, ErrInvalidToken):
 		return betterauth.Record{}, nil
 	case err != nil:
@@ -63,21 +69,36 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 	if err != nil || t == nil {
 		return betterauth.Record{}, err
 	}
-	t.ID, t.Scopes, t.ExpiresAt = at.JTI, at.Scopes, at.ExpiresAt
-	if t.ID == "" {
-		t.ID = at.KeyID + ":" + at.IssuedAt.UTC().Format("20060102T150405Z")
-	}
+	t.ID, t.Scopes, t.ExpiresAt = tokenID(at), at.Scopes, at.ExpiresAt
+	t.CheckBy = s.verifier.now().Add(KeyRecheck)
 	return betterauth.Record{OAuth: t}, nil
 }
 
+// KeyRecheck bounds how long a verified JWT's record is served without its
+// signing key being looked at again: a key deleted from the jwks table
+// (what an operator does about a leaked one; the table has no trigger)
+// stops its tokens within it, plus the key cache's own TTL.
+const KeyRecheck = time.Minute
+
+// tokenID names a JWT in X-Auth-Token-Id: its jti, which Better-Auth
+// always sets, or else its key and issue time.
+func tokenID(at AccessToken) string {
+	if at.JTI != "" {
+		return at.JTI
+	}
+	return at.KeyID + ":" + at.IssuedAt.UTC().Format("20060102T150405Z")
+}
+
 // resources are a token's audiences that name resources: distinct, and
-// without the issuer's userinfo endpoint, which Better-Auth adds to a
-// token granted openid and does not look up.
+// without Better-Auth's userinfo endpoint, which it adds to a token granted
+// openid and does not look up. That endpoint is its baseURL and basePath
+// followed by /oauth2/userinfo, which is the issuer only when jwt.issuer is
+// not set: any audience ending so is taken for it (only the provider mints
+// tokens, and it puts no other such audience in them).
 func resources(at AccessToken) []string {
-	userinfo := at.Issuer + "/oauth2/userinfo"
 	var out []string
 	for _, a := range at.Audience {
-		if a != userinfo && a != "" && !slices.Contains(out, a) {
+		if a != "" && !strings.HasSuffix(a, "/oauth2/userinfo") && !slices.Contains(out, a) {
 			out = append(out, a)
 		}
 	}

@@ -40,8 +40,39 @@ func (s *Store) JWKTable(table string) oauth.KeyFunc {
 // is compared as text, so that a kid that is not a valid uuid (or serial
 // integer) finds nothing instead of failing the query.
 const jwkSQL = `SELECT k.doc->>'publicKey', k.doc->>'public_key', k.doc->>'alg', k.doc->>'crv',
-	k.doc->>'expiresAt', k.doc->>'expires_at'
-FROM %s AS t, to_jsonb(t) AS k(doc) WHERE t.id::text = $1`
+	k.doc->>'expiresAt', k.doc->>'expires_at', t.id::text
+FROM %s AS t, to_jsonb(t) AS k(doc)`
+
+// JWKs reads every key of the jwks table (a handful: Better-Auth keeps the
+// current key and those in their grace period), leaving out rows whose
+// key cannot verify tokens: for oauth.CachedKeysConfig.All.
+func (s *Store) JWKs(ctx context.Context) ([]oauth.Key, error) {
+	return retryRead(ctx, s, func() ([]oauth.Key, error) {
+		table, err := s.jwksTable(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rows, err := s.db.Query(ctx, fmt.Sprintf(jwkSQL, s.qualify(table))+" LIMIT 1000")
+		if err != nil {
+			return nil, fmt.Errorf("pgstore: jwks listing: %w", err)
+		}
+		defer rows.Close()
+		var keys []oauth.Key
+		for rows.Next() {
+			var camel, snake, alg, crv, expiresCamel, expiresSnake, id *string
+			if err := rows.Scan(&camel, &snake, &alg, &crv, &expiresCamel, &expiresSnake, &id); err != nil {
+				return nil, fmt.Errorf("pgstore: jwks listing: %w", err)
+			}
+			if k, err := jwkRow(first(id), camel, snake, alg, crv, expiresCamel, expiresSnake); err == nil {
+				keys = append(keys, k)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("pgstore: jwks listing: %w", err)
+		}
+		return keys, nil
+	})
+}
 
 func (s *Store) jwk(ctx context.Context, table, kid string) (oauth.Key, error) {
 	if table == "" {
@@ -52,7 +83,7 @@ func (s *Store) jwk(ctx context.Context, table, kid string) (oauth.Key, error) {
 	} else if strings.ContainsRune(table, 0) {
 		return oauth.Key{}, errors.New("pgstore: a jwks table name cannot hold a NUL byte")
 	}
-	rows, err := s.db.Query(ctx, fmt.Sprintf(jwkSQL, s.qualify(table)), kid)
+	rows, err := s.db.Query(ctx, fmt.Sprintf(jwkSQL, s.qualify(table))+" WHERE t.id::text = $1", kid)
 	if err != nil {
 		return oauth.Key{}, fmt.Errorf("pgstore: jwks lookup: %w", err)
 	}
@@ -63,15 +94,21 @@ func (s *Store) jwk(ctx context.Context, table, kid string) (oauth.Key, error) {
 		}
 		return oauth.Key{}, fmt.Errorf("pgstore: %w", oauth.ErrKeyNotFound)
 	}
-	var camel, snake, alg, crv, expiresCamel, expiresSnake *string
-	if err := rows.Scan(&camel, &snake, &alg, &crv, &expiresCamel, &expiresSnake); err != nil {
+	var camel, snake, alg, crv, expiresCamel, expiresSnake, id *string
+	if err := rows.Scan(&camel, &snake, &alg, &crv, &expiresCamel, &expiresSnake, &id); err != nil {
 		return oauth.Key{}, fmt.Errorf("pgstore: jwks lookup: %w", err)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return oauth.Key{}, fmt.Errorf("pgstore: jwks lookup: %w", err)
 	}
+	return jwkRow(kid, camel, snake, alg, crv, expiresCamel, expiresSnake)
+}
+
+// jwkRow reads a jwks row's key.
+func jwkRow(kid string, camel, snake, alg, crv, expiresCamel, expiresSnake *string) (oauth.Key, error) {
 	row := oauth.JWKRow{ID: kid, PublicKey: first(camel, snake), Alg: first(alg), Crv: first(crv)}
+	var err error
 	if row.ExpiresAt, err = jsonDate(first(expiresCamel, expiresSnake)); err != nil {
 		return oauth.Key{}, fmt.Errorf("pgstore: jwks row %q: %w: %v", kid, oauth.ErrUnusableKey, err)
 	}

@@ -243,7 +243,7 @@ func (s *Store) OAuthGrant(ctx context.Context, g schema.Grant) (*betterauth.OAu
 		if err != nil || p.Queries.OAuthGrant == "" {
 			return nil, err
 		}
-		rows, err := s.db.Query(ctx, p.Queries.OAuthGrant, g.Args()...)
+		rows, err := s.db.Query(ctx, p.Queries.OAuthGrant, g.Args(false)...)
 		if err != nil {
 			return nil, fmt.Errorf("pgstore: oauth grant lookup: %w", err)
 		}

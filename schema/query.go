@@ -48,17 +48,18 @@ type Queries struct {
 	OAuthResource string
 	// OAuthGrant reads what a JWT access token names (it has no row):
 	// the client (first parameter), the session (second), the user
-	// (third) and how many of up to MaxGrantResources resources (the
-	// next parameters, NULL for none) have an oauthResource row. Its row:
+	// (third) and how many of the resources (the fourth: a text[] on
+	// PostgreSQL, a JSON array on SQLite; see Grant.Args) have an
+	// oauthResource row. Its row:
 	// the client's clientId, disabled and name, the session's expiresAt,
 	// that count, then the user columns. Empty for the legacy plugins,
 	// which issued no JWT.
 	OAuthGrant string
 }
 
-// MaxGrantResources is how many resources (audiences) of one JWT access
-// token Queries.OAuthGrant checks.
-const MaxGrantResources = 4
+// MaxGrantResources is how many resources (audiences) one JWT access
+// token may name: Better-Auth's own bound (MAX_AUD_VALUES).
+const MaxGrantResources = 64
 
 // Dialect is what differs between the databases.
 type Dialect struct {
@@ -234,14 +235,14 @@ func (l *Layout) buildOAuthGrant(d Dialect, user string, col func(string, *Table
 		session = col("s", s, "expiresAt")
 		sessionJoin = fmt.Sprintf("\nLEFT JOIN %s s ON s.%s = %s", d.Qualify(s.Name), QuoteIdent(s.Col("id")), nth(2))
 	}
-	params := make([]string, MaxGrantResources)
-	for i := range params {
-		params[i] = nth(4 + i)
+	// The resources: one array parameter, as each database takes one.
+	list, listType := fmt.Sprintf("(SELECT value FROM json_each(%s))", nth(4)), "text"
+	if d.Param != "?" {
+		list, listType = fmt.Sprintf("(SELECT unnest(CAST(%s AS text[])))", nth(4)), "text[]"
 	}
-	found := fmt.Sprintf("(SELECT 0 WHERE %s OR 1 = 1)", unused(params...))
+	found := fmt.Sprintf("(SELECT 0 WHERE CAST(%s AS %s) IS NULL OR 1 = 1)", nth(4), listType)
 	if r := o.Resource; r != nil {
-		found = fmt.Sprintf("(SELECT count(*) FROM %s r WHERE r.%s IN (%s))", d.Qualify(r.Name), QuoteIdent(r.Col("identifier")),
-			strings.Join(params, ", "))
+		found = fmt.Sprintf("(SELECT count(*) FROM %s r WHERE r.%s IN %s)", d.Qualify(r.Name), QuoteIdent(r.Col("identifier")), list)
 	}
 	return fmt.Sprintf(`SELECT %s, %s, %s, %s, %s, %s
 FROM (SELECT 1 AS one) g

@@ -214,21 +214,25 @@ func DecodeOAuth(rows Rows, legacy bool) (*betterauth.OAuthToken, error) {
 // Grant is what a verified JWT access token names, for Queries.OAuthGrant.
 type Grant struct {
 	ClientID, SessionID, UserID string
-	// Resources are the audiences to check, at most MaxGrantResources.
+	// Resources are the audiences to check, distinct, at most
+	// MaxGrantResources.
 	Resources []string
 }
 
 // Args returns the query's parameters: "" is NULL, which matches no row
-// (and no uuid column refuses it).
-func (g Grant) Args() []any {
-	args := make([]any, 3+MaxGrantResources)
+// (and no uuid column refuses it); the resources are a text[] for
+// PostgreSQL, JSON text for SQLite (jsonText).
+func (g Grant) Args(jsonText bool) []any {
+	args := make([]any, 4)
 	for i, v := range []string{g.ClientID, g.SessionID, g.UserID} {
 		if v != "" {
 			args[i] = v
 		}
 	}
-	for i, r := range g.Resources {
-		args[3+i] = r
+	args[3] = append([]string{}, g.Resources...)
+	if jsonText {
+		b, _ := json.Marshal(args[3]) // a []string always marshals
+		args[3] = string(b)
 	}
 	return args
 }

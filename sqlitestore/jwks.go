@@ -44,6 +44,7 @@ func (s *Store) jwk(ctx context.Context, table, kid string) (oauth.Key, error) {
 	if err != nil {
 		return oauth.Key{}, err
 	}
+	query += ` WHERE "id" = ?`
 	var publicKey, alg, crv sql.NullString
 	var expires any
 	err = s.db.QueryRowContext(ctx, query, kid).Scan(&publicKey, &alg, &crv, &expires)
@@ -96,8 +97,46 @@ func (s *Store) jwkSQL(ctx context.Context, table string) (string, error) {
 	if pk == "NULL" || !cols["id"] {
 		return "", fmt.Errorf("sqlitestore: jwks table %q has no id or publicKey column", table)
 	}
-	return fmt.Sprintf(`SELECT %s, %s, %s, %s FROM %s WHERE "id" = ?`,
+	return fmt.Sprintf(`SELECT %s, %s, %s, %s FROM %s`,
 		pk, column("alg"), column("crv"), column("expiresAt"), schema.QuoteIdent(table)), nil
+}
+
+// JWKs reads every key of the jwks table (a handful: Better-Auth keeps the
+// current key and those in their grace period), leaving out rows whose
+// key cannot verify tokens: for oauth.CachedKeysConfig.All.
+func (s *Store) JWKs(ctx context.Context) ([]oauth.Key, error) {
+	table, err := s.jwksTable(ctx)
+	if err != nil {
+		return nil, err
+	}
+	query, err := s.jwkSQL(ctx, table)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, strings.Replace(query, "SELECT ", `SELECT CAST("id" AS text), `, 1)+" LIMIT 1000")
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: jwks listing: %w", err)
+	}
+	defer rows.Close()
+	var keys []oauth.Key
+	for rows.Next() {
+		var id, publicKey, alg, crv sql.NullString
+		var expires any
+		if err := rows.Scan(&id, &publicKey, &alg, &crv, &expires); err != nil {
+			return nil, fmt.Errorf("sqlitestore: jwks listing: %w", err)
+		}
+		row := oauth.JWKRow{ID: id.String, PublicKey: publicKey.String, Alg: alg.String, Crv: crv.String}
+		if row.ExpiresAt, err = date(expires); err != nil {
+			continue
+		}
+		if k, err := row.Key(); err == nil {
+			keys = append(keys, k)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlitestore: jwks listing: %w", err)
+	}
+	return keys, nil
 }
 
 // jwksTable is the jwks table's name: jwkss when the adapters' usePlural

@@ -256,7 +256,7 @@ func (s *Store) OAuthGrant(ctx context.Context, g schema.Grant) (*betterauth.OAu
 	if err != nil || p.Queries.OAuthGrant == "" {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, p.Queries.OAuthGrant, g.Args()...)
+	rows, err := s.db.QueryContext(ctx, p.Queries.OAuthGrant, g.Args(true)...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: oauth grant lookup: %w", err)
 	}

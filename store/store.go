@@ -81,6 +81,8 @@ type DB interface {
 	OAuthGrant(ctx context.Context, g schema.Grant) (*betterauth.OAuthToken, error)
 	// JWK reads the signing key kid from Better-Auth's jwks table.
 	JWK(ctx context.Context, kid string) (oauth.Key, error)
+	// JWKs reads every usable key of the jwks table.
+	JWKs(ctx context.Context) ([]oauth.Key, error)
 	// Dialect says which database it is.
 	Dialect() Dialect
 	// Identity names the database without credentials
