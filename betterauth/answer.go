@@ -2,6 +2,7 @@ package betterauth
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,9 +14,11 @@ import (
 type Answers struct {
 	byReason [NumReasons]answer
 	// stepUp is InsufficientScope's answer to an OAuth token, whose
-	// client may ask for the scopes the challenge names.
-	stepUp    answer
-	challenge Challenge
+	// client may ask for the scopes the challenge names: needed, and
+	// the challenge around the scope parameter.
+	stepUp                 answer
+	needed                 []string
+	stepUpHead, stepUpTail string
 }
 
 type answer struct {
@@ -44,7 +47,12 @@ func NewAnswers(realm string) *Answers { return NewAnswersFor(Challenge{Realm: r
 
 // NewAnswersFor builds the answers for a challenge.
 func NewAnswersFor(c Challenge) *Answers {
-	realm := c.realm()
+	realm := c.Realm
+	if realm == "" {
+		realm = "better-auth"
+	}
+	quote := strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace
+	realm = quote(realm)
 	params := ""
 	if c.ResourceMetadata != "" {
 		params += `, resource_metadata="` + quote(c.ResourceMetadata) + `"`
@@ -52,7 +60,7 @@ func NewAnswersFor(c Challenge) *Answers {
 	if c.Scope != "" {
 		params += `, scope="` + quote(c.Scope) + `"`
 	}
-	a := &Answers{challenge: c}
+	a := &Answers{}
 	base := func(o Outcome) answer {
 		body, _ := json.Marshal(struct {
 			Code    string `json:"code"`
@@ -85,36 +93,46 @@ func NewAnswersFor(c Challenge) *Answers {
 	if needed == "" {
 		needed = c.Scope
 	}
-	a.stepUp = base(InsufficientScope.Outcome())
-	a.stepUp.headers = append(a.stepUp.headers, Header{"WWW-Authenticate", c.InsufficientScope(needed)})
+	o := InsufficientScope.Outcome()
+	a.stepUp = base(o)
+	a.needed = strings.Fields(needed)
+	a.stepUpHead = `Bearer realm="` + realm + `", error="insufficient_scope"`
+	if c.ResourceMetadata != "" {
+		a.stepUpTail = `, resource_metadata="` + quote(c.ResourceMetadata) + `"`
+	}
+	a.stepUpTail += `, error_description="` + o.Message + `"`
+	a.stepUp.headers = append(a.stepUp.headers, Header{"WWW-Authenticate", a.stepUpChallenge(nil)})
 	return a
 }
 
-// quote escapes a WWW-Authenticate parameter's value for its quotes.
-var quote = strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace
-
-// realm is the challenge's realm, quoted.
-func (c Challenge) realm() string {
-	if c.Realm == "" {
-		return "better-auth"
-	}
-	return quote(c.Realm)
+// stepUpChallenge is the insufficient_scope challenge to a token holding
+// held: its scope parameter names the scopes already granted, then those
+// the route needs. A client asks for exactly the scopes named (the MCP
+// specification of 2025-11-25 has servers repeat the granted ones), and
+// would otherwise lose the ones it holds at each step up, swinging between
+// tokens. Held scopes that are not RFC 6749 scope tokens are left out: they
+// could not be quoted.
+func (a *Answers) stepUpChallenge(held []string) string {
+	_, challenge := a.StepUp(held, nil)
+	return challenge
 }
 
-// InsufficientScope returns the WWW-Authenticate value of a 403 answer to
-// an OAuth token short of a scope (RFC 6750 §3.1, and MCP's step-up):
-// error="insufficient_scope" naming needed (space-separated: every scope
-// the request needs, held ones included, so that the token its client
-// asks for holds them all), and the resource's metadata.
-func (c Challenge) InsufficientScope(needed string) string {
-	challenge := `Bearer realm="` + c.realm() + `", error="insufficient_scope"`
-	if needed != "" {
-		challenge += `, scope="` + quote(needed) + `"`
+// StepUp returns the scope parameter and the WWW-Authenticate value of the
+// insufficient_scope answer to a token holding held, for a request that
+// needs more than the route does (an MCP tool's scopes): the scopes named
+// are held's, the route's, then more's, each once.
+func (a *Answers) StepUp(held, more []string) (scope, challenge string) {
+	var scopes []string
+	for _, s := range slices.Concat(held, a.needed, more) {
+		if IsScopeToken(s) && !slices.Contains(scopes, s) {
+			scopes = append(scopes, s)
+		}
 	}
-	if c.ResourceMetadata != "" {
-		challenge += `, resource_metadata="` + quote(c.ResourceMetadata) + `"`
+	if len(scopes) == 0 {
+		return "", a.stepUpHead + a.stepUpTail
 	}
-	return challenge + `, error_description="` + InsufficientScope.Outcome().Message + `"`
+	scope = strings.Join(scopes, " ")
+	return scope, a.stepUpHead + `, scope="` + scope + `"` + a.stepUpTail
 }
 
 // For returns the answer to a denied decision. Headers are in canonical
@@ -123,6 +141,10 @@ func (a *Answers) For(d Decision) (status int, headers []Header, body []byte) {
 	ans := a.byReason[d.Reason]
 	if d.Reason == InsufficientScope && d.Method == MethodOAuth {
 		ans = a.stepUp
+		if len(d.Scopes) > 0 {
+			// Built for this token: a refusal, off the hot path.
+			ans.headers = append(slices.Clip(ans.headers[:len(ans.headers)-1]), Header{"WWW-Authenticate", a.stepUpChallenge(d.Scopes)})
+		}
 	}
 	headers = ans.headers
 	if d.RetryAfter > 0 {

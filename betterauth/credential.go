@@ -42,6 +42,9 @@ const (
 	// bearer value that may be one is looked up as one too, alongside
 	// the other kinds it may be, in the same round trip.
 	KindOAuth Kind = 8
+	// KindJWT is a JWT access token of Better-Auth's OAuth provider: it is
+	// verified offline, then the rows it names are read.
+	KindJWT Kind = 16
 )
 
 // Reads reports whether a lookup of kind k reads the tables of kind t.
@@ -51,6 +54,10 @@ func (k Kind) Reads(t Kind) bool { return k != KindInvalid && k&t != 0 }
 // keys are at most a 32-character prefix plus the configured key length, and
 // session tokens are 32 characters plus a 44-character signature.
 const MaxCredentialLen = 512
+
+// MaxJWTLen bounds a JWT access token, in bytes: Better-Auth's are under
+// 1 KiB, but custom claims can add to them.
+const MaxJWTLen = 8 << 10
 
 // Credential is the one credential evaluated for a request. Value is a secret:
 // never log it; use Fingerprint. An OAuth token's Value is the token without
@@ -201,7 +208,11 @@ func (e *Extractor) Extract(h HeaderGetter) Credential {
 // and the query would fail as if the database were down), or with a NUL.
 func bounded(c Credential, v string) Credential {
 	v = strings.TrimSpace(v)
-	if len(v) > MaxCredentialLen || !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0 {
+	limit := MaxCredentialLen
+	if c.Kind == KindJWT {
+		limit = MaxJWTLen
+	}
+	if len(v) > limit || !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0 {
 		return invalid(c)
 	}
 	c.Value = v
@@ -230,6 +241,9 @@ func bearerValue(h string) (string, bool) {
 // token, or either kind when no prefixes tell keys apart, and an OAuth token
 // when those are accepted.
 func (e *Extractor) classifyBearer(v string) Kind {
+	if e.oauth != 0 && looksLikeJWT(v) {
+		return KindJWT
+	}
 	if strings.ContainsAny(v, ".%") {
 		return KindSession
 	}
@@ -251,6 +265,23 @@ func (e *Extractor) classifyBearer(v string) Kind {
 		return KindEither | e.oauth
 	}
 	return KindAPIKey
+}
+
+// looksLikeJWT reports whether v has a compact JWS's shape: three
+// base64url parts, the first a JSON object ("eyJ" is base64url of `{"`).
+// A signed session token has one '.' and a base64 (not base64url)
+// signature.
+func looksLikeJWT(v string) bool {
+	if !strings.HasPrefix(v, "eyJ") || strings.Count(v, ".") != 2 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // isRawSessionToken reports whether v has the shape of Better-Auth's

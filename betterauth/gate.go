@@ -118,9 +118,13 @@ func (g *Gate) WantsClient() bool {
 // Extractor returns the gate's extractor.
 func (g *Gate) Extractor() *Extractor { return g.extractor }
 
-// Challenge returns what the gate's 401 and 403 insufficient_scope answers
-// say in WWW-Authenticate; NeededScope holds the route's require_scope.
-func (g *Gate) Challenge() Challenge { return g.answers.challenge }
+// StepUp returns the scope parameter and the WWW-Authenticate value of
+// the 403 insufficient_scope answer to an OAuth token holding held, for a
+// request that needs more scopes than the route does (see
+// Answers.StepUp).
+func (g *Gate) StepUp(held, more []string) (scope, challenge string) {
+	return g.answers.StepUp(held, more)
+}
 
 // Authorizer judges what a request asks to do, beyond who sent it (package
 // mcp: the tools an MCP request calls). The Gate asks it once per request,
@@ -200,7 +204,7 @@ func (g *Gate) DecideFor(ctx context.Context, h HTTPHeader, client netip.Addr, a
 	g.keyAddress(&res.Decision, client)
 	if a != nil && res.Decision.Allowed() {
 		if why := a.Authorize(res.Decision); why != Allowed {
-			res.Decision = Decision{Reason: why, Method: res.Decision.Method}
+			res.Decision = Decision{Reason: why, Method: res.Decision.Method, Scopes: res.Decision.Scopes}
 		}
 	}
 	if res.Decision.Allowed() && g.limiter != nil {
@@ -293,7 +297,9 @@ func (g *Gate) enforce(d *Decision) {
 		return
 	}
 	if why := g.rules.check(d); why != Allowed {
-		*d = Decision{Reason: why, Method: d.Method}
+		// An OAuth token short of a scope keeps the ones it holds: the
+		// step-up challenge names them.
+		*d = Decision{Reason: why, Method: d.Method, Scopes: d.Scopes}
 	}
 }
 

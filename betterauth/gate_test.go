@@ -517,6 +517,18 @@ func TestGateDecideAllocatesNothing(t *testing.T) {
 	}
 }
 
+// An OAuth token's decision costs what an API key's does: nothing.
+func TestGateDecideOAuthAllocatesNothing(t *testing.T) {
+	g, h := oauthGate()
+	if a := testing.AllocsPerRun(100, func() {
+		if res := g.Decide(context.Background(), h, netip.Addr{}); !res.Allowed() {
+			t.Fatal(res.Decision.Reason)
+		}
+	}); a != 0 {
+		t.Errorf("%v allocations per decision", a)
+	}
+}
+
 type nopLimiter struct{}
 
 func (nopLimiter) Limit(context.Context, Decision, netip.Addr) (time.Duration, bool) { return 0, false }
@@ -597,21 +609,22 @@ func TestGateAuthorizer(t *testing.T) {
 	}
 }
 
-// The insufficient_scope challenge names the scopes asked for, and the
-// resource's metadata; the route's answers use the same words.
-func TestChallengeInsufficientScope(t *testing.T) {
+// A request that needs more scopes than the route (an MCP tool's) gets the
+// route's challenge with them after the token's and the route's, each
+// once; the route's own step-up is the same words.
+func TestStepUpForMoreScopes(t *testing.T) {
 	t.Parallel()
-	c := Challenge{Realm: `a "b"`, ResourceMetadata: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"}
-	got := c.InsufficientScope("mcp:read mcp:admin")
-	want := `Bearer realm="a \"b\"", error="insufficient_scope", scope="mcp:read mcp:admin", ` +
+	a := NewAnswersFor(Challenge{Realm: `a "b"`, NeededScope: "mcp:read",
+		ResourceMetadata: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"})
+	scope, got := a.StepUp([]string{"openid", "mcp:read"}, []string{"mcp:admin", "openid", "a b"})
+	want := `Bearer realm="a \"b\"", error="insufficient_scope", scope="openid mcp:read mcp:admin", ` +
 		`resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp", ` +
 		`error_description="The credential lacks a scope this request needs."`
-	if got != want {
-		t.Fatalf("got  %s\nwant %s", got, want)
+	if scope != "openid mcp:read mcp:admin" || got != want {
+		t.Fatalf("got  %s %s\nwant %s", scope, got, want)
 	}
-	c.NeededScope = "mcp:read mcp:admin"
-	_, hs, _ := NewAnswersFor(c).For(Decision{Reason: InsufficientScope, Method: MethodOAuth})
-	if hs[len(hs)-1] != (Header{"WWW-Authenticate", want}) {
+	_, hs, _ := a.For(Decision{Reason: InsufficientScope, Method: MethodOAuth, Scopes: []string{"openid", "mcp:read"}})
+	if _, route := a.StepUp([]string{"openid", "mcp:read"}, nil); hs[len(hs)-1] != (Header{"WWW-Authenticate", route}) {
 		t.Fatalf("the route's step-up: %v", hs)
 	}
 }

@@ -45,6 +45,10 @@ type OAuthToken struct {
 	// Legacy says the row is the legacy plugins': the token is stored in
 	// plain text and has no revoked, session or resources columns.
 	Legacy bool
+	// CheckBy, when set, is when a JWT's signing key must be looked at
+	// again: a cache does not serve the record past it, so that a key
+	// deleted from the jwks table stops its tokens.
+	CheckBy time.Time
 
 	hdrID, hdrClient, hdrScopes string // encoded for headers, set by Seal
 	sealed                      bool
@@ -67,7 +71,28 @@ func (t *OAuthToken) seal() {
 }
 
 func (t *OAuthToken) encode() (id, client, scopes string) {
-	return EncodeHeaderValue(t.ID), EncodeHeaderValue(t.ClientID), EncodeHeaderValue(strings.Join(t.Scopes, " "))
+	return EncodeHeaderValue(t.ID), EncodeHeaderValue(t.ClientID), scopesHeader(t.Scopes)
+}
+
+// scopesHeader joins the scopes that fit in a header value, whole: a
+// scope cut short could name one never granted (files:write-own as
+// files:write). Those that do not fit are left out, which grants less.
+func scopesHeader(scopes []string) string {
+	var b strings.Builder
+	for _, s := range scopes {
+		n := len(s)
+		if b.Len() > 0 {
+			n++
+		}
+		if b.Len()+n > MaxHeaderValue {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(s)
+	}
+	return EncodeHeaderValue(b.String())
 }
 
 // headerValues returns the token's id, client id and scopes encoded for
@@ -87,10 +112,11 @@ type OAuthPolicy struct {
 	// tokens issued for others), unless AllowUnbound. Empty: no audience is
 	// required.
 	Audience string
-	// AllowUnbound accepts tokens issued without the audience: Better-Auth's
-	// opaque tokens never carry one. It is unsafe: a token issued to any
-	// client for any resource of the same authorization server is then
-	// accepted here.
+	// AllowUnbound accepts tokens issued without an audience: Better-Auth's
+	// opaque tokens never carry one. A token issued for other resources is
+	// refused all the same. It is unsafe: a token issued to any client of
+	// the same authorization server without a resource is then accepted
+	// here.
 	AllowUnbound bool
 }
 
@@ -118,10 +144,15 @@ func (v *Verifier) checkOAuth(t *OAuthToken, now time.Time) Decision {
 		return deny(InvalidToken)
 	case t.User != nil && t.User.BannedAt(now):
 		return deny(UserBanned)
-	case v.oauth.Audience != "" && !v.oauth.AllowUnbound && !slices.Contains(t.Resources, v.oauth.Audience):
+	case v.oauth.Audience != "" && !slices.Contains(t.Resources, v.oauth.Audience) &&
+		!(len(t.Resources) == 0 && v.oauth.AllowUnbound):
 		return deny(WrongAudience)
 	}
 	id, client, scopes := t.headerValues()
-	return Decision{Method: MethodOAuth, User: t.User, CredentialID: t.ID, credHdr: id, ExpiresAt: t.ExpiresAt,
+	expires := t.ExpiresAt
+	if t.SessionID != "" && t.SessionExpiresAt.Before(expires) {
+		expires = t.SessionExpiresAt // a stream ends with the session
+	}
+	return Decision{Method: MethodOAuth, User: t.User, CredentialID: t.ID, credHdr: id, ExpiresAt: expires,
 		Client: t.ClientID, Scopes: t.Scopes, TokenSession: t.SessionID, clientHdr: client, scopesHdr: scopes}
 }

@@ -44,6 +44,8 @@ func TestVerifierOAuthTokens(t *testing.T) {
 			OAuthPolicy{Audience: resourceURL}, WrongAudience},
 		{"unbound", func(t *OAuthToken) { t.Resources = nil }, OAuthPolicy{Audience: resourceURL}, WrongAudience},
 		{"unbound, allowed", func(t *OAuthToken) { t.Resources = nil }, OAuthPolicy{Audience: resourceURL, AllowUnbound: true}, Allowed},
+		{"issued for another resource, unbound allowed", func(t *OAuthToken) { t.Resources = []string{"https://other.example.com/mcp"} },
+			OAuthPolicy{Audience: resourceURL, AllowUnbound: true}, WrongAudience},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -128,12 +130,21 @@ func TestInsufficientScope(t *testing.T) {
 		t.Fatalf("token short of a scope: %d %v", res.Status, res.Decision.Reason)
 	}
 	challenge := headerValue(res.Headers, "WWW-Authenticate")
-	for _, want := range []string{`error="insufficient_scope"`, `scope="mcp:read mcp:admin"`,
+	// The scopes held come first, then those the route needs: a client
+	// asks for exactly those named, and keeps what it had.
+	for _, want := range []string{`error="insufficient_scope"`, `scope="mcp:read mcp:write mcp:admin"`,
 		`resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp"`} {
 		if !strings.Contains(challenge, want) {
 			t.Errorf("challenge %q lacks %s", challenge, want)
 		}
 	}
+	// A held scope that could not be quoted is left out.
+	tok.Scopes = []string{"mcp:read", `x" , error="other`}
+	res = g.Decide(context.Background(), HTTPHeader{"Authorization": {"Bearer at_x"}}, netip.Addr{})
+	if c := headerValue(res.Headers, "WWW-Authenticate"); !strings.Contains(c, `scope="mcp:read mcp:admin",`) || strings.Contains(c, "other") {
+		t.Errorf("challenge %q", c)
+	}
+	tok.Scopes = []string{"mcp:read", "mcp:write"}
 	// An API key cannot step up: a plain 403.
 	res = g.Decide(context.Background(), HTTPHeader{"X-Api-Key": {"k"}}, netip.Addr{})
 	if res.Status != http.StatusForbidden || headerValue(res.Headers, "WWW-Authenticate") != "" {

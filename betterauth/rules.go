@@ -6,8 +6,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-
-	"github.com/caddy-betterauth/caddy-betterauth/oauth"
 )
 
 // Rules are what a route asks of a verified credential beyond its being
@@ -194,7 +192,7 @@ func (r Rules) Validate() error {
 		}
 	}
 	for _, sc := range r.Scopes {
-		if !oauth.IsScopeToken(sc) {
+		if !IsScopeToken(sc) {
 			return fmt.Errorf("require_scope: %q is not a scope (RFC 6749 scope tokens are printable ASCII without spaces, quotes or backslashes)", sc)
 		}
 	}
@@ -249,6 +247,20 @@ func HasRole(stored string, want []string) bool {
 func holds(granted, want []string) bool {
 	for _, s := range want {
 		if !slices.Contains(granted, s) {
+			return false
+		}
+	}
+	return true
+}
+
+// IsScopeToken reports whether s is an RFC 6749 §3.3 scope token:
+// 1*( %x21 / %x23-5B / %x5D-7E ), which a challenge can quote as it is.
+func IsScopeToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
 			return false
 		}
 	}

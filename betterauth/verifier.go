@@ -72,7 +72,7 @@ func (v *Verifier) Verify(ctx context.Context, c Credential) (Decision, error) {
 	switch {
 	case c.Kind == KindAPIKey:
 		return v.lookup(ctx, NewLookup(KindAPIKey, c.Value), InvalidAPIKey)
-	case c.Kind.Reads(KindOAuth):
+	case c.Kind.Reads(KindOAuth) || c.Kind == KindJWT:
 		// An OAuth token, or a raw bearer value that may be one: not
 		// found, the client is told its token is invalid.
 		return v.lookup(ctx, NewLookup(c.Kind, c.Value), InvalidToken)
@@ -110,13 +110,15 @@ func (v *Verifier) lookup(ctx context.Context, l Lookup, notFound Reason) (Decis
 	if err != nil {
 		return Decision{Reason: BackendUnavailable}, err
 	}
+	// Only a record of a table this kind reads counts, whatever a cache
+	// tier handed back.
 	now := v.now()
 	switch {
-	case rec.APIKey != nil:
+	case rec.APIKey != nil && l.Kind.Reads(KindAPIKey):
 		return v.checkAPIKey(rec.APIKey, now), nil
-	case rec.Session != nil:
+	case rec.Session != nil && l.Kind.Reads(KindSession):
 		return checkSession(rec.Session, now), nil
-	case rec.OAuth != nil:
+	case rec.OAuth != nil && (l.Kind.Reads(KindOAuth) || l.Kind == KindJWT):
 		return v.checkOAuth(rec.OAuth, now), nil
 	}
 	return deny(notFound), nil

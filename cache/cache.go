@@ -347,6 +347,9 @@ func expiryOf(r betterauth.Record) time.Time {
 	case r.Session != nil:
 		return r.Session.ExpiresAt
 	case r.OAuth != nil:
+		if c := r.OAuth.CheckBy; !c.IsZero() && (r.OAuth.ExpiresAt.IsZero() || c.Before(r.OAuth.ExpiresAt)) {
+			return c
+		}
 		return r.OAuth.ExpiresAt
 	}
 	return time.Time{}
@@ -461,7 +464,7 @@ func (s *Store) drop(m *matcher) (names []key, n int) {
 // under.
 var digestKinds = []betterauth.Kind{betterauth.KindAPIKey, betterauth.KindSession, betterauth.KindEither,
 	betterauth.KindOAuth, betterauth.KindAPIKey | betterauth.KindOAuth, betterauth.KindSession | betterauth.KindOAuth,
-	betterauth.KindEither | betterauth.KindOAuth}
+	betterauth.KindEither | betterauth.KindOAuth, betterauth.KindJWT}
 
 // matcher tells which entries a batch of revocations names.
 type matcher struct {

@@ -86,6 +86,7 @@ type wireOAuth struct {
 	Revoked   bool     `json:"rev,omitempty"`
 	Bound     bool     `json:"cnf,omitempty"`
 	Legacy    bool     `json:"leg,omitempty"`
+	CheckBy   int64    `json:"chk,omitempty"`
 	// The client's row, when there is one.
 	Client         bool   `json:"c,omitempty"`
 	ClientName     string `json:"cname,omitempty"`
@@ -162,7 +163,7 @@ func encode(r betterauth.Record, st stamp) ([]byte, error) {
 		t := r.OAuth
 		w.OAuth = &wireOAuth{ID: t.ID, ClientID: t.ClientID, UserID: t.UserID, SessionID: t.SessionID,
 			SessExp: millis(t.SessionExpiresAt), Scopes: t.Scopes, Resources: t.Resources, ResMiss: t.ResourceMissing,
-			ExpiresAt: millis(t.ExpiresAt), Revoked: t.Revoked, Bound: t.Bound, Legacy: t.Legacy}
+			ExpiresAt: millis(t.ExpiresAt), Revoked: t.Revoked, Bound: t.Bound, Legacy: t.Legacy, CheckBy: millis(t.CheckBy)}
 		if c := t.Client; c != nil {
 			w.OAuth.Client, w.OAuth.ClientName, w.OAuth.ClientDisabled = true, c.Name, c.Disabled
 		}
@@ -238,7 +239,7 @@ func decode(b []byte) (betterauth.Record, stamp, error) {
 		}
 		t := &betterauth.OAuthToken{ID: o.ID, ClientID: o.ClientID, UserID: o.UserID, User: u, SessionID: o.SessionID,
 			SessionExpiresAt: fromMillis(o.SessExp), Scopes: o.Scopes, Resources: o.Resources, ResourceMissing: o.ResMiss,
-			ExpiresAt: fromMillis(o.ExpiresAt), Revoked: o.Revoked, Bound: o.Bound, Legacy: o.Legacy}
+			ExpiresAt: fromMillis(o.ExpiresAt), Revoked: o.Revoked, Bound: o.Bound, Legacy: o.Legacy, CheckBy: fromMillis(o.CheckBy)}
 		if o.Client {
 			t.Client = &betterauth.OAuthClient{ClientID: o.ClientID, Name: o.ClientName, Disabled: o.ClientDisabled}
 		}

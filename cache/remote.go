@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -162,7 +163,22 @@ func (s *Store) Prefix(ctx context.Context) (string, error) {
 // the lookup kind and the SHA-256 of the secret (for API keys, what
 // Better-Auth itself stores), never the secret.
 func keyFor(prefix string, k key) string {
-	return prefix + string("?kse"[k[0]%4]) + ":" + base64.RawURLEncoding.EncodeToString(k[1:])
+	return prefix + kindName(betterauth.Kind(k[0])) + ":" + base64.RawURLEncoding.EncodeToString(k[1:])
+}
+
+// kindName names a lookup kind in shared keys, one name per kind: lookups
+// of different kinds read different tables, and one must never be served
+// what another found.
+func kindName(k betterauth.Kind) string {
+	switch k {
+	case betterauth.KindAPIKey:
+		return "k"
+	case betterauth.KindSession:
+		return "s"
+	case betterauth.KindEither:
+		return "e"
+	}
+	return "x" + strconv.Itoa(int(k))
 }
 
 func epochKey(prefix string) string { return prefix + "epoch" }

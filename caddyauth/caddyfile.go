@@ -371,6 +371,8 @@ func unmarshalOAuth(d *caddyfile.Dispenser, a *gateway.OAuth) error {
 			return flag(d, &a.AllowUnboundTokens)
 		case "opaque_token_prefix":
 			return oneArg(d, &a.OpaqueTokenPrefix)
+		case "jwks_url":
+			return oneArg(d, &a.JWKSURL)
 		}
 		return d.Errf("unrecognized oauth subdirective '%s'", name)
 	})

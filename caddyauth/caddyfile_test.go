@@ -36,8 +36,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			resource https://mcp.example.com/mcp
 			issuer https://app.example.com/api/auth
 			scopes openid tools:read
+			allow_unbound_tokens
+			opaque_token_prefix mcp_at_
+			jwks_url https://app.example.com/api/auth/jwks
 		}
 		require_org_role owner admin
+		require_scope tools:read
 		disable_key_hashing
 		cookie_prefix myapp
 		cookie_name sid
@@ -89,7 +93,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		APIKeyConfigs: map[string]gateway.APIKeyConfig{"org": {References: "organization"}, "default": {RateLimitEnabled: new(bool)}},
 		Usage:         &gateway.Usage{Mode: "redis", BetterAuthVersion: "1.6.12", FlushInterval: gateway.Duration(5e8)},
 		OAuth: &gateway.OAuth{Resource: "https://mcp.example.com/mcp", Issuers: []string{"https://app.example.com/api/auth"},
-			Scopes: []string{"openid", "tools:read"}}, RequireOrgRole: []string{"owner", "admin"}, CookiePrefix: "myapp", CookieName: "sid",
+			Scopes: []string{"openid", "tools:read"}, AllowUnboundTokens: true, OpaqueTokenPrefix: "mcp_at_",
+			JWKSURL: "https://app.example.com/api/auth/jwks"}, RequireOrgRole: []string{"owner", "admin"}, RequireScope: []string{"tools:read"},
+		CookiePrefix: "myapp", CookieName: "sid",
 		KeepCredential: true, Realm: "mcp", LookupTimeout: gateway.Duration(2e9),
 		Schema: &gateway.Schema{PGSchema: "auth", Naming: "snake", UserTable: "users", APIKeyTable: "api_keys", UsePlural: true,
 			APIKeyOwner: "user_id", Columns: map[string]string{"user.email": "email_address", "apikey.key": "hashed_key"}},

@@ -141,11 +141,14 @@ Exit status: 0 usable, 1 not usable, 2 unreachable.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			orgIDs, _ := cmd.Flags().GetStringSlice("org-config-id")
-			return cli.Exit(cli.DoctorDatabase(cmd.Context(), database(cmd), orgIDs, cmd.OutOrStdout(), cmd.ErrOrStderr()))
+			resource, _ := cmd.Flags().GetString("oauth-resource")
+			return cli.Exit(cli.DoctorDatabase(cmd.Context(), database(cmd), cli.DoctorOptions{OrgConfigIDs: orgIDs, OAuthResource: resource},
+				cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
 	databaseFlags(cmd)
 	cmd.Flags().StringSlice("org-config-id", nil, "api-key configurations whose references is organization: their keys need the organization table")
+	cmd.Flags().String("oauth-resource", "", "the oauth block's resource: check the OAuth provider has it registered")
 	return cmd
 }
 

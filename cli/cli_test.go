@@ -119,13 +119,13 @@ func TestDoctorDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	if code := DoctorDatabase(context.Background(), Database{URL: "sqlite://" + path}, nil, &out, &errOut); code != ExitOK ||
+	if code := DoctorDatabase(context.Background(), Database{URL: "sqlite://" + path}, DoctorOptions{}, &out, &errOut); code != ExitOK ||
 		!strings.Contains(out.String(), "ok: the gateway can use this database\n") {
 		t.Fatalf("exit %d\n%s%s", code, out.String(), errOut.String())
 	}
 	out.Reset()
 	missing := filepath.Join(t.TempDir(), "none.db")
-	if code := DoctorDatabase(context.Background(), Database{URL: "sqlite://" + missing}, nil, &out, &errOut); code != ExitError ||
+	if code := DoctorDatabase(context.Background(), Database{URL: "sqlite://" + missing}, DoctorOptions{}, &out, &errOut); code != ExitError ||
 		!strings.Contains(errOut.String(), "doctor: cannot read the sqlite database") {
 		t.Fatalf("missing file: exit %d\n%s%s", code, out.String(), errOut.String())
 	}

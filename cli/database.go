@@ -88,8 +88,8 @@ func CheckDatabase(ctx context.Context, d Database, opts CheckOptions, credentia
 
 // DoctorDatabase is the doctor command: Doctor on the database d names,
 // with the layout detected from its tables.
-func DoctorDatabase(ctx context.Context, d Database, orgConfigIDs []string, out, errOut io.Writer) int {
+func DoctorDatabase(ctx context.Context, d Database, opts DoctorOptions, out, errOut io.Writer) int {
 	return d.use(ctx, "doctor", errOut, func(ctx context.Context, db store.DB) int {
-		return Doctor(ctx, db, schema.Config{}, orgConfigIDs, out, errOut)
+		return Doctor(ctx, db, schema.Config{}, opts, out, errOut)
 	})
 }

@@ -16,17 +16,29 @@ import (
 type Inspector interface {
 	Catalog(ctx context.Context) (schema.Catalog, error)
 	Layout(ctx context.Context) (*schema.Layout, error)
+	OAuthResource(ctx context.Context, identifier string) (bool, error)
 	Dialect() store.Dialect
+}
+
+// DoctorOptions say what the gateway will be asked to accept, beyond what
+// the database shows.
+type DoctorOptions struct {
+	// OrgConfigIDs are the api-key configurations whose references is
+	// "organization" (the better_auth block's api_key_config <id> {
+	// references organization }): their keys need the organization
+	// plugin's table.
+	OrgConfigIDs []string
+	// OAuthResource is the oauth block's resource: the OAuth provider
+	// issues tokens for it only with an oauthResource row.
+	OAuthResource string
 }
 
 // Doctor connects to the database, prints the Better-Auth tables and
 // columns it finds, the layout the gateway will use, and for anything
 // missing, what to do. It exits 0 when the gateway can use the database, 1
-// when it cannot, and 2 when the database cannot be reached. orgConfigIDs
-// are the api-key configurations whose references is "organization" (the
-// better_auth block's api_key_config <id> { references organization }):
-// their keys need the organization plugin's table.
-func Doctor(ctx context.Context, db Inspector, cfg schema.Config, orgConfigIDs []string, out, errOut io.Writer) int {
+// when it cannot, and 2 when the database cannot be reached.
+func Doctor(ctx context.Context, db Inspector, cfg schema.Config, opts DoctorOptions, out, errOut io.Writer) int {
+	orgConfigIDs := opts.OrgConfigIDs
 	cat, err := db.Catalog(ctx)
 	if err != nil {
 		fmt.Fprintf(errOut, "doctor: cannot read the %s database: %v\n", db.Dialect(), err)
@@ -93,10 +105,32 @@ func Doctor(ctx context.Context, db Inspector, cfg schema.Config, orgConfigIDs [
 	if layout.OAuth == nil && layout.OAuthProblem != "" {
 		fmt.Fprintln(out, "note: not using the OAuth token table, so OAuth access tokens are all unknown:", layout.OAuthProblem)
 	}
-	if ok {
+	if r := opts.OAuthResource; r != "" {
+		switch found, err := db.OAuthResource(ctx, r); {
+		case err != nil:
+			fmt.Fprintln(out, "problem: cannot read the OAuth provider's resources:", err)
+			return ExitError
+		case layout.OAuth == nil:
+			ok = false
+			fmt.Fprintf(out, "problem: the oauth block names resource %s, but there is no OAuth provider token table: OAuth access tokens are all unknown; "+
+				"fix: add @better-auth/oauth-provider to the app and run its migration (npx auth migrate)\n", r)
+		case layout.OAuth.Legacy:
+			fmt.Fprintln(out, "note: the legacy mcp()/oidcProvider() tables: their tokens carry no resource, so the oauth block needs allow_unbound_tokens")
+		case !found:
+			ok = false
+			fmt.Fprintf(out, "problem: no oauthResource row for %s: Better-Auth's OAuth provider refuses to issue tokens for it (invalid_target), and refuses its JWTs; "+
+				"fix: register it (the provider's resources option, or its admin API), with exactly the URL clients call\n", r)
+		default:
+			fmt.Fprintf(out, "oauth: resource %s is registered with the OAuth provider\n", r)
+		}
+	}
+	switch {
+	case ok:
 		fmt.Fprintln(out, "ok: the gateway can use this database")
-	} else {
+	case layout.APIKey == nil:
 		fmt.Fprintln(out, "ok: the gateway can use this database for sessions")
+	default:
+		fmt.Fprintln(out, "ok: the gateway can use this database, except for the problems above")
 	}
 	return ExitOK
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,12 @@ type fakeDB struct {
 	dialect store.Dialect
 	err     error // the database cannot be reached
 	lost    error // the connection is lost after the catalog is read
+	// resources are the oauthResource identifiers.
+	resources []string
+}
+
+func (f fakeDB) OAuthResource(_ context.Context, id string) (bool, error) {
+	return slices.Contains(f.resources, id), nil
 }
 
 func (f fakeDB) Catalog(context.Context) (schema.Catalog, error) { return f.cat, f.err }
@@ -50,7 +57,7 @@ func (f fakeDB) Layout(context.Context) (*schema.Layout, error) {
 func runDoctor(t *testing.T, db Inspector) (out, errOut string, code int) {
 	t.Helper()
 	var o, e bytes.Buffer
-	code = Doctor(context.Background(), db, schema.Config{}, nil, &o, &e)
+	code = Doctor(context.Background(), db, schema.Config{}, DoctorOptions{}, &o, &e)
 	return o.String(), e.String(), code
 }
 
@@ -163,7 +170,7 @@ func TestDoctorOrganizations(t *testing.T) {
 	run := func(cat schema.Catalog, orgIDs []string) string {
 		t.Helper()
 		var o, e bytes.Buffer
-		if code := Doctor(context.Background(), fakeDB{cat: cat, dialect: store.Postgres}, schema.Config{}, orgIDs, &o, &e); code != ExitOK {
+		if code := Doctor(context.Background(), fakeDB{cat: cat, dialect: store.Postgres}, schema.Config{}, DoctorOptions{OrgConfigIDs: orgIDs}, &o, &e); code != ExitOK {
 			t.Fatalf("exit %d\n%s%s", code, o.String(), e.String())
 		}
 		return o.String()
@@ -184,5 +191,57 @@ func TestDoctorOrganizations(t *testing.T) {
 	out = run(schema.Catalog{"user": user, "session": session, "apikey": apiKey, "organization": org}, nil)
 	if !strings.Contains(out, "note: an organization table without the organization plugin's member table") {
 		t.Errorf("no member table:\n%s", out)
+	}
+}
+
+// The doctor tells whether the OAuth provider will issue tokens for the
+// oauth block's resource: without its oauthResource row it refuses.
+func TestDoctorOAuthResource(t *testing.T) {
+	t.Parallel()
+	const resource = "https://mcp.example.com/mcp"
+	base := schema.Catalog{
+		"user":    {"id", "name", "email"},
+		"session": {"id", "expiresAt", "token", "userId"},
+	}
+	with := func(extra schema.Catalog) schema.Catalog {
+		c := schema.Catalog{}
+		for k, v := range base {
+			c[k] = v
+		}
+		for k, v := range extra {
+			c[k] = v
+		}
+		return c
+	}
+	current := schema.Catalog{
+		"oauthAccessToken": {"id", "token", "clientId", "sessionId", "userId", "scopes", "resources", "expiresAt", "revoked", "confirmation"},
+		"oauthClient":      {"id", "clientId", "disabled", "name"},
+		"oauthResource":    {"id", "identifier", "name"},
+	}
+	legacy := schema.Catalog{
+		"oauthAccessToken": {"id", "accessToken", "accessTokenExpiresAt", "clientId", "userId", "scopes"},
+		"oauthApplication": {"id", "clientId", "disabled", "name"},
+	}
+	for _, tc := range []struct {
+		name string
+		db   fakeDB
+		want string
+	}{
+		{"registered", fakeDB{cat: with(current), resources: []string{resource}}, "oauth: resource https://mcp.example.com/mcp is registered"},
+		{"not registered", fakeDB{cat: with(current), resources: []string{"https://other.example.com/mcp"}},
+			"problem: no oauthResource row for https://mcp.example.com/mcp"},
+		{"no provider", fakeDB{cat: base}, "problem: the oauth block names resource https://mcp.example.com/mcp, but there is no OAuth provider token table"},
+		{"legacy plugin", fakeDB{cat: with(legacy)}, "needs allow_unbound_tokens"},
+		{"a token table without its client table", fakeDB{cat: with(schema.Catalog{"oauthAccessToken": current["oauthAccessToken"]})},
+			"note: not using the OAuth token table"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.db.dialect = store.Postgres
+			var o, e bytes.Buffer
+			code := Doctor(context.Background(), tc.db, schema.Config{}, DoctorOptions{OAuthResource: resource}, &o, &e)
+			if code != ExitOK || !strings.Contains(o.String(), tc.want) {
+				t.Fatalf("exit %d, want %q in:\n%s%s", code, tc.want, o.String(), e.String())
+			}
+		})
 	}
 }

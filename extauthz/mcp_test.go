@@ -26,7 +26,7 @@ func mcpServer(t *testing.T) *Server {
 		t.Fatal(err)
 	}
 	gate := betterauth.NewGate(betterauth.GateConfig{Verifier: v})
-	guard, err := mcp.New(mcp.Config{Sessions: mcp.SessionsOff, Challenge: gate.Challenge(), Rules: []mcp.Rule{
+	guard, err := mcp.New(mcp.Config{Sessions: mcp.SessionsOff, StepUp: gate.StepUp, Rules: []mcp.Rule{
 		{Kind: mcp.Tool, Pattern: "delete_*", Requirement: mcp.Requirement{Permissions: betterauth.Permissions{"tools": {"delete"}}}},
 	}})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,7 @@ import (
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/redisurl"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
+	"github.com/caddy-betterauth/caddy-betterauth/oauth"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 	"github.com/caddy-betterauth/caddy-betterauth/ratelimit"
 	"github.com/caddy-betterauth/caddy-betterauth/rediscache"
@@ -155,7 +157,18 @@ type assembly struct {
 	// reads metadata for it.
 	AllowedIPsField string
 
+	// JWT says how JWT access tokens are verified; nil without an oauth
+	// block.
+	JWT *jwtAssembly
+
 	sealer *cache.Sealer // authenticates what goes through Redis; set with Redis
+}
+
+// jwtAssembly is who issues the JWT access tokens a gateway accepts, and
+// where their keys are.
+type jwtAssembly struct {
+	Issuers []string
+	JWKSURL string // "" for the jwks table
 }
 
 type secondaryAssembly struct {
@@ -176,6 +189,10 @@ func (o *Options) assemble() (assembly, error) {
 	}
 	if u := o.Usage; u != nil && u.Mode != "" && u.Mode != "off" {
 		a.Usage, a.APIKeyConfigs = u, o.APIKeyConfigs
+	}
+	if oa := o.OAuth; oa != nil {
+		a.JWT = &jwtAssembly{Issuers: slices.Clone(oa.Issuers), JWKSURL: oa.JWKSURL}
+		slices.Sort(a.JWT.Issuers)
 	}
 	if a.Database == "" {
 		return a, errors.New("database is required (is its environment variable set?)")
@@ -245,6 +262,10 @@ func (a assembly) reading() string {
 	}
 	if a.AllowedIPsField != "" {
 		fmt.Fprintf(&b, "\napi_key_allowed_ips_field=%q", a.AllowedIPsField)
+	}
+	if j := a.JWT; j != nil {
+		// A JWT's record is what its issuer's keys vouched for.
+		fmt.Fprintf(&b, "\njwt_issuers=%q jwks=%q", j.Issuers, j.JWKSURL)
 	}
 	if ss := a.Secondary; ss != nil {
 		var at string
@@ -396,6 +417,12 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 		if inner, err = secondary.New(client, db, ss.Store); err != nil {
 			g.Close()
 			return nil, fmt.Errorf("secondary_storage: %w", err)
+		}
+	}
+	if j := cfg.JWT; j != nil {
+		if inner, err = jwtStore(inner, db, j, logger); err != nil {
+			g.Close()
+			return nil, fmt.Errorf("oauth: %w", err)
 		}
 	}
 	g.cache = cache.New(inner, opts)
@@ -632,7 +659,8 @@ func (g *Gateway) apply(ctx context.Context, revs []cache.Revocation, relay []ca
 func (g *Gateway) endStreams(revs []cache.Revocation) {
 	for _, r := range revs {
 		switch r.Target {
-		case cache.TargetAPIKey, cache.TargetSession, cache.TargetUser, cache.TargetOrg:
+		case cache.TargetAPIKey, cache.TargetSession, cache.TargetUser, cache.TargetOrg,
+			cache.TargetOAuthToken, cache.TargetOAuthClient, cache.TargetOAuth:
 			g.streams.Revoked(r.Target, r.ID)
 		}
 	}
@@ -656,4 +684,31 @@ func oauthPrefix(a *OAuth) string {
 		return ""
 	}
 	return a.OpaqueTokenPrefix
+}
+
+// jwtStore puts the verification of JWT access tokens over inner: with
+// keys from the jwks table, or from a JWKS URL. The route's audience
+// policy decides on the audience (betterauth.OAuthPolicy), so the verifier
+// takes any.
+func jwtStore(inner betterauth.Store, db store.DB, j *jwtAssembly, logger *zap.Logger) (betterauth.Store, error) {
+	var keys oauth.KeySource
+	if j.JWKSURL != "" {
+		u, err := oauth.NewJWKSURL(oauth.JWKSURLConfig{URL: j.JWKSURL})
+		if err != nil {
+			return nil, err
+		}
+		keys = u
+	} else {
+		c, err := oauth.NewCachedKeys(oauth.CachedKeysConfig{Source: oauth.KeyFunc(db.JWK), All: db.JWKs})
+		if err != nil {
+			return nil, err
+		}
+		keys = c
+	}
+	v, err := oauth.NewAccessTokenVerifier(oauth.AccessTokenConfig{Keys: keys, Issuers: j.Issuers, AllowUnbound: true})
+	if err != nil {
+		return nil, err
+	}
+	logger.Debug("verifying JWT access tokens", zap.Strings("issuers", j.Issuers), zap.Bool("jwks_url", j.JWKSURL != ""))
+	return oauth.NewStore(inner, db, v), nil
 }

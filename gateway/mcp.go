@@ -99,8 +99,11 @@ func (r MCPRequirement) requirement() mcp.Requirement {
 }
 
 // config is the mcp package's view of the block.
-func (m *MCP) config(ch betterauth.Challenge, sessions bool) (mcp.Config, error) {
-	c := mcp.Config{MaxBody: m.MaxBody, SessionTTL: time.Duration(m.SessionTTL), Challenge: ch, Sessions: mcp.SessionsOff}
+func (m *MCP) config(gate *betterauth.Gate, sessions bool) (mcp.Config, error) {
+	c := mcp.Config{MaxBody: m.MaxBody, SessionTTL: time.Duration(m.SessionTTL), Sessions: mcp.SessionsOff}
+	if gate != nil {
+		c.StepUp = gate.StepUp
+	}
 	if sessions {
 		mode, err := mcp.ParseSessionMode(m.BindSessions)
 		if err != nil {
@@ -138,7 +141,7 @@ func (m *MCP) validate(oauth bool) error {
 	if m.MaxBody < 0 || m.SessionTTL < 0 {
 		return errors.New("max_body and session_ttl must not be negative")
 	}
-	c, err := m.config(betterauth.Challenge{}, true)
+	c, err := m.config(nil, true)
 	if err != nil {
 		return err
 	}
@@ -166,7 +169,7 @@ func (o *Options) Guard(gate *betterauth.Gate, sessions bool) (*mcp.Guard, error
 	if o.MCP == nil {
 		return nil, nil
 	}
-	c, err := o.MCP.config(gate.Challenge(), sessions)
+	c, err := o.MCP.config(gate, sessions)
 	if err != nil {
 		return nil, fmt.Errorf("mcp: %w", err)
 	}

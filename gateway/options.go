@@ -319,13 +319,19 @@ type OAuth struct {
 	// The scopes the resource understands, listed in its metadata and
 	// asked for in challenges (offline_access is left out).
 	Scopes []string `json:"scopes,omitempty"`
-	// Accept access tokens not issued for resource: tokens whose audience
-	// (RFC 8707 resource) does not name it, which includes every opaque
-	// token of Better-Auth's OAuth provider (it gives opaque tokens no
-	// audience; clients that send resource get JWTs). Unsafe: MCP forbids
-	// it, since a token issued to any client for any resource of the same
-	// authorization server is then accepted here. Default: off.
+	// Accept access tokens issued without an audience (RFC 8707
+	// resource): every opaque token of Better-Auth's OAuth provider (it
+	// gives opaque tokens none; clients that send resource get JWTs). A
+	// token issued for another resource is refused all the same. Unsafe:
+	// MCP forbids it, since a token any client of the provider obtained
+	// without naming a resource is then accepted here. Default: off.
 	AllowUnboundTokens bool `json:"allow_unbound_tokens,omitempty"`
+	// Where the OAuth provider's signing keys are, to verify its JWT
+	// access tokens: a JWKS URL (Better-Auth's <issuer>/jwks), fetched
+	// on first use and again, at most every 30 s, for a key it does not
+	// know. Default: Better-Auth's jwks table in the database, which
+	// needs no network call.
+	JWKSURL string `json:"jwks_url,omitempty"`
 	// The OAuth provider's prefix.opaqueAccessToken, when it sets one:
 	// bearer values starting with it are opaque access tokens, looked up
 	// without it. Default: none (raw 32-character bearer values are
@@ -517,7 +523,7 @@ func (o Options) Resolve(replace func(string) string) Options {
 	o.Secret = replace(o.Secret)
 	if o.OAuth != nil {
 		a := *o.OAuth
-		a.Resource = replace(a.Resource)
+		a.Resource, a.JWKSURL = replace(a.Resource), replace(a.JWKSURL)
 		a.Issuers = slices.Clone(a.Issuers)
 		for i := range a.Issuers {
 			a.Issuers[i] = replace(a.Issuers[i])
@@ -604,10 +610,15 @@ func (o *Options) Validate() error {
 		// It goes in WWW-Authenticate as it is, to Envoy too.
 		return fmt.Errorf("realm %q holds a control character", o.Realm)
 	}
-	if a := o.OAuth; a != nil && !strings.Contains(a.Resource+strings.Join(a.Issuers, ""), "{") {
+	if a := o.OAuth; a != nil && !strings.Contains(a.Resource+strings.Join(a.Issuers, "")+a.JWKSURL, "{") {
 		// With placeholders, checked once they are replaced (Resource).
 		if _, err := a.Protected(); err != nil {
 			return err
+		}
+		if a.JWKSURL != "" {
+			if _, err := oauth.NewJWKSURL(oauth.JWKSURLConfig{URL: a.JWKSURL}); err != nil {
+				return fmt.Errorf("oauth: jwks_url: %w", err)
+			}
 		}
 	}
 	if o.MCP != nil {

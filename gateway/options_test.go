@@ -140,3 +140,37 @@ func TestUsageOptions(t *testing.T) {
 		}
 	}
 }
+
+// OAuth settings are checked when the config loads.
+func TestOAuthOptions(t *testing.T) {
+	t.Parallel()
+	block := func(edit func(*OAuth)) *OAuth {
+		a := &OAuth{Resource: "https://mcp.example.com/mcp", Issuers: []string{"https://app.example.com/api/auth"}}
+		edit(a)
+		return a
+	}
+	for _, tc := range []struct {
+		name string
+		o    Options
+		bad  string
+	}{
+		{"a block", Options{OAuth: block(func(*OAuth) {}), RequireScope: []string{"mcp:read"}, Allow: []string{"oauth"}}, ""},
+		{"require_scope without a block", Options{RequireScope: []string{"mcp:read"}}, "only with an oauth block"},
+		{"allow oauth without a block", Options{Allow: []string{"oauth"}}, "only with an oauth block"},
+		{"a scope that cannot be quoted", Options{OAuth: block(func(*OAuth) {}), RequireScope: []string{`a"b`}}, "not a scope"},
+		{"a prefix with a space", Options{OAuth: block(func(a *OAuth) { a.OpaqueTokenPrefix = "at " })}, "opaque_token_prefix"},
+		{"a jwks_url over plain http", Options{OAuth: block(func(a *OAuth) { a.JWKSURL = "http://app.example.com/api/auth/jwks" })}, "must be https"},
+		{"a jwks_url on loopback", Options{OAuth: block(func(a *OAuth) { a.JWKSURL = "http://127.0.0.1:3000/api/auth/jwks" })}, ""},
+	} {
+		err := tc.o.Validate()
+		if err == nil {
+			_, err = tc.o.rules() // the route's rules, checked as the gate is built
+		}
+		switch {
+		case tc.bad == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.bad != "" && (err == nil || !strings.Contains(err.Error(), tc.bad)):
+			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.bad)
+		}
+	}
+}

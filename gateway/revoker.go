@@ -118,8 +118,8 @@ func (m busMessage) revocations() []cache.Revocation {
 		case w.Target == cache.TargetCredential && len(w.Digest) == 32:
 			r.Digest = [32]byte(w.Digest)
 		case (w.Target == cache.TargetAPIKey || w.Target == cache.TargetSession || w.Target == cache.TargetUser ||
-			w.Target == cache.TargetOrg) && w.ID != "":
-		case w.Target == cache.TargetAll:
+			w.Target == cache.TargetOrg || w.Target == cache.TargetOAuthToken || w.Target == cache.TargetOAuthClient) && w.ID != "":
+		case w.Target == cache.TargetAll || w.Target == cache.TargetOAuth:
 		default:
 			continue
 		}

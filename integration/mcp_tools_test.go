@@ -560,11 +560,12 @@ func TestMCPToolStepUp(t *testing.T) {
 	low := token("mcp:read mcp:write")
 	r := postRPC(t, gw.URL+"/mcp", deleteItem, modern(low))
 	challenge := r.header.Get("WWW-Authenticate")
-	if r.status != 403 || !strings.Contains(challenge, `error="insufficient_scope"`) || !strings.Contains(challenge, `scope="mcp:read mcp:admin"`) ||
+	// The scopes it holds, the route's, the tool's.
+	if r.status != 403 || !strings.Contains(challenge, `error="insufficient_scope"`) || !strings.Contains(challenge, `scope="mcp:read mcp:write mcp:admin"`) ||
 		!strings.Contains(challenge, metadata) {
 		t.Fatalf("%d %q %s", r.status, challenge, r.raw)
 	}
-	if e := r.errs[0]; string(e.ID) != `"d1"` || e.Error.Data.Code != "INSUFFICIENT_SCOPE" || e.Error.Data.Scope != "mcp:read mcp:admin" {
+	if e := r.errs[0]; string(e.ID) != `"d1"` || e.Error.Data.Code != "INSUFFICIENT_SCOPE" || e.Error.Data.Scope != "mcp:read mcp:write mcp:admin" {
 		t.Fatalf("%s", r.raw)
 	}
 	cs := connectAs(t, gw.URL+"/mcp", low, "")
@@ -593,7 +594,7 @@ func TestMCPToolStepUp(t *testing.T) {
 	// Short of the route's own scope: the route's step-up, before any body
 	// is read (the id is unknown).
 	r = postRPC(t, gw.URL+"/mcp", deleteItem, modern(token("mcp:admin")))
-	if challenge := r.header.Get("WWW-Authenticate"); r.status != 403 || !strings.Contains(challenge, `scope="mcp:read"`) ||
+	if challenge := r.header.Get("WWW-Authenticate"); r.status != 403 || !strings.Contains(challenge, `scope="mcp:admin mcp:read"`) ||
 		string(r.errs[0].ID) != "null" {
 		t.Fatalf("%d %q %s", r.status, challenge, r.raw)
 	}

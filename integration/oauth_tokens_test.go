@@ -109,7 +109,7 @@ func TestOAuthAccessTokens(t *testing.T) {
 				r := send(t, gw, "/admin/tools", bearer(m2m))
 				wantDenied(t, r, 403, "INSUFFICIENT_SCOPE")
 				challenge := r.header.Get("WWW-Authenticate")
-				if !strings.Contains(challenge, `error="insufficient_scope"`) || !strings.Contains(challenge, `scope="mcp:admin"`) ||
+				if !strings.Contains(challenge, `error="insufficient_scope"`) || !strings.Contains(challenge, `scope="mcp:read mcp:write mcp:admin"`) ||
 					!strings.Contains(challenge, `resource_metadata="http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp"`) {
 					t.Fatalf("challenge %q", challenge)
 				}
@@ -174,6 +174,23 @@ func TestOAuthAccessTokens(t *testing.T) {
 					within(t, tok, c.status, c.code)
 				})
 			}
+
+			t.Run("doctor checks the resource is registered", func(t *testing.T) {
+				doctor := func() string {
+					out, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + ba.DatabaseURL}, "doctor", "--oauth-resource", f.Resource)
+					if code != 0 {
+						t.Fatalf("doctor: exit %d\n%s%s", code, out, errOut)
+					}
+					return out
+				}
+				if out := doctor(); !strings.Contains(out, "oauth: resource "+f.Resource+" is registered") {
+					t.Fatalf("registered:\n%s", out)
+				}
+				ba.Do(t, "delete-resource", map[string]any{"identifier": f.Resource})
+				if out := doctor(); !strings.Contains(out, "problem: no oauthResource row for "+f.Resource) {
+					t.Fatalf("deleted:\n%s", out)
+				}
+			})
 		})
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-
-	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 )
 
 // testLister filters for a session of a "user": delete_* and the secret
@@ -16,7 +14,7 @@ func testLister(t testing.TB) *lister {
 		{Kind: Tool, Pattern: "delete_*", Requirement: Requirement{Roles: []string{"admin"}}},
 		{Kind: Resource, Pattern: "file:///secret/*", Requirement: Requirement{Roles: []string{"admin"}}},
 		{Kind: Prompt, Pattern: "admin_*", Requirement: Requirement{Roles: []string{"admin"}}},
-	}, nil, betterauth.Challenge{})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +100,7 @@ func TestListFilterJSON(t *testing.T) {
 // A list filter that judges no resources leaves resource lists alone.
 func TestListFilterOnlyJudgedKinds(t *testing.T) {
 	t.Parallel()
-	p, _ := NewPolicy([]Rule{{Kind: Tool, Pattern: "x", Requirement: Requirement{Deny: true}}}, nil, betterauth.Challenge{})
+	p, _ := NewPolicy([]Rule{{Kind: Tool, Pattern: "x", Requirement: Requirement{Deny: true}}}, nil)
 	l := &lister{policy: p, who: &caller{}}
 	in := `{"jsonrpc":"2.0","id":1,"result":{"resources":[{"name":"x"},{"uri":1}],"cacheScope":"public"}}`
 	if got, changed, err := l.filter(nil, []byte(in)); string(got) != in || changed || err != nil {

@@ -29,10 +29,11 @@ type Config struct {
 	Sessions    SessionMode
 	SessionTTL  time.Duration
 	MaxSessions int
-	// Challenge is the route's (betterauth.Gate.Challenge): a token short
-	// of a rule's scopes is told, in WWW-Authenticate, to ask for them and
-	// for the route's.
-	Challenge betterauth.Challenge
+	// StepUp makes the insufficient_scope answer to a token holding held
+	// and short of a rule's scopes, more (betterauth.Gate.StepUp, which
+	// names the route's scopes too). Default: the realm's, without
+	// resource metadata.
+	StepUp func(held, more []string) (scope, challenge string)
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -46,21 +47,25 @@ type Guard struct {
 	maxBody  int64
 	mode     SessionMode
 	sessions *sessions // nil when sessions are left alone
+	stepUp   func(held, more []string) (scope, challenge string)
 	calls    sync.Pool
 }
 
 // New checks cfg and returns its Guard.
 func New(cfg Config) (*Guard, error) {
-	p, err := NewPolicy(cfg.Rules, cfg.Default, cfg.Challenge)
+	p, err := NewPolicy(cfg.Rules, cfg.Default)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.MaxBody < 0 || cfg.SessionTTL < 0 || cfg.MaxSessions < 0 {
 		return nil, errors.New("max_body, session_ttl and max_sessions must not be negative")
 	}
-	g := &Guard{policy: p, maxBody: cfg.MaxBody, mode: cfg.Sessions}
+	g := &Guard{policy: p, maxBody: cfg.MaxBody, mode: cfg.Sessions, stepUp: cfg.StepUp}
 	if g.maxBody == 0 {
 		g.maxBody = DefaultMaxBody
+	}
+	if g.stepUp == nil {
+		g.stepUp = betterauth.NewAnswers("").StepUp
 	}
 	if cfg.Sessions != SessionsOff {
 		ttl, max, now := cfg.SessionTTL, cfg.MaxSessions, cfg.Now
@@ -139,7 +144,7 @@ type Call struct {
 	replay *replay           // req.Body given back
 	err    *Error            // why the request cannot be judged
 	why    betterauth.Reason // the refusal Authorize gave, if any
-	needed []*rule           // the rules with scopes the request met, for a step-up
+	needed []*Rule           // the rules with scopes the request met, for a step-up
 	who    caller
 	rw     responseWriter
 	lister lister

@@ -28,7 +28,7 @@ func testGuard(t testing.TB, cfg Config) *Guard {
 			{Kind: Prompt, Pattern: "review", Requirement: Requirement{Scopes: []string{"mcp:review"}}},
 		}
 	}
-	cfg.Challenge = testChallenge
+	cfg.StepUp = betterauth.NewAnswersFor(testChallenge).StepUp
 	g, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +98,7 @@ func TestCallJudgesToolsAndAnswersInJSONRPC(t *testing.T) {
 		t.Fatal(why)
 	}
 	status, hs, raw := c.Answer(refusal(betterauth.Decision{Reason: why, Method: d.Method}))
-	wantChallenge := testChallenge.InsufficientScope("mcp:read mcp:admin")
+	_, wantChallenge := betterauth.NewAnswersFor(testChallenge).StepUp([]string{"mcp:read", "mcp:admin"}, nil)
 	if status != 403 || header(hs, "WWW-Authenticate") != wantChallenge || header(hs, "Content-Type") != "application/json" {
 		t.Fatalf("%d %v", status, hs)
 	}
@@ -139,8 +139,8 @@ func TestCallBatch(t *testing.T) {
 		string(errs[0].ID) != "1" || string(errs[1].ID) != "2" || string(errs[2].ID) != "3" {
 		t.Fatalf("%d %s", status, raw)
 	}
-	if got := header(hs, "WWW-Authenticate"); got != testChallenge.InsufficientScope("mcp:read mcp:review mcp:admin") {
-		t.Fatalf("challenge %s", got)
+	if _, want := betterauth.NewAnswersFor(testChallenge).StepUp([]string{"mcp:review", "mcp:read", "mcp:admin"}, nil); header(hs, "WWW-Authenticate") != want {
+		t.Fatalf("challenge %s", header(hs, "WWW-Authenticate"))
 	}
 	c.End()
 	// A refusal that no scope would lift comes first.

@@ -8,7 +8,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
-	"github.com/caddy-betterauth/caddy-betterauth/oauth"
 )
 
 // Requirement is what a rule asks of each kind of credential: each is
@@ -40,7 +39,7 @@ func (r *Requirement) open() bool {
 // validate reports what can never be met.
 func (r *Requirement) validate() error {
 	for _, s := range r.Scopes {
-		if !oauth.IsScopeToken(s) {
+		if !betterauth.IsScopeToken(s) {
 			return fmt.Errorf("scope %q is not a scope (RFC 6749 scope tokens are printable ASCII without spaces, quotes or backslashes)", s)
 		}
 	}
@@ -72,33 +71,18 @@ type Rule struct {
 	Requirement
 }
 
-// rule is a Rule ready to judge.
-type rule struct {
-	Rule
-	// needed is what an OAuth token short of Scopes is told to ask for
-	// (the route's required scopes, then the rule's), and challenge the
-	// WWW-Authenticate header saying so, made once.
-	needed    string
-	challenge betterauth.Header
-}
-
 // Policy judges what callers may use.
 type Policy struct {
-	rules []rule
-	def   *rule // for names no rule matches; nil: they pass
+	rules []Rule
+	def   *Rule // for names no rule matches; nil: they pass
 	// judges says which kinds a rule (or the default) applies to.
 	judges [Prompt + 1]bool
-	// routeScopes are the route's require_scope, asked for with a tool's.
-	routeScopes []string
-	challenge   betterauth.Challenge
 }
 
 // NewPolicy checks rules (in the order they apply: the first that matches
 // a name decides) and def (for names none matches; nil lets them pass).
-// ch is the route's challenge: a token short of a rule's scopes is asked
-// for ch.NeededScope's and the rule's.
-func NewPolicy(rules []Rule, def *Requirement, ch betterauth.Challenge) (*Policy, error) {
-	p := &Policy{challenge: ch, routeScopes: strings.Fields(ch.NeededScope)}
+func NewPolicy(rules []Rule, def *Requirement) (*Policy, error) {
+	p := &Policy{}
 	for _, r := range rules {
 		if r.Kind < Tool || r.Kind > Prompt {
 			return nil, fmt.Errorf("rule %q: unknown kind %d", r.Pattern, r.Kind)
@@ -109,40 +93,17 @@ func NewPolicy(rules []Rule, def *Requirement, ch betterauth.Challenge) (*Policy
 		if err := r.validate(); err != nil {
 			return nil, fmt.Errorf("%s %s: %w", r.Kind, r.Pattern, err)
 		}
-		p.rules = append(p.rules, p.ready(r))
+		p.rules = append(p.rules, r)
 		p.judges[r.Kind] = true
 	}
 	if def != nil {
 		if err := def.validate(); err != nil {
 			return nil, fmt.Errorf("default: %w", err)
 		}
-		d := p.ready(Rule{Requirement: *def})
-		p.def = &d
+		p.def = &Rule{Requirement: *def}
 		p.judges = [Prompt + 1]bool{false, true, true, true}
 	}
 	return p, nil
-}
-
-func (p *Policy) ready(r Rule) rule {
-	ready := rule{Rule: r}
-	if len(r.Scopes) > 0 {
-		ready.needed = union(p.routeScopes, r.Scopes)
-		ready.challenge = betterauth.Header{Name: "WWW-Authenticate", Value: p.challenge.InsufficientScope(ready.needed)}
-	}
-	return ready
-}
-
-// union joins scope lists, space-separated, each scope once, in order.
-func union(lists ...[]string) string {
-	var all []string
-	for _, l := range lists {
-		for _, s := range l {
-			if !slices.Contains(all, s) {
-				all = append(all, s)
-			}
-		}
-	}
-	return strings.Join(all, " ")
 }
 
 // any reports whether the policy judges anything.
@@ -153,7 +114,7 @@ func (p *Policy) Judges(k Kind) bool { return p.judges[k] }
 
 // find returns the rule for a name: the first that matches, or the
 // default; nil when the name passes unjudged.
-func (p *Policy) find(k Kind, name []byte) *rule {
+func (p *Policy) find(k Kind, name []byte) *Rule {
 	for i := range p.rules {
 		if r := &p.rules[i]; r.Kind == k && match(r.Pattern, name) {
 			return r
@@ -164,7 +125,7 @@ func (p *Policy) find(k Kind, name []byte) *rule {
 
 // judge returns why c may not use the named target (Allowed when it may),
 // and the rule that decided (nil when none did).
-func (p *Policy) judge(c *caller, k Kind, name []byte) (betterauth.Reason, *rule) {
+func (p *Policy) judge(c *caller, k Kind, name []byte) (betterauth.Reason, *Rule) {
 	r := p.find(k, name)
 	if r == nil {
 		return betterauth.Allowed, nil
@@ -182,7 +143,7 @@ func (p *Policy) Allows(d *betterauth.Decision, k Kind, name string) bool {
 }
 
 // check judges c by the requirement of its kind.
-func (r *rule) check(c *caller) betterauth.Reason {
+func (r *Rule) check(c *caller) betterauth.Reason {
 	switch {
 	case r.Deny:
 		return betterauth.ToolNotAllowed

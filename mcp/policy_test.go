@@ -99,8 +99,7 @@ func TestPolicyJudgesEachKindByItsOwnRequirement(t *testing.T) {
 		{Kind: Tool, Pattern: "hidden", Requirement: Requirement{Deny: true}},
 		{Kind: Resource, Pattern: "file:///secret/*", Requirement: Requirement{Roles: []string{"admin"}}},
 		{Kind: Prompt, Pattern: "review", Requirement: Requirement{Scopes: []string{"mcp:read"}}},
-	}, &Requirement{Scopes: []string{"mcp:read"}, Permissions: betterauth.Permissions{"tools": {"call"}}, Roles: []string{"user", "admin"}},
-		betterauth.Challenge{})
+	}, &Requirement{Scopes: []string{"mcp:read"}, Permissions: betterauth.Permissions{"tools": {"call"}}, Roles: []string{"user", "admin"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +159,7 @@ func TestPolicyJudgesEachKindByItsOwnRequirement(t *testing.T) {
 
 func TestPolicyWithoutDefaultLetsUnlistedNamesPass(t *testing.T) {
 	t.Parallel()
-	p, err := NewPolicy([]Rule{{Kind: Tool, Pattern: "admin_*", Requirement: Requirement{Roles: []string{"admin"}}}}, nil, betterauth.Challenge{})
+	p, err := NewPolicy([]Rule{{Kind: Tool, Pattern: "admin_*", Requirement: Requirement{Roles: []string{"admin"}}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,21 +168,6 @@ func TestPolicyWithoutDefaultLetsUnlistedNamesPass(t *testing.T) {
 	}
 	if !p.Judges(Tool) || p.Judges(Resource) || p.Judges(Prompt) {
 		t.Fatal("Judges")
-	}
-}
-
-// A token short of a rule's scopes is told to ask for the route's and the
-// rule's, in one challenge made once.
-func TestPolicyStepUpChallenge(t *testing.T) {
-	t.Parallel()
-	ch := betterauth.Challenge{ResourceMetadata: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp", NeededScope: "mcp:read"}
-	p, err := NewPolicy([]Rule{{Kind: Tool, Pattern: "delete_*", Requirement: Requirement{Scopes: []string{"mcp:admin", "mcp:read"}}}}, nil, ch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &p.rules[0]
-	if r.needed != "mcp:read mcp:admin" || r.challenge.Value != ch.InsufficientScope("mcp:read mcp:admin") {
-		t.Fatalf("%q %q", r.needed, r.challenge.Value)
 	}
 }
 
@@ -204,7 +188,7 @@ func TestPolicyRefusesRulesThatCannotWork(t *testing.T) {
 		{rules: []Rule{{Kind: Tool, Pattern: "x", Requirement: Requirement{Deny: true, Roles: []string{"admin"}}}}},
 		{def: &Requirement{Scopes: []string{""}}},
 	} {
-		if _, err := NewPolicy(tc.rules, tc.def, betterauth.Challenge{}); err == nil {
+		if _, err := NewPolicy(tc.rules, tc.def); err == nil {
 			t.Errorf("accepted %+v %+v", tc.rules, tc.def)
 		}
 	}

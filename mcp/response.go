@@ -69,18 +69,17 @@ func (c *Call) Answer(res *betterauth.Result) (status int, headers []betterauth.
 }
 
 // stepUp is what an OAuth token refused for its scopes is asked to get:
-// the route's scopes and those of every rule the request met.
-func (c *Call) stepUp() (string, betterauth.Header) {
-	first := c.needed[0]
-	if !slices.ContainsFunc(c.needed, func(r *rule) bool { return r != first }) {
-		return first.needed, first.challenge // one rule: its challenge, made at load
+// the scopes it holds, the route's, and those of every rule the request
+// met (a batch's too), in one challenge.
+func (c *Call) stepUp() (scope string, challenge betterauth.Header) {
+	var more []string
+	for i, r := range c.needed {
+		if !slices.Contains(c.needed[:i], r) {
+			more = append(more, r.Scopes...)
+		}
 	}
-	lists := [][]string{c.g.policy.routeScopes}
-	for _, r := range c.needed {
-		lists = append(lists, r.Scopes)
-	}
-	needed := union(lists...)
-	return needed, betterauth.Header{Name: "WWW-Authenticate", Value: c.g.policy.challenge.InsufficientScope(needed)}
+	scope, value := c.g.stepUp(c.who.scopes, more)
+	return scope, betterauth.Header{Name: "WWW-Authenticate", Value: value}
 }
 
 // rpcError is a JSON-RPC error response.

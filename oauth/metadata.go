@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 )
 
 // WellKnown is the RFC 9728 well-known path segment.
@@ -52,7 +54,7 @@ func NewResource(r Resource) (*Resource, error) {
 		}
 	}
 	for _, s := range r.Scopes {
-		if !IsScopeToken(s) {
+		if !betterauth.IsScopeToken(s) {
 			return nil, fmt.Errorf("oauth: scope %q is not a scope token", s)
 		}
 	}
@@ -74,20 +76,6 @@ func NewResource(r Resource) (*Resource, error) {
 		return nil, err
 	}
 	return &r, nil
-}
-
-// IsScopeToken reports whether s is an RFC 6749 §3.3 scope token:
-// 1*( %x21 / %x23-5B / %x5D-7E ), which a challenge can quote as it is.
-func IsScopeToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
 }
 
 func isLoopback(host string) bool {

@@ -234,6 +234,46 @@ func decodeOAuth(legacy bool) func(pgx.Rows, *betterauth.Record) error {
 	}
 }
 
+// OAuthGrant reads the rows a verified JWT access token names (see
+// schema.Queries.OAuthGrant), retrying once as Lookup does; nil without
+// the OAuth provider's tables.
+func (s *Store) OAuthGrant(ctx context.Context, g schema.Grant) (*betterauth.OAuthToken, error) {
+	return retryRead(ctx, s, func() (*betterauth.OAuthToken, error) {
+		p, err := s.prepare(ctx)
+		if err != nil || p.Queries.OAuthGrant == "" {
+			return nil, err
+		}
+		rows, err := s.db.Query(ctx, p.Queries.OAuthGrant, g.Args(false)...)
+		if err != nil {
+			return nil, fmt.Errorf("pgstore: oauth grant lookup: %w", err)
+		}
+		defer rows.Close()
+		t, err := schema.DecodeOAuthGrant(rows, g)
+		if err != nil {
+			return nil, fmt.Errorf("pgstore: %w", err)
+		}
+		return t, nil
+	})
+}
+
+// OAuthResource reports whether the OAuth provider knows the resource
+// identifier (an oauthResource row); false without the table.
+func (s *Store) OAuthResource(ctx context.Context, identifier string) (bool, error) {
+	return retryRead(ctx, s, func() (bool, error) {
+		p, err := s.prepare(ctx)
+		if err != nil || p.Queries.OAuthResource == "" {
+			return false, err
+		}
+		rows, err := s.db.Query(ctx, p.Queries.OAuthResource, identifier)
+		if err != nil {
+			return false, fmt.Errorf("pgstore: oauth resource lookup: %w", err)
+		}
+		defer rows.Close()
+		found := rows.Next()
+		return found, rows.Err()
+	})
+}
+
 // User reads one user by id, retrying once as Lookup does.
 func (s *Store) User(ctx context.Context, id string) (*betterauth.User, error) {
 	return retryRead(ctx, s, func() (*betterauth.User, error) { return s.user(ctx, id) })

@@ -43,7 +43,23 @@ type Queries struct {
 	//	saw and how many of those have no oauthResource row, then the
 	//	user columns
 	OAuth string
+	// OAuthResource finds an oauthResource row by identifier (empty
+	// without the table).
+	OAuthResource string
+	// OAuthGrant reads what a JWT access token names (it has no row):
+	// the client (first parameter), the session (second), the user
+	// (third) and how many of the resources (the fourth: a text[] on
+	// PostgreSQL, a JSON array on SQLite; see Grant.Args) have an
+	// oauthResource row. Its row:
+	// the client's clientId, disabled and name, the session's expiresAt,
+	// that count, then the user columns. Empty for the legacy plugins,
+	// which issued no JWT.
+	OAuthGrant string
 }
+
+// MaxGrantResources is how many resources (audiences) one JWT access
+// token may name: Better-Auth's own bound (MAX_AUD_VALUES).
+const MaxGrantResources = 64
 
 // Dialect is what differs between the databases.
 type Dialect struct {
@@ -124,6 +140,12 @@ LIMIT 2`,
 	}
 	if o := l.OAuth; o != nil {
 		q.OAuth = l.buildOAuth(d, user, col)
+		if r := o.Resource; r != nil {
+			q.OAuthResource = fmt.Sprintf("SELECT 1 FROM %s r WHERE r.%s = %s LIMIT 1", qualify(r.Name), QuoteIdent(r.Col("identifier")), param)
+		}
+		if !o.Legacy {
+			q.OAuthGrant = l.buildOAuthGrant(d, user, col)
+		}
 	}
 	if s := l.Session; s != nil {
 		member, memberJoin := "NULL, NULL, NULL", ""
@@ -185,4 +207,48 @@ LIMIT 1`,
 		d.Qualify(t.Name), d.Qualify(c.Name), QuoteIdent(c.Col("clientId")), QuoteIdent(t.Col("clientId")), sessionJoin,
 		d.Qualify(l.User.Name), QuoteIdent(l.User.Col("id")), QuoteIdent(t.Col("userId")),
 		QuoteIdent(t.Col(key)), d.Param)
+}
+
+// buildOAuthGrant returns the query of what a JWT access token names (see
+// Queries.OAuthGrant). Parameters appear in order, so that SQLite's "?"
+// serves too.
+func (l *Layout) buildOAuthGrant(d Dialect, user string, col func(string, *Table, string) string) string {
+	o := l.OAuth
+	c := &o.Client
+	nth := func(i int) string {
+		if d.Param == "?" {
+			return fmt.Sprintf("?%d", i) // SQLite's numbered form
+		}
+		return fmt.Sprintf("$%d", i)
+	}
+	// Every parameter is referenced, with a type PostgreSQL can tell,
+	// whichever tables exist.
+	unused := func(ps ...string) string {
+		cast := make([]string, len(ps))
+		for i, p := range ps {
+			cast[i] = "CAST(" + p + " AS text)"
+		}
+		return "COALESCE(" + strings.Join(cast, ", ") + ", '') = ''"
+	}
+	session, sessionJoin := "NULL", fmt.Sprintf("\nLEFT JOIN (SELECT 1 AS one) s ON %s AND 1 = 0", unused(nth(2)))
+	if s := l.Session; s != nil {
+		session = col("s", s, "expiresAt")
+		sessionJoin = fmt.Sprintf("\nLEFT JOIN %s s ON s.%s = %s", d.Qualify(s.Name), QuoteIdent(s.Col("id")), nth(2))
+	}
+	// The resources: one array parameter, as each database takes one.
+	list, listType := fmt.Sprintf("(SELECT value FROM json_each(%s))", nth(4)), "text"
+	if d.Param != "?" {
+		list, listType = fmt.Sprintf("(SELECT unnest(CAST(%s AS text[])))", nth(4)), "text[]"
+	}
+	found := fmt.Sprintf("(SELECT 0 WHERE CAST(%s AS %s) IS NULL OR 1 = 1)", nth(4), listType)
+	if r := o.Resource; r != nil {
+		found = fmt.Sprintf("(SELECT count(*) FROM %s r WHERE r.%s IN %s)", d.Qualify(r.Name), QuoteIdent(r.Col("identifier")), list)
+	}
+	return fmt.Sprintf(`SELECT %s, %s, %s, %s, %s, %s
+FROM (SELECT 1 AS one) g
+LEFT JOIN %s c ON c.%s = %s%s
+LEFT JOIN %s u ON u.%s = %s`,
+		col("c", c, "clientId"), col("c", c, "disabled"), col("c", c, "name"), session, found, user,
+		d.Qualify(c.Name), QuoteIdent(c.Col("clientId")), nth(1), sessionJoin,
+		d.Qualify(l.User.Name), QuoteIdent(l.User.Col("id")), nth(3))
 }

@@ -2,6 +2,7 @@ package schema
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -204,6 +205,70 @@ func DecodeOAuth(rows Rows, legacy bool) (*betterauth.OAuthToken, error) {
 		t.ResourceMissing = seen != int64(len(t.Resources)) || missing > 0
 	}
 	t.User = d.user(v[15:])
+	if d.err != nil {
+		return nil, d.err
+	}
+	return t, nil
+}
+
+// Grant is what a verified JWT access token names, for Queries.OAuthGrant.
+type Grant struct {
+	ClientID, SessionID, UserID string
+	// Resources are the audiences to check, distinct, at most
+	// MaxGrantResources.
+	Resources []string
+}
+
+// Args returns the query's parameters: "" is NULL, which matches no row
+// (and no uuid column refuses it); the resources are a text[] for
+// PostgreSQL, JSON text for SQLite (jsonText).
+func (g Grant) Args(jsonText bool) []any {
+	args := make([]any, 4)
+	for i, v := range []string{g.ClientID, g.SessionID, g.UserID} {
+		if v != "" {
+			args[i] = v
+		}
+	}
+	args[3] = append([]string{}, g.Resources...)
+	if jsonText {
+		b, _ := json.Marshal(args[3]) // a []string always marshals
+		args[3] = string(b)
+	}
+	return args
+}
+
+// DecodeOAuthGrant reads the result of Queries.OAuthGrant into a token
+// with what the rows say: the client, the user, the session's expiry and
+// whether a resource is missing. The caller fills in what the JWT says.
+func DecodeOAuthGrant(rows Rows, g Grant) (*betterauth.OAuthToken, error) {
+	var v [5 + userColumns]any
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		return nil, errors.New("oauth grant: no row")
+	}
+	if err := rows.Scan(ptrs(v[:])...); err != nil {
+		return nil, fmt.Errorf("oauth grant row: %w", err)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var d decoder
+	t := &betterauth.OAuthToken{ClientID: g.ClientID, UserID: g.UserID, SessionID: g.SessionID, Resources: g.Resources}
+	if v[0] != nil {
+		t.Client = &betterauth.OAuthClient{ClientID: d.text(v[0], "oauthClient.clientId"), Name: d.text(v[2], "oauthClient.name")}
+		t.Client.Disabled = v[1] != nil && d.bool(v[1], "oauthClient.disabled")
+	}
+	t.SessionExpiresAt = d.time(v[3], "session.expiresAt")
+	var found int64
+	if v[4] != nil {
+		found = d.int(v[4], "resources found")
+	}
+	t.ResourceMissing = found != int64(len(g.Resources))
+	if g.UserID != "" {
+		t.User = d.user(v[5:])
+	}
 	if d.err != nil {
 		return nil, d.err
 	}

@@ -249,6 +249,41 @@ func (s *Store) oauth(ctx context.Context, query string, l betterauth.Lookup, le
 	return t, nil
 }
 
+// OAuthGrant reads the rows a verified JWT access token names (see
+// schema.Queries.OAuthGrant); nil without the OAuth provider's tables.
+func (s *Store) OAuthGrant(ctx context.Context, g schema.Grant) (*betterauth.OAuthToken, error) {
+	p, err := s.prepare(ctx)
+	if err != nil || p.Queries.OAuthGrant == "" {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, p.Queries.OAuthGrant, g.Args(true)...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: oauth grant lookup: %w", err)
+	}
+	defer rows.Close()
+	t, err := schema.DecodeOAuthGrant(rows, g)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: %w", err)
+	}
+	return t, nil
+}
+
+// OAuthResource reports whether the OAuth provider knows the resource
+// identifier (an oauthResource row); false without the table.
+func (s *Store) OAuthResource(ctx context.Context, identifier string) (bool, error) {
+	p, err := s.prepare(ctx)
+	if err != nil || p.Queries.OAuthResource == "" {
+		return false, err
+	}
+	rows, err := s.db.QueryContext(ctx, p.Queries.OAuthResource, identifier)
+	if err != nil {
+		return false, fmt.Errorf("sqlitestore: oauth resource lookup: %w", err)
+	}
+	defer rows.Close()
+	found := rows.Next()
+	return found, rows.Err()
+}
+
 // User reads one user by id.
 func (s *Store) User(ctx context.Context, id string) (*betterauth.User, error) {
 	p, err := s.prepare(ctx)

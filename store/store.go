@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/oauth"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
 	"github.com/caddy-betterauth/caddy-betterauth/sqlitestore"
@@ -73,6 +74,15 @@ type DB interface {
 	// records kept in secondary storage.
 	Owner(ctx context.Context, id string) (*betterauth.User, *betterauth.Organization, error)
 	Member(ctx context.Context, orgID, userID string) (role string, found bool, err error)
+	// OAuthResource reports whether the OAuth provider has an
+	// oauthResource row for identifier.
+	OAuthResource(ctx context.Context, identifier string) (bool, error)
+	// OAuthGrant reads the rows a verified JWT access token names.
+	OAuthGrant(ctx context.Context, g schema.Grant) (*betterauth.OAuthToken, error)
+	// JWK reads the signing key kid from Better-Auth's jwks table.
+	JWK(ctx context.Context, kid string) (oauth.Key, error)
+	// JWKs reads every usable key of the jwks table.
+	JWKs(ctx context.Context) ([]oauth.Key, error)
 	// Dialect says which database it is.
 	Dialect() Dialect
 	// Identity names the database without credentials

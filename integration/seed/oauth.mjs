@@ -12,6 +12,10 @@
 //                        issuer of access tokens is BASE_URL + "/api/auth"
 //   RESOURCE             the protected resource (RFC 8707 audience), default
 //                        http://127.0.0.1:8080/mcp
+//   JWT_ISSUER           the jwt plugin's jwt.issuer (default BASE_URL + "/api/auth"):
+//                        the iss of access tokens, and setup's "issuer"
+//   EXTRA_SCOPES         more scopes (space-separated) for the provider and
+//                        setup's client
 //   OAUTH_DEBUG=1        keep Better-Auth's logger on (stderr)
 //
 // The app: betterAuth({ emailAndPassword, plugins: [bearer(), jwt(),
@@ -53,6 +57,9 @@
 //       provider links every new client to RESOURCE (it is a registration
 //       default resource); "link_resource": false unlinks it again.
 //       → C, whose "resources" are the client's oauthClientResource links
+//   {"op":"create-resource", "identifier", "name"?, "client_id"?, "session"?}
+//       another oauthResource row (adminCreateOAuthResource), linked to the
+//       client when client_id is given → {"identifier"}
 //   {"op":"token-cc", "client_id", "client_secret", "scope"?, "resource"?}
 //       POST /oauth2/token grant_type=client_credentials (form, client_secret_basic)
 //       → the token endpoint's JSON body plus "status" (its HTTP status); a
@@ -99,7 +106,7 @@
 //   {"op":"client-row", "client_id"} → {"row": the oauthClient row}
 //   {"op":"sql", "query", "params"?: [...]} → {"rows": [...]} (read-only use, for assertions)
 //   {"op":"ddl"} → {"sql": the SQL of Better-Auth's migrations for this database}
-//   {"op":"serve", "port"?, "session"?}
+//   {"op":"serve", "port"?, "session"?, "grants"?: ["scope ...", ...]}
 //       starts an HTTP server (node:http → auth.handler) on 127.0.0.1 and
 //       answers {"url", "issuer", "jwksURL", "issuerMatches"}; the shell keeps
 //       answering. The issuer is fixed when the app starts: start the shell
@@ -109,7 +116,14 @@
 //       server acts as that user's browser: an /api/auth/oauth2/authorize
 //       request without a cookie is given the session's cookie, and GET
 //       /consent (the consent page) accepts at once and redirects to the
-//       client with the code. GET /login answers 401 (no login page).
+//       client with the code. "grants" are what the user ticks on the
+//       consent pages shown, one entry per page in turn (POST /oauth2/consent
+//       {scope}: a subset of the scopes asked for); once they are used up,
+//       or for a null entry, the user accepts every scope asked for. GET
+//       /login answers 401 (no login page).
+//   {"op":"consents"}
+//       → {"consents": [{"client_id", "requested", "granted", "status"}]}: the
+//         consent pages the served browser answered so far, in order.
 process.env.TZ = "UTC";
 
 import { createHash, randomBytes } from "node:crypto";
@@ -139,8 +153,11 @@ const baseURL = (process.env.BASE_URL ?? "http://localhost:3000").replace(/\/+$/
 const basePath = "/api/auth";
 const resource = process.env.RESOURCE ?? "http://127.0.0.1:8080/mcp";
 const redirectURI = "http://127.0.0.1:9/callback";
-const scopes = ["openid", "profile", "email", "offline_access", "mcp:read", "mcp:write", "mcp:admin"];
-const m2mScopes = ["mcp:read", "mcp:write", "mcp:admin"];
+// EXTRA_SCOPES (space-separated) adds scopes to the provider's, and to the
+// ones setup's client may ask for (user and client_credentials).
+const extraScopes = (process.env.EXTRA_SCOPES ?? "").split(" ").filter(Boolean);
+const scopes = ["openid", "profile", "email", "offline_access", "mcp:read", "mcp:write", "mcp:admin", ...extraScopes];
+const m2mScopes = ["mcp:read", "mcp:write", "mcp:admin", ...extraScopes];
 
 const auth = betterAuth({
   secret: process.env.BETTER_AUTH_SECRET,
@@ -150,7 +167,7 @@ const auth = betterAuth({
   emailAndPassword: { enabled: true },
   plugins: [
     bearer(),
-    jwt(),
+    jwt(process.env.JWT_ISSUER ? { jwt: { issuer: process.env.JWT_ISSUER } } : undefined),
     oauthProvider({
       loginPage: "/login",
       consentPage: "/consent",
@@ -167,6 +184,7 @@ const auth = betterAuth({
 });
 const ctx = await auth.$context;
 const issuer = baseURL + basePath;
+const tokenIssuer = process.env.JWT_ISSUER ?? issuer;
 
 // hash is how the provider stores tokens (storeTokens: "hashed"):
 // base64url without padding of SHA-256 of the token.
@@ -298,16 +316,23 @@ async function authorize(c) {
 const rowOut = (row) => row && Object.fromEntries(Object.entries(row).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v]));
 
 const servers = [];
+const consents = [];
 async function serve(c) {
   const fixed = new URL(baseURL);
   const port = c.port ?? Number(fixed.port || 80);
   const session = c.session;
+  const grants = [...(c.grants ?? [])];
   const server = createServer(async (req, res) => {
     try {
       const origin = `http://${req.headers.host}`;
       const u = new URL(req.url, origin);
       if (session && req.method === "GET" && u.pathname === "/consent") {
-        const r = await call("POST", "/oauth2/consent", { headers: cookieOf(session), json: { accept: true, oauth_query: u.search.slice(1) } });
+        const granted = grants.shift() ?? undefined;
+        const r = await call("POST", "/oauth2/consent", {
+          headers: cookieOf(session), json: { accept: true, oauth_query: u.search.slice(1), scope: granted },
+        });
+        const requested = u.searchParams.get("scope");
+        consents.push({ client_id: u.searchParams.get("client_id"), requested, granted: granted ?? requested, status: r.status });
         const to = r.body?.url ?? r.body?.redirect_uri;
         res.writeHead(to ? 302 : r.status, to ? { location: to } : { "content-type": "application/json" });
         res.end(to ? "" : JSON.stringify(r.body));
@@ -364,11 +389,17 @@ const ops = {
     const client = await createClient({ session: alice.signed });
     state.client = client;
     return {
-      users: state.users, client, resource, issuer, baseURL, jwksURL: issuer + "/jwks",
+      users: state.users, client, resource, issuer: tokenIssuer, baseURL, jwksURL: issuer + "/jwks",
       database: sqlitePath ? "sqlite" : "postgres",
     };
   },
   "create-client": (c) => createClient(c),
+  async "create-resource"(c) {
+    const headers = bearerOf(sessionOf(c));
+    await auth.api.adminCreateOAuthResource({ body: { identifier: c.identifier, name: c.name ?? c.identifier }, headers });
+    if (c.client_id) await auth.api.adminLinkClientResource({ params: { identifier: c.identifier, client_id: c.client_id }, headers });
+    return { identifier: c.identifier };
+  },
   async "token-cc"(c) {
     const a = clientAuth(c);
     return withStatus(await call("POST", "/oauth2/token", {
@@ -453,6 +484,7 @@ const ops = {
     return { sql: await (await getMigrations(auth.options)).compileMigrations() };
   },
   serve,
+  consents: () => ({ consents }),
 };
 
 async function setDisabled(clientId, disabled) {
