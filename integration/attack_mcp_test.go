@@ -3,9 +3,13 @@ package integration
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -232,4 +236,94 @@ func TestAttackMCPSessionBindingSkippedForNewVersion(t *testing.T) {
 			t.Errorf("Alice's session is gone: %v", err)
 		}
 	})
+}
+
+// startTSServer runs seed/attack-mcp-server.mjs, an MCP server on the
+// official TypeScript SDK (McpServer, stateless, JSON answers), and returns
+// its address.
+func startTSServer(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(testenv.RepoRoot(), "integration", "seed")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "sdk")); err != nil {
+		t.Fatal("integration/seed/node_modules has no @modelcontextprotocol/sdk; run scripts/test.sh")
+	}
+	cmd := exec.Command("node", "attack-mcp-server.mjs")
+	cmd.Dir, cmd.Env, cmd.Stderr = dir, append(os.Environ(), "PORT=0"), os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	var ready struct{ Listening int }
+	if err != nil || json.Unmarshal([]byte(line), &ready) != nil || ready.Listening == 0 {
+		t.Fatalf("attack-mcp-server.mjs: %q %v", line, err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", ready.Listening)
+}
+
+// A resource rule matches the URI as the client spelled it; the
+// TypeScript SDK's McpServer looks a resource up by new URL(uri).toString()
+// (WHATWG): the scheme and a special scheme's host in lower case, the
+// default port dropped, tabs and newlines anywhere and spaces around
+// removed, "https:host" given its slashes. Every such spelling of a
+// guarded URI misses its rule (mcp/policy.go match, byte for byte; plainURI
+// looks for none of these), falls to the default, and reads the secret.
+func TestAttackMCPResourceURISpellingsTSSDK(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	upstream := startTSServer(t)
+	gw := testenv.StartCaddy(t, "", fmt.Sprintf(`
+	route {
+		better_auth {
+			database {env.DATABASE_URL}
+			secret {env.BETTER_AUTH_SECRET}
+			mcp {
+				resource demo://secret/* {
+					role admin
+				}
+				resource https://docs.example.com/secret/* {
+					role admin
+				}
+				default {
+					role user admin
+				}
+			}
+		}
+		reverse_proxy %s
+	}`, upstream), "DATABASE_URL="+f.DatabaseURL, "BETTER_AUTH_SECRET="+testenv.Secret)
+	alice := http.Header{"Authorization": {"Bearer " + f.Users.Alice.Signed}, "Mcp-Protocol-Version": {"2025-11-25"}}
+	read := func(uri string) rpcPost {
+		b, _ := json.Marshal(uri)
+		return postRPC(t, gw.URL+"/mcp", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":`+string(b)+`}}`, alice)
+	}
+	// The control: the URI as registered is refused, a public one read.
+	if r := read("demo://secret/plans"); r.status != http.StatusForbidden {
+		t.Fatalf("the secret as registered: %d %s", r.status, r.raw)
+	}
+	if r := read("demo://public/readme"); r.status != http.StatusOK || !strings.Contains(r.raw, "contents of demo://public/readme") {
+		t.Fatalf("the public resource: %d %s", r.status, r.raw)
+	}
+	for _, uri := range []string{
+		"DEMO://secret/plans",
+		"Demo://secret/plans",
+		"demo://se\tcret/plans",
+		"demo://secret/pla\nns",
+		" demo://secret/plans",
+		"HTTPS://docs.example.com/secret/plans",
+		"https://DOCS.example.com/secret/plans",
+		"https://docs.example.com:443/secret/plans",
+		"https:docs.example.com/secret/plans",
+		"https:/docs.example.com/secret/plans",
+	} {
+		r := read(uri)
+		if r.status == http.StatusOK && strings.Contains(r.raw, "/secret/plans") && strings.Contains(r.raw, "contents of") {
+			t.Errorf("Alice (no admin) read the secret as %q: %d %s", uri, r.status, r.raw)
+		} else if r.status != http.StatusForbidden && r.status != http.StatusBadRequest {
+			t.Errorf("%q: %d %s", uri, r.status, r.raw)
+		}
+	}
 }
