@@ -327,3 +327,68 @@ func TestAttackMCPResourceURISpellingsTSSDK(t *testing.T) {
 		}
 	}
 }
+
+// The list filter reads the answer to a POST (or a GET resuming a stream);
+// over MCP's HTTP+SSE transport (2024-11-05, which the Go and TypeScript
+// SDKs still serve: mcp.NewSSEHandler) every answer, tools/list's too,
+// comes on the GET event stream, which the gateway passes unread
+// (mcp.Call.Wrap filters a GET only with Last-Event-ID). A user sees the
+// tools, resources and prompts the rules hide from her; the calls
+// themselves are still judged (the POST bodies are read).
+func TestAttackMCPListsUnfilteredOverHTTPSSE(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	server := toolsServer()
+	mcpServer := httptest.NewServer(mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return server }, nil))
+	t.Cleanup(mcpServer.Close)
+	gw := testenv.StartCaddy(t, "", fmt.Sprintf(`
+	route {
+		better_auth {
+			database {env.DATABASE_URL}
+			secret {env.BETTER_AUTH_SECRET}
+			%s
+		}
+		reverse_proxy %s
+	}`, mcpRules, strings.TrimPrefix(mcpServer.URL, "http://")), "DATABASE_URL="+f.DatabaseURL, "BETTER_AUTH_SECRET="+testenv.Secret)
+	alice := http.Header{"Authorization": {"Bearer " + f.Users.Alice.Signed}}
+	client := mcp.NewClient(&mcp.Implementation{Name: "alice", Version: "1"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cs, err := client.Connect(ctx, &mcp.SSEClientTransport{Endpoint: gw.URL + "/sse",
+		HTTPClient: &http.Client{Transport: headerTransport{header: alice, base: http.DefaultTransport}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range tools.Tools {
+		if tool.Name == "delete_item" {
+			t.Errorf("tools/list shows Alice delete_item, which the rules hide from her")
+		}
+	}
+	resources, err := cs.ListResources(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range resources.Resources {
+		if strings.HasPrefix(r.URI, "demo://secret/") {
+			t.Errorf("resources/list shows Alice %s", r.URI)
+		}
+	}
+	prompts, err := cs.ListPrompts(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range prompts.Prompts {
+		if p.Name == "admin_report" {
+			t.Errorf("prompts/list shows Alice the denied prompt %s", p.Name)
+		}
+	}
+	// The calls themselves are judged: Alice (a user) may not delete.
+	if err := callTool(cs, "delete_item"); err == nil {
+		t.Error("delete_item passed")
+	}
+}
