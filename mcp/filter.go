@@ -318,8 +318,13 @@ func scanEvent(b []byte, line, at *int) int {
 func (s *sse) event(dst, ev []byte) []byte {
 	s.data = s.data[:0]
 	lines, firstData := 0, -1
+	message := true // an event without a type is a message
 	for rest := ev; len(rest) > 0; {
 		line, next := cutLine(rest)
+		if v, ok := fieldValue(line, "event"); ok {
+			// The last event field wins, as in EventSource.
+			message = len(v) == 0 || string(v) == "message"
+		}
 		if v, ok := dataValue(line); ok {
 			if firstData < 0 {
 				firstData = len(ev) - len(rest)
@@ -331,7 +336,9 @@ func (s *sse) event(dst, ev []byte) []byte {
 		}
 		rest = next
 	}
-	if lines == 0 {
+	if lines == 0 || !message {
+		// Clients read JSON-RPC only from message events: another type
+		// (the HTTP+SSE transport's endpoint event) holds no list.
 		return append(dst, ev...)
 	}
 	var changed bool
@@ -386,9 +393,13 @@ func cutLine(b []byte) (line, rest []byte) {
 
 // dataValue returns the value of a "data" field line (terminator
 // included), without the one space after the colon.
-func dataValue(line []byte) ([]byte, bool) {
+func dataValue(line []byte) ([]byte, bool) { return fieldValue(line, "data") }
+
+// fieldValue returns the value of an event-stream line of the field name
+// (the text after "name:" and one optional space), and whether it is one.
+func fieldValue(line []byte, name string) ([]byte, bool) {
 	line = bytes.TrimRight(line, "\r\n")
-	v, ok := bytes.CutPrefix(line, []byte("data"))
+	v, ok := bytes.CutPrefix(line, []byte(name))
 	if !ok {
 		return nil, false
 	}

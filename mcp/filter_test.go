@@ -169,6 +169,12 @@ func TestListFilterSSEDropsUnreadableEvents(t *testing.T) {
 		"data: not json\n\n": "",
 		"id: 4\ndata:\n\n":   "id: 4\ndata:\n\n",
 		": keep-alive\n\n":   ": keep-alive\n\n",
+		// Clients read messages only from events of type message (or
+		// none): the HTTP+SSE transport's endpoint event passes.
+		"event: endpoint\ndata: /message?sessionId=x\n\n":     "event: endpoint\ndata: /message?sessionId=x\n\n",
+		"event: message\ndata: not json\n\n":                  "",
+		"event: endpoint\nevent: message\ndata: not json\n\n": "",
+		"event:\ndata: not json\n\n":                          "",
 	} {
 		if got := s.event(nil, []byte(in)); string(got) != want {
 			t.Errorf("%q became %q", in, got)

@@ -204,11 +204,13 @@ func (c *Call) Authorize(d betterauth.Decision) betterauth.Reason {
 	return c.why
 }
 
-// session checks a legacy session id against its principal.
+// session checks a session id against its principal, whatever protocol
+// version the request names: 2026-07-28 has no sessions, but a stateful
+// server (the Go SDK's default) still finds the session of a GET, a
+// DELETE, a notification or a response that names one at that version.
 func (c *Call) session() betterauth.Reason {
 	id := c.hdr.sessionID
-	if c.g.sessions == nil || id == "" || c.hdr.requires() {
-		// 2026-07-28 has no sessions: servers ignore the header.
+	if c.g.sessions == nil || id == "" {
 		return betterauth.Allowed
 	}
 	if !c.g.sessions.check(id, c.who.principal, c.g.mode == SessionsFirstUse) {
@@ -217,15 +219,13 @@ func (c *Call) session() betterauth.Reason {
 	return betterauth.Allowed
 }
 
-// read establishes the request's messages: from Envoy's MCP filter, from
-// the body, or (2026-07-28 only) from the headers, and checks the headers
-// against them.
+// read establishes the request's messages: from the body, else from
+// Envoy's MCP filter, else (2026-07-28 only) from the headers, and checks
+// the headers against them. The body comes first whenever there is one:
+// it is what the upstream executes, and Envoy's reader is not the
+// gateway's (it may stop at the first name of a duplicated member).
 func (c *Call) read() *Error {
 	switch {
-	case c.req.Metadata != nil:
-		if err := c.fromMetadata(c.req.Metadata); err != nil {
-			return err
-		}
 	case c.req.Body != nil || c.req.Bytes != nil:
 		if enc, ok := c.req.Header["Content-Encoding"]; ok && (len(enc) != 1 || !strings.EqualFold(enc[0], "identity")) {
 			return errEncodedBody
@@ -244,6 +244,10 @@ func (c *Call) read() *Error {
 			return err
 		}
 		c.parsed = true
+	case c.req.Metadata != nil:
+		if err := c.fromMetadata(c.req.Metadata); err != nil {
+			return err
+		}
 	default:
 		return c.fromHeaders()
 	}

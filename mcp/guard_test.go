@@ -338,7 +338,9 @@ func TestCallBindsSessions(t *testing.T) {
 		{aliceAgain, http.MethodGet, "sess-1", "2025-11-25", betterauth.Allowed}, // the user, by another credential
 		{bob, http.MethodGet, "sess-1", "2025-11-25", betterauth.MCPSessionNotFound},
 		{bob, http.MethodGet, "sess-1", "", betterauth.MCPSessionNotFound},
-		{bob, http.MethodGet, "sess-1", "2026-07-28", betterauth.Allowed}, // modern requests have no sessions
+		// 2026-07-28 has no sessions, but a stateful server still finds
+		// one a request names at that version.
+		{bob, http.MethodGet, "sess-1", "2026-07-28", betterauth.MCPSessionNotFound},
 		{bob, http.MethodGet, "never-opened", "2025-11-25", betterauth.MCPSessionNotFound},
 		{bob, http.MethodDelete, "sess-1", "2025-11-25", betterauth.MCPSessionNotFound},
 		{alice, http.MethodDelete, "sess-1", "2025-11-25", betterauth.Allowed},

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	whatwg "github.com/nlnwa/whatwg-url/url"
+
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 )
 
@@ -270,12 +272,19 @@ func match(pattern string, name []byte) bool {
 	return true
 }
 
-// plainURI reports whether a resource URI's path reads the same to every
-// server: no dot segment ("/../"), no backslash, and no percent-encoded
-// '/', '\' or unreserved character (which a server may decode into another
-// path). Rules match URIs as sent; such a URI could name, once
-// normalized, a resource a rule guards under another spelling.
+// plainURI reports whether a resource URI reads the same to every server:
+// in the normal form of the WHATWG URL standard (the TypeScript SDK looks
+// resources up by new URL(uri).toString(), which lower-cases a scheme and
+// a special scheme's host, drops a default port, strips tabs, newlines
+// and surrounding spaces, and adds missing slashes), and with no dot
+// segment ("/../"), no backslash, and no percent-encoded '/', '\' or
+// unreserved character (which a server may decode into another path).
+// Rules match URIs as sent; such a URI could name, once normalized, a
+// resource a rule guards under another spelling.
 func plainURI(u []byte) bool {
+	if !whatwgNormal(u) {
+		return false
+	}
 	if i := slices.IndexFunc(u, func(c byte) bool { return c == '?' || c == '#' }); i >= 0 {
 		u = u[:i]
 	}
@@ -311,4 +320,29 @@ func plainURI(u []byte) bool {
 // percent-encoded in normal form.
 func unreserved(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+// whatwgNormal reports whether u is unchanged by WHATWG URL parsing and
+// serialization, but for what only spells the same URL differently: its
+// non-ASCII bytes percent-encoded, and the "/" a special scheme's empty
+// path becomes. A string that is no URL at all (new URL() throws on it) is
+// left to the other checks.
+func whatwgNormal(u []byte) bool {
+	parsed, err := whatwg.Parse(string(u))
+	if err != nil {
+		return !slices.ContainsFunc(u, func(c byte) bool { return c <= ' ' || c == 0x7f })
+	}
+	href := parsed.Href(false)
+	var want strings.Builder
+	const hex = "0123456789ABCDEF"
+	for _, c := range u {
+		if c >= 0x80 {
+			want.WriteByte('%')
+			want.WriteByte(hex[c>>4])
+			want.WriteByte(hex[c&15])
+		} else {
+			want.WriteByte(c)
+		}
+	}
+	return href == want.String() || href == want.String()+"/" && parsed.Pathname() == "/" && !strings.HasSuffix(want.String(), "/")
 }

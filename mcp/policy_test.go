@@ -193,3 +193,29 @@ func TestPolicyRefusesRulesThatCannotWork(t *testing.T) {
 		}
 	}
 }
+
+// The spellings the TypeScript SDK's new URL() folds into a guarded URI are
+// refused; URIs already in normal form pass, non-ASCII ones included.
+func TestPlainURIWHATWG(t *testing.T) {
+	for uri, want := range map[string]bool{
+		"demo://secret/plans":                 true,
+		"https://docs.example.com/secret/a":   true,
+		"https://docs.example.com":            true,
+		"file:///Zoë/notes.txt":               true,
+		"DEMO://secret/plans":                 false,
+		"Demo://secret/plans":                 false,
+		"demo://se\tcret/plans":               false,
+		" demo://secret/plans":                false,
+		"demo://secret/plans ":                false,
+		"HTTPS://docs.example.com/secret/a":   false,
+		"https://DOCS.example.com/secret/a":   false,
+		"https://docs.example.com:443/secret": false,
+		"https:docs.example.com/secret/a":     false,
+		"https:/docs.example.com/secret/a":    false,
+		"demo://secret/.\t./x":                false,
+	} {
+		if got := plainURI([]byte(uri)); got != want {
+			t.Errorf("plainURI(%q) = %v, want %v", uri, got, want)
+		}
+	}
+}

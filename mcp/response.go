@@ -130,16 +130,16 @@ func (c *Call) errorBody(o betterauth.Outcome, scope string) []byte {
 }
 
 // Wrap returns the writer the response to r must go through: one that
-// filters list answers (for a POST that asks for a list, or a GET that
-// resumes a stream, which may replay one) and binds a session the
-// upstream opens (an initialize) or forgets one it closes (a DELETE);
-// otherwise w itself. When it filters it also asks the upstream for an
+// filters list answers (for a POST that asks for a list, and every GET: a
+// stream may replay one, and the HTTP+SSE transport of 2024-11-05 answers
+// every request on its GET stream) and binds a session the upstream
+// opens (an initialize) or forgets one it closes (a DELETE); otherwise w
+// itself. When it filters it also asks the upstream for an
 // uncompressed answer (it removes Accept-Encoding from r), since a
 // compressed one cannot be read.
 func (c *Call) Wrap(w http.ResponseWriter, r *http.Request) http.ResponseWriter {
-	filters := c.g.policy.any() && (c.body.Lists || r.Method == http.MethodGet && r.Header.Get("Last-Event-Id") != "")
-	binds := c.g.sessions != nil && !c.hdr.requires() &&
-		(c.body.Initialize || r.Method == http.MethodDelete && c.hdr.sessionID != "")
+	filters := c.g.policy.any() && (c.body.Lists || r.Method == http.MethodGet)
+	binds := c.g.sessions != nil && (c.body.Initialize || r.Method == http.MethodDelete && c.hdr.sessionID != "")
 	if !filters && !binds {
 		return w
 	}
