@@ -6,10 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -192,31 +189,7 @@ func TestOAuthFrontEndsAgree(t *testing.T) {
 		"require_scope": []string{"mcp:read"},
 	}
 	env := []string{"DATABASE_URL=" + ba.DatabaseURL, "BETTER_AUTH_SECRET=" + testenv.Secret}
-	up := newUpstream(t)
-	port := testenv.FreePort(t)
-	handler := maps.Clone(options)
-	handler["handler"] = "better_auth"
-	caddyConfig, _ := json.Marshal(map[string]any{
-		"admin": map[string]any{"disabled": true},
-		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"gw": map[string]any{
-			"listen":          []string{fmt.Sprintf("127.0.0.1:%d", port)},
-			"automatic_https": map[string]any{"disable": true},
-			"routes": []any{map[string]any{"handle": []any{handler,
-				map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": up.addr()}}}}}},
-		}}}},
-	})
-	gw := testenv.StartCaddyJSON(t, caddyConfig, env...)
-	gw.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
-	grpcAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	standalone := maps.Clone(options)
-	standalone["grpc"], standalone["http"] = grpcAddr, httpAddr
-	raw, _ := json.Marshal(standalone)
-	path := filepath.Join(t.TempDir(), "gateway.json")
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	testenv.StartProcess(t, "serving ext_authz HTTP", env, testenv.ExtAuthzBinary(t), "-config", path)
+	gw, _, up, grpcAddr, httpAddr := startBothGateways(t, options, env)
 
 	jwt := func(scope string) string {
 		r := ba.Do(t, "token-cc", f.Client.args("scope", scope, "resource", f.Resource))

@@ -45,32 +45,7 @@ func TestStandaloneMatchesCaddy(t *testing.T) {
 	}
 	env := []string{"DATABASE_URL=" + f.DatabaseURL, "BETTER_AUTH_SECRET=" + testenv.Secret, "REDIS_URL=" + redisURL}
 
-	up := newUpstream(t)
-	port := testenv.FreePort(t)
-	handler := maps.Clone(options)
-	handler["handler"] = "better_auth"
-	caddyConfig, _ := json.Marshal(map[string]any{
-		"admin": map[string]any{"disabled": true},
-		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"gw": map[string]any{
-			"listen":          []string{fmt.Sprintf("127.0.0.1:%d", port)},
-			"automatic_https": map[string]any{"disable": true},
-			"routes": []any{map[string]any{"handle": []any{handler,
-				map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": up.addr()}}}}}},
-		}}}},
-	})
-	gw := testenv.StartCaddyJSON(t, caddyConfig, env...)
-	gw.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
-
-	grpcAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	standalone := maps.Clone(options)
-	standalone["grpc"], standalone["http"] = grpcAddr, httpAddr
-	raw, _ := json.Marshal(standalone)
-	path := filepath.Join(t.TempDir(), "gateway.json")
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sa := testenv.StartProcess(t, "serving ext_authz HTTP", env, testenv.ExtAuthzBinary(t), "-config", path)
+	gw, sa, up, grpcAddr, httpAddr := startBothGateways(t, options, env)
 
 	// Start both gateways' watchers and wait until each listens: the
 	// database triggers, the secondary storage's keyspace events and the
@@ -148,6 +123,40 @@ func TestStandaloneMatchesCaddy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startBothGateways runs one block of options (placeholders and all) as a
+// Caddy handler in front of a recording upstream, and as the standalone
+// ext_authz server with its gRPC and HTTP listeners.
+func startBothGateways(t *testing.T, options map[string]any, env []string) (gw, sa *testenv.Caddy, up *upstream, grpcAddr, httpAddr string) {
+	t.Helper()
+	up = newUpstream(t)
+	port := testenv.FreePort(t)
+	handler := maps.Clone(options)
+	handler["handler"] = "better_auth"
+	caddyConfig, _ := json.Marshal(map[string]any{
+		"admin": map[string]any{"disabled": true},
+		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"gw": map[string]any{
+			"listen":          []string{fmt.Sprintf("127.0.0.1:%d", port)},
+			"automatic_https": map[string]any{"disable": true},
+			"routes": []any{map[string]any{"handle": []any{handler,
+				map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": up.addr()}}}}}},
+		}}}},
+	})
+	gw = testenv.StartCaddyJSON(t, caddyConfig, env...)
+	gw.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
+
+	grpcAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	httpAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	standalone := maps.Clone(options)
+	standalone["grpc"], standalone["http"] = grpcAddr, httpAddr
+	raw, _ := json.Marshal(standalone)
+	path := filepath.Join(t.TempDir(), "gateway.json")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sa = testenv.StartProcess(t, "serving ext_authz HTTP", env, testenv.ExtAuthzBinary(t), "-config", path)
+	return gw, sa, up, grpcAddr, httpAddr
 }
 
 // proxiedFront sends a request through a gateway process to the upstream,
