@@ -1,3 +1,8 @@
+// The TestAttack* tests here reproduce attacks a review of the change
+// found, each through what it attacked. Each failed before its fix and
+// guards it now; their comments describe the attack and the flaw as they
+// were found (the commits starting "attack:" hold them as they failed).
+
 package integration
 
 import (
