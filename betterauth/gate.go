@@ -47,6 +47,15 @@ type GateConfig struct {
 	// the caller was still waiting (the request gets 503). It must not
 	// block.
 	OnError func(c Credential, err error)
+	// Observer, when set, hears every decision (package metrics counts
+	// them).
+	Observer Observer
+}
+
+// Observer hears the method and reason of each decision a Gate makes. It
+// is on the request path: it must not block, and should not allocate.
+type Observer interface {
+	Decided(m Method, r Reason)
 }
 
 // Shield limits failed authentications by client address (package shield
@@ -87,6 +96,7 @@ type Gate struct {
 	onKeyIP   func(keyID, problem string)
 	limiter   Limiter
 	onError   func(Credential, error)
+	observer  Observer
 }
 
 // NewGate returns a Gate for cfg.
@@ -96,15 +106,16 @@ func NewGate(cfg GateConfig) *Gate {
 		verifier:  cfg.Verifier,
 		answers: NewAnswersFor(Challenge{Realm: cfg.Realm, ResourceMetadata: cfg.ResourceMetadata, Scope: cfg.Scope,
 			NeededScope: strings.Join(cfg.Rules.Scopes, " ")}),
-		keep:    cfg.KeepCredential,
-		rules:   cfg.Rules,
-		ruled:   cfg.Rules.asks(),
-		shield:  cfg.Shield,
-		meter:   cfg.Meter,
-		keyIPs:  cfg.KeyAllowedIPs,
-		onKeyIP: cfg.OnKeyIPProblem,
-		limiter: cfg.Limiter,
-		onError: cfg.OnError,
+		keep:     cfg.KeepCredential,
+		rules:    cfg.Rules,
+		ruled:    cfg.Rules.asks(),
+		shield:   cfg.Shield,
+		meter:    cfg.Meter,
+		keyIPs:   cfg.KeyAllowedIPs,
+		onKeyIP:  cfg.OnKeyIPProblem,
+		limiter:  cfg.Limiter,
+		onError:  cfg.OnError,
+		observer: cfg.Observer,
 	}
 }
 
@@ -176,6 +187,9 @@ func (g *Gate) DecideFor(ctx context.Context, h HTTPHeader, client netip.Addr, a
 	// Written in place: the result is returned by value, and copies of it
 	// showed on the hot path.
 	res.gate, res.Client = g, client
+	if g.observer != nil {
+		defer g.observe(&res)
+	}
 	if g.ruled && !g.rules.admits(client) {
 		// Before any lookup: a refused address costs no database work.
 		res.Decision = Decision{Reason: IPNotAllowed}
@@ -226,6 +240,9 @@ func (g *Gate) DecideFor(ctx context.Context, h HTTPHeader, client netip.Addr, a
 	res.Status, res.Headers, res.Body = g.answers.For(res.Decision)
 	return res
 }
+
+// observe reports a decision to the observer.
+func (g *Gate) observe(res *Result) { g.observer.Decided(res.Decision.Method, res.Decision.Reason) }
 
 // count asks the meter about an allowed key's use.
 func (g *Gate) count(ctx context.Context, res *Result) {
