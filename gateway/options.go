@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/metrics"
 	"github.com/caddy-betterauth/caddy-betterauth/oauth"
 	"github.com/caddy-betterauth/caddy-betterauth/ratelimit"
 	"github.com/caddy-betterauth/caddy-betterauth/secondary"
@@ -22,6 +23,14 @@ import (
 // Caddy handler, or the better_auth app) says, in the same JSON, which the
 // standalone ext_authz server reads too.
 type Options struct {
+	// Metrics, when set, counts what the gateway and its gates do;
+	// FrontEnd names the gate's front end there (metrics.FrontCaddy,
+	// metrics.FrontExtAuthz). Set by the front end, never from JSON, and
+	// ignored in sharing (the first front end to open a gateway gives it
+	// its Set: one per process).
+	Metrics  *metrics.Set `json:"-"`
+	FrontEnd string       `json:"-"`
+
 	// The Better-Auth database: a PostgreSQL URL
 	// (postgres://user:pass@host:5432/db) or a SQLite file
 	// (sqlite:///var/lib/app/auth.db, or file:auth.db), which is opened

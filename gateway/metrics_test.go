@@ -1,0 +1,153 @@
+package gateway
+
+import (
+	"context"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/demo"
+	"github.com/caddy-betterauth/caddy-betterauth/metrics"
+)
+
+// A gateway opened with a metrics Set counts its gates' decisions by front
+// end, method and code, the tiers that answered, the database's lookups,
+// the rate limits and the watched streams; no label carries a secret or
+// an id.
+func TestGatewayMetrics(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "auth.db")
+	creds, err := demo.Create(context.Background(), path, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := metrics.New("test")
+	reg := prometheus.NewPedanticRegistry()
+	if err := set.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := set.Register(reg); err != nil { // a second module of the same config
+		t.Fatal(err)
+	}
+	o := Options{Database: "sqlite://" + path, APIKeyPrefixes: []string{demo.KeyPrefix},
+		RateLimits: []RateLimit{{Name: "per-key", Key: "api_key", Rate: 2, Window: Duration(time.Hour)}},
+		Metrics:    set, FrontEnd: metrics.FrontCaddy}
+	gw, err := Open(o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Close() })
+	gate, err := gw.Gate(o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	decide := func(h betterauth.HTTPHeader) betterauth.Result {
+		return gate.Decide(ctx, h, netip.Addr{})
+	}
+	key := betterauth.HTTPHeader{"X-Api-Key": {creds.APIKey}}
+	unknown := betterauth.HTTPHeader{"X-Api-Key": {demo.KeyPrefix + "nosuchkeynosuchkeynosuchkey"}}
+	res := decide(key) // database
+	if !res.Allowed() {
+		t.Fatal(res.Decision.Reason)
+	}
+	_, st := gw.Streams().Watch(ctx, gate, &res)
+	if got := gauge(t, reg, "test_streams_open"); got != 1 {
+		t.Errorf("%v streams open, want 1", got)
+	}
+	st.Release()
+	st.Release()                    // twice: counted once
+	decide(key)                     // memory
+	decide(key)                     // memory, rate-limited
+	decide(unknown)                 // database
+	decide(unknown)                 // negative
+	decide(betterauth.HTTPHeader{}) // no lookup
+
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"test_decisions_total", []string{"OK", "caddy", "api_key"}, 2},
+		{"test_decisions_total", []string{"RATE_LIMIT_EXCEEDED", "caddy", "api_key"}, 1},
+		{"test_decisions_total", []string{"INVALID_API_KEY", "caddy", ""}, 2},
+		{"test_decisions_total", []string{"MISSING_CREDENTIAL", "caddy", ""}, 1},
+		{"test_cache_answers_total", []string{"database"}, 2},
+		{"test_cache_answers_total", []string{"memory"}, 2},
+		{"test_cache_answers_total", []string{"negative"}, 1},
+		{"test_rate_limit_decisions_total", []string{"allowed"}, 2},
+		{"test_rate_limit_decisions_total", []string{"limited"}, 1},
+		{"test_streams_ended_total", []string{"done"}, 1},
+	} {
+		if got := counter(t, reg, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	if got := gauge(t, reg, "test_streams_open"); got != 0 {
+		t.Errorf("%v streams open after release, want 0", got)
+	}
+	if n := histogramCount(t, reg, "test_lookup_duration_seconds", "sqlite"); n != 2 {
+		t.Errorf("%d sqlite lookups timed, want 2", n)
+	}
+	fams, _ := reg.Gather()
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				for _, secret := range []string{creds.APIKey, creds.KeyID, creds.UserID, creds.SessionID, creds.SessionToken} {
+					if strings.Contains(l.GetValue(), secret) {
+						t.Errorf("%s{%s=%q} carries a secret or an id", f.GetName(), l.GetName(), l.GetValue())
+					}
+				}
+			}
+		}
+	}
+}
+
+// find returns the series of family name whose label values are values,
+// in the labels' alphabetical order.
+func find(t *testing.T, g prometheus.Gatherer, name string, values ...string) *dto.Metric {
+	t.Helper()
+	fams, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			if len(m.GetLabel()) != len(values) {
+				continue
+			}
+			for i, l := range m.GetLabel() {
+				if l.GetValue() != values[i] {
+					continue next
+				}
+			}
+			return m
+		}
+	}
+	return &dto.Metric{}
+}
+
+func counter(t *testing.T, g prometheus.Gatherer, name string, values ...string) float64 {
+	t.Helper()
+	return find(t, g, name, values...).GetCounter().GetValue()
+}
+
+func gauge(t *testing.T, g prometheus.Gatherer, name string, values ...string) float64 {
+	t.Helper()
+	return find(t, g, name, values...).GetGauge().GetValue()
+}
+
+func histogramCount(t *testing.T, g prometheus.Gatherer, name string, values ...string) uint64 {
+	t.Helper()
+	return find(t, g, name, values...).GetHistogram().GetSampleCount()
+}
