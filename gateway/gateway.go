@@ -353,8 +353,7 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	// The watchers get their own context: the gateway outlives the config
 	// (and context) that opened it.
 	ctx, stop := context.WithCancel(context.Background())
-	g := &Gateway{db: db, streams: NewStreams(), stop: stop, logger: logger, keyIPs: newKeyProblems(logger), metrics: o.Metrics}
-	g.streams.metrics = o.Metrics
+	g := &Gateway{db: db, streams: NewCountedStreams(o.Metrics), stop: stop, logger: logger, keyIPs: newKeyProblems(logger), metrics: o.Metrics}
 	if cfg.Usage != nil && cfg.Usage.Mode == "database" {
 		g.meter = countMeter(usage.NewDatabase(db, cfg.usageRules(db), cfg.Timeout), metrics.UsageDatabase, o.Metrics)
 	}
@@ -555,12 +554,12 @@ func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.M
 		return nil, err
 	} else if l != nil {
 		lim = l
-		if o.Metrics != nil {
+		if o.Metrics != nil && !o.DisableMetrics {
 			lim = countedLimiter{l, o.Metrics}
 		}
 	}
 	var observer betterauth.Observer // a nil *metrics.Decisions is not a nil interface
-	if o.Metrics != nil {
+	if o.Metrics != nil && !o.DisableMetrics {
 		observer = o.Metrics.Decisions(o.FrontEnd)
 	}
 	return betterauth.NewGate(betterauth.GateConfig{

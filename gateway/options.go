@@ -105,6 +105,12 @@ type Options struct {
 	// removed, since MCP forbids passing a client's token through.
 	KeepCredential bool `json:"keep_credential,omitempty"`
 
+	// Do not count this front end's decisions, nor register the metrics
+	// families (in Caddy: on the config's registry). The gateway it shares
+	// with others still counts its caches, lookups and revocations for
+	// them. Default: counted.
+	DisableMetrics bool `json:"disable_metrics,omitempty"`
+
 	// The credential kinds this route accepts: "api_key", "session",
 	// "oauth" (an OAuth access token, with the oauth block). A verified
 	// credential of another kind gets 401 CREDENTIAL_NOT_ACCEPTED.

@@ -47,6 +47,14 @@ type Stream struct {
 // NewStreams returns an empty registry (a Gateway has its own).
 func NewStreams() *Streams { return &Streams{set: map[*Stream]struct{}{}} }
 
+// NewCountedStreams returns an empty registry that counts its streams in
+// m.
+func NewCountedStreams(m *metrics.Set) *Streams {
+	s := NewStreams()
+	s.metrics = m
+	return s
+}
+
 // Watch ties ctx to the life of an allowed request's credential: the
 // returned context ends, with cause ErrExpired or ErrRevoked, when the
 // credential expires, or when it is revoked and no longer passes the gate.
