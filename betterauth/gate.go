@@ -52,8 +52,11 @@ type GateConfig struct {
 	Observer Observer
 }
 
-// Observer hears the method and reason of each decision a Gate makes. It
-// is on the request path: it must not block, and should not allocate.
+// Observer hears the method and reason of each decision a Gate makes: the
+// decision's method, or on a denial that has none the kind of credential
+// presented, when it was one kind (an API-key header, a signed session, a
+// JWT), and MethodNone otherwise. It is on the request path: it must not
+// block, and should not allocate.
 type Observer interface {
 	Decided(m Method, r Reason)
 }
@@ -242,7 +245,20 @@ func (g *Gate) DecideFor(ctx context.Context, h HTTPHeader, client netip.Addr, a
 }
 
 // observe reports a decision to the observer.
-func (g *Gate) observe(res *Result) { g.observer.Decided(res.Decision.Method, res.Decision.Reason) }
+func (g *Gate) observe(res *Result) {
+	m := res.Decision.Method
+	if m == MethodNone {
+		switch res.Credential.Kind {
+		case KindAPIKey:
+			m = MethodAPIKey
+		case KindSession:
+			m = MethodSession
+		case KindOAuth, KindJWT:
+			m = MethodOAuth
+		}
+	}
+	g.observer.Decided(m, res.Decision.Reason)
+}
 
 // count asks the meter about an allowed key's use.
 func (g *Gate) count(ctx context.Context, res *Result) {

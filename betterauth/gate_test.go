@@ -503,7 +503,7 @@ func TestGateDecideAllocatesNothing(t *testing.T) {
 	for name, cfg := range map[string]GateConfig{
 		"plain": {Verifier: v},
 		"everything": {Verifier: v, Shield: &fakeShield{}, Limiter: &nopLimiter{}, KeyAllowedIPs: true,
-			Rules: Rules{Roles: []string{"user"}, AllowIPs: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}},
+			Rules:    Rules{Roles: []string{"user"}, AllowIPs: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}},
 			Observer: &countingObserver{}},
 	} {
 		g := NewGate(cfg)
@@ -548,7 +548,11 @@ func TestGateObserverHearsEveryDecision(t *testing.T) {
 	g.Decide(context.Background(), HTTPHeader{"X-Api-Key": {key}}, in)
 	g.Decide(context.Background(), HTTPHeader{}, in)
 	g.Decide(context.Background(), HTTPHeader{"X-Api-Key": {key}}, out)
-	if o.n[MethodAPIKey][Allowed] != 2 || o.n[MethodNone][MissingCredential] != 1 || o.n[MethodNone][IPNotAllowed] != 1 {
+	// An unknown key: the method of its kind.
+	empty, _ := NewVerifier(Options{Store: staticStore{}})
+	NewGate(GateConfig{Verifier: empty, Observer: o}).Decide(context.Background(), HTTPHeader{"X-Api-Key": {key}}, in)
+	if o.n[MethodAPIKey][Allowed] != 2 || o.n[MethodNone][MissingCredential] != 1 || o.n[MethodNone][IPNotAllowed] != 1 ||
+		o.n[MethodAPIKey][InvalidAPIKey] != 1 {
 		t.Errorf("observed %v", o.n)
 	}
 }

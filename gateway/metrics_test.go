@@ -76,7 +76,7 @@ func TestGatewayMetrics(t *testing.T) {
 	}{
 		{"test_decisions_total", []string{"OK", "caddy", "api_key"}, 2},
 		{"test_decisions_total", []string{"RATE_LIMIT_EXCEEDED", "caddy", "api_key"}, 1},
-		{"test_decisions_total", []string{"INVALID_API_KEY", "caddy", ""}, 2},
+		{"test_decisions_total", []string{"INVALID_API_KEY", "caddy", "api_key"}, 2},
 		{"test_decisions_total", []string{"MISSING_CREDENTIAL", "caddy", ""}, 1},
 		{"test_cache_answers_total", []string{"database"}, 2},
 		{"test_cache_answers_total", []string{"memory"}, 2},
