@@ -149,6 +149,53 @@ http://127.0.0.1:%d {
 	}
 }
 
+// The standalone ext_authz server serves the better_auth_* families on
+// its -metrics listener, its decisions under front_end "ext_authz".
+func TestMetricsOnStandaloneListener(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	sa := testenv.StartProcess(t, "serving ext_authz HTTP", []string{"DATABASE_URL=" + f.DatabaseURL, "BETTER_AUTH_SECRET=" + testenv.Secret},
+		testenv.ExtAuthzBinary(t), "-grpc", "", "-http", httpAddr, "-metrics", metricsAddr)
+	sa.WaitForLog(t, "serving metrics", 10*time.Second)
+	front := httpFront("http://" + httpAddr)
+	front(t, h("X-Api-Key", "ba_start_the_listener")) // which purges the cache once it listens
+	sa.WaitForLog(t, "listening for revocations", 10*time.Second)
+	for _, c := range []struct {
+		hdr  http.Header
+		want int
+	}{{h("X-Api-Key", f.Keys.Valid.Key), 200}, {h("X-Api-Key", f.Keys.Valid.Key), 200}, {h("X-Api-Key", "ba_unknown_key"), 401}, {nil, 401}} {
+		if v := front(t, c.hdr); v.status != c.want {
+			t.Fatalf("%v: %d, want %d", c.hdr, v.status, c.want)
+		}
+	}
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	values := parseExposition(string(b))
+	for series, min := range map[string]float64{
+		`better_auth_decisions_total{code="OK",front_end="ext_authz",method="api_key"}`:              2,
+		`better_auth_decisions_total{code="INVALID_API_KEY",front_end="ext_authz",method="api_key"}`: 2,
+		`better_auth_decisions_total{code="MISSING_CREDENTIAL",front_end="ext_authz",method=""}`:     1,
+		`better_auth_cache_answers_total{tier="memory"}`:                                             1,
+		`better_auth_lookup_duration_seconds_count{backend="postgresql"}`:                            2,
+		`go_goroutines`: 1,
+	} {
+		if got, ok := values[series]; !ok || got < min {
+			t.Errorf("%s = %v (present: %v), want at least %v", series, got, ok, min)
+		}
+	}
+	for _, secret := range []string{f.Keys.Valid.Key, f.Keys.Valid.ID, f.Users.Alice.ID, f.DatabaseURL} {
+		if strings.Contains(string(b), secret) {
+			t.Errorf("/metrics shows a secret or an id: %q", secret)
+		}
+	}
+}
+
 var sample = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)`)
 
 // parseExposition reads the Prometheus text format: series to value.
