@@ -2,16 +2,19 @@ package gateway
 
 import (
 	"context"
+	"database/sql"
 	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/cache"
 	"github.com/caddy-betterauth/caddy-betterauth/demo"
 	"github.com/caddy-betterauth/caddy-betterauth/metrics"
 )
@@ -95,6 +98,30 @@ func TestGatewayMetrics(t *testing.T) {
 	if n := histogramCount(t, reg, "test_lookup_duration_seconds", "sqlite"); n != 2 {
 		t.Errorf("%d sqlite lookups timed, want 2", n)
 	}
+	// A stream whose session is revoked ends, counted as revoked.
+	if res = decide(betterauth.HTTPHeader{"Authorization": {"Bearer " + creds.SessionToken}}); !res.Allowed() {
+		t.Fatal(res.Decision.Reason)
+	}
+	sctx, st := gw.Streams().Watch(ctx, gate, &res)
+	rw, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	if _, err := rw.Exec(`DELETE FROM session WHERE id = ?`, creds.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	gw.apply(ctx, []cache.Revocation{{Target: cache.TargetSession, ID: creds.SessionID}}, nil)
+	select {
+	case <-sctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the revoked stream goes on")
+	}
+	st.Release()
+	if got := counter(t, reg, "test_streams_ended_total", "revoked"); got != 1 {
+		t.Errorf("%v streams ended revoked, want 1", got)
+	}
+
 	fams, _ := reg.Gather()
 	for _, f := range fams {
 		for _, m := range f.GetMetric() {
@@ -150,4 +177,49 @@ func gauge(t *testing.T, g prometheus.Gatherer, name string, values ...string) f
 func histogramCount(t *testing.T, g prometheus.Gatherer, name string, values ...string) uint64 {
 	t.Helper()
 	return find(t, g, name, values...).GetHistogram().GetSampleCount()
+}
+
+// Invalidations relayed by another gateway over the shared Redis are
+// counted by source, with their delay.
+func TestRelayedRevocationsCounted(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "auth.db")
+	if _, err := demo.Create(context.Background(), path, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	mr := miniredis.RunT(t)
+	set := metrics.New("test")
+	reg := prometheus.NewPedanticRegistry()
+	if err := set.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	base := Options{Database: "sqlite://" + path, Secret: "relay-test-secret-0123456789abcdefghijkl", Redis: &Redis{URL: "redis://" + mr.Addr()}}
+	open := func(o Options) *Gateway {
+		gw, err := Open(o, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { gw.Close() })
+		gate, err := gw.Gate(o, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gate.Decide(context.Background(), betterauth.HTTPHeader{"X-Api-Key": {"ba_start_the_watchers"}}, netip.Addr{}) // starts the relay
+		return gw
+	}
+	sender := open(base)
+	counted := base
+	counted.Metrics = set
+	open(counted)
+	for start := time.Now(); counter(t, reg, "test_revocations_total", "relay") == 0; {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("no relayed revocation counted")
+		}
+		// Until the receiver subscribes, what is published is lost: again.
+		sender.revoker.add(cache.Revocation{Target: cache.TargetAPIKey, ID: "k1"}, true)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := histogramCount(t, reg, "test_revocation_delay_seconds", "relay"); n == 0 {
+		t.Error("no relay delay observed")
+	}
 }

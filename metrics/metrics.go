@@ -33,7 +33,7 @@ const (
 
 // Front ends, the values of the front_end label.
 const (
-	FrontCaddy    = "caddy"    // the http.handlers.better_auth handler
+	FrontCaddy    = "caddy"     // the http.handlers.better_auth handler
 	FrontExtAuthz = "ext_authz" // the ext_authz server, in Caddy or on its own
 )
 
@@ -319,13 +319,6 @@ func (s *Set) Looked(b Backend, took time.Duration, err error) {
 	}
 	s.durations[b].Observe(took.Seconds())
 	if err != nil {
-		s.errs[b][kindOf(err)].Inc()
-	}
-}
-
-// Failed counts an error of a lookup against b that was not timed.
-func (s *Set) Failed(b Backend, err error) {
-	if s != nil && b < numBackends && err != nil {
 		s.errs[b][kindOf(err)].Inc()
 	}
 }

@@ -117,7 +117,6 @@ func TestNilSet(t *testing.T) {
 	var m *metrics.Set
 	m.Answered(metrics.TierMemory)
 	m.Looked(metrics.BackendRedis, 0, nil)
-	m.Failed(metrics.BackendRedis, context.Canceled)
 	m.Revoked(metrics.SourceRelay, 1, 1)
 	m.StreamOpened()
 	m.StreamEnded(metrics.EndedDone)
