@@ -17,6 +17,7 @@ package metrics
 import (
 	"context"
 	"errors"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -323,9 +324,12 @@ func (s *Set) Looked(b Backend, took time.Duration, err error) {
 	}
 }
 
+// kindOf classifies a lookup's error: a deadline, the caller's or a
+// client's own (a Redis or PostgreSQL read timeout), is a timeout.
 func kindOf(err error) int {
+	var ne net.Error
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return kindTimeout
 	case errors.Is(err, context.Canceled):
 		return kindCanceled

@@ -2,8 +2,14 @@ package metrics_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -108,6 +114,44 @@ func TestRegister(t *testing.T) {
 		if n, err := testutil.GatherAndCount(reg); err != nil || n == 0 {
 			t.Errorf("%d series, %v", n, err)
 		}
+	}
+}
+
+// Lookup errors are counted by kind: deadlines (the lookup's own, or a
+// client's read timeout) are timeouts.
+func TestLookupErrorKinds(t *testing.T) {
+	t.Parallel()
+	m := metrics.New("test")
+	reg := prometheus.NewPedanticRegistry()
+	if err := m.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	m.Looked(metrics.BackendRedis, time.Millisecond, fmt.Errorf("get: %w", context.DeadlineExceeded))
+	m.Looked(metrics.BackendRedis, time.Millisecond, &net.OpError{Op: "read", Err: os.ErrDeadlineExceeded})
+	m.Looked(metrics.BackendRedis, time.Millisecond, context.Canceled)
+	m.Looked(metrics.BackendPostgres, time.Millisecond, errors.New("connection refused"))
+	m.Looked(metrics.BackendPostgres, time.Millisecond, nil)
+	want := `
+# HELP test_lookup_errors_total Lookups that failed, by backend and kind: timeout, canceled or error.
+# TYPE test_lookup_errors_total counter
+test_lookup_errors_total{backend="postgresql",kind="canceled"} 0
+test_lookup_errors_total{backend="postgresql",kind="error"} 1
+test_lookup_errors_total{backend="postgresql",kind="timeout"} 0
+test_lookup_errors_total{backend="redis",kind="canceled"} 1
+test_lookup_errors_total{backend="redis",kind="error"} 0
+test_lookup_errors_total{backend="redis",kind="timeout"} 2
+test_lookup_errors_total{backend="secondary_storage",kind="canceled"} 0
+test_lookup_errors_total{backend="secondary_storage",kind="error"} 0
+test_lookup_errors_total{backend="secondary_storage",kind="timeout"} 0
+test_lookup_errors_total{backend="sqlite",kind="canceled"} 0
+test_lookup_errors_total{backend="sqlite",kind="error"} 0
+test_lookup_errors_total{backend="sqlite",kind="timeout"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "test_lookup_errors_total"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(m.Collectors()[2], "test_lookup_duration_seconds"); n != 4 {
+		t.Errorf("%d duration series, want one per backend", n)
 	}
 }
 
