@@ -223,3 +223,23 @@ func TestRelayedRevocationsCounted(t *testing.T) {
 		t.Error("no relay delay observed")
 	}
 }
+
+// disable_metrics leaves a route's decisions uncounted.
+func TestDisableMetrics(t *testing.T) {
+	t.Parallel()
+	set := metrics.New("test")
+	reg := prometheus.NewPedanticRegistry()
+	if err := set.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []bool{true, false} {
+		g, err := NewGate(Options{Database: "sqlite:x.db", Metrics: set, FrontEnd: metrics.FrontCaddy, DisableMetrics: off}, noStore{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.Decide(context.Background(), betterauth.HTTPHeader{}, netip.Addr{})
+	}
+	if got := counter(t, reg, "test_decisions_total", "MISSING_CREDENTIAL", "caddy", ""); got != 1 {
+		t.Errorf("%v decisions counted, want 1 (the route without disable_metrics)", got)
+	}
+}
