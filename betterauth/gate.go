@@ -47,6 +47,18 @@ type GateConfig struct {
 	// the caller was still waiting (the request gets 503). It must not
 	// block.
 	OnError func(c Credential, err error)
+	// Observer, when set, hears every decision (package metrics counts
+	// them).
+	Observer Observer
+}
+
+// Observer hears the method and reason of each decision a Gate makes: the
+// decision's method, or on a denial that has none the kind of credential
+// presented, when it was one kind (an API-key header, a signed session, a
+// JWT), and MethodNone otherwise. It is on the request path: it must not
+// block, and should not allocate.
+type Observer interface {
+	Decided(m Method, r Reason)
 }
 
 // Shield limits failed authentications by client address (package shield
@@ -87,6 +99,7 @@ type Gate struct {
 	onKeyIP   func(keyID, problem string)
 	limiter   Limiter
 	onError   func(Credential, error)
+	observer  Observer
 }
 
 // NewGate returns a Gate for cfg.
@@ -96,15 +109,16 @@ func NewGate(cfg GateConfig) *Gate {
 		verifier:  cfg.Verifier,
 		answers: NewAnswersFor(Challenge{Realm: cfg.Realm, ResourceMetadata: cfg.ResourceMetadata, Scope: cfg.Scope,
 			NeededScope: strings.Join(cfg.Rules.Scopes, " ")}),
-		keep:    cfg.KeepCredential,
-		rules:   cfg.Rules,
-		ruled:   cfg.Rules.asks(),
-		shield:  cfg.Shield,
-		meter:   cfg.Meter,
-		keyIPs:  cfg.KeyAllowedIPs,
-		onKeyIP: cfg.OnKeyIPProblem,
-		limiter: cfg.Limiter,
-		onError: cfg.OnError,
+		keep:     cfg.KeepCredential,
+		rules:    cfg.Rules,
+		ruled:    cfg.Rules.asks(),
+		shield:   cfg.Shield,
+		meter:    cfg.Meter,
+		keyIPs:   cfg.KeyAllowedIPs,
+		onKeyIP:  cfg.OnKeyIPProblem,
+		limiter:  cfg.Limiter,
+		onError:  cfg.OnError,
+		observer: cfg.Observer,
 	}
 }
 
@@ -176,6 +190,9 @@ func (g *Gate) DecideFor(ctx context.Context, h HTTPHeader, client netip.Addr, a
 	// Written in place: the result is returned by value, and copies of it
 	// showed on the hot path.
 	res.gate, res.Client = g, client
+	if g.observer != nil {
+		defer g.observe(&res)
+	}
 	if g.ruled && !g.rules.admits(client) {
 		// Before any lookup: a refused address costs no database work.
 		res.Decision = Decision{Reason: IPNotAllowed}
@@ -225,6 +242,22 @@ func (g *Gate) DecideFor(ctx context.Context, h HTTPHeader, client netip.Addr, a
 	}
 	res.Status, res.Headers, res.Body = g.answers.For(res.Decision)
 	return res
+}
+
+// observe reports a decision to the observer.
+func (g *Gate) observe(res *Result) {
+	m := res.Decision.Method
+	if m == MethodNone {
+		switch res.Credential.Kind {
+		case KindAPIKey:
+			m = MethodAPIKey
+		case KindSession:
+			m = MethodSession
+		case KindOAuth, KindJWT:
+			m = MethodOAuth
+		}
+	}
+	g.observer.Decided(m, res.Decision.Reason)
 }
 
 // count asks the meter about an allowed key's use.

@@ -503,7 +503,8 @@ func TestGateDecideAllocatesNothing(t *testing.T) {
 	for name, cfg := range map[string]GateConfig{
 		"plain": {Verifier: v},
 		"everything": {Verifier: v, Shield: &fakeShield{}, Limiter: &nopLimiter{}, KeyAllowedIPs: true,
-			Rules: Rules{Roles: []string{"user"}, AllowIPs: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}},
+			Rules:    Rules{Roles: []string{"user"}, AllowIPs: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}},
+			Observer: &countingObserver{}},
 	} {
 		g := NewGate(cfg)
 		h := HTTPHeader{"X-Api-Key": {key}}
@@ -526,6 +527,33 @@ func TestGateDecideOAuthAllocatesNothing(t *testing.T) {
 		}
 	}); a != 0 {
 		t.Errorf("%v allocations per decision", a)
+	}
+}
+
+type countingObserver struct{ n [4][NumReasons]int }
+
+func (o *countingObserver) Decided(m Method, r Reason) { o.n[m][r]++ }
+
+// The observer hears every decision, refusals before any lookup too.
+func TestGateObserverHearsEveryDecision(t *testing.T) {
+	t.Parallel()
+	const key = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
+	rec := Record{APIKey: &APIKey{ID: "k1", ConfigID: "default", Enabled: true, User: alice()}}.Seal()
+	v, _ := NewVerifier(Options{Store: staticStore{rec}})
+	o := &countingObserver{}
+	g := NewGate(GateConfig{Verifier: v, Observer: o,
+		Rules: Rules{AllowIPs: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}})
+	in, out := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("203.0.113.1")
+	g.Decide(context.Background(), HTTPHeader{"X-Api-Key": {key}}, in)
+	g.Decide(context.Background(), HTTPHeader{"X-Api-Key": {key}}, in)
+	g.Decide(context.Background(), HTTPHeader{}, in)
+	g.Decide(context.Background(), HTTPHeader{"X-Api-Key": {key}}, out)
+	// An unknown key: the method of its kind.
+	empty, _ := NewVerifier(Options{Store: staticStore{}})
+	NewGate(GateConfig{Verifier: empty, Observer: o}).Decide(context.Background(), HTTPHeader{"X-Api-Key": {key}}, in)
+	if o.n[MethodAPIKey][Allowed] != 2 || o.n[MethodNone][MissingCredential] != 1 || o.n[MethodNone][IPNotAllowed] != 1 ||
+		o.n[MethodAPIKey][InvalidAPIKey] != 1 {
+		t.Errorf("observed %v", o.n)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
+	"github.com/caddy-betterauth/caddy-betterauth/metrics"
 )
 
 // Defaults.
@@ -100,6 +101,11 @@ type Options struct {
 	RemoteTimeout time.Duration
 	// Logger receives rate-limited warnings about the Remote.
 	Logger *zap.Logger
+	// Metrics, when set, counts which tier answered each lookup and times
+	// the inner store's and the Remote's reads, the inner store's as
+	// Backend.
+	Metrics *metrics.Set
+	Backend metrics.Backend
 }
 
 // Validate reports options that mean nothing: a jitter above 1, and
@@ -150,6 +156,8 @@ type Store struct {
 
 	logger   *zap.Logger
 	staleLog throttle.Log
+	metrics  *metrics.Set // nil: nothing counted
+	backend  metrics.Backend
 	loaded   func() // tests: called when a load has stored its result
 
 	// gen counts invalidations. A load remembers it when it starts and
@@ -160,7 +168,8 @@ type Store struct {
 
 // New wraps inner.
 func New(inner betterauth.Store, opts Options) *Store {
-	s := &Store{inner: inner, ttl: opts.TTL, negTTL: opts.NegativeTTL, timeout: opts.LookupTimeout, now: opts.Now}
+	s := &Store{inner: inner, ttl: opts.TTL, negTTL: opts.NegativeTTL, timeout: opts.LookupTimeout, now: opts.Now,
+		metrics: opts.Metrics, backend: opts.Backend}
 	if s.ttl == 0 {
 		s.ttl = DefaultTTL
 	}
@@ -215,18 +224,22 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 	now := s.now().UnixNano()
 	rec, expires, ok := s.pos.get(k, now)
 	if ok && now < expires {
+		s.metrics.Answered(metrics.TierMemory)
 		return rec, nil
 	}
 	if ok && now < expires+s.swr {
 		s.refresh(k, l)
+		s.metrics.Answered(metrics.TierStale)
 		return rec, nil
 	}
 	if _, _, ok := s.neg.get(k, now); ok {
+		s.metrics.Answered(metrics.TierNegative)
 		return betterauth.Record{}, nil
 	}
 	fresh, err := s.miss(ctx, k, l)
 	if err != nil && ok && now < expires+s.sie {
 		s.logStale(err)
+		s.metrics.Answered(metrics.TierStale)
 		return rec, nil
 	}
 	return fresh, err
@@ -288,11 +301,22 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 			}
 			if exp.After(now) {
 				s.pos.put(k, sh.rec, exp.UnixNano(), s.keep(exp.UnixNano()), now.UnixNano(), &s.gen, gen)
+				s.metrics.Answered(metrics.TierShared)
 				return sh.rec, nil
 			}
 		}
 	}
+	var began time.Time
+	if s.metrics != nil {
+		began = time.Now()
+	}
 	rec, err := s.inner.Lookup(ctx, l)
+	if s.metrics != nil {
+		s.metrics.Looked(s.backend, time.Since(began), err)
+		if err == nil {
+			s.metrics.Answered(metrics.TierDatabase)
+		}
+	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = &TimeoutError{After: s.timeout, Err: err}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
+	"github.com/caddy-betterauth/caddy-betterauth/metrics"
 )
 
 // Remote is a second cache level shared by several gateways, such as Redis.
@@ -73,6 +74,7 @@ type remoteTier struct {
 	logger  *zap.Logger
 	now     func() time.Time
 	ipField string // Options.AllowedIPsField
+	metrics *metrics.Set
 
 	prefixOnce sync.Mutex
 	prefix     atomic.Pointer[string]
@@ -99,7 +101,7 @@ type remoteTier struct {
 // newRemoteTier returns the shared tier of a Store whose clock is now.
 func newRemoteTier(opts Options, now func() time.Time) *remoteTier {
 	t := &remoteTier{r: opts.Remote, sealer: opts.Sealer, timeout: opts.RemoteTimeout, logger: opts.Logger, scope: opts.RemoteScope, now: now,
-		ipField: opts.AllowedIPsField}
+		ipField: opts.AllowedIPsField, metrics: opts.Metrics}
 	t.notBefore.Store(t.now().UnixMilli())
 	if t.timeout <= 0 {
 		t.timeout = DefaultRemoteTimeout
@@ -215,7 +217,14 @@ func (t *remoteTier) get(ctx context.Context, k key) shared {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	name := keyFor(prefix, k)
+	var began time.Time
+	if t.metrics != nil {
+		began = time.Now()
+	}
 	b, epoch, err := t.r.Get(ctx, name, epochKey(prefix))
+	if t.metrics != nil {
+		t.metrics.Looked(metrics.BackendRedis, time.Since(began), err)
+	}
 	if err == nil && epoch >= MaxEpoch {
 		err = fmt.Errorf("the shared epoch %d is out of range", epoch)
 	}

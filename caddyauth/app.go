@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddy-betterauth/caddy-betterauth/extauthz"
 	"github.com/caddy-betterauth/caddy-betterauth/gateway"
+	"github.com/caddy-betterauth/caddy-betterauth/metrics"
 )
 
 func init() {
@@ -49,7 +50,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("better_auth app: %w", err)
 	}
 	a.ctx = ctx
-	return a.provision(ctx, a.Options)
+	return a.provision(ctx, a.Options, metrics.FrontExtAuthz)
 }
 
 // Validate checks the configuration; it changes nothing.

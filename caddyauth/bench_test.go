@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
 	"github.com/caddy-betterauth/caddy-betterauth/gateway"
+	"github.com/caddy-betterauth/caddy-betterauth/metrics"
 )
 
 type nopNext struct{}
@@ -48,5 +49,22 @@ func BenchmarkServeHTTPAPIKeyHit(b *testing.B) {
 func BenchmarkServeHTTPAPIKeyHitWatched(b *testing.B) {
 	h := newHandler(b, &Handler{}, cache.New(newFakeStore(), cache.Options{}))
 	h.streams = gateway.NewStreams()
+	benchRequests(b, func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r, nopNext{}) })
+}
+
+// The two above with metrics on: decisions, cache tiers and (watched)
+// streams counted.
+func BenchmarkServeHTTPAPIKeyHitMetrics(b *testing.B) {
+	m := metrics.New("bench")
+	h := newHandler(b, &Handler{Options: gateway.Options{Metrics: m, FrontEnd: metrics.FrontCaddy}},
+		cache.New(newFakeStore(), cache.Options{Metrics: m}))
+	benchRequests(b, func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r, nopNext{}) })
+}
+
+func BenchmarkServeHTTPAPIKeyHitWatchedMetrics(b *testing.B) {
+	m := metrics.New("bench")
+	h := newHandler(b, &Handler{Options: gateway.Options{Metrics: m, FrontEnd: metrics.FrontCaddy}},
+		cache.New(newFakeStore(), cache.Options{Metrics: m}))
+	h.streams = gateway.NewCountedStreams(m)
 	benchRequests(b, func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r, nopNext{}) })
 }

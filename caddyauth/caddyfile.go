@@ -81,6 +81,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    cookie_prefix       <prefix>
 //	    cookie_name         <name>
 //	    keep_credential
+//	    disable_metrics
 //	    realm               <realm>
 //	    lookup_timeout      <duration>
 //	    no_revocation_listener
@@ -160,6 +161,8 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 			err = flag(d, &h.DisableKeyHashing)
 		case "keep_credential":
 			err = flag(d, &h.KeepCredential)
+		case "disable_metrics":
+			err = flag(d, &h.DisableMetrics)
 		case "no_revocation_listener":
 			err = flag(d, &h.NoRevocationListener)
 		case "keep_revoked_streams":

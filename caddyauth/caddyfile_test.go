@@ -46,6 +46,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		cookie_prefix myapp
 		cookie_name sid
 		keep_credential
+		disable_metrics
 		realm mcp
 		lookup_timeout 2s
 		schema {
@@ -96,7 +97,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			Scopes: []string{"openid", "tools:read"}, AllowUnboundTokens: true, OpaqueTokenPrefix: "mcp_at_",
 			JWKSURL: "https://app.example.com/api/auth/jwks"}, RequireOrgRole: []string{"owner", "admin"}, RequireScope: []string{"tools:read"},
 		CookiePrefix: "myapp", CookieName: "sid",
-		KeepCredential: true, Realm: "mcp", LookupTimeout: gateway.Duration(2e9),
+		KeepCredential: true, DisableMetrics: true, Realm: "mcp", LookupTimeout: gateway.Duration(2e9),
 		Schema: &gateway.Schema{PGSchema: "auth", Naming: "snake", UserTable: "users", APIKeyTable: "api_keys", UsePlural: true,
 			APIKeyOwner: "user_id", Columns: map[string]string{"user.email": "email_address", "apikey.key": "hashed_key"}},
 		Cache: &gateway.Cache{TTL: gateway.Duration(10e9), APIKeyTTL: gateway.Duration(20e9), SessionTTL: gateway.Duration(5e9), Jitter: 0.25,

@@ -1,13 +1,21 @@
 package caddyauth
 
 import (
+	"fmt"
+
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/gateway"
+	"github.com/caddy-betterauth/caddy-betterauth/metrics"
 	"github.com/caddy-betterauth/caddy-betterauth/oauth"
 )
+
+// caddyMetrics are the families every handler and app counts in, one set
+// for the process, as Caddy's own: each config load registers them on its
+// fresh registry, and counters do not restart with a reload.
+var caddyMetrics = metrics.New(metrics.CaddyNamespace)
 
 // gateways shares one gateway (database pool, caches, watchers) between
 // every handler and app configured alike, and keeps it warm across config
@@ -28,9 +36,19 @@ type front struct {
 }
 
 // provision replaces the placeholders of o, loads (or shares) its gateway
-// and builds its gate. It does no network I/O.
-func (f *front) provision(ctx caddy.Context, o gateway.Options) error {
+// and builds its gate, whose decisions count as frontEnd's. It registers
+// the metrics on the config's registry unless o disables them. It does no
+// network I/O.
+func (f *front) provision(ctx caddy.Context, o gateway.Options, frontEnd string) error {
 	f.logger = ctx.Logger()
+	o.Metrics, o.FrontEnd = caddyMetrics, frontEnd
+	if !o.DisableMetrics {
+		if reg := ctx.GetMetricsRegistry(); reg != nil {
+			if err := caddyMetrics.Register(reg); err != nil {
+				return fmt.Errorf("registering metrics: %w", err)
+			}
+		}
+	}
 	repl := caddy.NewReplacer()
 	o = o.Resolve(func(s string) string { return repl.ReplaceAll(s, "") })
 	key, err := gateway.SharingKey(o)

@@ -23,6 +23,7 @@ import (
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/gateway"
 	"github.com/caddy-betterauth/caddy-betterauth/mcp"
+	"github.com/caddy-betterauth/caddy-betterauth/metrics"
 )
 
 func init() {
@@ -88,7 +89,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets the handler up. It does no network I/O: the database pool
 // connects on first use and is shared with every handler configured alike.
 func (h *Handler) Provision(ctx caddy.Context) error {
-	if err := h.provision(ctx, h.Options); err != nil {
+	if err := h.provision(ctx, h.Options, metrics.FrontCaddy); err != nil {
 		return err
 	}
 	var err error

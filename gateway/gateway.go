@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -29,6 +30,7 @@ import (
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/redisurl"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
+	"github.com/caddy-betterauth/caddy-betterauth/metrics"
 	"github.com/caddy-betterauth/caddy-betterauth/oauth"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 	"github.com/caddy-betterauth/caddy-betterauth/ratelimit"
@@ -316,6 +318,7 @@ type Gateway struct {
 	skewed    throttle.Log // relayed messages stamped beyond cache.ClockSkew
 	relayed   replays      // relayed messages applied, against replays
 	logger    *zap.Logger
+	metrics   *metrics.Set // nil: nothing counted
 
 	stop    context.CancelFunc // ends the revocation watchers
 	running sync.WaitGroup     // the watchers started
@@ -350,9 +353,9 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	// The watchers get their own context: the gateway outlives the config
 	// (and context) that opened it.
 	ctx, stop := context.WithCancel(context.Background())
-	g := &Gateway{db: db, streams: NewStreams(), stop: stop, logger: logger, keyIPs: newKeyProblems(logger)}
+	g := &Gateway{db: db, streams: NewCountedStreams(o.Metrics), stop: stop, logger: logger, keyIPs: newKeyProblems(logger), metrics: o.Metrics}
 	if cfg.Usage != nil && cfg.Usage.Mode == "database" {
-		g.meter = usage.NewDatabase(db, cfg.usageRules(db), cfg.Timeout)
+		g.meter = countMeter(usage.NewDatabase(db, cfg.usageRules(db), cfg.Timeout), metrics.UsageDatabase, o.Metrics)
 	}
 	var local *shield.Shield
 	if b := cfg.BruteForce; b != nil {
@@ -364,6 +367,10 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	opts := cfg.Cache.options(cfg.Timeout)
 	opts.Logger = logger.Named("cache")
 	opts.AllowedIPsField = cfg.AllowedIPsField
+	opts.Metrics, opts.Backend = o.Metrics, metrics.BackendPostgres
+	if db.Dialect() != store.Postgres {
+		opts.Backend = metrics.BackendSQLite
+	}
 	if r := cfg.Redis; r != nil {
 		client, err := rediscache.Open(rediscache.Options{URL: r.URL, SentinelMaster: r.SentinelMaster, Timeout: time.Duration(r.Timeout)})
 		if err != nil {
@@ -393,7 +400,7 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 				Client: client, Mirror: mirror, Rules: cfg.usageRules(db), Prefix: usagePrefix(r.Prefix, db),
 				Interval: time.Duration(cfg.Usage.FlushInterval), Timeout: cfg.Timeout, Logger: logger.Named("usage"),
 			})
-			g.meter = g.counter
+			g.meter = countMeter(g.counter, metrics.UsageRedis, o.Metrics)
 		}
 		opts.Remote, opts.Sealer, opts.RemoteTimeout, opts.RemotePrefix = rediscache.New(client), cfg.sealer, time.Duration(r.Timeout), r.Prefix
 		if opts.RemotePrefix == "" {
@@ -414,6 +421,7 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 			return nil, fmt.Errorf("secondary_storage: %w", err)
 		}
 		g.secondary = client
+		opts.Backend = metrics.BackendSecondary
 		if inner, err = secondary.New(client, db, ss.Store); err != nil {
 			g.Close()
 			return nil, fmt.Errorf("secondary_storage: %w", err)
@@ -546,6 +554,13 @@ func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.M
 		return nil, err
 	} else if l != nil {
 		lim = l
+		if o.Metrics != nil && !o.DisableMetrics {
+			lim = countedLimiter{l, o.Metrics}
+		}
+	}
+	var observer betterauth.Observer // a nil *metrics.Decisions is not a nil interface
+	if o.Metrics != nil && !o.DisableMetrics {
+		observer = o.Metrics.Decisions(o.FrontEnd)
 	}
 	return betterauth.NewGate(betterauth.GateConfig{
 		ResourceMetadata: metadataURL,
@@ -568,6 +583,7 @@ func newGate(o Options, s betterauth.Store, sh betterauth.Shield, m betterauth.M
 		KeyAllowedIPs:  o.APIKeyAllowedIPsField != "",
 		OnKeyIPProblem: kp.heard,
 		Limiter:        lim,
+		Observer:       observer,
 		OnError: func(c betterauth.Credential, err error) {
 			logger.Error("better-auth lookup failed; answering 503",
 				zap.String("credential_fingerprint", betterauth.Fingerprint(c.Value)), zap.Error(err))
@@ -608,9 +624,11 @@ func (g *Gateway) watchers(ctx context.Context, cfg assembly, logger *zap.Logger
 				},
 				OnInvalidate: func(inv pgstore.Invalidation) {
 					if target, ok := targets[inv.Kind]; ok && inv.ID != "" {
+						g.metrics.Revoked(metrics.SourceTrigger, 1, 0)
 						g.revoker.add(cache.Revocation{Target: target, ID: inv.ID}, true)
 					}
 					if inv.Kind == "member" && inv.UserID != "" {
+						g.metrics.Revoked(metrics.SourceTrigger, 1, 0)
 						// A membership changed: the sessions of its user (by
 						// user is coarser than by membership, and enough).
 						g.revoker.add(cache.Revocation{Target: cache.TargetUser, ID: inv.UserID}, true)
@@ -630,9 +648,13 @@ func (g *Gateway) watchers(ctx context.Context, cfg assembly, logger *zap.Logger
 		ws = append(ws, func() {
 			secondary.Watch(ctx, client, secondary.WatchOptions{
 				Prefix: prefix, PlainKeys: cfg.PlainKeys, Logger: logger.Named("secondary_storage"),
-				Ready:  func() { g.cache.Purge(ctx) },
-				Forget: func(d [32]byte) { g.revoker.add(cache.Revocation{Target: cache.TargetCredential, Digest: d}, true) },
+				Ready: func() { g.cache.Purge(ctx) },
+				Forget: func(d [32]byte) {
+					g.metrics.Revoked(metrics.SourceKeyspace, 1, 0)
+					g.revoker.add(cache.Revocation{Target: cache.TargetCredential, Digest: d}, true)
+				},
 				ForgetUser: func(id string) {
+					g.metrics.Revoked(metrics.SourceKeyspace, 1, 0)
 					g.revoker.add(cache.Revocation{Target: cache.TargetUser, ID: id}, true)
 				},
 			})
@@ -711,4 +733,36 @@ func jwtStore(inner betterauth.Store, db store.DB, j *jwtAssembly, logger *zap.L
 	}
 	logger.Debug("verifying JWT access tokens", zap.Strings("issuers", j.Issuers), zap.Bool("jwks_url", j.JWKSURL != ""))
 	return oauth.NewStore(inner, db, v), nil
+}
+
+// countMeter counts the decisions of m, a meter of mode, in set.
+func countMeter(m betterauth.Meter, mode string, set *metrics.Set) betterauth.Meter {
+	if set == nil {
+		return m
+	}
+	return countedMeter{m, mode, set}
+}
+
+type countedMeter struct {
+	betterauth.Meter
+	mode string
+	set  *metrics.Set
+}
+
+func (m countedMeter) Use(ctx context.Context, k *betterauth.APIKey) (betterauth.Usage, error) {
+	u, err := m.Meter.Use(ctx, k)
+	m.set.Used(m.mode, u.Reason, err)
+	return u, err
+}
+
+// countedLimiter counts a route's rate-limit decisions.
+type countedLimiter struct {
+	betterauth.Limiter
+	set *metrics.Set
+}
+
+func (l countedLimiter) Limit(ctx context.Context, d betterauth.Decision, client netip.Addr) (time.Duration, bool) {
+	wait, limited := l.Limiter.Limit(ctx, d, client)
+	l.set.Limited(limited)
+	return wait, limited
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/metrics"
 	"github.com/caddy-betterauth/caddy-betterauth/oauth"
 	"github.com/caddy-betterauth/caddy-betterauth/ratelimit"
 	"github.com/caddy-betterauth/caddy-betterauth/secondary"
@@ -22,6 +23,14 @@ import (
 // Caddy handler, or the better_auth app) says, in the same JSON, which the
 // standalone ext_authz server reads too.
 type Options struct {
+	// Metrics, when set, counts what the gateway and its gates do;
+	// FrontEnd names the gate's front end there (metrics.FrontCaddy,
+	// metrics.FrontExtAuthz). Set by the front end, never from JSON, and
+	// ignored in sharing (the first front end to open a gateway gives it
+	// its Set: one per process).
+	Metrics  *metrics.Set `json:"-"`
+	FrontEnd string       `json:"-"`
+
 	// The Better-Auth database: a PostgreSQL URL
 	// (postgres://user:pass@host:5432/db) or a SQLite file
 	// (sqlite:///var/lib/app/auth.db, or file:auth.db), which is opened
@@ -95,6 +104,12 @@ type Options struct {
 	// Authorization header or the session cookies (leaving other cookies) are
 	// removed, since MCP forbids passing a client's token through.
 	KeepCredential bool `json:"keep_credential,omitempty"`
+
+	// Do not count this front end's decisions, nor register the metrics
+	// families (in Caddy: on the config's registry). The gateway it shares
+	// with others still counts its caches, lookups and revocations for
+	// them. Default: counted.
+	DisableMetrics bool `json:"disable_metrics,omitempty"`
 
 	// The credential kinds this route accepts: "api_key", "session",
 	// "oauth" (an OAuth access token, with the oauth block). A verified

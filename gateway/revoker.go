@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
+	"github.com/caddy-betterauth/caddy-betterauth/metrics"
 )
 
 // maxPendingRevocations bounds the revocations waiting to be applied; past
@@ -250,6 +251,7 @@ func (g *Gateway) receive(ctx context.Context, channel string, raw []byte) {
 		return // a replay of a message already applied
 	}
 	revs := m.revocations()
+	g.metrics.Revoked(metrics.SourceRelay, len(revs), age)
 	g.cache.Relayed(ctx, m.Epoch, at, revs...)
 	g.endStreams(revs)
 }

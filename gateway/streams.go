@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
+	"github.com/caddy-betterauth/caddy-betterauth/metrics"
 )
 
 // Why a request in flight was ended.
@@ -25,8 +26,9 @@ var (
 // choice: MCP servers stream for "Accept: */*" and for any letter case, and
 // WebSockets over HTTP/2 and HTTP/3 carry no Upgrade header.
 type Streams struct {
-	mu  sync.Mutex
-	set map[*Stream]struct{}
+	mu      sync.Mutex
+	set     map[*Stream]struct{}
+	metrics *metrics.Set // nil: not counted
 }
 
 // Stream is one watched request.
@@ -39,10 +41,19 @@ type Stream struct {
 	set                             *Streams
 	cancel                          context.CancelCauseFunc
 	stopDeadline                    context.CancelFunc // nil without an expiry
+	ctx                             context.Context    // what Watch returned, for why it ended
 }
 
 // NewStreams returns an empty registry (a Gateway has its own).
 func NewStreams() *Streams { return &Streams{set: map[*Stream]struct{}{}} }
+
+// NewCountedStreams returns an empty registry that counts its streams in
+// m.
+func NewCountedStreams(m *metrics.Set) *Streams {
+	s := NewStreams()
+	s.metrics = m
+	return s
+}
 
 // Watch ties ctx to the life of an allowed request's credential: the
 // returned context ends, with cause ErrExpired or ErrRevoked, when the
@@ -72,9 +83,11 @@ func (s *Streams) Watch(ctx context.Context, gate *betterauth.Gate, res *bettera
 	case betterauth.MethodOAuth:
 		st.tokenID, st.clientID, st.sessionID = d.CredentialID, d.Client, d.TokenSession
 	}
+	st.ctx = ctx
 	s.mu.Lock()
 	s.set[st] = struct{}{}
 	s.mu.Unlock()
+	s.metrics.StreamOpened()
 	return ctx, st
 }
 
@@ -89,8 +102,19 @@ func Cut(ctx context.Context) error {
 // Release forgets the stream once its request is over.
 func (st *Stream) Release() {
 	st.set.mu.Lock()
+	_, watched := st.set.set[st]
 	delete(st.set.set, st)
 	st.set.mu.Unlock()
+	if watched && st.set.metrics != nil {
+		why := metrics.EndedDone
+		switch context.Cause(st.ctx) {
+		case ErrRevoked:
+			why = metrics.EndedRevoked
+		case ErrExpired:
+			why = metrics.EndedExpired
+		}
+		st.set.metrics.StreamEnded(why)
+	}
 	if st.stopDeadline != nil {
 		st.stopDeadline()
 	}

@@ -9,6 +9,10 @@
 //	betterauth-extauthz -config gateway.json
 //	DATABASE_URL=postgres://... BETTER_AUTH_SECRET=... betterauth-extauthz -grpc 127.0.0.1:9191 -http 127.0.0.1:9192
 //
+// With -metrics (or "metrics" in the config), Prometheus metrics are
+// served at /metrics on that address: the better_auth_* families (see the
+// README's Metrics section) with the Go and process collectors.
+//
 // In the config file, {env.NAME} placeholders are replaced by environment
 // variables (any other placeholder there is an error); database and secret
 // default to DATABASE_URL and BETTER_AUTH_SECRET, so that they stay out of
@@ -24,16 +28,21 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/caddy-betterauth/caddy-betterauth/extauthz"
 	"github.com/caddy-betterauth/caddy-betterauth/gateway"
+	"github.com/caddy-betterauth/caddy-betterauth/metrics"
 )
 
 func main() {
@@ -54,6 +63,9 @@ func main() {
 type Config struct {
 	gateway.Options
 	extauthz.Listeners
+	// Address of the Prometheus listener (/metrics), e.g. 127.0.0.1:9193;
+	// empty: none.
+	Metrics string `json:"metrics,omitempty"`
 }
 
 // load reads the configuration: the file, then the flags set on the
@@ -70,6 +82,7 @@ func load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	timeout := fs.Duration("lookup-timeout", 0, "bound on one database lookup; then 503 (default 3s)")
 	tlsCert := fs.String("tls-cert", "", "PEM certificate for the gRPC listener (with -tls-key): serve TLS")
 	tlsKey := fs.String("tls-key", "", "PEM private key for the gRPC listener")
+	metricsAddr := fs.String("metrics", "", "Prometheus metrics listen address, serving /metrics (empty: off)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -119,6 +132,9 @@ func load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	}
 	if set["lookup-timeout"] {
 		cfg.LookupTimeout = gateway.Duration(*timeout)
+	}
+	if set["metrics"] {
+		cfg.Metrics = *metricsAddr
 	}
 	if set["tls-cert"] || set["tls-key"] {
 		cfg.TLSCert, cfg.TLSKey = *tlsCert, *tlsKey
@@ -183,6 +199,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer func() { _ = logger.Sync() }()
+	var metricsErr <-chan error
+	if cfg.Metrics != "" {
+		set := metrics.New(metrics.StandaloneNamespace)
+		cfg.Options.Metrics, cfg.Options.FrontEnd = set, metrics.FrontExtAuthz
+		stop, errs, err := serveMetrics(cfg.Metrics, set, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		metricsErr = errs
+	}
 	gw, err := gateway.Open(cfg.Options, logger)
 	if err != nil {
 		return err
@@ -209,10 +236,41 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	case <-ctx.Done():
 		err = nil
 	case err = <-sv.Err():
+	case err = <-metricsErr:
 	}
 	logger.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = sv.Stop(sctx) // logs what it could not stop
 	return err
+}
+
+// serveMetrics serves set, with the Go and process collectors, at
+// /metrics on addr until stop is called; errs reports a listener that
+// failed.
+func serveMetrics(addr string, set *metrics.Set, logger *zap.Logger) (stop func(), errs <-chan error, err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := set.Register(reg); err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ch := make(chan error, 1)
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			ch <- fmt.Errorf("metrics: %w", err)
+		}
+	}()
+	logger.Info("serving metrics", zap.String("address", ln.Addr().String()))
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, ch, nil
 }
