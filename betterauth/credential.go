@@ -306,10 +306,14 @@ func findCookie(headers []string, name string) (string, bool) {
 		for len(line) > 0 {
 			var part string
 			part, line, _ = strings.Cut(line, ";")
-			part = strings.TrimSpace(part)
+			// The name is read as cookieName reads it, and as hasCookie
+			// does before Strip removes it: a name after a Unicode space
+			// (U+2003, bytes Better-Auth reads as Latin-1 letters) is no
+			// session cookie, else it would be read here and left for
+			// the upstream.
 			k, v, ok := strings.Cut(part, "=")
 			if ok && cookieName(k) == name {
-				return strings.Trim(v, `"`), true
+				return strings.Trim(strings.Trim(v, " \t\n\v\f\r"), `"`), true
 			}
 		}
 	}

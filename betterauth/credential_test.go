@@ -79,6 +79,8 @@ func TestEncodeHeaderValue(t *testing.T) {
 		"tab\there\x00\x7f":                 "tab%09here%00%7F",
 		"":                                  "",
 		strings.Repeat("é", MaxHeaderValue): strings.Repeat("%C3%A9", MaxHeaderValue/2),
+		// Not UTF-8: backed up at most a character's length, not to nothing.
+		strings.Repeat("\x98", 2*MaxHeaderValue): strings.Repeat("%98", MaxHeaderValue-3),
 	} {
 		if got := EncodeHeaderValue(in); got != want {
 			t.Errorf("EncodeHeaderValue(%q) = %q, want %q", in, got, want)
@@ -103,5 +105,28 @@ func TestRemoveCookies(t *testing.T) {
 	}
 	if got := RemoveCookies([]string{"better-auth.session_token=x"}, drop); got != "" {
 		t.Fatalf("got %q, want empty", got)
+	}
+}
+
+// A cookie name is read as Better-Auth reads it (Latin-1, JavaScript's
+// trim) when extracting as when removing: after a Unicode space such as
+// U+2003 (bytes Better-Auth reads as letters) it is no session cookie,
+// and stays in the header; before, Extract took it and Strip left it.
+func TestCookieNameAfterUnicodeSpace(t *testing.T) {
+	t.Parallel()
+	e := NewExtractor(ExtractorConfig{})
+	for _, cookie := range []string{"a=1;\u2003better-auth.session_token=t.s", "\u0085better-auth.session_token=t.s", "\u3000better-auth.session_token=t.s"} {
+		h := HTTPHeader{"Cookie": {cookie}}
+		if c := e.Extract(h); c.Kind != KindNone {
+			t.Errorf("%q: extracted %+v", cookie, c)
+		}
+	}
+	h := HTTPHeader{"Cookie": {" \xa0better-auth.session_token=t.s "}}
+	if c := e.Extract(h); c.Source != SourceCookie || c.Value != "t.s" {
+		t.Errorf("U+00A0 (one byte, as Latin-1): extracted %+v", c)
+	}
+	e.RemoveCredentials(h)
+	if len(h) != 0 {
+		t.Errorf("left %q", h)
 	}
 }

@@ -129,8 +129,11 @@ const MaxHeaderValue = 1024
 // url.PathUnescape; a value without '%' needs no decoding.
 func EncodeHeaderValue(s string) string {
 	if len(s) > MaxHeaderValue {
+		// Back up to the start of a character, but no further than a
+		// character is long: a run of stray continuation bytes (not
+		// UTF-8) is cut where it is, not emptied.
 		cut := MaxHeaderValue
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
+		for cut > MaxHeaderValue-utf8.UTFMax+1 && !utf8.RuneStart(s[cut]) {
 			cut--
 		}
 		s = s[:cut]

@@ -214,8 +214,8 @@ func listenOnce(ctx context.Context, opts ListenOptions) (connected bool, err er
 		if err != nil {
 			return true, err
 		}
-		var inv Invalidation
-		if err := json.Unmarshal([]byte(n.Payload), &inv); err != nil || inv.Kind == "" || inv.ID == "" {
+		inv, ok := parseInvalidation(n.Payload)
+		if !ok {
 			// Any role that can connect can NOTIFY this channel: say so,
 			// but not once per notification.
 			if total, ok := malformed.Allow(); ok {
@@ -228,4 +228,16 @@ func listenOnce(ctx context.Context, opts ListenOptions) (connected bool, err er
 			opts.OnInvalidate(inv)
 		}
 	}
+}
+
+// parseInvalidation reads a notification's payload, as the triggers write
+// it: {"k": kind, "id": row id, "u": user id}. Anyone who can connect can
+// send one, so anything else is refused: not JSON, or without a kind or an
+// id.
+func parseInvalidation(payload string) (Invalidation, bool) {
+	var inv Invalidation
+	if err := json.Unmarshal([]byte(payload), &inv); err != nil || inv.Kind == "" || inv.ID == "" {
+		return Invalidation{}, false
+	}
+	return inv, true
 }

@@ -4,7 +4,8 @@
 # loopback, installs
 # the pinned Better-Auth packages, builds cmd/caddy, then runs gofmt, go vet,
 # staticcheck, the race-enabled unit tests and the integration tests against
-# the real services. Everything it starts is stopped on exit.
+# the real services, then each fuzz target briefly. Everything it starts is
+# stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -48,5 +49,9 @@ DATABASE_URL="postgres://nobody@127.0.0.1:1/none" BETTER_AUTH_SECRET="$(head -c 
 
 step "go test -race"
 go test -race -count=1 ./...
+
+step "fuzz targets, 2s each (scripts/fuzz.sh; longer, with coverage guidance: FUZZTIME=10m scripts/fuzz.sh)"
+# Unguided: an instrumented build of Caddy's tree would cost minutes here.
+FUZZ_GUIDED=0 FUZZTIME=2s scripts/fuzz.sh
 
 step "done"
