@@ -194,7 +194,9 @@ func (e *Extractor) Extract(h HeaderGetter) Credential {
 		for _, name := range e.cookieNames {
 			// Browsers send a stale parent-domain cookie after the current
 			// one, so the first occurrence wins.
-			if v, ok := findCookie(cookies, name); ok {
+			// An empty one is no session, as Better-Auth reads it (a
+			// logged-out browser's), not a failed guess.
+			if v, ok := findCookie(cookies, name); ok && strings.TrimSpace(v) != "" {
 				c := Credential{Kind: KindSession, Source: SourceCookie, Name: name}
 				return bounded(c, v)
 			}

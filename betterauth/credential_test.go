@@ -130,3 +130,15 @@ func TestCookieNameAfterUnicodeSpace(t *testing.T) {
 		t.Errorf("left %q", h)
 	}
 }
+
+// An empty session cookie is no credential: Better-Auth reads it as no
+// session, and the shield must not count it as a guess.
+func TestEmptySessionCookieIsNoCredential(t *testing.T) {
+	t.Parallel()
+	e := NewExtractor(ExtractorConfig{})
+	for _, cookie := range []string{"better-auth.session_token=", "better-auth.session_token= ; theme=dark", `better-auth.session_token=""`} {
+		if c := e.Extract(HTTPHeader{"Cookie": {cookie}}); c.Kind != KindNone {
+			t.Errorf("%q: %+v", cookie, c)
+		}
+	}
+}
