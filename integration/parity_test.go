@@ -37,10 +37,11 @@ func TestStandaloneMatchesCaddy(t *testing.T) {
 
 	// The options, written once, placeholders and all.
 	options := map[string]any{
-		"database":          "{env.DATABASE_URL}",
-		"secret":            "{env.BETTER_AUTH_SECRET}",
-		"cache":             map[string]any{"ttl": "1h"},
-		"redis":             map[string]any{"url": "{env.REDIS_URL}", "prefix": "parity-cache-" + strings.ToLower(rand.Text()[:8]) + ":"},
+		"database": "{env.DATABASE_URL}",
+		"secret":   "{env.BETTER_AUTH_SECRET}",
+		"cache":    map[string]any{"ttl": "1h"},
+		"redis": map[string]any{"url": "{env.REDIS_URL}", "prefix": "parity-cache-" + strings.ToLower(rand.Text()[:8]) + ":",
+			"timeout": "2s"},
 		"secondary_storage": map[string]any{"url": "{env.REDIS_URL}", "prefix": appPrefix},
 	}
 	env := []string{"DATABASE_URL=" + f.DatabaseURL, "BETTER_AUTH_SECRET=" + testenv.Secret, "REDIS_URL=" + redisURL}
