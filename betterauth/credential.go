@@ -243,7 +243,7 @@ func bearerValue(h string) (string, bool) {
 // token, or either kind when no prefixes tell keys apart, and an OAuth token
 // when those are accepted.
 func (e *Extractor) classifyBearer(v string) Kind {
-	if e.oauth != 0 && looksLikeJWT(v) {
+	if e.oauth != 0 && LooksLikeJWT(v) {
 		return KindJWT
 	}
 	if strings.ContainsAny(v, ".%") {
@@ -269,12 +269,12 @@ func (e *Extractor) classifyBearer(v string) Kind {
 	return KindAPIKey
 }
 
-// looksLikeJWT reports whether v has a compact JWS's shape: three
-// base64url parts, the first a JSON object ("eyJ" is base64url of `{"`).
-// A signed session token has one '.' and a base64 (not base64url)
-// signature.
-func looksLikeJWT(v string) bool {
-	if !strings.HasPrefix(v, "eyJ") || strings.Count(v, ".") != 2 {
+// LooksLikeJWT reports whether v has a compact JWS's shape, within
+// MaxJWTLen: three base64url parts, the first a JSON object ("eyJ" is
+// base64url of `{"`). It decodes nothing. A signed session token has one
+// '.' and a base64 (not base64url) signature.
+func LooksLikeJWT(v string) bool {
+	if len(v) > MaxJWTLen || !strings.HasPrefix(v, "eyJ") || strings.Count(v, ".") != 2 {
 		return false
 	}
 	for i := 0; i < len(v); i++ {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/oauth"
 )
 
@@ -359,7 +360,7 @@ func TestLooksLikeJWT(t *testing.T) {
 		"eyJhbGc=.e30.x":                     false,
 		"eyJ" + strings.Repeat("a", oauth.MaxTokenLength) + "..": false,
 	} {
-		if got := oauth.LooksLikeJWT(s); got != want {
+		if got := betterauth.LooksLikeJWT(s); got != want {
 			t.Errorf("LooksLikeJWT(%.40q) = %v", s, got)
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
-	"strings"
 )
 
 // MaxTokenLength bounds the tokens Verify decodes. A Better-Auth access
@@ -16,27 +15,6 @@ import (
 // bytes); 8 KiB leaves room for custom claims and refuses garbage before
 // any work.
 const MaxTokenLength = 8 << 10
-
-// LooksLikeJWT reports whether s has the shape of a compact JWS whose
-// header is a JSON object: three dot-separated base64url parts, the first
-// starting "eyJ" ('{"' encoded). It decodes nothing: a credential
-// extractor uses it to route a bearer value to the JWT verifier rather
-// than to the opaque-token lookup.
-func LooksLikeJWT(s string) bool {
-	if len(s) > MaxTokenLength || !strings.HasPrefix(s, "eyJ") || strings.Count(s, ".") != 2 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !isBase64URL(c) && c != '.' {
-			return false
-		}
-	}
-	return true
-}
-
-func isBase64URL(c byte) bool {
-	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_'
-}
 
 // verify reports whether sig is k's signature of input with k.Alg.
 func (k *Key) verify(input, sig []byte) bool {

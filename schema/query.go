@@ -223,14 +223,7 @@ func (l *Layout) buildOAuthGrant(d Dialect, user string, col func(string, *Table
 	}
 	// Every parameter is referenced, with a type PostgreSQL can tell,
 	// whichever tables exist.
-	unused := func(ps ...string) string {
-		cast := make([]string, len(ps))
-		for i, p := range ps {
-			cast[i] = "CAST(" + p + " AS text)"
-		}
-		return "COALESCE(" + strings.Join(cast, ", ") + ", '') = ''"
-	}
-	session, sessionJoin := "NULL", fmt.Sprintf("\nLEFT JOIN (SELECT 1 AS one) s ON %s AND 1 = 0", unused(nth(2)))
+	session, sessionJoin := "NULL", fmt.Sprintf("\nLEFT JOIN (SELECT 1 AS one) s ON CAST(%s AS text) IS NULL AND 1 = 0", nth(2))
 	if s := l.Session; s != nil {
 		session = col("s", s, "expiresAt")
 		sessionJoin = fmt.Sprintf("\nLEFT JOIN %s s ON s.%s = %s", d.Qualify(s.Name), QuoteIdent(s.Col("id")), nth(2))
