@@ -217,4 +217,33 @@ func (d Decision) ScopesHeader() string { return d.scopesHdr }
 // Allowed reports whether the request may proceed.
 func (d Decision) Allowed() bool { return d.Reason == Allowed }
 
+// Identity names who a verified credential belongs to, without its
+// secret: what an audit trail records.
+type Identity struct {
+	Method Method
+	// UserID is the user's id; "" for an organization's API key and a
+	// machine-to-machine OAuth token.
+	UserID string
+	// OrgID is the organization owning an API key, or a session's active
+	// organization.
+	OrgID string
+	// CredentialID is the API key's, session's or OAuth token's row id;
+	// ClientID the OAuth client's.
+	CredentialID, ClientID string
+}
+
+func (d *Decision) identity() Identity {
+	id := Identity{Method: d.Method, CredentialID: d.CredentialID, ClientID: d.Client}
+	if d.User != nil {
+		id.UserID = d.User.ID
+	}
+	switch {
+	case d.Org != nil:
+		id.OrgID = d.Org.ID
+	case d.Member != nil:
+		id.OrgID = d.Member.OrgID
+	}
+	return id
+}
+
 func deny(r Reason) Decision { return Decision{Reason: r} }

@@ -157,6 +157,10 @@ type Result struct {
 	// Credential is the one credential read (a secret: log its
 	// Fingerprint, never its Value).
 	Credential Credential
+	// Verified is who the credential proved to be, also when the gateway
+	// then refused the request (a rule, an address, a tool, a limit, a
+	// quota): for the audit trail. Zero when it did not verify.
+	Verified Identity
 	// Client is the client address the decision was made for (the zero
 	// Addr when the front end could not tell, or was not asked: see
 	// WantsClient).
@@ -216,6 +220,9 @@ func (g *Gate) DecideFor(ctx context.Context, h HTTPHeader, client netip.Addr, a
 			g.onError(res.Credential, res.Err)
 		}
 		res.Decision = Decision{Reason: BackendUnavailable}
+	}
+	if res.Decision.Allowed() {
+		res.Verified = res.Decision.identity()
 	}
 	g.enforce(&res.Decision)
 	g.keyAddress(&res.Decision, client)

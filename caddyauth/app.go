@@ -79,7 +79,7 @@ func (a *App) Start() error {
 	if err != nil {
 		return fmt.Errorf("better_auth app: %w", err)
 	}
-	sv, err := a.Listeners.Serve(extauthz.New(a.gate, extauthz.WithMCP(guard)), a.listen, a.logger)
+	sv, err := a.Listeners.Serve(extauthz.New(a.gate, extauthz.WithMCP(guard), extauthz.WithAudit(a.audit)), a.listen, a.logger)
 	if err != nil {
 		return fmt.Errorf("better_auth app: %w", err)
 	}

@@ -194,6 +194,9 @@ func unmarshalBlock(d *caddyfile.Dispenser, h *gateway.Options, extra func(name 
 			err = unmarshalMCP(d, h.MCP)
 		case "rate_limit":
 			err = unmarshalRateLimit(d, h)
+		case "audit":
+			h.Audit = new(gateway.Audit)
+			err = unmarshalAudit(d, h.Audit)
 		case "brute_force":
 			h.BruteForce = new(gateway.BruteForce)
 			err = unmarshalBruteForce(d, h.BruteForce)
@@ -439,6 +442,46 @@ func unmarshalRateLimit(d *caddyfile.Dispenser, h *gateway.Options) error {
 		return d.Errf("rate_limit %s needs a key and a rate", rl.Name)
 	}
 	h.RateLimits = append(h.RateLimits, rl)
+	return nil
+}
+
+// unmarshalAudit parses
+//
+//	audit [all|denials|off] {
+//		database [table <name>]
+//		queue <n>
+//	}
+func unmarshalAudit(d *caddyfile.Dispenser, a *gateway.Audit) error {
+	if d.NextArg() {
+		a.Events = d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	queue := 0
+	err := subBlock(d, nil, func(name string) error {
+		switch name {
+		case "database":
+			a.Database = new(gateway.AuditDatabase)
+			if !d.NextArg() {
+				return nil
+			}
+			if d.Val() != "table" {
+				return d.Errf("audit database takes table <name>, not %q", d.Val())
+			}
+			return oneArg(d, &a.Database.Table)
+		case "queue":
+			return count(d, &queue)
+		}
+		return d.Errf("unrecognized audit subdirective '%s'", name)
+	})
+	if err != nil || queue == 0 {
+		return err
+	}
+	if a.Database == nil {
+		return d.Err("audit queue is the database's: add database")
+	}
+	a.Database.Queue = queue
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/caddy-betterauth/caddy-betterauth/audit"
 	"github.com/caddy-betterauth/caddy-betterauth/cli"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 )
@@ -16,7 +17,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "better-auth",
-		Usage: "check|doctor|hash-key [flags]",
+		Usage: "check|doctor|hash-key|install-triggers|install-audit [flags]",
 		Short: "Try the better_auth gateway, and check a Better-Auth database or credential",
 		Long: `
 Tools for the better_auth gateway:
@@ -28,6 +29,8 @@ Tools for the better_auth gateway:
   install-triggers, uninstall-triggers
              add (or remove) the PostgreSQL triggers that tell gateways at
              once when a key, session or user changes
+  install-audit
+             create the table the audit block's database writes to
 
 Credentials are read from stdin or a file, never from the command line, so
 they stay out of shell history and process lists. The database URL is taken
@@ -61,7 +64,7 @@ func addCommands(cmd *cobra.Command, exit func(code int)) {
 		names = append(names, sub.Name())
 	}
 	cmd.Use = cmd.Name() + " " + strings.Join(append(names, "check", "doctor", "hash-key"), "|") + " [flags]"
-	cmd.AddCommand(checkCommand(), doctorCommand(), hashKeyCommand(), triggersCommand(true), triggersCommand(false))
+	cmd.AddCommand(checkCommand(), doctorCommand(), hashKeyCommand(), triggersCommand(true), triggersCommand(false), auditCommand())
 	for _, sub := range cmd.Commands() {
 		if run := sub.RunE; run != nil {
 			sub.RunE = func(cmd *cobra.Command, args []string) error {
@@ -149,6 +152,35 @@ Exit status: 0 usable, 1 not usable, 2 unreachable.`,
 	databaseFlags(cmd)
 	cmd.Flags().StringSlice("org-config-id", nil, "api-key configurations whose references is organization: their keys need the organization table")
 	cmd.Flags().String("oauth-resource", "", "the oauth block's resource: check the OAuth provider has it registered")
+	return cmd
+}
+
+func auditCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "install-audit",
+		Short: "Create the table audit events are written to (idempotent)",
+		Long: `Create the table audit events are written to (idempotent).
+
+The table (default ` + audit.DefaultPostgresTable + ` on PostgreSQL, in a schema
+of the gateway's own, and ` + audit.DefaultSQLiteTable + ` on SQLite)
+has one row per decision: when, the front end, the credential's kind, the
+decision and its code and status, the user, organization, API key, session or
+OAuth token and client ids, the credential's fingerprint (never the
+credential), the client address, host and path, and the MCP method and tool.
+It is indexed for the events of a user, of a key, and of a period. --table
+names another table; give the audit block's database the same name. --print
+writes the SQL instead of running it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			printSQL, _ := cmd.Flags().GetBool("print")
+			table, _ := cmd.Flags().GetString("table")
+			return cli.Exit(cli.InstallAudit(cmd.Context(), cli.AuditOptions{Database: database(cmd), Table: table, Print: printSQL},
+				cmd.OutOrStdout(), cmd.ErrOrStderr()))
+		},
+	}
+	databaseFlags(cmd)
+	cmd.Flags().String("table", "", "the audit table, [schema.]table")
+	cmd.Flags().Bool("print", false, "print the SQL instead of running it")
 	return cmd
 }
 

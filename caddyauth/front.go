@@ -6,6 +6,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-betterauth/caddy-betterauth/audit"
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/gateway"
 	"github.com/caddy-betterauth/caddy-betterauth/metrics"
@@ -33,6 +34,8 @@ type front struct {
 	resource *oauth.Resource
 	key      string // the gateway's key in the pool; "" once released
 	logger   *zap.Logger
+	audit    *audit.Log // nil: no audit trail
+	frontEnd string
 }
 
 // provision replaces the placeholders of o, loads (or shares) its gateway
@@ -67,8 +70,14 @@ func (f *front) provision(ctx caddy.Context, o gateway.Options, frontEnd string)
 	if o.OAuth != nil {
 		f.resource, _ = o.OAuth.Protected() // checked by Gate
 	}
+	if f.audit, err = f.gw.Auditor(o, f.logger); err != nil {
+		f.release()
+		return err
+	}
+	f.frontEnd = frontEnd
 	return nil
 }
+
 
 // release lets go of the shared gateway; the last user closes it.
 func (f *front) release() error {

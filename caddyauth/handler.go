@@ -166,6 +166,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		return nil
 	}
+	h.audit.Decided(h.frontEnd, &res, r.Host, r.URL.EscapedPath(), call)
 	if !res.Allowed() {
 		if c := h.logger.Check(zapcore.DebugLevel, "request denied"); c != nil {
 			c.Write(zap.Stringer("code", res.Decision.Reason), zap.String("credential_fingerprint", betterauth.Fingerprint(res.Credential.Value)))

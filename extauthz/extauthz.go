@@ -18,8 +18,10 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 
+	"github.com/caddy-betterauth/caddy-betterauth/audit"
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/mcp"
+	"github.com/caddy-betterauth/caddy-betterauth/metrics"
 )
 
 // Server answers Check calls and forward-auth requests.
@@ -27,6 +29,7 @@ type Server struct {
 	authv3.UnimplementedAuthorizationServer
 	gate  *betterauth.Gate
 	guard *mcp.Guard // per-tool authorization; nil without
+	audit *audit.Log // nil: no audit trail
 }
 
 // New returns a Server rendering gate's decisions.
@@ -44,6 +47,9 @@ type Option func(*Server)
 // WithMCP judges MCP requests with guard (nil: none) beside the gate.
 func WithMCP(guard *mcp.Guard) Option { return func(s *Server) { s.guard = guard } }
 
+// WithAudit records decisions in log (nil: none).
+func WithAudit(log *audit.Log) Option { return func(s *Server) { s.audit = log } }
+
 // verdict is a Result as Envoy and forward-auth callers take it.
 type verdict struct {
 	betterauth.Result
@@ -59,8 +65,9 @@ type verdict struct {
 
 // decide runs the gate on headers named in any letter case (Envoy sends
 // them in lower case); with a guard, req says what else is known of the
-// request (its headers are filled in here).
-func (s *Server) decide(ctx context.Context, in map[string][]string, client netip.Addr, req mcp.Request) verdict {
+// request (its headers are filled in here); host and path are where it
+// went, for the audit trail.
+func (s *Server) decide(ctx context.Context, in map[string][]string, client netip.Addr, req mcp.Request, host, path string) verdict {
 	h := make(betterauth.HTTPHeader, len(in))
 	for k, vs := range in {
 		k = textproto.CanonicalMIMEHeaderKey(k)
@@ -72,11 +79,13 @@ func (s *Server) decide(ctx context.Context, in map[string][]string, client neti
 		call := s.guard.Begin(req)
 		defer call.End()
 		v.Result = s.gate.DecideFor(ctx, h, client, call)
+		s.audit.Decided(metrics.FrontExtAuthz, &v.Result, host, path, call)
 		if !v.Allowed() {
 			v.Status, v.Headers, v.Body = call.Answer(&v.Result)
 		}
 	} else {
 		v.Result = s.gate.Decide(ctx, h, client)
+		s.audit.Decided(metrics.FrontExtAuthz, &v.Result, host, path, nil)
 	}
 	if !v.Allowed() {
 		return v
@@ -112,7 +121,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	// Envoy's downstream address: the peer, or the client its
 	// use_remote_address and xff_num_trusted_hops settings trust.
 	client, _ := netip.ParseAddr(req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress())
-	v := s.decide(ctx, in, client.Unmap(), checkRequest(req))
+	path, _, _ := strings.Cut(httpReq.GetPath(), "?")
+	v := s.decide(ctx, in, client.Unmap(), checkRequest(req), httpReq.GetHost(), path)
 	if !v.Allowed() {
 		return &authv3.CheckResponse{
 			Status: &status.Status{Code: int32(grpcCode(v.Status))},
@@ -187,7 +197,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		client = ap.Addr().Unmap()
 	}
-	v := s.decide(r.Context(), r.Header, client, forwardRequest(r))
+	host, path := r.Header.Get("X-Forwarded-Host"), r.Header.Get("X-Forwarded-Uri")
+	if host == "" {
+		host = r.Host
+	}
+	if path == "" {
+		path = r.URL.EscapedPath()
+	}
+	path, _, _ = strings.Cut(path, "?")
+	v := s.decide(r.Context(), r.Header, client, forwardRequest(r), host, path)
 	hdr := w.Header()
 	if v.Allowed() {
 		for _, hd := range v.set {

@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-betterauth/caddy-betterauth/audit"
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/redisurl"
@@ -319,6 +320,10 @@ type Gateway struct {
 	relayed   replays      // relayed messages applied, against replays
 	logger    *zap.Logger
 	metrics   *metrics.Set // nil: nothing counted
+	dsn       string       // the database, for the audit writers
+
+	auditMu sync.Mutex
+	sinks   map[audit.Table]*audit.Sink // audit events bound for each table
 
 	stop    context.CancelFunc // ends the revocation watchers
 	running sync.WaitGroup     // the watchers started
@@ -353,7 +358,7 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	// The watchers get their own context: the gateway outlives the config
 	// (and context) that opened it.
 	ctx, stop := context.WithCancel(context.Background())
-	g := &Gateway{db: db, streams: NewCountedStreams(o.Metrics), stop: stop, logger: logger, keyIPs: newKeyProblems(logger), metrics: o.Metrics}
+	g := &Gateway{db: db, streams: NewCountedStreams(o.Metrics), stop: stop, logger: logger, keyIPs: newKeyProblems(logger), metrics: o.Metrics, dsn: cfg.Database}
 	if cfg.Usage != nil && cfg.Usage.Mode == "database" {
 		g.meter = countMeter(usage.NewDatabase(db, cfg.usageRules(db), cfg.Timeout), metrics.UsageDatabase, o.Metrics)
 	}
@@ -456,6 +461,13 @@ func (g *Gateway) Close() error {
 	g.stop()
 	g.running.Wait()
 	var errs []error
+	g.auditMu.Lock()
+	for t, s := range g.sinks {
+		// Their last events: the requests are done, the database still open.
+		errs = append(errs, wrap("writing audit events to "+t.String(), s.Close()))
+	}
+	g.sinks = nil
+	g.auditMu.Unlock()
 	if g.counter != nil {
 		// What this gateway counted is safe in Redis; write what is due
 		// now rather than leave it to the others.
@@ -489,6 +501,42 @@ func (g *Gateway) Destruct() error {
 		g.logger.Warn("closing the gateway", zap.Error(err))
 	}
 	return err
+}
+
+// Auditor returns the audit trail of a route configured by o (nil
+// without one): events logged on logger.Named("audit") and, with a
+// database block, queued for the table it names, through one sink per
+// table that the gateway's routes share and Close flushes.
+func (g *Gateway) Auditor(o Options, logger *zap.Logger) (*audit.Log, error) {
+	a := o.Audit
+	if a == nil {
+		return nil, nil
+	}
+	mode, err := audit.ParseMode(a.Events)
+	if err != nil || mode == audit.Off {
+		return nil, err
+	}
+	var sink *audit.Sink
+	if d := a.Database; d != nil {
+		t, err := audit.ParseTable(g.dsn, d.Table)
+		if err != nil {
+			return nil, err
+		}
+		g.auditMu.Lock()
+		defer g.auditMu.Unlock()
+		if sink = g.sinks[t]; sink == nil {
+			w, err := audit.OpenWriter(g.dsn, t)
+			if err != nil {
+				return nil, err
+			}
+			sink = audit.NewSink(w, audit.SinkOptions{Queue: d.Queue, Logger: g.logger.Named("audit"), Counter: g.metrics})
+			if g.sinks == nil {
+				g.sinks = map[audit.Table]*audit.Sink{}
+			}
+			g.sinks[t] = sink
+		}
+	}
+	return audit.NewLog(mode, logger.Named("audit"), sink), nil
 }
 
 // Store is what the gateway's gates read: the cache tiers over the

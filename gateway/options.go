@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-betterauth/caddy-betterauth/audit"
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/metrics"
 	"github.com/caddy-betterauth/caddy-betterauth/oauth"
@@ -192,6 +193,15 @@ type Options struct {
 	// them, sessions bound to their principal. See MCP.
 	MCP *MCP `json:"mcp,omitempty"`
 
+	// An audit trail of this route's decisions: one event each, with who
+	// (user, organization, key, session or token id, OAuth client), the
+	// decision and its code, the client address, host and path, the MCP
+	// method and tool when read, and the credential's fingerprint; never
+	// a secret. Logged on the logger http.handlers.better_auth.audit (the
+	// app's: better_auth.audit), which Caddy's `log` can route to a file
+	// of its own, and optionally written to the database. Default: none.
+	Audit *Audit `json:"audit,omitempty"`
+
 	// The realm in WWW-Authenticate challenges. Default: "better-auth".
 	Realm string `json:"realm,omitempty"`
 
@@ -236,6 +246,32 @@ type Options struct {
 	// answers. Optional; any Redis error or timeout falls through to the
 	// database and never fails a request.
 	Redis *Redis `json:"redis,omitempty"`
+}
+
+// Audit configures the audit trail.
+type Audit struct {
+	// Which decisions are recorded: "all", "denials" (every answer but a
+	// pass: refusals and 503s) or "off". Default: all.
+	Events string `json:"events,omitempty"`
+	// Also write the events to a table of the gateway's database.
+	Database *AuditDatabase `json:"database,omitempty"`
+}
+
+// AuditDatabase says where audit events are stored. The table is created
+// by `caddy better-auth install-audit` (or the SQL it prints with
+// --print). Events are written in batches (COPY on PostgreSQL) by a
+// queue that never holds a request up, through a connection pool of
+// their own; while the database cannot take them they wait in the queue,
+// and past it they are dropped, counted in audit_events_total and logged
+// at most every 10 s. Shutdown writes what is queued.
+type AuditDatabase struct {
+	// The table: [schema.]table on PostgreSQL, table on SQLite. Default:
+	// caddy_betterauth.audit_events (PostgreSQL),
+	// caddy_betterauth_audit_events (SQLite).
+	Table string `json:"table,omitempty"`
+	// How many events may wait for the database; routes writing to one
+	// table share a queue, sized by the first. Default: 10000.
+	Queue int `json:"queue,omitempty"`
 }
 
 // Schema describes the Better-Auth tables. Whatever is left unset is
@@ -596,6 +632,14 @@ func (o *Options) Validate() error {
 	}
 	if _, err := o.tiers(); err != nil {
 		return err
+	}
+	if a := o.Audit; a != nil {
+		if _, err := audit.ParseMode(a.Events); err != nil {
+			return err
+		}
+		if a.Database != nil && a.Database.Queue < 0 {
+			return errors.New("audit: queue must not be negative")
+		}
 	}
 	if o.Schema != nil {
 		if err := o.Schema.config().Validate(); err != nil {

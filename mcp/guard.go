@@ -369,6 +369,28 @@ func (c *Call) single(m Message, p *params) *Error {
 	return nil
 }
 
+// Target returns what the request asked for, for the audit trail, once
+// Authorize has read it: the method and the first tool, resource or
+// prompt named, or "batch" and the first name for a batch; "" when
+// unknown (also for a nil Call).
+func (c *Call) Target() (method, name string) {
+	if c == nil {
+		return "", ""
+	}
+	b := &c.body
+	if !c.parsed || len(b.Messages) == 0 {
+		return "", ""
+	}
+	method = string(b.Messages[0].Method)
+	if len(b.Messages) > 1 {
+		method = "batch"
+	}
+	if len(b.Targets) > 0 {
+		name = string(b.Targets[0].Name)
+	}
+	return method, name
+}
+
 // judge applies the policy to every target of the request; a batch passes
 // only if all of it does. A refusal no new token can lift (no scope would
 // do) is given before one that stepping up would.

@@ -164,6 +164,7 @@ type Set struct {
 	streamsEnded    *prometheus.CounterVec
 	usage           *prometheus.CounterVec
 	rateLimit       *prometheus.CounterVec
+	auditEvents     *prometheus.CounterVec
 
 	tiers     [numTiers]prometheus.Counter
 	durations [numBackends]prometheus.Observer
@@ -171,6 +172,7 @@ type Set struct {
 	revs      [numSources]prometheus.Counter
 	delays    [numSources]prometheus.Observer
 	limited   [2]prometheus.Counter
+	audited   [2]prometheus.Counter // written, dropped
 	ended     [numEnded]prometheus.Counter
 }
 
@@ -220,6 +222,10 @@ func New(namespace string) *Set {
 			Namespace: namespace, Name: "rate_limit_decisions_total",
 			Help: "Requests the routes' rate_limit tiers judged, by outcome: allowed or limited.",
 		}, []string{"outcome"}),
+		auditEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "audit_events_total",
+			Help: "Audit events bound for the database, by outcome: written, or dropped (the queue full, or the database refusing them).",
+		}, []string{"outcome"}),
 	}
 	for t := range numTiers {
 		s.tiers[t] = s.cacheAnswers.WithLabelValues(t.String())
@@ -239,13 +245,15 @@ func New(namespace string) *Set {
 	}
 	s.limited[0] = s.rateLimit.WithLabelValues("allowed")
 	s.limited[1] = s.rateLimit.WithLabelValues("limited")
+	s.audited[0] = s.auditEvents.WithLabelValues("written")
+	s.audited[1] = s.auditEvents.WithLabelValues("dropped")
 	return s
 }
 
 // Collectors are the Set's families.
 func (s *Set) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{s.decisions, s.cacheAnswers, s.lookupDuration, s.lookupErrors,
-		s.revocations, s.revocationDelay, s.streamsOpen, s.streamsEnded, s.usage, s.rateLimit}
+		s.revocations, s.revocationDelay, s.streamsOpen, s.streamsEnded, s.usage, s.rateLimit, s.auditEvents}
 }
 
 // Register registers the families on reg. A family already registered
@@ -386,5 +394,19 @@ func (s *Set) Limited(limited bool) {
 		s.limited[1].Inc()
 	} else {
 		s.limited[0].Inc()
+	}
+}
+
+// AuditWritten counts n audit events written to the database.
+func (s *Set) AuditWritten(n int) {
+	if s != nil {
+		s.audited[0].Add(float64(n))
+	}
+}
+
+// AuditDropped counts n audit events lost on their way to the database.
+func (s *Set) AuditDropped(n int) {
+	if s != nil {
+		s.audited[1].Add(float64(n))
 	}
 }

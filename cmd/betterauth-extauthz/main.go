@@ -227,8 +227,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	trail, err := gw.Auditor(cfg.Options, logger)
+	if err != nil {
+		return err
+	}
 	listen := func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
-	sv, err := cfg.Listeners.Serve(extauthz.New(gate, extauthz.WithMCP(guard)), listen, logger)
+	sv, err := cfg.Listeners.Serve(extauthz.New(gate, extauthz.WithMCP(guard), extauthz.WithAudit(trail)), listen, logger)
 	if err != nil {
 		return err
 	}

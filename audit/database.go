@@ -1,0 +1,260 @@
+package audit
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/caddy-betterauth/caddy-betterauth/schema"
+	"github.com/caddy-betterauth/caddy-betterauth/sqlitestore"
+)
+
+// Default tables: on PostgreSQL in the gateway's own schema, beside
+// usage_writes, apart from the app's tables and its migrations; SQLite has
+// no schemas.
+const (
+	DefaultPostgresTable = "caddy_betterauth.audit_events"
+	DefaultSQLiteTable   = "caddy_betterauth_audit_events"
+)
+
+// Columns are the audit table's columns, in the order writers fill them.
+var Columns = []string{"occurred_at", "front_end", "method", "decision", "code", "status",
+	"user_id", "org_id", "key_id", "session_id", "token_id", "client_id", "credential_fingerprint",
+	"client_ip", "host", "path", "mcp_method", "mcp_name"}
+
+// Table is an audit table's name, checked: on PostgreSQL [schema.]table,
+// on SQLite a plain name, each part an SQL identifier of letters, digits
+// and underscores.
+type Table struct {
+	Schema, Name string
+	sqlite       bool
+}
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+
+// ParseTable checks name (DefaultPostgresTable or DefaultSQLiteTable when
+// "") for the database dsn.
+func ParseTable(dsn, name string) (Table, error) {
+	t := Table{sqlite: sqlitestore.IsDSN(dsn)}
+	if name == "" {
+		name = DefaultPostgresTable
+		if t.sqlite {
+			name = DefaultSQLiteTable
+		}
+	}
+	parts := strings.Split(name, ".")
+	for _, p := range parts {
+		if !identifier.MatchString(p) {
+			return t, fmt.Errorf("audit: table %q: names are letters, digits and underscores, not starting with a digit", name)
+		}
+	}
+	switch {
+	case len(parts) == 1:
+		t.Name = parts[0]
+	case len(parts) == 2 && !t.sqlite:
+		t.Schema, t.Name = parts[0], parts[1]
+	default:
+		return t, fmt.Errorf("audit: table %q: expected [schema.]table on PostgreSQL, table on SQLite", name)
+	}
+	return t, nil
+}
+
+// String returns the name, quoted for SQL.
+func (t Table) String() string {
+	if t.Schema == "" {
+		return schema.QuoteIdent(t.Name)
+	}
+	return schema.QuoteIdent(t.Schema) + "." + schema.QuoteIdent(t.Name)
+}
+
+// DDL returns the statements that create the table and its indexes (for
+// the events of a user, of a key, and of a period), idempotently.
+func (t Table) DDL() string {
+	var b strings.Builder
+	idx := func(suffix, cols, where string) {
+		fmt.Fprintf(&b, "CREATE INDEX IF NOT EXISTS %s ON %s (%s)%s;\n",
+			t.qualifyIndex(t.Name+"_"+suffix), t, cols, where)
+	}
+	if t.sqlite {
+		fmt.Fprintf(&b, `CREATE TABLE IF NOT EXISTS %s (
+	id INTEGER PRIMARY KEY,
+	occurred_at TEXT NOT NULL, -- UTC, RFC 3339 with milliseconds: sorts as time
+`, t)
+	} else {
+		if t.Schema != "" {
+			fmt.Fprintf(&b, "CREATE SCHEMA IF NOT EXISTS %s;\n", schema.QuoteIdent(t.Schema))
+		}
+		fmt.Fprintf(&b, `CREATE TABLE IF NOT EXISTS %s (
+	id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	occurred_at timestamptz NOT NULL,
+`, t)
+	}
+	ip := "inet"
+	if t.sqlite {
+		ip = "text"
+	}
+	fmt.Fprintf(&b, `	front_end text NOT NULL,
+	method text,
+	decision text NOT NULL, -- allow, deny or error
+	code text NOT NULL,
+	status integer NOT NULL,
+	user_id text,
+	org_id text,
+	key_id text,
+	session_id text,
+	token_id text,
+	client_id text,
+	credential_fingerprint text,
+	client_ip %s,
+	host text,
+	path text,
+	mcp_method text,
+	mcp_name text
+);
+`, ip)
+	idx("occurred_at_idx", "occurred_at", "")
+	idx("user_idx", "user_id, occurred_at", " WHERE user_id IS NOT NULL")
+	idx("key_idx", "key_id, occurred_at", " WHERE key_id IS NOT NULL")
+	return b.String()
+}
+
+// qualifyIndex names an index for CREATE INDEX: PostgreSQL creates it in
+// the table's schema and takes no schema there; SQLite takes none at all.
+func (t Table) qualifyIndex(name string) string {
+	if len(name) > 63 {
+		name = name[:63]
+	}
+	return schema.QuoteIdent(name)
+}
+
+// OpenWriter returns a Writer into table t of the database dsn: a pool of
+// its own on PostgreSQL (so that a slow audit write never holds a
+// connection a lookup needs), a read-write handle on SQLite. It does no
+// I/O: it connects on the first write.
+func OpenWriter(dsn string, t Table) (Writer, error) {
+	if t.sqlite {
+		db, err := sqlitestore.OpenWritable(dsn)
+		if err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		db.SetMaxOpenConns(1)
+		return &sqliteWriter{db: db, insert: insertSQL(t)}, nil
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx's message can quote the URL, password included.
+		return nil, errors.New("audit: the database is not a PostgreSQL URL or DSN, nor a sqlite: or file: URL")
+	}
+	cfg.MaxConns, cfg.MinConns = 2, 0
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	id := pgx.Identifier{t.Name}
+	if t.Schema != "" {
+		id = pgx.Identifier{t.Schema, t.Name}
+	}
+	return &pgWriter{pool: pool, table: id}, nil
+}
+
+type pgWriter struct {
+	pool  *pgxpool.Pool
+	table pgx.Identifier
+}
+
+// Write copies the batch in (COPY: one round trip, whatever its size).
+func (w *pgWriter) Write(ctx context.Context, events []Event) error {
+	_, err := w.pool.CopyFrom(ctx, w.table, Columns, pgx.CopyFromSlice(len(events), func(i int) ([]any, error) {
+		e := &events[i]
+		var ip any
+		if e.ClientIP.IsValid() {
+			ip = e.ClientIP
+		}
+		return []any{e.Time, e.FrontEnd, null(e.Method), e.Decision, e.Code, int32(e.Status),
+			null(e.UserID), null(e.OrgID), null(e.KeyID), null(e.SessionID), null(e.TokenID), null(e.ClientID),
+			null(e.Fingerprint), ip, null(e.Host), null(e.Path), null(e.MCPMethod), null(e.MCPName)}, nil
+	}))
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && !transient(pe.Code) {
+		return Refused(err)
+	}
+	return err
+}
+
+// transient reports whether a PostgreSQL error class is the server's state
+// rather than the batch's: connection trouble (08), too little of
+// something (53), the server shutting down or starting (57), a system
+// error (58) or a conflict (40).
+func transient(code string) bool {
+	if len(code) < 2 {
+		return true
+	}
+	switch code[:2] {
+	case "08", "40", "53", "57", "58":
+		return true
+	}
+	return false
+}
+
+func (w *pgWriter) Close() error {
+	w.pool.Close()
+	return nil
+}
+
+type sqliteWriter struct {
+	db     *sql.DB
+	insert string
+}
+
+func insertSQL(t Table) string {
+	marks := strings.TrimSuffix(strings.Repeat("?, ", len(Columns)), ", ")
+	return fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s)", t, strings.Join(Columns, ", "), marks)
+}
+
+// Write inserts the batch in one transaction.
+func (w *sqliteWriter) Write(ctx context.Context, events []Event) error {
+	tx, err := w.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	st, err := tx.PrepareContext(ctx, w.insert)
+	if err != nil {
+		if strings.Contains(err.Error(), "no such table") || strings.Contains(err.Error(), "has no column") {
+			return Refused(err)
+		}
+		return err
+	}
+	defer st.Close()
+	for i := range events {
+		e := &events[i]
+		var ip any
+		if e.ClientIP.IsValid() {
+			ip = e.ClientIP.String()
+		}
+		if _, err := st.ExecContext(ctx, e.Time.UTC().Format("2006-01-02T15:04:05.000Z"), e.FrontEnd, null(e.Method),
+			e.Decision, e.Code, e.Status, null(e.UserID), null(e.OrgID), null(e.KeyID), null(e.SessionID),
+			null(e.TokenID), null(e.ClientID), null(e.Fingerprint), ip, null(e.Host), null(e.Path),
+			null(e.MCPMethod), null(e.MCPName)); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+func (w *sqliteWriter) Close() error { return w.db.Close() }
+
+// null stores "" as NULL.
+func null(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}

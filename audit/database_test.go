@@ -1,0 +1,124 @@
+package audit
+
+import (
+	"context"
+	"database/sql"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
+)
+
+func TestParseTable(t *testing.T) {
+	pg, lite := "postgres://x@127.0.0.1/db", "sqlite:///tmp/auth.db"
+	for _, c := range []struct {
+		dsn, name, want string
+	}{
+		{pg, "", `"caddy_betterauth"."audit_events"`},
+		{pg, "audit", `"audit"`},
+		{pg, "ops.Audit_2", `"ops"."Audit_2"`},
+		{lite, "", `"caddy_betterauth_audit_events"`},
+	} {
+		tb, err := ParseTable(c.dsn, c.name)
+		if err != nil || tb.String() != c.want {
+			t.Errorf("%s %q: %v %v", c.dsn, c.name, tb, err)
+		}
+	}
+	for _, bad := range []string{`a"b`, "a;drop table x", "a.b.c", "1a", "a b", ".a", "a."} {
+		if _, err := ParseTable(pg, bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if _, err := ParseTable(lite, "main.audit"); err == nil {
+		t.Error("a schema accepted on SQLite")
+	}
+}
+
+func sample() []Event {
+	now := time.Now().Truncate(time.Millisecond)
+	return []Event{
+		{Time: now, FrontEnd: "caddy", Method: "api_key", Decision: Allow, Code: "OK", Status: 200, UserID: "u1", KeyID: "k1",
+			Fingerprint: "0a1b2c3d", ClientIP: netip.MustParseAddr("203.0.113.7"), Host: "mcp.example.com", Path: "/mcp",
+			MCPMethod: "tools/call", MCPName: "search"},
+		{Time: now, FrontEnd: "ext_authz", Decision: Deny, Code: "MISSING_CREDENTIAL", Status: 401},
+	}
+}
+
+func TestPostgresWriter(t *testing.T) {
+	db := testenv.NewDatabase(t)
+	tb, _ := ParseTable(db, "")
+	testenv.Exec(t, db, tb.DDL())
+	testenv.Exec(t, db, tb.DDL()) // idempotent
+	w, err := OpenWriter(db, tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Write(context.Background(), sample()); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	var ip, key, method *string
+	err = conn.QueryRow(context.Background(), `SELECT count(*) OVER (), host(client_ip), key_id, method FROM `+tb.String()+` ORDER BY id LIMIT 1`).Scan(&n, &ip, &key, &method)
+	if err != nil || n != 2 || ip == nil || *ip != "203.0.113.7" || *key != "k1" || *method != "api_key" {
+		t.Fatalf("read back: %v %d %v %v", err, n, ip, key)
+	}
+	var nulls int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM `+tb.String()+` WHERE method IS NULL AND user_id IS NULL AND client_ip IS NULL`).Scan(&nulls); err != nil || nulls != 1 {
+		t.Fatalf("empty fields are not NULL: %d %v", nulls, err)
+	}
+
+	// A table that is not there: the database refuses the batch, which is
+	// not worth retrying.
+	missing, _ := ParseTable(db, "nowhere")
+	w2, _ := OpenWriter(db, missing)
+	defer w2.Close()
+	if err := w2.Write(context.Background(), sample()); err == nil || !refused(err) {
+		t.Fatalf("missing table: %v", err)
+	}
+}
+
+func TestSQLiteWriter(t *testing.T) {
+	dsn := "sqlite://" + filepath.Join(t.TempDir(), "auth.db")
+	raw, err := sql.Open("sqlite", strings.TrimPrefix(dsn, "sqlite://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	tb, _ := ParseTable(dsn, "")
+	if _, err := raw.Exec(tb.DDL()); err != nil {
+		t.Fatal(err)
+	}
+	w, err := OpenWriter(dsn, tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Write(context.Background(), sample()); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var ip, at string
+	if err := raw.QueryRow(`SELECT count(*) OVER (), client_ip, occurred_at FROM ` + tb.String() + ` ORDER BY id LIMIT 1`).Scan(&n, &ip, &at); err != nil || n != 2 || ip != "203.0.113.7" {
+		t.Fatalf("read back: %v %d %q", err, n, ip)
+	}
+	if _, err := time.Parse(time.RFC3339, at); err != nil {
+		t.Errorf("occurred_at %q: %v", at, err)
+	}
+	missing, _ := ParseTable(dsn, "nowhere")
+	w2, _ := OpenWriter(dsn, missing)
+	defer w2.Close()
+	if err := w2.Write(context.Background(), sample()); err == nil || !refused(err) {
+		t.Fatalf("missing table: %v", err)
+	}
+}
