@@ -109,7 +109,7 @@ func TestSQLiteWriter(t *testing.T) {
 	}
 	var n int
 	var ip, at string
-	if err := raw.QueryRow(`SELECT count(*) OVER (), client_ip, occurred_at FROM ` + tb.String() + ` ORDER BY id LIMIT 1`).Scan(&n, &ip, &at); err != nil || n != 2 || ip != "203.0.113.7" {
+	if err := raw.QueryRow(`SELECT count(*) OVER (), client_ip, occurred_at FROM `+tb.String()+` ORDER BY id LIMIT 1`).Scan(&n, &ip, &at); err != nil || n != 2 || ip != "203.0.113.7" {
 		t.Fatalf("read back: %v %d %q", err, n, ip)
 	}
 	if _, err := time.Parse(time.RFC3339, at); err != nil {

@@ -78,7 +78,6 @@ func (f *front) provision(ctx caddy.Context, o gateway.Options, frontEnd string)
 	return nil
 }
 
-
 // release lets go of the shared gateway; the last user closes it.
 func (f *front) release() error {
 	if f.key == "" {
