@@ -2,12 +2,16 @@ package caddyauth
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-betterauth/caddy-betterauth/audit"
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
 	"github.com/caddy-betterauth/caddy-betterauth/gateway"
 	"github.com/caddy-betterauth/caddy-betterauth/metrics"
@@ -68,3 +72,21 @@ func BenchmarkServeHTTPAPIKeyHitWatchedMetrics(b *testing.B) {
 	h.streams = gateway.NewCountedStreams(m)
 	benchRequests(b, func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r, nopNext{}) })
 }
+
+// With an audit trail recording every decision: as JSON to a discarded
+// writer (what encoding an event costs; Caddy's file writer adds the
+// write), and queued for a database sink whose writes are dropped.
+func BenchmarkServeHTTPAPIKeyHitAudited(b *testing.B) {
+	h := newHandler(b, &Handler{}, cache.New(newFakeStore(), cache.Options{}))
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	logger := zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), zap.InfoLevel))
+	sink := audit.NewSink(discardWriter{}, audit.SinkOptions{})
+	defer sink.Close()
+	h.audit, h.frontEnd = audit.NewLog(audit.All, logger, sink), metrics.FrontCaddy
+	benchRequests(b, func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r, nopNext{}) })
+}
+
+type discardWriter struct{}
+
+func (discardWriter) Write(context.Context, []audit.Event) error { return nil }
+func (discardWriter) Close() error                               { return nil }

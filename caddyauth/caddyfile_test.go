@@ -42,6 +42,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		}
 		require_org_role owner admin
 		require_scope tools:read
+		audit denials {
+			database table ops.audit
+			queue 500
+		}
 		disable_key_hashing
 		cookie_prefix myapp
 		cookie_name sid
@@ -96,6 +100,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		OAuth: &gateway.OAuth{Resource: "https://mcp.example.com/mcp", Issuers: []string{"https://app.example.com/api/auth"},
 			Scopes: []string{"openid", "tools:read"}, AllowUnboundTokens: true, OpaqueTokenPrefix: "mcp_at_",
 			JWKSURL: "https://app.example.com/api/auth/jwks"}, RequireOrgRole: []string{"owner", "admin"}, RequireScope: []string{"tools:read"},
+		Audit:        &gateway.Audit{Events: "denials", Database: &gateway.AuditDatabase{Table: "ops.audit", Queue: 500}},
 		CookiePrefix: "myapp", CookieName: "sid",
 		KeepCredential: true, DisableMetrics: true, Realm: "mcp", LookupTimeout: gateway.Duration(2e9),
 		Schema: &gateway.Schema{PGSchema: "auth", Naming: "snake", UserTable: "users", APIKeyTable: "api_keys", UsePlural: true,
@@ -154,6 +159,10 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		`better_auth { usage database { flush_interval soon } }`:                                    "bad duration",
 		`better_auth { oauth { colour red } }`:                                                      "unrecognized oauth subdirective",
 		`better_auth { oauth x { } }`:                                                               "wrong argument count",
+		`better_auth { audit all off }`:                                                             "wrong argument count",
+		`better_auth { audit { queue 5 } }`:                                                         "add database",
+		`better_auth { audit { database at x } }`:                                                   "database takes table <name>",
+		`better_auth { audit { colour red } }`:                                                      "unrecognized audit subdirective",
 		`better_auth { api_key_config }`:                                                            "wrong argument count",
 		`better_auth { api_key_config a { rate_limit maybe } }`:                                     "rate_limit takes on or off",
 		`better_auth { api_key_config a { references organization } ; api_key_config a { } }`:       "api_key_config a already specified",
@@ -182,6 +191,8 @@ func TestCaddyfileValuesAreValidated(t *testing.T) {
 		`better_auth { rate_limit A { key user ; rate 1/s } }`:                "only a-z",
 		`better_auth { rate_limit a { key tenant ; rate 1/s } }`:              "key must be api_key, user",
 		`better_auth { rate_limit a { key user ; rate 10000000/1s } }`:        "at most one request per",
+		`better_auth { audit everything }`:                                    "events must be all, denials or off",
+		`better_auth { audit { database table "a;b" } }`:                      "names are letters, digits and underscores",
 	} {
 		var h Handler
 		opened := strings.NewReplacer("{ ", "{\n", " }", "\n}", " ; ", "\n").Replace(input)

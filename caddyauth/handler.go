@@ -148,7 +148,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	hdr := betterauth.HTTPHeader(r.Header)
 	var client netip.Addr
-	if h.gate.WantsClient() {
+	if h.gate.WantsClient() || h.audit != nil {
 		client = clientIP(r)
 	}
 	call := h.beginMCP(r) // nil without an mcp block

@@ -14,8 +14,10 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc/codes"
 
+	"github.com/caddy-betterauth/caddy-betterauth/audit"
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/ratelimit"
 )
@@ -242,5 +244,42 @@ func TestUsageHeaders(t *testing.T) {
 	s.ServeHTTP(w, r)
 	if w.Code != 200 || w.Header().Get("RateLimit") != `"api-key-rate-limit";r=3;t=60` || w.Header().Get("X-Auth-Key-Remaining") != "98" {
 		t.Fatalf("HTTP mode: %d %v", w.Code, w.Header())
+	}
+}
+
+// Both modes record their decisions in the audit trail, with the original
+// request's host and path (never its query), the client and the code.
+func TestAuditEvents(t *testing.T) {
+	t.Parallel()
+	v, err := betterauth.NewVerifier(betterauth.Options{Store: noStore{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	s := New(betterauth.NewGate(betterauth.GateConfig{Verifier: v}), WithAudit(audit.NewLog(audit.Denials, zap.New(core), nil)))
+	s.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+			SocketAddress: &corev3.SocketAddress{Address: "203.0.113.9"}}}},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Host: "mcp.example.com", Path: "/mcp?token=secret", Method: "GET",
+			Headers: map[string]string{"x-api-key": "ba_not_a_real_key"}}}}})
+	r := httptest.NewRequest(http.MethodGet, "http://auth/check", nil)
+	r.Header.Set("X-Forwarded-Host", "app.example.com")
+	r.Header.Set("X-Forwarded-Uri", "/tools?session=secret")
+	s.ServeHTTP(httptest.NewRecorder(), r)
+	if logs.Len() != 2 {
+		t.Fatalf("%d events", logs.Len())
+	}
+	grpc, forward := logs.All()[0].ContextMap(), logs.All()[1].ContextMap()
+	for k, want := range map[string]string{"front_end": "ext_authz", "host": "mcp.example.com", "path": "/mcp",
+		"client_ip": "203.0.113.9", "code": "INVALID_API_KEY", "decision": "deny", "method": "api_key"} {
+		if grpc[k] != want {
+			t.Errorf("Check: %s = %v, want %q", k, grpc[k], want)
+		}
+	}
+	for k, want := range map[string]string{"host": "app.example.com", "path": "/tools", "code": "MISSING_CREDENTIAL"} {
+		if forward[k] != want {
+			t.Errorf("HTTP mode: %s = %v, want %q", k, forward[k], want)
+		}
 	}
 }

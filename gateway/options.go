@@ -637,8 +637,15 @@ func (o *Options) Validate() error {
 		if _, err := audit.ParseMode(a.Events); err != nil {
 			return err
 		}
-		if a.Database != nil && a.Database.Queue < 0 {
-			return errors.New("audit: queue must not be negative")
+		if d := a.Database; d != nil {
+			if d.Queue < 0 {
+				return errors.New("audit: queue must not be negative")
+			}
+			// The names PostgreSQL takes; SQLite's (no schema) are checked
+			// when the database is known.
+			if _, err := audit.ParseTable("", d.Table); err != nil {
+				return err
+			}
 		}
 	}
 	if o.Schema != nil {
