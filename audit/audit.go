@@ -81,7 +81,9 @@ type Event struct {
 // for MCP, what.
 func (e *Event) Set(frontEnd string, res *betterauth.Result) {
 	e.Time = time.Now()
-	e.FrontEnd, e.Status, e.ClientIP = frontEnd, res.Status, res.Client
+	// Without a zone (fe80::1%eth0): PostgreSQL's inet has none, and one
+	// row it refuses would cost its whole batch.
+	e.FrontEnd, e.Status, e.ClientIP = frontEnd, res.Status, res.Client.WithZone("")
 	e.Code = res.Decision.Reason.String()
 	switch {
 	case res.Allowed():

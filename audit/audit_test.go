@@ -54,6 +54,15 @@ func TestEventSet(t *testing.T) {
 		t.Errorf("unknown session: %+v", e)
 	}
 
+	// A zone is dropped: PostgreSQL's inet would refuse it.
+	res = allowedKey()
+	res.Client = netip.MustParseAddr("fe80::1%eth0")
+	e = Event{}
+	e.Set("caddy", res)
+	if e.ClientIP.String() != "fe80::1" {
+		t.Errorf("client %v", e.ClientIP)
+	}
+
 	// A failed lookup is an error, not a denial.
 	res = &betterauth.Result{Decision: betterauth.Decision{Reason: betterauth.BackendUnavailable}, Status: 503}
 	e = Event{}
