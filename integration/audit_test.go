@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +50,9 @@ func TestAuditTrail(t *testing.T) {
 	log default {
 		exclude http.handlers.better_auth.audit
 	}`, logFile), fmt.Sprintf(`
+	handle /metrics {
+		metrics
+	}
 	better_auth {
 		database {env.DATABASE_URL}
 		secret {env.BETTER_AUTH_SECRET}
@@ -137,6 +143,10 @@ func TestAuditTrail(t *testing.T) {
 	waitForLines(t, logFile, len(cases)+40)
 	pg.Start(t)
 	waitForRows(t, f.DatabaseURL, `SELECT count(*) FROM caddy_betterauth.audit_events WHERE path = '/outage'`, 40)
+	written := len(cases) + 40
+	if m := metricValue(t, gw, k.Valid.Key, `caddy_better_auth_audit_events_total{outcome="written"}`); m < float64(written) {
+		t.Errorf("audit_events_total written = %v, want at least %d", m, written)
+	}
 	var failed int
 	if err := queryRow(t, f.DatabaseURL, `SELECT count(*) FROM caddy_betterauth.audit_events WHERE path = '/outage' AND decision = 'error' AND code = 'BACKEND_UNAVAILABLE' AND status = 503`, &failed); err != nil || failed != 20 {
 		t.Fatalf("503s recorded: %d %v", failed, err)
@@ -196,4 +206,29 @@ func queryRow(t *testing.T, db, query string, dst ...any) error {
 	}
 	defer c.Close(ctx)
 	return c.QueryRow(ctx, query).Scan(dst...)
+}
+
+// metricValue scrapes the gateway's /metrics route, behind better_auth
+// (which Caddy orders before handle) with key, for one series.
+func metricValue(t *testing.T, gw *testenv.Caddy, key, series string) float64 {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, gw.URL+"/metrics", nil)
+	req.Header.Set("X-Api-Key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", series)
+	return 0
 }
