@@ -94,21 +94,7 @@ func (e *Event) Set(frontEnd string, res *betterauth.Result) {
 		e.Decision = Deny
 	}
 	id := res.Verified
-	m := id.Method
-	if m == betterauth.MethodNone {
-		m = res.Decision.Method
-	}
-	if m == betterauth.MethodNone {
-		switch k := res.Credential.Kind; {
-		case k&betterauth.KindAPIKey != 0 && k&betterauth.KindSession == 0:
-			m = betterauth.MethodAPIKey
-		case k == betterauth.KindSession:
-			m = betterauth.MethodSession
-		case k&(betterauth.KindOAuth|betterauth.KindJWT) != 0 && k&betterauth.KindAPIKey == 0:
-			m = betterauth.MethodOAuth
-		}
-	}
-	e.Method = m.String()
+	e.Method = res.Method().String()
 	e.UserID, e.OrgID, e.ClientID = id.UserID, id.OrgID, id.ClientID
 	switch id.Method {
 	case betterauth.MethodAPIKey:

@@ -253,18 +253,28 @@ func (g *Gate) DecideFor(ctx context.Context, h HTTPHeader, client netip.Addr, a
 
 // observe reports a decision to the observer.
 func (g *Gate) observe(res *Result) {
-	m := res.Decision.Method
-	if m == MethodNone {
-		switch res.Credential.Kind {
-		case KindAPIKey:
-			m = MethodAPIKey
-		case KindSession:
-			m = MethodSession
-		case KindOAuth, KindJWT:
-			m = MethodOAuth
-		}
+	g.observer.Decided(res.Method(), res.Decision.Reason)
+}
+
+// Method is the decision's method or, when none verified, the kind of
+// credential presented when it was of one kind (an unknown API key is
+// MethodAPIKey); MethodNone without a credential.
+func (r *Result) Method() Method {
+	if m := r.Decision.Method; m != MethodNone {
+		return m
 	}
-	g.observer.Decided(m, res.Decision.Reason)
+	if m := r.Verified.Method; m != MethodNone {
+		return m
+	}
+	switch r.Credential.Kind {
+	case KindAPIKey:
+		return MethodAPIKey
+	case KindSession:
+		return MethodSession
+	case KindOAuth, KindJWT:
+		return MethodOAuth
+	}
+	return MethodNone
 }
 
 // count asks the meter about an allowed key's use.
