@@ -15,6 +15,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 
@@ -27,6 +29,9 @@ type Server struct {
 	authv3.UnimplementedAuthorizationServer
 	gate  *betterauth.Gate
 	guard *mcp.Guard // per-tool authorization; nil without
+
+	tracer trace.Tracer // nil: decisions are not traced
+	prop   propagation.TextMapPropagator
 }
 
 // New returns a Server rendering gate's decisions.
@@ -60,13 +65,17 @@ type verdict struct {
 // decide runs the gate on headers named in any letter case (Envoy sends
 // them in lower case); with a guard, req says what else is known of the
 // request (its headers are filled in here).
-func (s *Server) decide(ctx context.Context, in map[string][]string, client netip.Addr, req mcp.Request) verdict {
+func (s *Server) decide(ctx context.Context, in map[string][]string, client netip.Addr, req mcp.Request, span string) (v verdict) {
+	if s.tracer != nil {
+		var sp trace.Span
+		ctx, sp = s.startSpan(ctx, span, in)
+		defer endSpan(sp, &v)
+	}
 	h := make(betterauth.HTTPHeader, len(in))
 	for k, vs := range in {
 		k = textproto.CanonicalMIMEHeaderKey(k)
 		h[k] = append(h[k], vs...)
 	}
-	var v verdict
 	if s.guard != nil {
 		req.Header = h
 		call := s.guard.Begin(req)
@@ -112,7 +121,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	// Envoy's downstream address: the peer, or the client its
 	// use_remote_address and xff_num_trusted_hops settings trust.
 	client, _ := netip.ParseAddr(req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress())
-	v := s.decide(ctx, in, client.Unmap(), checkRequest(req))
+	v := s.decide(ctx, in, client.Unmap(), checkRequest(req), checkSpan)
 	if !v.Allowed() {
 		return &authv3.CheckResponse{
 			Status: &status.Status{Code: int32(grpcCode(v.Status))},
@@ -187,7 +196,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		client = ap.Addr().Unmap()
 	}
-	v := s.decide(r.Context(), r.Header, client, forwardRequest(r))
+	v := s.decide(r.Context(), r.Header, client, forwardRequest(r), forwardSpan)
 	hdr := w.Header()
 	if v.Allowed() {
 		for _, hd := range v.set {
