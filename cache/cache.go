@@ -272,7 +272,7 @@ func (s *Store) miss(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 		if res.Err != nil {
 			return betterauth.Record{}, res.Err
 		}
-		ld := res.Val.(loaded)
+		ld := res.Val.(loadResult)
 		// Every caller sharing the lookup, not only the one that ran it.
 		traceTier(ctx, ld.tier)
 		return ld.rec, nil
@@ -281,8 +281,8 @@ func (s *Store) miss(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 	}
 }
 
-// loaded is what one shared lookup found, and which tier answered.
-type loaded struct {
+// loadResult is what one shared lookup found, and which tier answered.
+type loadResult struct {
 	rec  betterauth.Record
 	tier metrics.Tier
 }
@@ -295,7 +295,7 @@ type loaded struct {
 // It seals every record it returns, from the shared tier or the inner
 // store, before any other goroutine can see it: the cache is the one owner
 // of sealing (see betterauth.Record.Seal), so that a hit costs no encoding.
-func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (loaded, error) {
+func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (loadResult, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
 	if s.loaded != nil {
@@ -325,7 +325,7 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (loaded, e
 			if exp.After(now) {
 				s.pos.put(k, sh.rec, exp.UnixNano(), s.keep(exp.UnixNano()), now.UnixNano(), &s.gen, gen)
 				s.metrics.Answered(metrics.TierShared)
-				return loaded{sh.rec, metrics.TierShared}, nil
+				return loadResult{sh.rec, metrics.TierShared}, nil
 			}
 		}
 	}
@@ -346,7 +346,7 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (loaded, e
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = &TimeoutError{After: s.timeout, Err: err}
 		}
-		return loaded{}, err
+		return loadResult{}, err
 	}
 	rec = rec.Seal()
 	now := s.now()
@@ -355,7 +355,7 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (loaded, e
 			exp := now.Add(s.negTTL).UnixNano()
 			s.neg.put(k, rec, exp, exp, now.UnixNano(), &s.gen, gen)
 		}
-		return loaded{rec, metrics.TierDatabase}, nil
+		return loadResult{rec, metrics.TierDatabase}, nil
 	}
 	if ttl := s.ttlFor(rec); ttl > 0 {
 		exp := now.Add(ttl)
@@ -368,7 +368,7 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (loaded, e
 			endSpan(sp, nil) // a failed write is logged, and only costs sharing
 		}
 	}
-	return loaded{rec, metrics.TierDatabase}, nil
+	return loadResult{rec, metrics.TierDatabase}, nil
 }
 
 // ttlFor is the TTL of a record's kind, shortened by jitter.
