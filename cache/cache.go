@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
@@ -225,21 +226,25 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 	rec, expires, ok := s.pos.get(k, now)
 	if ok && now < expires {
 		s.metrics.Answered(metrics.TierMemory)
+		traceTier(ctx, metrics.TierMemory)
 		return rec, nil
 	}
 	if ok && now < expires+s.swr {
 		s.refresh(k, l)
 		s.metrics.Answered(metrics.TierStale)
+		traceTier(ctx, metrics.TierStale)
 		return rec, nil
 	}
 	if _, _, ok := s.neg.get(k, now); ok {
 		s.metrics.Answered(metrics.TierNegative)
+		traceTier(ctx, metrics.TierNegative)
 		return betterauth.Record{}, nil
 	}
 	fresh, err := s.miss(ctx, k, l)
 	if err != nil && ok && now < expires+s.sie {
 		s.logStale(err)
 		s.metrics.Answered(metrics.TierStale)
+		traceTier(ctx, metrics.TierStale)
 		return rec, nil
 	}
 	return fresh, err
@@ -267,18 +272,30 @@ func (s *Store) miss(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 		if res.Err != nil {
 			return betterauth.Record{}, res.Err
 		}
-		return res.Val.(betterauth.Record), nil
+		ld := res.Val.(loadResult)
+		// Every caller sharing the lookup, not only the one that ran it.
+		traceTier(ctx, ld.tier)
+		return ld.rec, nil
 	case <-ctx.Done():
 		return betterauth.Record{}, ctx.Err()
 	}
 }
 
+// loadResult is what one shared lookup found, and which tier answered.
+type loadResult struct {
+	rec  betterauth.Record
+	tier metrics.Tier
+}
+
 // load runs one shared lookup. It is detached from the first caller's
 // cancellation, since other callers wait on it, and bounded by the timeout.
+// It keeps that caller's values, its trace span among them: the reads'
+// spans are children of that request's span (the callers that joined it get
+// the answering tier on their spans, no read spans of their own).
 // It seals every record it returns, from the shared tier or the inner
 // store, before any other goroutine can see it: the cache is the one owner
 // of sealing (see betterauth.Record.Seal), so that a hit costs no encoding.
-func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betterauth.Record, error) {
+func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (loadResult, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
 	if s.loaded != nil {
@@ -287,7 +304,13 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 	gen := s.gen.Load()
 	var sh shared
 	if s.remote != nil {
-		if sh = s.remote.get(ctx, k); sh.hit {
+		rctx, sp := startSpan(ctx, "better_auth.redis.get", metrics.BackendRedis, l.Kind)
+		sh = s.remote.get(rctx, k)
+		if sp != nil {
+			sp.SetAttributes(attribute.Bool("better_auth.hit", sh.hit))
+		}
+		endSpan(sp, nil) // a failed read is logged, and the database asked
+		if sh.hit {
 			sh.rec = sh.rec.Seal()
 			// Never kept past this gateway's own TTL, nor the record's
 			// expiry, whatever the shared entry says.
@@ -302,7 +325,7 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 			if exp.After(now) {
 				s.pos.put(k, sh.rec, exp.UnixNano(), s.keep(exp.UnixNano()), now.UnixNano(), &s.gen, gen)
 				s.metrics.Answered(metrics.TierShared)
-				return sh.rec, nil
+				return loadResult{sh.rec, metrics.TierShared}, nil
 			}
 		}
 	}
@@ -310,7 +333,9 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 	if s.metrics != nil {
 		began = time.Now()
 	}
-	rec, err := s.inner.Lookup(ctx, l)
+	lctx, sp := startSpan(ctx, "better_auth.lookup", s.backend, l.Kind)
+	rec, err := s.inner.Lookup(lctx, l)
+	endSpan(sp, err)
 	if s.metrics != nil {
 		s.metrics.Looked(s.backend, time.Since(began), err)
 		if err == nil {
@@ -321,7 +346,7 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = &TimeoutError{After: s.timeout, Err: err}
 		}
-		return betterauth.Record{}, err
+		return loadResult{}, err
 	}
 	rec = rec.Seal()
 	now := s.now()
@@ -330,7 +355,7 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 			exp := now.Add(s.negTTL).UnixNano()
 			s.neg.put(k, rec, exp, exp, now.UnixNano(), &s.gen, gen)
 		}
-		return rec, nil
+		return loadResult{rec, metrics.TierDatabase}, nil
 	}
 	if ttl := s.ttlFor(rec); ttl > 0 {
 		exp := now.Add(ttl)
@@ -338,10 +363,12 @@ func (s *Store) load(ctx context.Context, k key, l betterauth.Lookup) (betteraut
 			exp = e
 		}
 		if exp.After(now) && s.pos.put(k, rec, exp.UnixNano(), s.keep(exp.UnixNano()), now.UnixNano(), &s.gen, gen) && s.remote != nil {
-			s.remote.put(ctx, sh, k, rec, exp, now)
+			pctx, sp := startSpan(ctx, "better_auth.redis.set", metrics.BackendRedis, l.Kind)
+			s.remote.put(pctx, sh, k, rec, exp, now)
+			endSpan(sp, nil) // a failed write is logged, and only costs sharing
 		}
 	}
-	return rec, nil
+	return loadResult{rec, metrics.TierDatabase}, nil
 }
 
 // ttlFor is the TTL of a record's kind, shortened by jitter.

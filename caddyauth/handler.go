@@ -156,6 +156,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		defer call.End()
 	}
 	res := h.gate.DecideFor(r.Context(), hdr, client, authorizer(call))
+	h.traceDecision(r.Context(), &res)
 	res.Strip(hdr, nil)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if res.Err != nil && r.Context().Err() != nil {

@@ -15,6 +15,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 
@@ -30,6 +32,9 @@ type Server struct {
 	gate  *betterauth.Gate
 	guard *mcp.Guard // per-tool authorization; nil without
 	audit *audit.Log // nil: no audit trail
+
+	tracer trace.Tracer // nil: decisions are not traced
+	prop   propagation.TextMapPropagator
 }
 
 // New returns a Server rendering gate's decisions.
@@ -50,6 +55,10 @@ func WithMCP(guard *mcp.Guard) Option { return func(s *Server) { s.guard = guard
 // WithAudit records decisions in log (nil: none).
 func WithAudit(log *audit.Log) Option { return func(s *Server) { s.audit = log } }
 
+// origin is where a decided request went: its host and path (without
+// the query, which may carry a secret), and the name of its span.
+type origin struct{ host, path, span string }
+
 // verdict is a Result as Envoy and forward-auth callers take it.
 type verdict struct {
 	betterauth.Result
@@ -65,27 +74,31 @@ type verdict struct {
 
 // decide runs the gate on headers named in any letter case (Envoy sends
 // them in lower case); with a guard, req says what else is known of the
-// request (its headers are filled in here); host and path are where it
-// went, for the audit trail.
-func (s *Server) decide(ctx context.Context, in map[string][]string, client netip.Addr, req mcp.Request, host, path string) verdict {
+// request (its headers are filled in here); at says where it went, for
+// the audit trail and the span.
+func (s *Server) decide(ctx context.Context, in map[string][]string, client netip.Addr, req mcp.Request, at origin) (v verdict) {
+	if s.tracer != nil {
+		var sp trace.Span
+		ctx, sp = s.startSpan(ctx, at.span, in)
+		defer endSpan(sp, &v)
+	}
 	h := make(betterauth.HTTPHeader, len(in))
 	for k, vs := range in {
 		k = textproto.CanonicalMIMEHeaderKey(k)
 		h[k] = append(h[k], vs...)
 	}
-	var v verdict
 	if s.guard != nil {
 		req.Header = h
 		call := s.guard.Begin(req)
 		defer call.End()
 		v.Result = s.gate.DecideFor(ctx, h, client, call)
-		s.audit.Decided(metrics.FrontExtAuthz, &v.Result, host, path, call)
+		s.audit.Decided(metrics.FrontExtAuthz, &v.Result, at.host, at.path, call)
 		if !v.Allowed() {
 			v.Status, v.Headers, v.Body = call.Answer(&v.Result)
 		}
 	} else {
 		v.Result = s.gate.Decide(ctx, h, client)
-		s.audit.Decided(metrics.FrontExtAuthz, &v.Result, host, path, nil)
+		s.audit.Decided(metrics.FrontExtAuthz, &v.Result, at.host, at.path, nil)
 	}
 	if !v.Allowed() {
 		return v
@@ -122,7 +135,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	// use_remote_address and xff_num_trusted_hops settings trust.
 	client, _ := netip.ParseAddr(req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress())
 	path, _, _ := strings.Cut(httpReq.GetPath(), "?")
-	v := s.decide(ctx, in, client.Unmap(), checkRequest(req), httpReq.GetHost(), path)
+	v := s.decide(ctx, in, client.Unmap(), checkRequest(req), origin{httpReq.GetHost(), path, checkSpan})
 	if !v.Allowed() {
 		return &authv3.CheckResponse{
 			Status: &status.Status{Code: int32(grpcCode(v.Status))},
@@ -205,7 +218,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		path = r.URL.EscapedPath()
 	}
 	path, _, _ = strings.Cut(path, "?")
-	v := s.decide(r.Context(), r.Header, client, forwardRequest(r), host, path)
+	v := s.decide(r.Context(), r.Header, client, forwardRequest(r), origin{host, path, forwardSpan})
 	hdr := w.Header()
 	if v.Allowed() {
 		for _, hd := range v.set {

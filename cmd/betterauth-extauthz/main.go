@@ -13,6 +13,10 @@
 // served at /metrics on that address: the better_auth_* families (see the
 // README's Metrics section) with the Go and process collectors.
 //
+// With the standard OpenTelemetry environment set (OTEL_EXPORTER_OTLP_ENDPOINT
+// or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or OTEL_TRACES_EXPORTER), every
+// decision is traced in a span continuing the caller's trace context.
+//
 // In the config file, {env.NAME} placeholders are replaced by environment
 // variables (any other placeholder there is an error); database and secret
 // default to DATABASE_URL and BETTER_AUTH_SECRET, so that they stay out of
@@ -231,8 +235,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	opts := []extauthz.Option{extauthz.WithMCP(guard), extauthz.WithAudit(trail)}
+	traced, stopTracing, err := tracing(ctx, getenv, logger)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	if traced != nil {
+		opts = append(opts, traced)
+	}
 	listen := func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
-	sv, err := cfg.Listeners.Serve(extauthz.New(gate, extauthz.WithMCP(guard), extauthz.WithAudit(trail)), listen, logger)
+	sv, err := cfg.Listeners.Serve(extauthz.New(gate, opts...), listen, logger)
 	if err != nil {
 		return err
 	}
