@@ -4,7 +4,8 @@
 # loopback, installs
 # the pinned Better-Auth packages, builds cmd/caddy, then runs gofmt, go vet,
 # staticcheck, the race-enabled unit tests and the integration tests against
-# the real services, then each fuzz target briefly. Everything it starts is
+# the real services, a 60-second soak (scripts/soak.sh), then each fuzz target
+# briefly. Everything it starts is
 # stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +50,12 @@ DATABASE_URL="postgres://nobody@127.0.0.1:1/none" BETTER_AUTH_SECRET="$(head -c 
 
 step "go test -race"
 go test -race -count=1 ./...
+
+step "soak, 60 s (scripts/soak.sh; longer: scripts/soak.sh 10m)"
+# Two gateways, revocations, expiries and a PostgreSQL restart under fixed-rate
+# traffic: no wrong decision, no leaked goroutine. It reuses the services and
+# the Caddy binary above.
+scripts/soak.sh 60s
 
 step "fuzz targets, 2000 inputs each (scripts/fuzz.sh; longer, with coverage guidance: FUZZTIME=10m scripts/fuzz.sh)"
 # Unguided: an instrumented build of Caddy's tree would cost minutes here.

@@ -7,6 +7,9 @@
 //   node seed.mjs disable-key <id> <userId>
 //   node seed.mjs revoke-session <token>
 //   node seed.mjs ban-user <userId>
+//   node seed.mjs more <email> <keys> <sessions>
+//                                              signs the user up (or in) that many times and creates
+//                                              that many API keys; prints {id, keys, sessions} as JSON
 //   node seed.mjs set-key-metadata <id> <userId> <metadata JSON>
 //                                              updateApiKey({metadata}), as an app would
 //   node seed.mjs ddl                          prints the SQL Better-Auth's migrations run
@@ -293,6 +296,28 @@ switch (cmd) {
   case "revoke-session":
     await ctx.internalAdapter.deleteSession(args[0]);
     break;
+  case "more": {
+    // Sessions as a browser gets them (sign-up, then sign-ins), keys as
+    // the app creates them.
+    const [email, nKeys, nSessions] = [args[0], Number(args[1]), Number(args[2])];
+    const sessions = [];
+    let id = (await ctx.internalAdapter.findUserByEmail(email))?.user.id;
+    if (!id && nSessions > 0) {
+      const u = await signUp(email, email.split("@")[0]);
+      id = u.id;
+      sessions.push({ signed: u.signed, token: u.token });
+    }
+    while (sessions.length < nSessions) {
+      const res = await auth.api.signInEmail({ body: { email, password: "password1234" }, asResponse: true });
+      if (!res.ok) throw new Error(`sign-in ${email}: ${res.status} ${await res.text()}`);
+      const signed = res.headers.get("set-auth-token");
+      sessions.push({ signed, token: signed.split(".")[0] });
+    }
+    const keys = [];
+    for (let i = 0; i < nKeys; i++) keys.push(await newKey(id));
+    console.log(JSON.stringify({ id, keys, sessions }));
+    break;
+  }
   case "ban-user":
     await ctx.internalAdapter.updateUser(args[0], { banned: true, banReason: "test" });
     break;
