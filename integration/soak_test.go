@@ -295,8 +295,10 @@ http://127.0.0.1:%d {
 		}
 	})
 
-	// The load: open loop, a request every 1/rate whatever the answers
-	// take, to the gateways in turn.
+	// The load: open loop, rate requests a second whatever the answers
+	// take, to the gateways in turn. Each wake-up sends what is due by the
+	// clock, so that a tick the scheduler delayed on a loaded machine
+	// delays requests instead of dropping them.
 	var (
 		samplesMu     sync.Mutex
 		samples       []soakSample
@@ -341,26 +343,28 @@ http://127.0.0.1:%d {
 		time.Sleep(time.Until(start)) // pacing: the load begins at start
 		slots := make(chan struct{}, 4*rate)
 		rng := mrand.New(mrand.NewPCG(1, 2))
-		tick := time.NewTicker(time.Second / time.Duration(rate))
+		tick := time.NewTicker(max(time.Millisecond, time.Second/time.Duration(rate)))
 		defer tick.Stop()
-		for i := 0; ; i++ {
+		for i := 0; ; {
 			select {
 			case <-stopLoad:
 				return
 			case <-tick.C:
 			}
-			select {
-			case slots <- struct{}{}:
-			default: // more than 4 s of requests outstanding
-				skipped.Add(1)
-				continue
+			for due := int(time.Since(start).Seconds() * float64(rate)); i < due; i++ {
+				select {
+				case slots <- struct{}{}:
+				default: // more than 4 s of requests outstanding
+					skipped.Add(1)
+					continue
+				}
+				sent.Add(1)
+				g, ci := i%2, rng.IntN(len(creds))
+				inflight.Go(func() {
+					defer func() { <-slots }()
+					do(g, ci)
+				})
 			}
-			sent.Add(1)
-			g, ci := i%2, rng.IntN(len(creds))
-			inflight.Go(func() {
-				defer func() { <-slots }()
-				do(g, ci)
-			})
 		}
 	})
 
