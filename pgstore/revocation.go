@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
@@ -189,7 +190,7 @@ func Listen(ctx context.Context, opts ListenOptions) {
 }
 
 func listenOnce(ctx context.Context, opts ListenOptions) (connected bool, err error) {
-	cfg, err := pgx.ParseConfig(opts.DSN)
+	cfg, err := ConnConfig(opts.DSN)
 	if err != nil {
 		return false, errors.New("not a PostgreSQL URL")
 	}
@@ -228,6 +229,18 @@ func listenOnce(ctx context.Context, opts ListenOptions) (connected bool, err er
 			opts.OnInvalidate(inv)
 		}
 	}
+}
+
+// ConnConfig parses the gateway's database URL for a connection of its
+// own, outside the pool: without the pgxpool settings the URL may carry
+// (pool_max_conns and the like), which pgx alone would send to the server
+// as run-time parameters, and the server refuse.
+func ConnConfig(dsn string) (*pgx.ConnConfig, error) {
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return pc.ConnConfig, nil
 }
 
 // parseInvalidation reads a notification's payload, as the triggers write

@@ -132,3 +132,39 @@ func TestListenerReconnects(t *testing.T) {
 	cancel()
 	wait("listener exit", done)
 }
+
+// The gateway's URL may carry pgxpool settings (pool_max_conns=...), which
+// its own connections outside the pool must leave out: the server refuses
+// unknown run-time parameters, and the listener would never connect.
+func TestListenerTakesPoolSettings(t *testing.T) {
+	t.Parallel()
+	dsn := testenv.Require(t, "TEST_DATABASE_URL")
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	dsn += sep + "pool_max_conns=2&pool_max_conn_lifetime=1h"
+	cfg, err := pgstore.ConnConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range cfg.RuntimeParams {
+		if strings.HasPrefix(p, "pool_") {
+			t.Errorf("run-time parameter %q would be sent to the server", p)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	connected := make(chan struct{}, 1)
+	go pgstore.Listen(ctx, pgstore.ListenOptions{DSN: dsn, OnReset: func() {
+		select {
+		case connected <- struct{}{}:
+		default:
+		}
+	}})
+	select {
+	case <-connected:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the listener did not connect with pool settings in the URL")
+	}
+}
