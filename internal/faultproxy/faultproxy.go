@@ -28,10 +28,16 @@ const (
 	// next bytes beyond a budget (see SetDrop): a connection lost in the
 	// middle of a reply.
 	Drop
+	// Forget makes the open connections silent for good, as a NAT or a load
+	// balancer that dropped an idle flow's state does: every byte either
+	// way is discarded from now on, also after the mode changes, and
+	// nothing is closed; only the client can notice, by its own timeouts.
+	// New connections are held as by Blackhole.
+	Forget
 )
 
 func (m Mode) String() string {
-	return [...]string{"pass", "blackhole", "reset", "drop"}[m]
+	return [...]string{"pass", "blackhole", "reset", "drop", "forget"}[m]
 }
 
 // Proxy forwards the connections it accepts on Addr to a target.
@@ -52,10 +58,11 @@ type Proxy struct {
 // link is one proxied connection: the client's and, once dialed, the
 // server's.
 type link struct {
-	client   net.Conn
-	done     chan struct{} // closed when the link is torn down
-	once     sync.Once
-	received int64 // server bytes forwarded since the drop budget was set (under Proxy.mu)
+	client    net.Conn
+	done      chan struct{} // closed when the link is torn down
+	once      sync.Once
+	received  int64 // server bytes forwarded since the drop budget was set (under Proxy.mu)
+	forgotten bool  // by Forget (under Proxy.mu)
 
 	mu     sync.Mutex
 	server net.Conn // nil until dialed
@@ -87,9 +94,12 @@ func (p *Proxy) Set(m Mode) {
 			cut = append(cut, l)
 		}
 	}
-	if m == Drop {
-		for l := range p.links {
+	for l := range p.links {
+		switch m {
+		case Drop:
 			l.received = 0
+		case Forget:
+			l.forgotten = true
 		}
 	}
 	p.notifyLocked()
@@ -199,7 +209,7 @@ func (p *Proxy) serve(l *link) {
 			l.abort()
 			return
 		}
-		if mode != Blackhole {
+		if mode != Blackhole && mode != Forget {
 			break
 		}
 		select {
@@ -253,6 +263,15 @@ func (p *Proxy) pump(l *link, from, to net.Conn, fromServer bool) {
 func (p *Proxy) forward(l *link, to net.Conn, chunk []byte, fromServer bool) bool {
 	for {
 		mode, latency, budget, changed := p.state()
+		p.mu.Lock()
+		if mode == Forget {
+			l.forgotten = true // dialed as the mode changed
+		}
+		forgotten := l.forgotten
+		p.mu.Unlock()
+		if forgotten {
+			return true
+		}
 		switch mode {
 		case Reset:
 			l.abort()

@@ -172,3 +172,32 @@ func waitFor(cond func() bool) bool {
 	}
 	return cond()
 }
+
+func TestForgetSilencesOpenConnectionsForGood(t *testing.T) {
+	p := start(t)
+	old := dial(t, p)
+	if _, err := roundTrip(old, "up", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p.Set(Forget)
+	fresh := dial(t, p)
+	for _, c := range []net.Conn{old, fresh} {
+		if got, err := roundTrip(c, "lost", 200*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("while forgetting: %q, %v; want a timeout", got, err)
+		}
+	}
+	p.Set(Pass)
+	// The connection held while forgetting goes through now, with what it
+	// sent; the forgotten one stays silent, and open.
+	fresh.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(fresh, buf); err != nil || string(buf) != "lost" {
+		t.Fatalf("the held connection: %q, %v", buf, err)
+	}
+	if got, err := roundTrip(old, "more", 200*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the forgotten connection after the mode changed: %q, %v; want a timeout", got, err)
+	}
+	if got, err := roundTrip(dial(t, p), "new", 5*time.Second); err != nil || got != "new" {
+		t.Fatalf("a new connection: %q, %v", got, err)
+	}
+}
