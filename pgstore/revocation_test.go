@@ -3,6 +3,7 @@ package pgstore_test
 import (
 	"context"
 	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/faultproxy"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 )
@@ -166,5 +168,54 @@ func TestListenerTakesPoolSettings(t *testing.T) {
 	case <-connected:
 	case <-time.After(20 * time.Second):
 		t.Fatal("the listener did not connect with pool settings in the URL")
+	}
+}
+
+// A listener whose connection goes silent for good (a NAT or load balancer
+// forgot the idle flow: nothing is closed, every byte is lost) notices by
+// its ping, reconnects, and resets: whatever it missed is purged.
+func TestListenerNoticesASilentConnection(t *testing.T) {
+	t.Parallel()
+	dsn := testenv.Require(t, "TEST_DATABASE_URL")
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := faultproxy.Start(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	u.Host = p.Addr()
+	resets := make(chan struct{}, 8)
+	invs := make(chan pgstore.Invalidation, 8)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go pgstore.Listen(ctx, pgstore.ListenOptions{
+		DSN: u.String(), MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		PingEvery: 200 * time.Millisecond, PingTimeout: time.Second,
+		OnReset:      func() { resets <- struct{}{} },
+		OnInvalidate: func(i pgstore.Invalidation) { invs <- i },
+	})
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-resets:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("no %s", what)
+		}
+	}
+	wait("first connection")
+	p.Set(faultproxy.Forget)
+	p.Set(faultproxy.Pass) // the network is fine again; the listener's connection is not
+	wait("reconnection after the connection went silent")
+	testenv.Exec(t, dsn, `SELECT pg_notify('caddy_betterauth', '{"k":"apikey","id":"k2","u":"u2"}')`)
+	select {
+	case inv := <-invs:
+		if inv.ID != "k2" {
+			t.Fatalf("got %+v", inv)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no notification after reconnecting")
 	}
 }
