@@ -15,6 +15,7 @@ import (
 	"github.com/caddy-betterauth/caddy-betterauth/cache"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/faultproxy"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
+	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 )
 
 // Network faults between the gateway and its PostgreSQL or Redis, put there
@@ -420,4 +421,41 @@ func TestListenerComesBackAndPurges(t *testing.T) {
 		t.Fatalf("after the listener came back: %d, want 401", s)
 	}
 	t.Logf("the listener was back and the key refused %v after the network healed", time.Since(healed).Round(time.Millisecond))
+}
+
+// The revocation listener's connection goes silent for good, as when a NAT
+// or load balancer forgets an idle flow: nothing is closed, every byte is
+// lost, a revocation's notification with them. The listener's ping notices,
+// it reconnects, and the purge refuses the key, cached for an hour, within
+// the ping's interval and timeout (pgstore.DefaultPingEvery and
+// DefaultPingTimeout). The pooled connections went silent too: they are
+// dropped with the listener's, or the lookup after the purge would wait on
+// one of them and answer 503.
+func TestListenerNoticesASilentConnection(t *testing.T) {
+	t.Parallel()
+	f := seedWithTriggers(t, testenv.SeedOptions{})
+	p, db := behindProxy(t, f.DatabaseURL)
+	up := newUpstream(t)
+	gw := startGateway(t, db, up, "cache {\n\t\t\tttl 1h\n\t\t}")
+	settle(t, gw, false)
+	key := h("X-Api-Key", f.Keys.Valid.Key)
+	for range 2 {
+		if s, _ := timed(t, gw, key); s != 200 {
+			t.Fatalf("before: %d", s)
+		}
+	}
+
+	p.Set(faultproxy.Forget)
+	p.Set(faultproxy.Pass) // new connections get through; the listener's stays silent
+	testenv.Exec(t, f.DatabaseURL, `UPDATE apikey SET enabled = false WHERE id = $1`, f.Keys.Valid.ID)
+	revoked := time.Now()
+	gw.WaitForLogCount(t, "listening for revocations", 2, pgstore.DefaultPingEvery+pgstore.DefaultPingTimeout+30*time.Second)
+	// The purge comes before the listener says it listens.
+	if s, _ := timed(t, gw, key); s != 401 {
+		t.Fatalf("after the listener came back: %d, want 401", s)
+	}
+	if !strings.Contains(gw.Logs(), "did not answer a ping") {
+		t.Errorf("the listener reconnected, but not for its ping:\n%s", gw.Logs())
+	}
+	t.Logf("the revoked key was refused %v after the revocation", time.Since(revoked).Round(time.Millisecond))
 }
