@@ -290,14 +290,17 @@ func TestRedisFaultsCostNothing(t *testing.T) {
 	up := newUpstream(t)
 	prefix := "faults-" + strings.ToLower(rand.Text()[:8]) + ":"
 	// Sessions are cached briefly, so that they go to Redis (and the
-	// database) again and again.
+	// database) again and again. The Redis timeout is longer than the
+	// lookup's: a Redis that does not answer must still leave the database
+	// its time.
 	gw := testenv.StartCaddy(t, "", fmt.Sprintf(`
 	better_auth {
 		database {env.DATABASE_URL}
 		secret {env.BETTER_AUTH_SECRET}
+		lookup_timeout 2s
 		redis {env.CACHE_REDIS_URL} {
 			prefix %s
-			timeout 500ms
+			timeout 5s
 		}
 		cache {
 			ttl 1h
