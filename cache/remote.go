@@ -214,7 +214,13 @@ func (t *remoteTier) get(ctx context.Context, k key) shared {
 	if !ok {
 		return shared{}
 	}
-	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	timeout := t.timeout
+	if d, ok := ctx.Deadline(); ok {
+		// Redis is optional: a Redis that does not answer must leave the
+		// database at least half of what is left of the lookup's time.
+		timeout = min(timeout, time.Until(d)/2)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	name := keyFor(prefix, k)
 	var began time.Time

@@ -264,3 +264,35 @@ func TestSharedKeysNameTheKind(t *testing.T) {
 		t.Error("the lookup kinds' values changed: cached keys would no longer match")
 	}
 }
+
+// stalledRemote is a Redis that accepted the connection and answers
+// nothing: every read waits out its deadline.
+type stalledRemote struct{ *fakeRemote }
+
+func (stalledRemote) Get(ctx context.Context, _, _ string) ([]byte, uint64, error) {
+	<-ctx.Done()
+	return nil, 0, ctx.Err()
+}
+
+// A shared tier that does not answer never costs a lookup the database's
+// answer, even with a Redis timeout as long as the lookup's: the tier gets
+// at most half of what is left of lookup_timeout.
+func TestStalledRemoteLeavesTheDatabaseItsTime(t *testing.T) {
+	t.Parallel()
+	inner := &countingStore{rec: keyRecord(time.Time{})}
+	s := New(deadlineStore{inner}, sharedOpts(stalledRemote{newFakeRemote()}, Options{LookupTimeout: 300 * time.Millisecond, RemoteTimeout: time.Minute}))
+	rec, err := s.Lookup(context.Background(), lookup("k"))
+	if err != nil || rec.APIKey == nil || inner.calls.Load() != 1 {
+		t.Fatalf("%+v %v (database calls %d)", rec, err, inner.calls.Load())
+	}
+}
+
+// deadlineStore fails a lookup whose context is done, as a database does.
+type deadlineStore struct{ *countingStore }
+
+func (d deadlineStore) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return betterauth.Record{}, err
+	}
+	return d.countingStore.Lookup(ctx, l)
+}

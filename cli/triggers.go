@@ -56,7 +56,12 @@ func triggers(ctx context.Context, db Inspector, dsn string, opts TriggerOptions
 		fmt.Fprint(out, sqlText)
 		return ExitOK
 	}
-	conn, err := pgx.Connect(ctx, dsn)
+	cfg, err := pgstore.ConnConfig(dsn)
+	if err != nil {
+		fmt.Fprintln(errOut, "not a PostgreSQL URL")
+		return ExitError
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(errOut, "connecting:", err)
 		return ExitError

@@ -656,11 +656,20 @@ func (g *Gateway) watchers(ctx context.Context, cfg assembly, logger *zap.Logger
 		targets := map[string]cache.Target{"apikey": cache.TargetAPIKey, "session": cache.TargetSession, "user": cache.TargetUser,
 			"organization": cache.TargetOrg, "oauth_token": cache.TargetOAuthToken, "oauth_client": cache.TargetOAuthClient,
 			"oauth_resource": cache.TargetOAuth}
+		pool, _ := g.db.(interface{ ResetConnections() })
+		reconnected := false
 		ws = append(ws, func() {
 			pgstore.Listen(ctx, pgstore.ListenOptions{
 				DSN:    cfg.Database,
 				Logger: logger.Named("revocations"),
 				OnReset: func() {
+					// The listener lost its connection: the pooled ones,
+					// to the same server, may be as dead (silently, each
+					// would cost a lookup its timeout) and are dialed anew.
+					if reconnected && pool != nil {
+						pool.ResetConnections()
+					}
+					reconnected = true
 					g.cache.Purge(ctx)
 					if g.counter != nil {
 						// What changed while nobody listened is unknown:

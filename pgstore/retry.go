@@ -63,9 +63,17 @@ func retryRead[T any](ctx context.Context, s *Store, read func() (T, error)) (T,
 	if err == nil || ctx.Err() != nil || !ConnectionLost(err) {
 		return v, err
 	}
+	s.ResetConnections()
+	s.logger.Warn("the database connection was lost; retrying the read once on a new connection", zap.Error(err))
+	return read()
+}
+
+// ResetConnections drops every pooled connection (those in use when they
+// are returned), so that the next reads dial: for when the connections are
+// known or likely to be dead (the revocation listener found its own dead).
+// A no-op on a single connection or a transaction.
+func (s *Store) ResetConnections() {
 	if r, ok := s.db.(resetter); ok {
 		r.Reset()
 	}
-	s.logger.Warn("the database connection was lost; retrying the read once on a new connection", zap.Error(err))
-	return read()
 }

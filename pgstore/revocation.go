@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/caddy-betterauth/caddy-betterauth/internal/throttle"
@@ -155,7 +157,24 @@ type ListenOptions struct {
 	Logger  *zap.Logger
 	// Backoff bounds: the first and the longest wait between reconnections.
 	MinBackoff, MaxBackoff time.Duration
+	// After PingEvery without a notification the connection is pinged, and
+	// dropped (then reconnected, and the cache purged) unless the server
+	// answers within PingTimeout. An idle connection can die without a
+	// word: a NAT or load balancer that forgets the flow, a server gone
+	// without a reset, a proxy between that keeps the gateway's side open.
+	// Revocations would then be lost, unnoticed, until TCP keepalives (if
+	// they reach the server at all) or forever. Defaults: DefaultPingEvery
+	// and DefaultPingTimeout.
+	PingEvery, PingTimeout time.Duration
 }
+
+// The listener's liveness check: the longest a dead connection can go
+// unnoticed is about their sum. The timeout is long enough that a merely
+// slow server does not cost a reconnection and a purged cache.
+const (
+	DefaultPingEvery   = 30 * time.Second
+	DefaultPingTimeout = 15 * time.Second
+)
 
 // Listen holds a LISTEN on Channel until ctx ends, reconnecting with
 // exponential backoff.
@@ -168,6 +187,12 @@ func Listen(ctx context.Context, opts ListenOptions) {
 	}
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 5 * time.Second
+	}
+	if opts.PingEvery <= 0 {
+		opts.PingEvery = DefaultPingEvery
+	}
+	if opts.PingTimeout <= 0 {
+		opts.PingTimeout = DefaultPingTimeout
 	}
 	wait := opts.MinBackoff
 	for ctx.Err() == nil {
@@ -189,7 +214,7 @@ func Listen(ctx context.Context, opts ListenOptions) {
 }
 
 func listenOnce(ctx context.Context, opts ListenOptions) (connected bool, err error) {
-	cfg, err := pgx.ParseConfig(opts.DSN)
+	cfg, err := ConnConfig(opts.DSN)
 	if err != nil {
 		return false, errors.New("not a PostgreSQL URL")
 	}
@@ -210,7 +235,19 @@ func listenOnce(ctx context.Context, opts ListenOptions) (connected bool, err er
 	opts.Logger.Info("listening for revocations", zap.String("channel", Channel))
 	var malformed throttle.Log
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		wait, cancel := context.WithTimeout(ctx, opts.PingEvery)
+		n, err := conn.WaitForNotification(wait)
+		cancel()
+		if err != nil && ctx.Err() == nil && pgconn.Timeout(err) {
+			// Quiet for a while: make sure the server is still there.
+			ping, cancel := context.WithTimeout(ctx, opts.PingTimeout)
+			err = conn.Ping(ping)
+			cancel()
+			if err != nil {
+				return true, fmt.Errorf("the connection did not answer a ping within %v: %w", opts.PingTimeout, err)
+			}
+			continue
+		}
 		if err != nil {
 			return true, err
 		}
@@ -228,6 +265,18 @@ func listenOnce(ctx context.Context, opts ListenOptions) (connected bool, err er
 			opts.OnInvalidate(inv)
 		}
 	}
+}
+
+// ConnConfig parses the gateway's database URL for a connection of its
+// own, outside the pool: without the pgxpool settings the URL may carry
+// (pool_max_conns and the like), which pgx alone would send to the server
+// as run-time parameters, and the server refuse.
+func ConnConfig(dsn string) (*pgx.ConnConfig, error) {
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return pc.ConnConfig, nil
 }
 
 // parseInvalidation reads a notification's payload, as the triggers write

@@ -3,6 +3,7 @@ package pgstore_test
 import (
 	"context"
 	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/faultproxy"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 )
@@ -131,4 +133,89 @@ func TestListenerReconnects(t *testing.T) {
 	}
 	cancel()
 	wait("listener exit", done)
+}
+
+// The gateway's URL may carry pgxpool settings (pool_max_conns=...), which
+// its own connections outside the pool must leave out: the server refuses
+// unknown run-time parameters, and the listener would never connect.
+func TestListenerTakesPoolSettings(t *testing.T) {
+	t.Parallel()
+	dsn := testenv.Require(t, "TEST_DATABASE_URL")
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	dsn += sep + "pool_max_conns=2&pool_max_conn_lifetime=1h"
+	cfg, err := pgstore.ConnConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range cfg.RuntimeParams {
+		if strings.HasPrefix(p, "pool_") {
+			t.Errorf("run-time parameter %q would be sent to the server", p)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	connected := make(chan struct{}, 1)
+	go pgstore.Listen(ctx, pgstore.ListenOptions{DSN: dsn, OnReset: func() {
+		select {
+		case connected <- struct{}{}:
+		default:
+		}
+	}})
+	select {
+	case <-connected:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the listener did not connect with pool settings in the URL")
+	}
+}
+
+// A listener whose connection goes silent for good (a NAT or load balancer
+// forgot the idle flow: nothing is closed, every byte is lost) notices by
+// its ping, reconnects, and resets: whatever it missed is purged.
+func TestListenerNoticesASilentConnection(t *testing.T) {
+	t.Parallel()
+	dsn := testenv.Require(t, "TEST_DATABASE_URL")
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := faultproxy.Start(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	u.Host = p.Addr()
+	resets := make(chan struct{}, 8)
+	invs := make(chan pgstore.Invalidation, 8)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go pgstore.Listen(ctx, pgstore.ListenOptions{
+		DSN: u.String(), MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		PingEvery: 200 * time.Millisecond, PingTimeout: time.Second,
+		OnReset:      func() { resets <- struct{}{} },
+		OnInvalidate: func(i pgstore.Invalidation) { invs <- i },
+	})
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-resets:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("no %s", what)
+		}
+	}
+	wait("first connection")
+	p.Set(faultproxy.Forget)
+	p.Set(faultproxy.Pass) // the network is fine again; the listener's connection is not
+	wait("reconnection after the connection went silent")
+	testenv.Exec(t, dsn, `SELECT pg_notify('caddy_betterauth', '{"k":"apikey","id":"k2","u":"u2"}')`)
+	select {
+	case inv := <-invs:
+		if inv.ID != "k2" {
+			t.Fatalf("got %+v", inv)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no notification after reconnecting")
+	}
 }

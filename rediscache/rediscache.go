@@ -46,6 +46,10 @@ func Open(opts Options) (redis.UniversalClient, error) {
 	// one dial attempt (go-redis would otherwise redial until the timeout),
 	// then fall through to the database.
 	uo.MaxRetries, uo.DialerRetries = -1, 1
+	// The caller's deadline bounds every command too (go-redis ignores it
+	// otherwise): a Redis that stops answering must not hold a lookup past
+	// lookup_timeout, whatever the timeout here.
+	uo.ContextTimeoutEnabled = true
 	return redis.NewUniversalClient(uo), nil
 }
 

@@ -10,6 +10,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-betterauth/caddy-betterauth/internal/faultproxy"
 )
 
 func TestRemoteAgainstARedisProtocolServer(t *testing.T) {
@@ -123,5 +125,36 @@ func TestBusRelaysAndReportsResubscriptions(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Subscribe after cancellation: %v", err)
+	}
+}
+
+// A Redis that stops answering holds a read no longer than the caller's
+// deadline, however long the client's timeout: the cache's lookup timeout
+// bounds the whole lookup, this tier included.
+func TestStalledRedisHonoursTheDeadline(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	p, err := faultproxy.Start(mr.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := Open(Options{URL: "redis://" + p.Addr() + "/0", Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := New(c)
+	if _, _, err := r.Get(context.Background(), "k", "epoch"); err != nil {
+		t.Fatal(err)
+	}
+	p.Set(faultproxy.Blackhole)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	_, _, err = r.Get(ctx, "k", "epoch")
+	// A bound far under the client's minute, not a speed figure.
+	if took := time.Since(began); err == nil || took > 20*time.Second {
+		t.Fatalf("a read from a stalled Redis: %v after %v, want the 200ms deadline's error", err, took)
 	}
 }

@@ -99,10 +99,17 @@ func (c *Caddy) WaitForLog(t testing.TB, s string, timeout time.Duration) {
 // WaitForLogCount waits until Caddy has logged n lines containing s.
 func (c *Caddy) WaitForLogCount(t testing.TB, s string, n int, timeout time.Duration) {
 	t.Helper()
+	c.WaitForLogs(t, fmt.Sprintf("%d lines containing %q", n, s), func(logs string) bool { return strings.Count(logs, s) >= n }, timeout)
+}
+
+// WaitForLogs waits until what Caddy has logged so far satisfies cond,
+// which is asked again on every new line; what names the condition.
+func (c *Caddy) WaitForLogs(t testing.TB, what string, cond func(logs string) bool, timeout time.Duration) {
+	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		c.mu.Lock()
-		found, next := strings.Count(c.logs.String(), s) >= n, c.newLine
+		found, next := cond(c.logs.String()), c.newLine
 		c.mu.Unlock()
 		if found {
 			return
@@ -110,9 +117,9 @@ func (c *Caddy) WaitForLogCount(t testing.TB, s string, n int, timeout time.Dura
 		select {
 		case <-next:
 		case <-c.done:
-			t.Fatalf("caddy exited before logging %q", s)
+			t.Fatalf("caddy exited before logging %s", what)
 		case <-deadline:
-			t.Fatalf("caddy did not log %q within %v", s, timeout)
+			t.Fatalf("caddy did not log %s within %v", what, timeout)
 		}
 	}
 }
