@@ -145,7 +145,7 @@ caddyfile forward_auth "	forward_auth 127.0.0.1:${port[node]} {
 $proxy"
 
 declare -A pid
-start() { # name pin... -- command...: starts it in the background, records its pid
+start() { # name command...: starts it in the background, records its pid
   local name=$1
   shift
   "$@" >"$dir/$name.log" 2>&1 &
@@ -155,7 +155,6 @@ start upstream "${pin_load[@]}" "$dir/caddy" run --config "$dir/upstream.caddyfi
 for n in plain static ba_memory ba_shared ba_miss forward_auth flood; do
   start "$n" "${pin_gw[@]}" "$dir/caddy" run --config "$dir/$n.caddyfile" --adapter caddyfile
 done
-shared_started=$(date +%s%N)
 start node "${pin_gw[@]}" node integration/seed/verify-server.mjs serve "${port[node]}"
 start ext_authz "${pin_gw[@]}" "$dir/extauthz" -grpc "127.0.0.1:${port[ext_authz]}" -http "" -cache-ttl 1h -metrics "127.0.0.1:${admin[ext_authz]}"
 for n in "${!port[@]}"; do
@@ -163,6 +162,7 @@ for n in "${!port[@]}"; do
   for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/${port[$n]}") 2>/dev/null && break; sleep 0.1; done
   (exec 3<>"/dev/tcp/127.0.0.1/${port[$n]}") 2>/dev/null || { echo "$n did not start:"; cat "$dir/$n.log"; exit 1; }
 done
+shared_started=$(date +%s%N) # ba_shared is listening: its shared tier is set up
 key=$(head -1 "$dir/keys")
 for n in plain static ba_memory ba_shared ba_miss forward_auth; do
   curl -fsS -o /dev/null -H "X-Api-Key: $key" "http://127.0.0.1:${port[$n]}/" || { echo "$n: check failed"; exit 1; }
@@ -173,7 +173,18 @@ code=$(curl -sS -o /dev/null -w '%{http_code}' -H "X-Api-Key: ba_nope" "http://1
 wrk_keys() { # port keys-file seconds
   BENCH_KEYS=$2 "${pin_load[@]}" wrk -t1 -c"$conns" -d"$3s" --latency -s "$dir/keys.lua" "http://127.0.0.1:$1/"
 }
+goroutines() { curl -fsS "http://127.0.0.1:$1/debug/pprof/goroutine?debug=1" | awk 'NR == 1 {print $NF}'; }
 heap() { # admin port: the heap in use after two collections (the second empties sync.Pool's victim cache)
+  # First, the load's connections close: until their goroutines end, their
+  # buffers are live. Their count stops falling when they have.
+  local a b
+  a=$(goroutines "$1")
+  for _ in $(seq 50); do
+    sleep 0.2
+    b=$(goroutines "$1")
+    [ "$b" -ge "$a" ] && break
+    a=$b
+  done
   curl -fsS -o /dev/null "http://127.0.0.1:$1/debug/pprof/heap?gc=1"
   curl -fsS "http://127.0.0.1:$1/debug/pprof/heap?debug=1&gc=1" | awk '/^# HeapAlloc = / {print $4}'
 }
@@ -303,13 +314,20 @@ bad = {v: m[v]["bad"] for v in order if m[v]["bad"]}
 if bad:
     print("WRONG ANSWERS (non-2xx, socket errors or failed checks; for flood: answers that were not refusals):", bad)
 mem, fa = m["ba_memory"], m["forward_auth"]
+def paired(a, b, f, op):
+    # The median over rounds of one variant against another in the same round.
+    by = {(r["round"], r["variant"]): float(r[f]) for r in rows}
+    return statistics.median(op(by[k, a], by[k, b]) for k in {r["round"] for r in rows})
 d = mem["gw_us"] - s["gw_us"]
+dp = paired("ba_memory", "static", "gw_us", lambda x, y: x - y)
 print(f"target 1: better_auth memory hit within 5 µs of the static-headers floor, by gateway CPU per request: "
-      f"{d:+.1f} µs: {'met' if d <= 5 else 'NOT met'}")
+      f"{d:+.1f} µs (round by round: {dp:+.1f} µs): {'met' if max(d, dp) <= 5 else 'NOT met' if min(d, dp) > 5 else 'at the edge'}")
 r = mem["rps"] / fa["rps"]
+rp = paired("ba_memory", "forward_auth", "rps", lambda x, y: x / y)
 cpu = (fa["gw_us"] + fa["peer_us"]) / mem["gw_us"]
 cpu_all = (fa["gw_us"] + fa["peer_us"] + fa["store_us"]) / (mem["gw_us"] + mem["store_us"])
-print(f"target 2: ≥ 20× the Node peer's throughput: {r:.1f}×: {'met' if r >= 20 else 'NOT met'} "
+print(f"target 2: ≥ 20× the Node peer's throughput: {r:.1f}× (round by round: {rp:.1f}×): "
+      f"{'met' if min(r, rp) >= 20 else 'NOT met' if max(r, rp) < 20 else 'at the edge'} "
       f"(CPU per request, Caddy + Node against better_auth's Caddy: {cpu:.1f}×; with the store's: {cpu_all:.1f}×)")
 EOF
 per=$(awk -v a="$h1" -v b="$h2" -v n="$(wc -l <"$dir/keys.b")" 'BEGIN {printf "%.0f", (b - a) / n}')
