@@ -227,6 +227,7 @@ func (t *remoteTier) get(ctx context.Context, k key) shared {
 	if t.metrics != nil {
 		began = time.Now()
 	}
+	floor := t.maxEpoch.Load()
 	b, epoch, err := t.r.Get(ctx, name, epochKey(prefix))
 	if t.metrics != nil {
 		t.metrics.Looked(metrics.BackendRedis, time.Since(began), err)
@@ -241,7 +242,12 @@ func (t *remoteTier) get(ctx context.Context, k key) shared {
 	if !t.see(epoch) {
 		// Set back (by a Redis that lost its data, or by someone else):
 		// what is there now may predate revocations this gateway knows of.
-		t.suspend("the shared cache's epoch went backwards; reading the database until it is advanced")
+		// An epoch between the floor and the highest seen is only a read
+		// that raced a revocation (this gateway's, or one relayed): stale,
+		// not set back, and not served.
+		if epoch < floor {
+			t.suspend("the shared cache's epoch went backwards; reading the database until it is advanced")
+		}
 		return shared{}
 	}
 	res := shared{epoch: epoch, writable: true, prefix: prefix, readAt: readAt}

@@ -23,6 +23,7 @@ type fakeRemote struct {
 	bumpErr  error
 	bumpGate chan struct{}
 	bumping  chan struct{} // receives when a Bump starts, if bumpGate is set
+	afterGet func()        // called once, by the next Get, after it read
 	gets     int
 	dels     []string
 	sets     chan string
@@ -34,12 +35,17 @@ func newFakeRemote() *fakeRemote {
 
 func (f *fakeRemote) Get(_ context.Context, k, epochKey string) ([]byte, uint64, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.gets++
-	if f.err != nil {
-		return nil, 0, f.err
+	v, epoch, err, hook := f.m[k], f.epochs[epochKey], f.err, f.afterGet
+	f.afterGet = nil
+	f.mu.Unlock()
+	if hook != nil {
+		hook()
 	}
-	return f.m[k], f.epochs[epochKey], nil
+	if err != nil {
+		return nil, 0, err
+	}
+	return v, epoch, nil
 }
 
 func (f *fakeRemote) Bump(ctx context.Context, epochKey string, floor uint64) (uint64, error) {

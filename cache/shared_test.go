@@ -239,6 +239,37 @@ func TestFailedEpochAdvanceSuspendsTheSharedTier(t *testing.T) {
 	}
 }
 
+// A shared read that races a revocation reads the epoch from before it:
+// that is a stale read, not an epoch set back. It is not served, and the
+// shared tier stays readable (suspending it would advance the epoch again
+// on resume, dropping every gateway's shared entries).
+func TestReadRacingARevocationDoesNotSuspend(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	remote := newFakeRemote()
+	inner := &countingStore{rec: keyRecord(time.Time{})}
+	s := New(inner, sharedOpts(remote, Options{TTL: time.Hour}))
+	remote.mu.Lock()
+	remote.afterGet = func() { s.Revoke(ctx, Revocation{Target: TargetAPIKey, ID: "other"}) }
+	remote.mu.Unlock()
+	if rec, err := s.Lookup(ctx, lookup("k")); err != nil || rec.APIKey == nil {
+		t.Fatal(rec, err)
+	}
+	if s.Stats().Suspended {
+		t.Fatal("a read that raced a revocation suspended the shared tier")
+	}
+	remote.mu.Lock()
+	defer remote.mu.Unlock()
+	for k, epoch := range remote.epochs {
+		if len(remote.epochs) != 1 || epoch != 1 {
+			t.Fatalf("epoch %s = %d of %d, want one advanced once (by the revocation)", k, epoch, len(remote.epochs))
+		}
+	}
+	if len(remote.epochs) == 0 {
+		t.Fatal("the revocation advanced no epoch")
+	}
+}
+
 // An epoch set out of the range Redis can count exactly is an error, not a
 // value that stops advancing: nothing is read or written under it, and a
 // revocation that cannot move it suspends the shared tier.
