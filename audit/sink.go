@@ -89,7 +89,7 @@ func (s *Sink) Offer(e *Event) {
 	default:
 	}
 	select {
-	case s.queue <- *e:
+	case s.queue <- e.detached():
 	default:
 		s.drop(1)
 	}

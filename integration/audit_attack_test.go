@@ -1,0 +1,70 @@
+package integration
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
+)
+
+// An audit event keeps only its own bytes: the path of a request whose
+// query is most of a megabyte must not hold the whole request line in the
+// queue while the database is away, or the queue's bound (events) is no
+// bound on memory. Caddy's heap goal after its last collection (twice the
+// live heap) shows what the queued events keep alive.
+func TestAuditQueueHoldsNoRequestLine(t *testing.T) {
+	t.Parallel()
+	// A database nobody answers at: lookups fail closed (503), and the
+	// audit writes fail and are retried, their events held in the queue.
+	db := fmt.Sprintf("postgres://nobody@127.0.0.1:%d/none?connect_timeout=2", testenv.FreePort(t))
+	// Headers of up to 1 MB (Caddy's default is 16 KB): what an operator
+	// raises for large cookies, and what Envoy may pass ext_authz.
+	gw := testenv.StartCaddy(t, "servers {\n\t\tmax_header_size 1MB\n\t}", `
+	handle /metrics {
+		metrics
+	}
+	handle {
+		better_auth {
+			database {env.DATABASE_URL}
+			secret {env.BETTER_AUTH_SECRET}
+			audit all {
+				database
+			}
+		}
+		respond 200
+	}`, "DATABASE_URL="+db, "BETTER_AUTH_SECRET="+testenv.Secret)
+
+	const requests, queryLen = 200, 900 << 10
+	query := strings.Repeat("a", queryLen)
+	for i := range requests {
+		if r := send(t, gw, fmt.Sprintf("/p%d?q=%s", i, query), h("X-Api-Key", "ba_unknown_flood_key")); r.status != http.StatusServiceUnavailable {
+			t.Fatalf("request %d: %d %s", i, r.status, r.raw)
+		}
+	}
+	// Held by the queue: 200 short paths (a few KB). Keeping the request
+	// lines would be 180 MB live, a heap goal twice that.
+	goal := scrape(t, gw, "go_memstats_next_gc_bytes")
+	if goal > 120<<20 {
+		t.Fatalf("heap goal %.0f MB after %d audited requests: the queued events keep their request lines", goal/(1<<20), requests)
+	}
+	t.Logf("heap goal %.0f MB", goal/(1<<20))
+}
+
+// scrape reads one series from an unauthenticated /metrics route.
+func scrape(t *testing.T, gw *testenv.Caddy, series string) float64 {
+	t.Helper()
+	r := send(t, gw, "/metrics", nil)
+	for line := range strings.Lines(r.raw) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s:\n%.2000s", series, r.raw)
+	return 0
+}
