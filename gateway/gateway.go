@@ -512,9 +512,14 @@ func (g *Gateway) Auditor(o Options, logger *zap.Logger) (*audit.Log, error) {
 	if a == nil {
 		return nil, nil
 	}
-	mode, err := audit.ParseMode(a.Events)
-	if err != nil || mode == audit.Off {
+	// Checked here too: a route sharing another's gateway was not
+	// validated by Open, and its queue is allocated below.
+	if err := a.validate(); err != nil {
 		return nil, err
+	}
+	mode, _ := audit.ParseMode(a.Events)
+	if mode == audit.Off {
+		return nil, nil
 	}
 	var sink *audit.Sink
 	if d := a.Database; d != nil {

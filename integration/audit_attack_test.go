@@ -3,6 +3,9 @@ package integration
 import (
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -67,4 +70,33 @@ func scrape(t *testing.T, gw *testenv.Caddy, series string) float64 {
 	}
 	t.Fatalf("/metrics has no %s:\n%.2000s", series, r.raw)
 	return 0
+}
+
+// A queue size one slip of a digit too large is a configuration error,
+// not a process that dies allocating it: `caddy validate` (as a reload
+// would) used to end in "fatal error: runtime: out of memory".
+func TestAuditQueueBounded(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	caddyfile := testenv.GlobalOptions("") + `http://127.0.0.1:1 {
+	better_auth {
+		database postgres://nobody@127.0.0.1:1/none
+		secret {env.BETTER_AUTH_SECRET}
+		audit all {
+			database
+			queue 1000000000
+		}
+	}
+	respond 200
+}
+`
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(testenv.CaddyBinary(t), "validate", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "BETTER_AUTH_SECRET="+testenv.Secret, "HOME="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err == nil || strings.Contains(string(out), "fatal error") || !strings.Contains(string(out), "queue must be between") {
+		t.Fatalf("validate: %v\n%.3000s", err, out)
+	}
 }
