@@ -53,8 +53,11 @@ type Sink struct {
 	drops   throttle.Log  // drops logged at most every 10 s
 	fails   throttle.Log  // failed writes likewise
 	closing chan struct{}
-	done    chan struct{}
-	once    sync.Once
+	// deadline ends the last writes: Timeout after Close was called (set
+	// before closing is closed).
+	deadline time.Time
+	done     chan struct{}
+	once     sync.Once
 }
 
 // NewSink starts a sink writing through w.
@@ -171,9 +174,9 @@ func (s *Sink) fail(err error, n int) {
 	}
 }
 
-// flush writes what is held and queued, once each, within the timeout.
+// flush writes what is held and queued, once each, by the deadline.
 func (s *Sink) flush(batch []Event) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
+	ctx, cancel := context.WithDeadline(context.Background(), s.deadline)
 	defer cancel()
 	for {
 	fill:
@@ -200,10 +203,16 @@ func (s *Sink) flush(batch []Event) {
 	}
 }
 
-// Close writes what is queued (within the write timeout) and closes the
-// writer. Events offered after it are dropped.
+// Close writes what is queued (within the write timeout of the call) and
+// closes the writer. Events offered after it are dropped.
 func (s *Sink) Close() error {
-	s.once.Do(func() { close(s.closing) })
+	s.once.Do(func() {
+		// From now, not from the end of a write in flight (which has its
+		// own timeout): a database that does not answer would otherwise
+		// hold Close, and a reload or shutdown, for twice the timeout.
+		s.deadline = time.Now().Add(s.opts.Timeout)
+		close(s.closing)
+	})
 	<-s.done
 	return s.w.Close()
 }
