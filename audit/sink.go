@@ -24,10 +24,14 @@ type Counter interface {
 	AuditDropped(n int)
 }
 
+// DefaultQueue is a sink's queue unless told otherwise.
+const DefaultQueue = 10000
+
 // SinkOptions configure a Sink.
 type SinkOptions struct {
 	// Queue bounds the events waiting for the database; past it new events
-	// are dropped (counted, and logged at most every 10 s). Default: 10000.
+	// are dropped (counted, and logged at most every 10 s). Default:
+	// DefaultQueue.
 	Queue int
 	// Batch is the most events one write carries. Default: 500.
 	Batch int
@@ -63,7 +67,7 @@ type Sink struct {
 // NewSink starts a sink writing through w.
 func NewSink(w Writer, opts SinkOptions) *Sink {
 	if opts.Queue <= 0 {
-		opts.Queue = 10000
+		opts.Queue = DefaultQueue
 	}
 	if opts.Batch <= 0 {
 		opts.Batch = 500

@@ -295,8 +295,8 @@ type AuditDatabase struct {
 	// caddy_betterauth_audit_events (SQLite).
 	Table string `json:"table,omitempty"`
 	// How many events may wait for the database; routes writing to one
-	// table share a queue, sized by the first. Default: 10000; at most
-	// MaxAuditQueue.
+	// table with the same queue share it (a reload that changes it gets a
+	// new one). Default: 10000; at most MaxAuditQueue.
 	Queue int `json:"queue,omitempty"`
 }
 

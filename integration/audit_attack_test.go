@@ -2,12 +2,14 @@ package integration
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
 )
@@ -99,4 +101,73 @@ func TestAuditQueueBounded(t *testing.T) {
 	if err == nil || strings.Contains(string(out), "fatal error") || !strings.Contains(string(out), "queue must be between") {
 		t.Fatalf("validate: %v\n%.3000s", err, out)
 	}
+}
+
+// A config reload that raises the queue gets the larger queue (it used to
+// keep the first config's for as long as the gateway lived, dropping what
+// the operator had just made room for), and the events decided before the
+// reload are written by the old queue as it closes.
+func TestAuditReloadQueue(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	f := testenv.Seed(t, testenv.SeedOptions{Server: pg.URL})
+	if out, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + f.DatabaseURL}, "install-audit"); code != 0 {
+		t.Fatalf("install-audit: exit %d\n%s%s", code, out, errOut)
+	}
+	admin, port := testenv.FreePort(t), testenv.FreePort(t)
+	config := func(queue int) string {
+		return fmt.Sprintf(`{
+	admin 127.0.0.1:%d
+	auto_https off
+	persist_config off
+	default_bind 127.0.0.1
+}
+http://127.0.0.1:%d {
+	better_auth {
+		database {env.DATABASE_URL}
+		secret {env.BETTER_AUTH_SECRET}
+		audit all {
+			database
+			queue %d
+		}
+	}
+	respond 200
+}
+`, admin, port, queue)
+	}
+	gw := testenv.StartCaddyfile(t, config(2), "DATABASE_URL="+f.DatabaseURL, "BETTER_AUTH_SECRET="+testenv.Secret)
+	gw.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	if r := send(t, gw, "/before", nil); r.status != http.StatusUnauthorized {
+		t.Fatalf("before the reload: %d %s", r.status, r.raw)
+	}
+
+	req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/load", admin), strings.NewReader(config(1000)))
+	req.Header.Set("Content-Type", "text/caddyfile")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("reload: %d %s", resp.StatusCode, msg)
+	}
+	waitForRows(t, f.DatabaseURL, `SELECT count(*) FROM caddy_betterauth.audit_events WHERE path = '/before'`, 1)
+
+	// PostgreSQL away: once a write has failed, its batch is held and the
+	// next 50 refusals (no credential, no lookup) wait in the queue of
+	// 1000, not in one of 2.
+	testenv.Exec(t, f.DatabaseURL, "CHECKPOINT")
+	pg.Stop(t)
+	const n = 51
+	for i := range n {
+		if r := send(t, gw, "/after", nil); r.status != http.StatusUnauthorized {
+			t.Fatalf("during the outage: %d %s", r.status, r.raw)
+		}
+		if i == 0 {
+			gw.WaitForLog(t, "writing audit events", 15*time.Second)
+		}
+	}
+	pg.Start(t)
+	waitForRows(t, f.DatabaseURL, `SELECT count(*) FROM caddy_betterauth.audit_events WHERE path = '/after'`, n)
 }
