@@ -171,3 +171,27 @@ http://127.0.0.1:%d {
 	pg.Start(t)
 	waitForRows(t, f.DatabaseURL, `SELECT count(*) FROM caddy_betterauth.audit_events WHERE path = '/after'`, n)
 }
+
+// Events record the path the client asked for, not what a handle_path in
+// front of better_auth left of it: two such routes would otherwise record
+// /admin/users and /api/users alike as /users.
+func TestAuditOriginalPath(t *testing.T) {
+	t.Parallel()
+	db := fmt.Sprintf("postgres://nobody@127.0.0.1:%d/none", testenv.FreePort(t))
+	gw := testenv.StartCaddy(t, "", `
+	handle_path /admin/* {
+		better_auth {
+			database {env.DATABASE_URL}
+			secret {env.BETTER_AUTH_SECRET}
+			audit denials
+		}
+		respond 200
+	}`, "DATABASE_URL="+db, "BETTER_AUTH_SECRET="+testenv.Secret)
+	if r := send(t, gw, "/admin/users?token=x", nil); r.status != http.StatusUnauthorized {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	gw.WaitForLog(t, `"logger":"http.handlers.better_auth.audit"`, 10*time.Second)
+	if logs := gw.Logs(); !strings.Contains(logs, `"path":"/admin/users"`) {
+		t.Fatalf("the event does not name /admin/users:\n%s", logs)
+	}
+}
