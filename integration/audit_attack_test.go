@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -193,5 +194,72 @@ func TestAuditOriginalPath(t *testing.T) {
 	gw.WaitForLog(t, `"logger":"http.handlers.better_auth.audit"`, 10*time.Second)
 	if logs := gw.Logs(); !strings.Contains(logs, `"path":"/admin/users"`) {
 		t.Fatalf("the event does not name /admin/users:\n%s", logs)
+	}
+}
+
+// Who an event names: an organization's key (its organization, no user),
+// a session with an active organization, and credentials refused after
+// they verified (an organization role, a rate limit) keep who they were.
+func TestAuditIdentities(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{Org: true})
+	block := func(extra string) string {
+		return fmt.Sprintf(`better_auth {
+			database {env.DATABASE_URL}
+			secret {env.BETTER_AUTH_SECRET}
+			api_key_config_id default org
+			api_key_config org {
+				references organization
+			}
+			audit all
+			%s
+		}
+		respond 200`, extra)
+	}
+	gw := testenv.StartCaddy(t, "", fmt.Sprintf(`
+	route /any/* {
+		%s
+	}
+	route /orgadmin/* {
+		%s
+	}
+	route /limited/* {
+		%s
+	}`, block(""), block("require_org_role owner"), block("rate_limit one {\nkey api_key\nrate 1/1m\n}")),
+		"DATABASE_URL="+f.DatabaseURL, "BETTER_AUTH_SECRET="+testenv.Secret)
+	o, u, k := f.Org, f.Users, f.Keys
+	for _, c := range []struct {
+		path   string
+		hdr    http.Header
+		status int
+		want   map[string]string // "" for a field that must be absent
+	}{
+		{"/any/org", h("X-Api-Key", o.Keys.Acme.Key), 200, map[string]string{"decision": "allow", "method": "api_key",
+			"key_id": o.Keys.Acme.ID, "org_id": o.Acme.ID, "user_id": "", "session_id": ""}},
+		{"/any/alice", h("Authorization", "Bearer "+u.Alice.Signed), 200, map[string]string{"decision": "allow", "method": "session",
+			"session_id": f.SessionIDs["alice"], "user_id": u.Alice.ID, "org_id": o.Acme.ID, "key_id": ""}},
+		{"/orgadmin/zoe", h("Authorization", "Bearer "+u.Zoe.Signed), 403, map[string]string{"decision": "deny", "code": "INSUFFICIENT_ORG_ROLE",
+			"method": "session", "session_id": f.SessionIDs["zoe"], "user_id": u.Zoe.ID, "org_id": o.Acme.ID}},
+		{"/limited/1", h("X-Api-Key", k.Valid.Key), 200, map[string]string{"decision": "allow", "key_id": k.Valid.ID, "user_id": u.Alice.ID}},
+		{"/limited/2", h("X-Api-Key", k.Valid.Key), 429, map[string]string{"decision": "deny", "code": "RATE_LIMIT_EXCEEDED",
+			"method": "api_key", "key_id": k.Valid.ID, "user_id": u.Alice.ID, "org_id": ""}},
+	} {
+		if r := send(t, gw, c.path, c.hdr); r.status != c.status {
+			t.Fatalf("%s: %d %s", c.path, r.status, r.raw)
+		}
+		gw.WaitForLog(t, `"path":"`+c.path+`"`, 10*time.Second)
+		var ev map[string]any
+		for line := range strings.Lines(gw.Logs()) {
+			if strings.Contains(line, `"path":"`+c.path+`"`) && strings.Contains(line, "better_auth.audit") {
+				if err := json.Unmarshal([]byte(line), &ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for field, want := range c.want {
+			if got, _ := ev[field].(string); got != want {
+				t.Errorf("%s: %s = %q, want %q", c.path, field, got, want)
+			}
+		}
 	}
 }
