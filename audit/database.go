@@ -191,9 +191,15 @@ func (w *pgWriter) Write(ctx context.Context, events []Event) error {
 // transient reports whether a PostgreSQL error class is the server's state
 // rather than the batch's: connection trouble (08), too little of
 // something (53), the server shutting down or starting (57), a system
-// error (58) or a conflict (40).
+// error (58) or a conflict (40); or the error a server gives while it is
+// read-only (25006: a failover's old primary) or the table is locked
+// past lock_timeout (55P03: a migration holding it).
 func transient(code string) bool {
 	if len(code) < 2 {
+		return true
+	}
+	switch code {
+	case "25006", "55P03":
 		return true
 	}
 	switch code[:2] {
