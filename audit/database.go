@@ -80,7 +80,7 @@ func (t Table) DDL() string {
 	var b strings.Builder
 	idx := func(suffix, cols, where string) {
 		fmt.Fprintf(&b, "CREATE INDEX IF NOT EXISTS %s ON %s (%s)%s;\n",
-			t.qualifyIndex(t.Name+"_"+suffix), t, cols, where)
+			t.indexName(suffix), t, cols, where)
 	}
 	if t.sqlite {
 		fmt.Fprintf(&b, `CREATE TABLE IF NOT EXISTS %s (
@@ -125,13 +125,17 @@ func (t Table) DDL() string {
 	return b.String()
 }
 
-// qualifyIndex names an index for CREATE INDEX: PostgreSQL creates it in
-// the table's schema and takes no schema there; SQLite takes none at all.
-func (t Table) qualifyIndex(name string) string {
-	if len(name) > 63 {
-		name = name[:63]
+// indexName names the table's index for CREATE INDEX (PostgreSQL creates
+// it in the table's schema and takes no schema there; SQLite takes none at
+// all): the table's name and suffix, within PostgreSQL's 63 bytes by
+// cutting the table's name, not the suffix, which would give a long
+// table's three indexes one name (and IF NOT EXISTS would skip two).
+func (t Table) indexName(suffix string) string {
+	name := t.Name
+	if len(name)+1+len(suffix) > 63 {
+		name = name[:63-1-len(suffix)]
 	}
-	return schema.QuoteIdent(name)
+	return schema.QuoteIdent(name + "_" + suffix)
 }
 
 // OpenWriter returns a Writer into table t of the database dsn: a pool of

@@ -166,3 +166,23 @@ func TestPostgresWriterTransientRefusals(t *testing.T) {
 		t.Errorf("lock timeout: %v (refused: %v), want an error worth retrying", err, refused(err))
 	}
 }
+
+// A table name as long as PostgreSQL takes still gets its three indexes.
+func TestLongTableIndexes(t *testing.T) {
+	db := testenv.NewDatabase(t)
+	name := strings.Repeat("a", 63)
+	tb, err := ParseTable(db, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Exec(t, db, tb.DDL())
+	conn, err := pgx.Connect(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_indexes WHERE tablename = $1 AND indexname NOT LIKE '%_pkey'`, name).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("%d indexes (%v), want 3:\n%s", n, err, tb.DDL())
+	}
+}
