@@ -263,3 +263,51 @@ func TestAuditIdentities(t *testing.T) {
 		}
 	}
 }
+
+// A flood while the database is away: requests are answered, the queue
+// holds what it can, the rest is counted in audit_events_total and the
+// drop logged once (at most every 10 s), not once an event.
+func TestAuditDropsCounted(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	f := testenv.Seed(t, testenv.SeedOptions{Server: pg.URL})
+	if out, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + f.DatabaseURL}, "install-audit"); code != 0 {
+		t.Fatalf("install-audit: exit %d\n%s%s", code, out, errOut)
+	}
+	gw := testenv.StartCaddy(t, "", `
+	handle /metrics {
+		metrics
+	}
+	handle {
+		better_auth {
+			database {env.DATABASE_URL}
+			secret {env.BETTER_AUTH_SECRET}
+			audit denials {
+				database
+				queue 5
+			}
+		}
+		respond 200
+	}`, "DATABASE_URL="+f.DatabaseURL, "BETTER_AUTH_SECRET="+testenv.Secret)
+	testenv.Exec(t, f.DatabaseURL, "CHECKPOINT")
+	pg.Stop(t)
+	before := scrape(t, gw, `caddy_better_auth_audit_events_total{outcome="dropped"}`)
+	const n = 100
+	start := time.Now()
+	for i := range n + 1 {
+		if r := send(t, gw, "/flood", nil); r.status != http.StatusUnauthorized {
+			t.Fatalf("request %d: %d %s", i, r.status, r.raw)
+		}
+		if i == 0 { // its batch held: the queue fills from here
+			gw.WaitForLog(t, "writing audit events", 15*time.Second)
+		}
+	}
+	if d := scrape(t, gw, `caddy_better_auth_audit_events_total{outcome="dropped"}`) - before; d != n-5 {
+		t.Errorf("%v dropped, want %d", d, n-5)
+	}
+	if c, most := strings.Count(gw.Logs(), "audit events dropped"), 1+int(time.Since(start)/(10*time.Second)); c < 1 || c > most {
+		t.Errorf("the drops were logged %d times, want 1 to %d", c, most)
+	}
+	pg.Start(t)
+	waitForRows(t, f.DatabaseURL, `SELECT count(*) FROM caddy_betterauth.audit_events WHERE path = '/flood'`, 6)
+}
