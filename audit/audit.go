@@ -241,6 +241,7 @@ func (l *Log) Decided(frontEnd string, res *betterauth.Result, host, path string
 	e.Host, e.Path = host, path
 	if asked != nil {
 		e.MCPMethod, e.MCPName = asked.Target()
+		e.MCPName = bareName(e.MCPName)
 	}
 	l.Record(&e)
 }
@@ -257,4 +258,25 @@ func (l *Log) Record(e *Event) {
 	if l.sink != nil {
 		l.sink.Offer(&c)
 	}
+}
+
+// bareName is an MCP name without what a resource URI may carry that is
+// a secret, as a path's query may: the query (a signed URL's signature),
+// the fragment, and user info (https://user:password@host/...).
+func bareName(s string) string {
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		s = s[:i]
+	}
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	authority := rest
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		authority = rest[:i]
+	}
+	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+		s = scheme + "://" + rest[at+1:]
+	}
+	return s
 }

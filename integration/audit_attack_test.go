@@ -311,3 +311,39 @@ func TestAuditDropsCounted(t *testing.T) {
 	pg.Start(t)
 	waitForRows(t, f.DatabaseURL, `SELECT count(*) FROM caddy_betterauth.audit_events WHERE path = '/flood'`, 6)
 }
+
+// An MCP resource's URI is the client's, and can carry a secret as a
+// path's query can (a signed URL, user info): the event names the
+// resource without them.
+func TestAuditMCPNameWithoutSecrets(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{})
+	gw := testenv.StartCaddy(t, "", fmt.Sprintf(`
+	better_auth {
+		database {env.DATABASE_URL}
+		secret {env.BETTER_AUTH_SECRET}
+		audit all
+		%s
+	}
+	respond 200`, mcpRules), "DATABASE_URL="+f.DatabaseURL, "BETTER_AUTH_SECRET="+testenv.Secret)
+	body := `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"https://reader:hunter2@files.example.com/q3.pdf?X-Amz-Signature=deadbeef#page=2"}}`
+	req, _ := http.NewRequest(http.MethodPost, gw.URL+"/mcp", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+f.Users.Alice.Signed)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	gw.WaitForLog(t, `"mcp_method":"resources/read"`, 10*time.Second)
+	logs := gw.Logs()
+	if !strings.Contains(logs, `"mcp_name":"https://files.example.com/q3.pdf"`) {
+		t.Errorf("no event names https://files.example.com/q3.pdf:\n%s", logs)
+	}
+	for _, s := range []string{"hunter2", "deadbeef"} {
+		if strings.Contains(logs, s) {
+			t.Errorf("%s was logged", s)
+		}
+	}
+}
