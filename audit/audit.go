@@ -161,14 +161,13 @@ func (e Event) cleaned() Event {
 	return e
 }
 
-// detached returns e with text fields of their own: a path cut from a
-// request line (or an X-Forwarded-Uri) shares its bytes, and a queued
+// detached returns e with a host and path of their own: a path cut from
+// a request line (or an X-Forwarded-Uri) shares its bytes, and a queued
 // event would keep the whole line, up to the server's header limit,
-// alive instead of its 512 bytes.
+// alive instead of its 512 bytes. The other fields are copies already
+// (ids read from the database, MCP names from the body).
 func (e Event) detached() Event {
-	for _, f := range e.texts() {
-		*f = strings.Clone(*f)
-	}
+	e.Host, e.Path = strings.Clone(e.Host), strings.Clone(e.Path)
 	return e
 }
 
