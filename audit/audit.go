@@ -133,12 +133,27 @@ func clean(s string) string {
 	return b.String()
 }
 
+// texts are e's text fields that come from the request or the database.
+func (e *Event) texts() []*string {
+	return []*string{&e.UserID, &e.OrgID, &e.ClientID, &e.KeyID, &e.SessionID, &e.TokenID,
+		&e.Host, &e.Path, &e.MCPMethod, &e.MCPName}
+}
+
 // cleaned returns e with every text field cleaned.
 func (e Event) cleaned() Event {
-	for _, f := range []*string{&e.UserID, &e.OrgID, &e.ClientID, &e.KeyID, &e.SessionID, &e.TokenID,
-		&e.Host, &e.Path, &e.MCPMethod, &e.MCPName} {
+	for _, f := range e.texts() {
 		*f = clean(*f)
 	}
+	return e
+}
+
+// detached returns e with a host and path of their own: a path cut from
+// a request line (or an X-Forwarded-Uri) shares its bytes, and a queued
+// event would keep the whole line, up to the server's header limit,
+// alive instead of its 512 bytes. The other fields are copies already
+// (ids read from the database, MCP names from the body).
+func (e Event) detached() Event {
+	e.Host, e.Path = strings.Clone(e.Host), strings.Clone(e.Path)
 	return e
 }
 
@@ -211,6 +226,7 @@ func (l *Log) Decided(frontEnd string, res *betterauth.Result, host, path string
 	e.Host, e.Path = host, path
 	if asked != nil {
 		e.MCPMethod, e.MCPName = asked.Target()
+		e.MCPName = bareName(e.MCPName)
 	}
 	l.Record(&e)
 }
@@ -227,4 +243,25 @@ func (l *Log) Record(e *Event) {
 	if l.sink != nil {
 		l.sink.Offer(&c)
 	}
+}
+
+// bareName is an MCP name without what a resource URI may carry that is
+// a secret, as a path's query may: the query (a signed URL's signature),
+// the fragment, and user info (https://user:password@host/...).
+func bareName(s string) string {
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		s = s[:i]
+	}
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	authority := rest
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		authority = rest[:i]
+	}
+	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+		s = scheme + "://" + rest[at+1:]
+	}
+	return s
 }

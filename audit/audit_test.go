@@ -145,3 +145,18 @@ func TestClean(t *testing.T) {
 		t.Error("clean changed a clean field")
 	}
 }
+
+func TestBareName(t *testing.T) {
+	for in, want := range map[string]string{
+		"search": "search",
+		"https://u:p@files.example.com/a?sig=x#p": "https://files.example.com/a",
+		"demo://secret/1":                         "demo://secret/1",
+		"postgres://app:pw@db/table":              "postgres://db/table",
+		"file:///tmp/a?x":                         "file:///tmp/a",
+		"mailto:a@b":                              "mailto:a@b",
+	} {
+		if got := bareName(in); got != want {
+			t.Errorf("bareName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -80,7 +80,7 @@ func (t Table) DDL() string {
 	var b strings.Builder
 	idx := func(suffix, cols, where string) {
 		fmt.Fprintf(&b, "CREATE INDEX IF NOT EXISTS %s ON %s (%s)%s;\n",
-			t.qualifyIndex(t.Name+"_"+suffix), t, cols, where)
+			t.indexName(suffix), t, cols, where)
 	}
 	if t.sqlite {
 		fmt.Fprintf(&b, `CREATE TABLE IF NOT EXISTS %s (
@@ -125,13 +125,17 @@ func (t Table) DDL() string {
 	return b.String()
 }
 
-// qualifyIndex names an index for CREATE INDEX: PostgreSQL creates it in
-// the table's schema and takes no schema there; SQLite takes none at all.
-func (t Table) qualifyIndex(name string) string {
-	if len(name) > 63 {
-		name = name[:63]
+// indexName names the table's index for CREATE INDEX (PostgreSQL creates
+// it in the table's schema and takes no schema there; SQLite takes none at
+// all): the table's name and suffix, within PostgreSQL's 63 bytes by
+// cutting the table's name, not the suffix, which would give a long
+// table's three indexes one name (and IF NOT EXISTS would skip two).
+func (t Table) indexName(suffix string) string {
+	name := t.Name
+	if len(name)+1+len(suffix) > 63 {
+		name = name[:63-1-len(suffix)]
 	}
-	return schema.QuoteIdent(name)
+	return schema.QuoteIdent(name + "_" + suffix)
 }
 
 // OpenWriter returns a Writer into table t of the database dsn: a pool of
@@ -191,9 +195,15 @@ func (w *pgWriter) Write(ctx context.Context, events []Event) error {
 // transient reports whether a PostgreSQL error class is the server's state
 // rather than the batch's: connection trouble (08), too little of
 // something (53), the server shutting down or starting (57), a system
-// error (58) or a conflict (40).
+// error (58) or a conflict (40); or the error a server gives while it is
+// read-only (25006: a failover's old primary) or the table is locked
+// past lock_timeout (55P03: a migration holding it).
 func transient(code string) bool {
 	if len(code) < 2 {
+		return true
+	}
+	switch code {
+	case "25006", "55P03":
 		return true
 	}
 	switch code[:2] {

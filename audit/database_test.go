@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -120,5 +121,68 @@ func TestSQLiteWriter(t *testing.T) {
 	defer w2.Close()
 	if err := w2.Write(context.Background(), sample()); err == nil || !refused(err) {
 		t.Fatalf("missing table: %v", err)
+	}
+}
+
+// A batch that waits on a lock past the role's lock_timeout (a migration
+// holding the table), or reaches a server that went read-only (a
+// failover), is the server's state, not the batch's: retried, not
+// dropped.
+func TestPostgresWriterTransientRefusals(t *testing.T) {
+	db := testenv.NewDatabase(t)
+	tb, _ := ParseTable(db, "")
+	testenv.Exec(t, db, tb.DDL())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	write := func(opt string) error {
+		sep := "?"
+		if strings.Contains(db, "?") {
+			sep = "&"
+		}
+		w, err := OpenWriter(db+sep+"options="+strings.ReplaceAll(url.QueryEscape(opt), "+", "%20"), tb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		return w.Write(ctx, sample())
+	}
+	if err := write("-c default_transaction_read_only=on"); err == nil || refused(err) {
+		t.Errorf("read-only: %v (refused: %v), want an error worth retrying", err, refused(err))
+	}
+	holder, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(context.Background())
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+tb.String()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	if err := write("-c lock_timeout=50"); err == nil || refused(err) {
+		t.Errorf("lock timeout: %v (refused: %v), want an error worth retrying", err, refused(err))
+	}
+}
+
+// A table name as long as PostgreSQL takes still gets its three indexes.
+func TestLongTableIndexes(t *testing.T) {
+	db := testenv.NewDatabase(t)
+	name := strings.Repeat("a", 63)
+	tb, err := ParseTable(db, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Exec(t, db, tb.DDL())
+	conn, err := pgx.Connect(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_indexes WHERE tablename = $1 AND indexname NOT LIKE '%_pkey'`, name).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("%d indexes (%v), want 3:\n%s", n, err, tb.DDL())
 	}
 }

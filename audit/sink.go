@@ -24,10 +24,14 @@ type Counter interface {
 	AuditDropped(n int)
 }
 
+// DefaultQueue is a sink's queue unless told otherwise.
+const DefaultQueue = 10000
+
 // SinkOptions configure a Sink.
 type SinkOptions struct {
 	// Queue bounds the events waiting for the database; past it new events
-	// are dropped (counted, and logged at most every 10 s). Default: 10000.
+	// are dropped (counted, and logged at most every 10 s). Default:
+	// DefaultQueue.
 	Queue int
 	// Batch is the most events one write carries. Default: 500.
 	Batch int
@@ -53,14 +57,17 @@ type Sink struct {
 	drops   throttle.Log  // drops logged at most every 10 s
 	fails   throttle.Log  // failed writes likewise
 	closing chan struct{}
-	done    chan struct{}
-	once    sync.Once
+	// deadline ends the last writes: Timeout after Close was called (set
+	// before closing is closed).
+	deadline time.Time
+	done     chan struct{}
+	once     sync.Once
 }
 
 // NewSink starts a sink writing through w.
 func NewSink(w Writer, opts SinkOptions) *Sink {
 	if opts.Queue <= 0 {
-		opts.Queue = 10000
+		opts.Queue = DefaultQueue
 	}
 	if opts.Batch <= 0 {
 		opts.Batch = 500
@@ -89,7 +96,7 @@ func (s *Sink) Offer(e *Event) {
 	default:
 	}
 	select {
-	case s.queue <- *e:
+	case s.queue <- e.detached():
 	default:
 		s.drop(1)
 	}
@@ -171,9 +178,9 @@ func (s *Sink) fail(err error, n int) {
 	}
 }
 
-// flush writes what is held and queued, once each, within the timeout.
+// flush writes what is held and queued, once each, by the deadline.
 func (s *Sink) flush(batch []Event) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
+	ctx, cancel := context.WithDeadline(context.Background(), s.deadline)
 	defer cancel()
 	for {
 	fill:
@@ -200,10 +207,16 @@ func (s *Sink) flush(batch []Event) {
 	}
 }
 
-// Close writes what is queued (within the write timeout) and closes the
-// writer. Events offered after it are dropped.
+// Close writes what is queued (within the write timeout of the call) and
+// closes the writer. Events offered after it are dropped.
 func (s *Sink) Close() error {
-	s.once.Do(func() { close(s.closing) })
+	s.once.Do(func() {
+		// From now, not from the end of a write in flight (which has its
+		// own timeout): a database that does not answer would otherwise
+		// hold Close, and a reload or shutdown, for twice the timeout.
+		s.deadline = time.Now().Add(s.opts.Timeout)
+		close(s.closing)
+	})
 	<-s.done
 	return s.w.Close()
 }

@@ -17,14 +17,21 @@ type fakeWriter struct {
 	fail    error
 	block   chan struct{} // when set, writes wait for it to close
 	written chan int      // each successful batch's size
+	started chan struct{} // when set, told of each write begun
+	ends    []time.Time   // each write's deadline
 }
 
 func newFakeWriter() *fakeWriter { return &fakeWriter{written: make(chan int, 1000)} }
 
 func (w *fakeWriter) Write(ctx context.Context, events []Event) error {
 	w.mu.Lock()
-	block, fail := w.block, w.fail
+	block, fail, started := w.block, w.fail, w.started
+	end, _ := ctx.Deadline()
+	w.ends = append(w.ends, end)
 	w.mu.Unlock()
+	if started != nil {
+		started <- struct{}{}
+	}
 	if block != nil {
 		select {
 		case <-block:
@@ -156,5 +163,33 @@ func TestSinkDropsRefusedBatch(t *testing.T) {
 	s.Offer(event(2))
 	if n := <-w.written; n != 1 || w.events[0].Status != 2 {
 		t.Fatalf("after a refusal: %v", w.events)
+	}
+}
+
+// Close gives up within the write timeout of its call, also when a write
+// is in flight: the last write's deadline is the call's, not the end of
+// the write before it plus another timeout.
+func TestSinkCloseWithinTimeout(t *testing.T) {
+	w, c := newFakeWriter(), newCounts()
+	w.block, w.started = make(chan struct{}), make(chan struct{}, 10) // a database that never answers
+	const timeout = 500 * time.Millisecond
+	s := NewSink(w, SinkOptions{Batch: 1, Timeout: timeout, Counter: c})
+	s.Offer(event(1))
+	<-w.started // a write in flight
+	s.Offer(event(2))
+	called := time.Now()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.ends) != 2 {
+		t.Fatalf("%d writes", len(w.ends))
+	}
+	if last := w.ends[1]; last.After(called.Add(timeout + timeout/2)) {
+		t.Errorf("the flush at Close may run until %v after it was called, past the %v timeout", last.Sub(called), timeout)
+	}
+	if d := c.dropped.Load(); d != 2 {
+		t.Errorf("%d dropped, want 2", d)
 	}
 }

@@ -193,6 +193,7 @@ func TestCaddyfileValuesAreValidated(t *testing.T) {
 		`better_auth { rate_limit a { key user ; rate 10000000/1s } }`:        "at most one request per",
 		`better_auth { audit everything }`:                                    "events must be all, denials or off",
 		`better_auth { audit { database table "a;b" } }`:                      "names are letters, digits and underscores",
+		`better_auth { audit { database ; queue 1000000000 } }`:               "queue must be between 0 and 1000000",
 	} {
 		var h Handler
 		opened := strings.NewReplacer("{ ", "{\n", " }", "\n}", " ; ", "\n").Replace(input)

@@ -35,6 +35,7 @@ type front struct {
 	key      string // the gateway's key in the pool; "" once released
 	logger   *zap.Logger
 	audit    *audit.Log // nil: no audit trail
+	unaudit  func()     // lets go of the audit trail's sink
 	frontEnd string
 }
 
@@ -70,7 +71,7 @@ func (f *front) provision(ctx caddy.Context, o gateway.Options, frontEnd string)
 	if o.OAuth != nil {
 		f.resource, _ = o.OAuth.Protected() // checked by Gate
 	}
-	if f.audit, err = f.gw.Auditor(o, f.logger); err != nil {
+	if f.audit, f.unaudit, err = f.gw.Auditor(o, f.logger); err != nil {
 		f.release()
 		return err
 	}
@@ -82,6 +83,9 @@ func (f *front) provision(ctx caddy.Context, o gateway.Options, frontEnd string)
 func (f *front) release() error {
 	if f.key == "" {
 		return nil
+	}
+	if f.unaudit != nil {
+		f.unaudit()
 	}
 	_, err := gateways.Delete(f.key)
 	f.key = ""

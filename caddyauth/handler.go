@@ -167,7 +167,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		return nil
 	}
-	h.audit.Decided(h.frontEnd, &res, r.Host, r.URL.EscapedPath(), call)
+	if h.audit != nil {
+		h.audit.Decided(h.frontEnd, &res, r.Host, originalPath(r), call)
+	}
 	if !res.Allowed() {
 		if c := h.logger.Check(zapcore.DebugLevel, "request denied"); c != nil {
 			c.Write(zap.Stringer("code", res.Decision.Reason), zap.String("credential_fingerprint", betterauth.Fingerprint(res.Credential.Value)))
@@ -223,6 +225,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.containError(w, r, err)
 	}
 	return err
+}
+
+// originalPath is the path the client asked for, before any handle_path,
+// uri or rewrite in front of the handler changed it: what an audit trail
+// records (two handle_path routes would otherwise record /admin/users and
+// /api/users alike as /users).
+func originalPath(r *http.Request) string {
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
+		return orig.URL.EscapedPath()
+	}
+	return r.URL.EscapedPath()
 }
 
 // clientIP is the client's address as Caddy determined it: the peer, or

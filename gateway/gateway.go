@@ -323,7 +323,7 @@ type Gateway struct {
 	dsn       string       // the database, for the audit writers
 
 	auditMu sync.Mutex
-	sinks   map[audit.Table]*audit.Sink // audit events bound for each table
+	sinks   map[sinkKey]*sharedSink // audit events bound for each table
 
 	stop    context.CancelFunc // ends the revocation watchers
 	running sync.WaitGroup     // the watchers started
@@ -462,9 +462,9 @@ func (g *Gateway) Close() error {
 	g.running.Wait()
 	var errs []error
 	g.auditMu.Lock()
-	for t, s := range g.sinks {
+	for k, s := range g.sinks {
 		// Their last events: the requests are done, the database still open.
-		errs = append(errs, wrap("writing audit events to "+t.String(), s.Close()))
+		errs = append(errs, wrap("writing audit events to "+k.table.String(), s.sink.Close()))
 	}
 	g.sinks = nil
 	g.auditMu.Unlock()
@@ -503,40 +503,89 @@ func (g *Gateway) Destruct() error {
 	return err
 }
 
+// sinkKey names the sink of the routes writing to one table with one
+// queue size.
+type sinkKey struct {
+	table audit.Table
+	queue int
+}
+
+// sharedSink is a sink and how many routes hold it.
+type sharedSink struct {
+	sink *audit.Sink
+	refs int
+}
+
 // Auditor returns the audit trail of a route configured by o (nil
 // without one): events logged on logger.Named("audit") and, with a
 // database block, queued for the table it names, through one sink per
-// table that the gateway's routes share and Close flushes.
-func (g *Gateway) Auditor(o Options, logger *zap.Logger) (*audit.Log, error) {
+// table and queue size that the gateway's routes share. release lets go
+// of the sink, which the last route to hold it closes (writing what it
+// holds): a config reload that names another table or queue size gets a
+// sink of its own, the old one ends with the old config, and a gateway
+// outliving many reloads keeps no sink nobody uses. Close closes those
+// still held.
+func (g *Gateway) Auditor(o Options, logger *zap.Logger) (trail *audit.Log, release func(), err error) {
+	release = func() {}
 	a := o.Audit
 	if a == nil {
-		return nil, nil
+		return nil, release, nil
 	}
-	mode, err := audit.ParseMode(a.Events)
-	if err != nil || mode == audit.Off {
-		return nil, err
+	// Checked here too: a route sharing another's gateway was not
+	// validated by Open, and its queue is allocated below.
+	if err := a.validate(); err != nil {
+		return nil, release, err
+	}
+	mode, _ := audit.ParseMode(a.Events)
+	if mode == audit.Off {
+		return nil, release, nil
 	}
 	var sink *audit.Sink
 	if d := a.Database; d != nil {
 		t, err := audit.ParseTable(g.dsn, d.Table)
 		if err != nil {
-			return nil, err
+			return nil, release, err
+		}
+		k := sinkKey{t, d.Queue}
+		if k.queue == 0 {
+			k.queue = audit.DefaultQueue
 		}
 		g.auditMu.Lock()
 		defer g.auditMu.Unlock()
-		if sink = g.sinks[t]; sink == nil {
+		s := g.sinks[k]
+		if s == nil {
 			w, err := audit.OpenWriter(g.dsn, t)
 			if err != nil {
-				return nil, err
+				return nil, release, err
 			}
-			sink = audit.NewSink(w, audit.SinkOptions{Queue: d.Queue, Logger: g.logger.Named("audit"), Counter: g.metrics})
+			s = &sharedSink{sink: audit.NewSink(w, audit.SinkOptions{Queue: k.queue, Logger: g.logger.Named("audit"), Counter: g.metrics})}
 			if g.sinks == nil {
-				g.sinks = map[audit.Table]*audit.Sink{}
+				g.sinks = map[sinkKey]*sharedSink{}
 			}
-			g.sinks[t] = sink
+			g.sinks[k] = s
+		}
+		s.refs++
+		sink = s.sink
+		var once sync.Once
+		release = func() { once.Do(func() { g.releaseSink(k, s) }) }
+	}
+	return audit.NewLog(mode, logger.Named("audit"), sink), release, nil
+}
+
+// releaseSink drops a route's hold on s, closing it after the last.
+func (g *Gateway) releaseSink(k sinkKey, s *sharedSink) {
+	g.auditMu.Lock()
+	s.refs--
+	last := s.refs == 0 && g.sinks[k] == s
+	if last {
+		delete(g.sinks, k)
+	}
+	g.auditMu.Unlock()
+	if last {
+		if err := s.sink.Close(); err != nil {
+			g.logger.Warn("writing audit events to "+k.table.String(), zap.Error(err))
 		}
 	}
-	return audit.NewLog(mode, logger.Named("audit"), sink), nil
 }
 
 // Store is what the gateway's gates read: the cache tiers over the

@@ -257,6 +257,31 @@ type Audit struct {
 	Database *AuditDatabase `json:"database,omitempty"`
 }
 
+// MaxAuditQueue bounds AuditDatabase.Queue: the queue is allocated whole
+// (about 300 bytes an event, and up to 5 KB with its text), and a slip of
+// a digit must fail the config, not take the process down.
+const MaxAuditQueue = 1_000_000
+
+func (a *Audit) validate() error {
+	if a == nil {
+		return nil
+	}
+	if _, err := audit.ParseMode(a.Events); err != nil {
+		return err
+	}
+	if d := a.Database; d != nil {
+		if d.Queue < 0 || d.Queue > MaxAuditQueue {
+			return fmt.Errorf("audit: queue must be between 0 and %d, not %d", MaxAuditQueue, d.Queue)
+		}
+		// The names PostgreSQL takes; SQLite's (no schema) are checked
+		// when the database is known.
+		if _, err := audit.ParseTable("", d.Table); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // AuditDatabase says where audit events are stored. The table is created
 // by `caddy better-auth install-audit` (or the SQL it prints with
 // --print). Events are written in batches (COPY on PostgreSQL) by a
@@ -270,7 +295,8 @@ type AuditDatabase struct {
 	// caddy_betterauth_audit_events (SQLite).
 	Table string `json:"table,omitempty"`
 	// How many events may wait for the database; routes writing to one
-	// table share a queue, sized by the first. Default: 10000.
+	// table with the same queue share it (a reload that changes it gets a
+	// new one). Default: 10000; at most MaxAuditQueue.
 	Queue int `json:"queue,omitempty"`
 }
 
@@ -633,20 +659,8 @@ func (o *Options) Validate() error {
 	if _, err := o.tiers(); err != nil {
 		return err
 	}
-	if a := o.Audit; a != nil {
-		if _, err := audit.ParseMode(a.Events); err != nil {
-			return err
-		}
-		if d := a.Database; d != nil {
-			if d.Queue < 0 {
-				return errors.New("audit: queue must not be negative")
-			}
-			// The names PostgreSQL takes; SQLite's (no schema) are checked
-			// when the database is known.
-			if _, err := audit.ParseTable("", d.Table); err != nil {
-				return err
-			}
-		}
+	if err := o.Audit.validate(); err != nil {
+		return err
 	}
 	if o.Schema != nil {
 		if err := o.Schema.config().Validate(); err != nil {

@@ -231,7 +231,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	trail, err := gw.Auditor(cfg.Options, logger)
+	trail, _, err := gw.Auditor(cfg.Options, logger) // gw.Close closes its sink
 	if err != nil {
 		return err
 	}
