@@ -195,7 +195,7 @@ func (g *Gate) DecideFor(ctx context.Context, h HTTPHeader, client netip.Addr, a
 	// showed on the hot path.
 	res.gate, res.Client = g, client
 	if g.observer != nil {
-		defer g.observe(&res)
+		defer g.observe(ctx, &res)
 	}
 	if g.ruled && !g.rules.admits(client) {
 		// Before any lookup: a refused address costs no database work.
@@ -251,8 +251,14 @@ func (g *Gate) DecideFor(ctx context.Context, h HTTPHeader, client netip.Addr, a
 	return res
 }
 
-// observe reports a decision to the observer.
-func (g *Gate) observe(res *Result) {
+// observe reports a decision to the observer, unless its lookup failed
+// because the request itself ended (the client left, Envoy gave up): no
+// one got that answer, and counting it as BACKEND_UNAVAILABLE would show
+// impatient clients as a database outage.
+func (g *Gate) observe(ctx context.Context, res *Result) {
+	if res.Err != nil && ctx.Err() != nil {
+		return
+	}
 	g.observer.Decided(res.Method(), res.Decision.Reason)
 }
 

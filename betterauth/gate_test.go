@@ -557,6 +557,29 @@ func TestGateObserverHearsEveryDecision(t *testing.T) {
 	}
 }
 
+// A lookup failed because the request itself ended (the client left) is
+// not counted: nobody got the answer, and BACKEND_UNAVAILABLE would show a
+// database outage that was not. One the database failed on its own is.
+func TestGateObserverSkipsRequestsThatEnded(t *testing.T) {
+	t.Parallel()
+	const key = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
+	v, _ := NewVerifier(Options{Store: &fakeStore{err: context.Canceled}})
+	o := &countingObserver{}
+	g := NewGate(GateConfig{Verifier: v, Observer: o})
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if res := g.Decide(ended, HTTPHeader{"X-Api-Key": {key}}, netip.Addr{}); res.Err == nil {
+		t.Fatal("the lookup did not fail")
+	}
+	if o.n[MethodAPIKey][BackendUnavailable] != 0 {
+		t.Errorf("a request that ended was counted: %v", o.n)
+	}
+	g.Decide(context.Background(), HTTPHeader{"X-Api-Key": {key}}, netip.Addr{})
+	if o.n[MethodAPIKey][BackendUnavailable] != 1 {
+		t.Errorf("a failed lookup was not counted: %v", o.n)
+	}
+}
+
 type nopLimiter struct{}
 
 func (nopLimiter) Limit(context.Context, Decision, netip.Addr) (time.Duration, bool) { return 0, false }

@@ -462,10 +462,17 @@ func (g *Gateway) Close() error {
 	g.running.Wait()
 	var errs []error
 	g.auditMu.Lock()
+	// Their last events, each sink within its own timeout, side by side:
+	// the requests are done, the database still open.
+	var closing sync.WaitGroup
+	sinkErrs, i := make([]error, len(g.sinks)), 0
 	for k, s := range g.sinks {
-		// Their last events: the requests are done, the database still open.
-		errs = append(errs, wrap("writing audit events to "+k.table.String(), s.sink.Close()))
+		j := i
+		closing.Go(func() { sinkErrs[j] = wrap("writing audit events to "+k.table.String(), s.sink.Close()) })
+		i++
 	}
+	closing.Wait()
+	errs = append(errs, sinkErrs...)
 	g.sinks = nil
 	g.auditMu.Unlock()
 	if g.counter != nil {
