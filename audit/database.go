@@ -124,6 +124,19 @@ func (t Table) DDL() string {
 	idx("key_idx", "key_id, occurred_at", " WHERE key_id IS NOT NULL")
 	return b.String()
 }
+// Grant returns the statements that let role (the gateway's database
+// user, when another role created the table) write events: USAGE on the
+// table's schema and INSERT on the table, nothing else (it reads none of
+// it). PostgreSQL only.
+func (t Table) Grant(role string) string {
+	var b strings.Builder
+	if t.Schema != "" {
+		fmt.Fprintf(&b, "GRANT USAGE ON SCHEMA %s TO %s;\n", schema.QuoteIdent(t.Schema), schema.QuoteIdent(role))
+	}
+	fmt.Fprintf(&b, "GRANT INSERT ON %s TO %s;\n", t, schema.QuoteIdent(role))
+	return b.String()
+}
+
 
 // indexName names the table's index for CREATE INDEX (PostgreSQL creates
 // it in the table's schema and takes no schema there; SQLite takes none at

@@ -168,18 +168,22 @@ decision and its code and status, the user, organization, API key, session or
 OAuth token and client ids, the credential's fingerprint (never the
 credential), the client address, host and path, and the MCP method and tool.
 It is indexed for the events of a user, of a key, and of a period. --table
-names another table; give the audit block's database the same name. --print
-writes the SQL instead of running it.`,
+names another table; give the audit block's database the same name. When the
+gateway connects as another role than the one running this, --grant <role>
+gives that role what writing events takes (USAGE on the schema, INSERT on
+the table) and nothing more. --print writes the SQL instead of running it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			printSQL, _ := cmd.Flags().GetBool("print")
 			table, _ := cmd.Flags().GetString("table")
-			return cli.Exit(cli.InstallAudit(cmd.Context(), cli.AuditOptions{Database: database(cmd), Table: table, Print: printSQL},
+			grant, _ := cmd.Flags().GetString("grant")
+			return cli.Exit(cli.InstallAudit(cmd.Context(), cli.AuditOptions{Database: database(cmd), Table: table, Grant: grant, Print: printSQL},
 				cmd.OutOrStdout(), cmd.ErrOrStderr()))
 		},
 	}
 	databaseFlags(cmd)
 	cmd.Flags().String("table", "", "the audit table, [schema.]table")
+	cmd.Flags().String("grant", "", "the gateway's role, given USAGE on the schema and INSERT on the table (PostgreSQL)")
 	cmd.Flags().Bool("print", false, "print the SQL instead of running it")
 	return cmd
 }

@@ -17,6 +17,9 @@ type AuditOptions struct {
 	Database Database
 	// Table is the audit table (audit.ParseTable's default when "").
 	Table string
+	// Grant names the role the gateway connects as, to be given what
+	// writing events takes, when it is not the one creating the table.
+	Grant string
 	// Print writes the SQL to out instead of running it.
 	Print bool
 }
@@ -35,6 +38,13 @@ func InstallAudit(ctx context.Context, opts AuditOptions, out, errOut io.Writer)
 		return ExitError
 	}
 	ddl := t.DDL()
+	if opts.Grant != "" {
+		if sqlitestore.IsDSN(dsn) {
+			fmt.Fprintln(errOut, "install-audit: --grant is for PostgreSQL; SQLite has no roles")
+			return ExitError
+		}
+		ddl += t.Grant(opts.Grant)
+	}
 	if opts.Print {
 		fmt.Fprint(out, ddl)
 		return ExitOK
