@@ -124,6 +124,7 @@ func (t Table) DDL() string {
 	idx("key_idx", "key_id, occurred_at", " WHERE key_id IS NOT NULL")
 	return b.String()
 }
+
 // Grant returns the statements that let role (the gateway's database
 // user, when another role created the table) write events: USAGE on the
 // table's schema and INSERT on the table, nothing else (it reads none of
@@ -136,7 +137,6 @@ func (t Table) Grant(role string) string {
 	fmt.Fprintf(&b, "GRANT INSERT ON %s TO %s;\n", t, schema.QuoteIdent(role))
 	return b.String()
 }
-
 
 // indexName names the table's index for CREATE INDEX (PostgreSQL creates
 // it in the table's schema and takes no schema there; SQLite takes none at
