@@ -184,8 +184,11 @@ func (e *Extractor) Extract(h HeaderGetter) Credential {
 		if v, ok := bearerValue(vs[0]); ok {
 			c := bounded(Credential{Kind: e.classifyBearer(v), Source: SourceBearer, Name: "Authorization"}, v)
 			if c.Kind == KindOAuth {
-				// Better-Auth hashes the token without its prefix.
-				c.Value = c.Value[len(e.oauthPrefix):]
+				// Better-Auth hashes the token without its prefix; the
+				// prefix alone is no token.
+				if c.Value = c.Value[len(e.oauthPrefix):]; c.Value == "" {
+					return invalid(c)
+				}
 			}
 			return c
 		}
