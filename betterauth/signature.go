@@ -103,6 +103,13 @@ func unescape(v string) (string, bool) {
 
 func (s *Signer) check(token, sig string) bool {
 	sig = strings.TrimRight(sig, "=")
+	for i := 0; i < len(sig); i++ {
+		// Go's decoder skips CR and LF (a cookie's %0D%0A, unescaped):
+		// only the alphabet, so that a signature has one spelling.
+		if c := sig[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '-' || c == '_') {
+			return false
+		}
+	}
 	enc := base64.RawStdEncoding
 	if strings.ContainsAny(sig, "-_") {
 		enc = base64.RawURLEncoding

@@ -56,6 +56,8 @@ func TestSignerMatchesBetterAuth(t *testing.T) {
 		{"bearer url-safe unpadded", s.VerifyBearer, urlSafe, true},
 		{"bearer truncated signature", s.VerifyBearer, vecToken + ".S8ELSydfvlGDPBG7", false},
 		{"bearer overlong signature", s.VerifyBearer, vecBearerSigned + "AAAAAAAAAAAA", false},
+		{"cookie signature with encoded line breaks", s.VerifyCookie, vecToken + ".S8ELSydfvlGDPBG7LpeOn7uaAdyX9wvq%0D%0AXdao1f2rtAU%3D", false},
+		{"bearer signature with encoded line breaks", s.VerifyBearer, vecToken + ".S8ELSydfvlGDPBG7LpeOn7uaAdyX9wvq%0D%0AXdao1f2rtAU%3D", false},
 		{"bearer no token", s.VerifyBearer, ".S8ELSydfvlGDPBG7LpeOn7uaAdyX9wvqXdao1f2rtAU=", false},
 		{"no secret", (*Signer)(nil).VerifyBearer, vecBearerSigned, false},
 	}

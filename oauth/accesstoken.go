@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 )
 
 // DefaultLeeway is the clock skew Verify allows by default; see
@@ -212,6 +214,12 @@ func (t AccessToken) HasScope(scope string) bool { return slices.Contains(t.Scop
 func (v *AccessTokenVerifier) Verify(ctx context.Context, token string) (AccessToken, error) {
 	if len(token) > MaxTokenLength {
 		return AccessToken{}, invalid("oversized")
+	}
+	if !betterauth.LooksLikeJWT(token) {
+		// Only base64url and the two dots: Go's decoder skips CR and LF,
+		// so a signature with line breaks added would still verify, and
+		// one token would have many spellings.
+		return AccessToken{}, invalid("malformed")
 	}
 	rawHeader, rest, ok1 := strings.Cut(token, ".")
 	rawPayload, rawSig, ok2 := strings.Cut(rest, ".")
