@@ -19,21 +19,7 @@ cd "$(dirname "$0")/.."
 count=${1:-1}
 # shellcheck source=scripts/services.sh
 . scripts/services.sh
-if [ -z "${TEST_REDIS_URL:-}" ] || [ -z "${PG_BIN:-}" ] || [ -z "${TEST_DATABASE_URL:-}" ]; then
-  trap cleanup_services EXIT
-  ensure_packages
-  start_postgres
-  start_redis
-fi
-if [ ! -d integration/seed/node_modules ]; then
-  (cd integration/seed && npm ci --no-audit --no-fund --loglevel=error)
-fi
-if [ -z "${CADDY_BIN:-}" ]; then
-  mkdir -p .tmp
-  go build -o .tmp/caddy ./cmd/caddy
-  export CADDY_BIN=$PWD/.tmp/caddy
-fi
-export BETTERAUTH_INTEGRATION=1
+use_services
 go test -count="$count" -v -timeout 30m \
   -run '^(TestPostgresFaults|TestPoolExhaustionSparesCachedHits|TestRedisFaultsCostNothing|TestListenerComesBackAndPurges|TestListenerNoticesASilentConnection)$' \
   ./integration/ | grep -E '^(--- |=== RUN|ok|FAIL|PASS)|faults_test\.go'

@@ -81,3 +81,26 @@ cleanup_services() {
   local c
   for c in "${PG_CLEANUP[@]}"; do eval "$c"; done
 }
+
+# use_services prepares what an integration run needs when a script runs on
+# its own: PostgreSQL and Redis (stopped on exit) unless scripts/test.sh
+# already exported them, the pinned npm packages if missing, and Caddy
+# built from cmd/caddy unless CADDY_BIN names one. Call it from the
+# repository's root.
+use_services() {
+  if [ -z "${TEST_REDIS_URL:-}" ] || [ -z "${PG_BIN:-}" ] || [ -z "${TEST_DATABASE_URL:-}" ]; then
+    trap cleanup_services EXIT
+    ensure_packages
+    start_postgres
+    start_redis
+  fi
+  if [ ! -d integration/seed/node_modules ]; then
+    (cd integration/seed && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  if [ -z "${CADDY_BIN:-}" ]; then
+    mkdir -p .tmp
+    go build -o .tmp/caddy ./cmd/caddy
+    export CADDY_BIN=$PWD/.tmp/caddy
+  fi
+  export BETTERAUTH_INTEGRATION=1
+}

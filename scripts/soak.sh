@@ -16,24 +16,11 @@ cd "$(dirname "$0")/.."
 duration=${1:-60s}
 # shellcheck source=scripts/services.sh
 . scripts/services.sh
-if [ -z "${TEST_REDIS_URL:-}" ] || [ -z "${PG_BIN:-}" ] || [ -z "${TEST_DATABASE_URL:-}" ]; then
-  trap cleanup_services EXIT
-  ensure_packages
-  start_postgres
-  start_redis
-fi
-if [ ! -d integration/seed/node_modules ]; then
-  (cd integration/seed && npm ci --no-audit --no-fund --loglevel=error)
-fi
-if [ -z "${CADDY_BIN:-}" ]; then
-  mkdir -p .tmp
-  go build -o .tmp/caddy ./cmd/caddy
-  export CADDY_BIN=$PWD/.tmp/caddy
-fi
+use_services
 # go test's own deadline: the run, plus ten minutes for seeding and the end.
 secs=$(python3 -c 'import re,sys
 u={"h":3600,"m":60,"s":1,"ms":.001}
 m=re.findall(r"([0-9.]+)(ms|h|m|s)",sys.argv[1])
 print(int(sum(float(n)*u[x] for n,x in m)))' "$duration")
-export BETTERAUTH_INTEGRATION=1 SOAK_DURATION=$duration
+export SOAK_DURATION=$duration
 go test -count=1 -v -run '^TestSoak$' -timeout "$((secs + 600))s" ./integration/
