@@ -135,11 +135,20 @@ type Options struct {
 	PlainKeys bool
 	// Logger receives the detected layout and warnings. Default: none.
 	Logger *zap.Logger
+
+	// Name, Dialect and Catalog make the Store read another database
+	// through database/sql (package mysqlstore): its name in errors, its
+	// SQL, and how its catalog lists the candidate tables' columns.
+	// Default: SQLite's.
+	Name    string
+	Dialect *schema.Dialect
+	Catalog func(ctx context.Context, db *sql.DB, tables []string) (schema.Catalog, error)
 }
 
 // Store implements betterauth.Store on SQLite. It does not own db.
 type Store struct {
 	db     *sql.DB
+	name   string // in errors: "sqlitestore", "mysqlstore"
 	opts   Options
 	logger *zap.Logger
 	layout schema.Lazy
@@ -152,17 +161,24 @@ type Store struct {
 
 // New returns a Store reading through db. It does no I/O.
 func New(db *sql.DB, opts Options) (*Store, error) {
-	if err := opts.Schema.Validate(); err != nil {
-		return nil, fmt.Errorf("sqlitestore: %w", err)
+	s := &Store{db: db, opts: opts, logger: opts.Logger, name: opts.Name}
+	if s.name == "" {
+		s.name = "sqlitestore"
 	}
-	s := &Store{db: db, opts: opts, logger: opts.Logger}
+	if err := opts.Schema.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", s.name, err)
+	}
 	if s.logger == nil {
 		s.logger = zap.NewNop()
 	}
+	dialect := schema.Dialect{Qualify: schema.QuoteIdent, Param: "?", Param2: "?", JSONArray: schema.SQLiteJSONArray}
+	if opts.Dialect != nil {
+		dialect = *opts.Dialect
+	}
 	s.layout = schema.Lazy{
-		Name:    "sqlitestore",
+		Name:    s.name,
 		Config:  opts.Schema,
-		Dialect: schema.Dialect{Qualify: schema.QuoteIdent, Param: "?", Param2: "?", JSONArray: schema.SQLiteJSONArray},
+		Dialect: dialect,
 		Catalog: s.Catalog,
 		Resolved: func(l *schema.Layout) {
 			s.logger.Info("better-auth schema detected", zap.String("layout", l.Describe()))
@@ -177,6 +193,9 @@ func New(db *sql.DB, opts Options) (*Store, error) {
 
 // Catalog reads the columns of the candidate Better-Auth tables.
 func (s *Store) Catalog(ctx context.Context) (schema.Catalog, error) {
+	if s.opts.Catalog != nil {
+		return s.opts.Catalog(ctx, s.db, s.opts.Schema.Candidates())
+	}
 	cat := schema.Catalog{}
 	for _, table := range s.opts.Schema.Candidates() {
 		rows, err := s.db.QueryContext(ctx, `SELECT name FROM pragma_table_info(?) ORDER BY cid`, table)
@@ -239,12 +258,12 @@ func (s *Store) oauth(ctx context.Context, query string, l betterauth.Lookup, le
 	}
 	rows, err := s.db.QueryContext(ctx, query, arg)
 	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: oauth token lookup: %w", err)
+		return nil, fmt.Errorf("%s: oauth token lookup: %w", s.name, err)
 	}
 	defer rows.Close()
 	t, err := schema.DecodeOAuth(rows, legacy)
 	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: %w", err)
+		return nil, fmt.Errorf("%s: %w", s.name, err)
 	}
 	return t, nil
 }
@@ -258,12 +277,12 @@ func (s *Store) OAuthGrant(ctx context.Context, g schema.Grant) (*betterauth.OAu
 	}
 	rows, err := s.db.QueryContext(ctx, p.Queries.OAuthGrant, g.Args(true)...)
 	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: oauth grant lookup: %w", err)
+		return nil, fmt.Errorf("%s: oauth grant lookup: %w", s.name, err)
 	}
 	defer rows.Close()
 	t, err := schema.DecodeOAuthGrant(rows, g)
 	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: %w", err)
+		return nil, fmt.Errorf("%s: %w", s.name, err)
 	}
 	return t, nil
 }
@@ -277,7 +296,7 @@ func (s *Store) OAuthResource(ctx context.Context, identifier string) (bool, err
 	}
 	rows, err := s.db.QueryContext(ctx, p.Queries.OAuthResource, identifier)
 	if err != nil {
-		return false, fmt.Errorf("sqlitestore: oauth resource lookup: %w", err)
+		return false, fmt.Errorf("%s: oauth resource lookup: %w", s.name, err)
 	}
 	defer rows.Close()
 	found := rows.Next()
@@ -292,12 +311,12 @@ func (s *Store) User(ctx context.Context, id string) (*betterauth.User, error) {
 	}
 	rows, err := s.db.QueryContext(ctx, p.Queries.User, id)
 	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: user lookup: %w", err)
+		return nil, fmt.Errorf("%s: user lookup: %w", s.name, err)
 	}
 	defer rows.Close()
 	u, err := schema.DecodeUser(rows)
 	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: %w", err)
+		return nil, fmt.Errorf("%s: %w", s.name, err)
 	}
 	return u, nil
 }
@@ -316,12 +335,12 @@ func (s *Store) Owner(ctx context.Context, id string) (*betterauth.User, *better
 	}
 	rows, err := s.db.QueryContext(ctx, p.Queries.Organization, id)
 	if err != nil {
-		return nil, nil, fmt.Errorf("sqlitestore: organization lookup: %w", err)
+		return nil, nil, fmt.Errorf("%s: organization lookup: %w", s.name, err)
 	}
 	defer rows.Close()
 	o, err := schema.DecodeOrganization(rows)
 	if err != nil {
-		return nil, nil, fmt.Errorf("sqlitestore: %w", err)
+		return nil, nil, fmt.Errorf("%s: %w", s.name, err)
 	}
 	return u, o, nil
 }
@@ -335,12 +354,12 @@ func (s *Store) Member(ctx context.Context, orgID, userID string) (string, bool,
 	}
 	rows, err := s.db.QueryContext(ctx, p.Queries.Member, orgID, userID)
 	if err != nil {
-		return "", false, fmt.Errorf("sqlitestore: member lookup: %w", err)
+		return "", false, fmt.Errorf("%s: member lookup: %w", s.name, err)
 	}
 	defer rows.Close()
 	role, found, err := schema.DecodeMember(rows)
 	if err != nil {
-		return "", false, fmt.Errorf("sqlitestore: %w", err)
+		return "", false, fmt.Errorf("%s: %w", s.name, err)
 	}
 	return role, found, nil
 }
@@ -348,12 +367,12 @@ func (s *Store) Member(ctx context.Context, orgID, userID string) (string, bool,
 func (s *Store) key(ctx context.Context, query, arg string) (*betterauth.APIKey, error) {
 	rows, err := s.db.QueryContext(ctx, query, arg)
 	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: api key lookup: %w", err)
+		return nil, fmt.Errorf("%s: api key lookup: %w", s.name, err)
 	}
 	defer rows.Close()
 	k, duplicate, err := schema.DecodeAPIKey(rows, s.opts.Schema.AllowedIPsField)
 	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: %w", err)
+		return nil, fmt.Errorf("%s: %w", s.name, err)
 	}
 	if duplicate {
 		s.logger.Warn("denying an API key whose hash matches more than one row")
@@ -364,12 +383,12 @@ func (s *Store) key(ctx context.Context, query, arg string) (*betterauth.APIKey,
 func (s *Store) session(ctx context.Context, query, token string) (*betterauth.Session, error) {
 	rows, err := s.db.QueryContext(ctx, query, token)
 	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: session lookup: %w", err)
+		return nil, fmt.Errorf("%s: session lookup: %w", s.name, err)
 	}
 	defer rows.Close()
 	sess, err := schema.DecodeSession(rows)
 	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: %w", err)
+		return nil, fmt.Errorf("%s: %w", s.name, err)
 	}
 	return sess, nil
 }

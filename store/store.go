@@ -13,11 +13,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/mysqlstore"
 	"github.com/caddy-betterauth/caddy-betterauth/oauth"
 	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
@@ -44,6 +46,7 @@ type Dialect int
 const (
 	Postgres Dialect = iota + 1
 	SQLite
+	MySQL
 )
 
 // String returns "postgres" or "sqlite", for messages.
@@ -53,6 +56,8 @@ func (d Dialect) String() string {
 		return "postgres"
 	case SQLite:
 		return "sqlite"
+	case MySQL:
+		return "mysql"
 	}
 	return fmt.Sprintf("Dialect(%d)", int(d))
 }
@@ -127,10 +132,13 @@ func Open(dsn string, opts Options) (DB, error) {
 		}
 		return &sqliteDB{Store: s, db: db, identity: "sqlite:" + path}, nil
 	}
+	if mysqlstore.IsDSN(dsn) {
+		return openMySQL(dsn, opts)
+	}
 	pcfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx's message can quote the URL, password included.
-		return nil, fmt.Errorf("database: not a PostgreSQL URL or DSN, nor a sqlite: or file: URL")
+		return nil, fmt.Errorf("database: not a PostgreSQL URL or DSN, a mysql:// URL, nor a sqlite: or file: URL")
 	}
 	if _, ok := pcfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		pcfg.ConnConfig.RuntimeParams["application_name"] = "caddy-better-auth"
@@ -232,3 +240,56 @@ func (d *sqliteDB) Scope(ctx context.Context) (string, error) {
 	return withLayout(d.identity, layout)
 }
 func (d *sqliteDB) Close() error { return d.db.Close() }
+
+func openMySQL(dsn string, opts Options) (DB, error) {
+	if opts.PGSchema != "" {
+		return nil, fmt.Errorf("pg_schema applies to PostgreSQL only")
+	}
+	if opts.Writable {
+		return nil, fmt.Errorf("usage database is not supported on MySQL yet")
+	}
+	cfg, _, err := mysqlstore.Config(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	db, err := mysqlstore.Open(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	s, err := mysqlstore.New(db, mysqlstore.Options{Schema: opts.Schema, PlainKeys: opts.PlainKeys, Logger: opts.Logger})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &mysqlDB{sqliteDB: sqliteDB{Store: s, db: db, identity: "mysql://" + cfg.Addr + "/" + url.PathEscape(cfg.DBName)},
+		user: cfg.User}, nil
+}
+
+// mysqlDB reads MySQL through the SQLite store's lookups (see mysqlstore).
+type mysqlDB struct {
+	sqliteDB
+	user string
+}
+
+func (*mysqlDB) Dialect() Dialect { return MySQL }
+
+// Scope implements DB: who connects to which server and database, the
+// server's own identity (its server_uuid on MySQL, server_id on MariaDB,
+// which has no uuid), and the layout.
+func (d *mysqlDB) Scope(ctx context.Context) (string, error) {
+	layout, err := d.Layout(ctx)
+	if err != nil {
+		return "", err
+	}
+	var server string
+	if err := d.db.QueryRowContext(ctx, "SELECT CONCAT(@@hostname, ':', @@port, '/', @@server_id)").Scan(&server); err != nil {
+		return "", fmt.Errorf("reading the server's identity: %w", err)
+	}
+	return withLayout(d.identity+"\nuser="+strconv.Quote(d.user)+"\nserver="+strconv.Quote(server), layout)
+}
+
+// ClaimUsage implements usage.Claimer: not on MySQL yet (Open refuses
+// usage database there).
+func (*mysqlDB) ClaimUsage(context.Context, string, usage.Rules, func() time.Time) (usage.Row, time.Time, bool, error) {
+	return usage.Row{}, time.Time{}, false, fmt.Errorf("usage database is not supported on MySQL yet")
+}

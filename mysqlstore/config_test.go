@@ -1,0 +1,32 @@
+package mysqlstore
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfig(t *testing.T) {
+	cfg, conns, err := Config("mysql://gw:s%40cret@db.internal/auth?tls=skip-verify&max_conns=8&timeout=2s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.User != "gw" || cfg.Passwd != "s@cret" || cfg.Addr != "db.internal:3306" || cfg.DBName != "auth" || conns != 8 ||
+		cfg.TLSConfig != "skip-verify" || cfg.Timeout != 2*time.Second || !cfg.ParseTime || cfg.Loc != time.UTC {
+		t.Errorf("%+v, %d", cfg, conns)
+	}
+	if !strings.Contains(cfg.Params["sql_mode"], "ANSI_QUOTES") || cfg.Params["time_zone"] != "'+00:00'" {
+		t.Errorf("session params %v", cfg.Params)
+	}
+	cfg, conns, err = Config("mariadb://root@127.0.0.1:3307/app")
+	if err != nil || cfg.Addr != "127.0.0.1:3307" || conns != DefaultMaxConns() || cfg.Timeout != 5*time.Second {
+		t.Errorf("%+v %d %v", cfg, conns, err)
+	}
+	for _, bad := range []string{"mysql://u:p@host/", "mysql://u:p@host/db?max_conns=0", "postgres://u@h/db", "mysql://u:p@host/db?bogus_param=%zz"} {
+		if _, _, err := Config(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		} else if strings.Contains(err.Error(), "p@") {
+			t.Errorf("%q: the error quotes the password: %v", bad, err)
+		}
+	}
+}

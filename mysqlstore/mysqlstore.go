@@ -1,0 +1,204 @@
+// Package mysqlstore reads Better-Auth's tables in MySQL or MariaDB, through
+// github.com/go-sql-driver/mysql.
+//
+// The database URL is mysql://user:pass@host:3306/db (mariadb:// too), with
+// the driver's parameters in its query (tls=true, timeout=5s...) and
+// max_conns, the bound on open connections (default max(4, GOMAXPROCS)).
+// Each connection is set up for reading Better-Auth's rows as its own code
+// writes them: ANSI_QUOTES added to the session's sql_mode (the shared
+// queries quote identifiers with double quotes), time_zone UTC and dates
+// read as UTC (Better-Auth's migrations make datetime(3) columns, which
+// mysql2 fills with UTC wall time when the app runs with TZ=UTC or
+// timezone: "Z"), and SET SESSION TRANSACTION READ ONLY: the store never
+// writes. Give the gateway a user with SELECT on the Better-Auth tables
+// and nothing else.
+//
+// The layout is detected on first use from information_schema.columns of
+// the connection's database (package schema), as for the other stores.
+package mysqlstore
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"go.uber.org/zap"
+
+	"github.com/caddy-betterauth/caddy-betterauth/schema"
+	"github.com/caddy-betterauth/caddy-betterauth/sqlitestore"
+)
+
+// IsDSN reports whether a database setting names a MySQL database.
+func IsDSN(dsn string) bool {
+	return strings.HasPrefix(dsn, "mysql://") || strings.HasPrefix(dsn, "mariadb://")
+}
+
+// DefaultMaxConns is the bound on open connections when the URL sets no
+// max_conns: max(4, GOMAXPROCS).
+func DefaultMaxConns() int { return max(4, runtime.GOMAXPROCS(0)) }
+
+// Config parses a mysql:// URL into the driver's configuration, with the
+// session settings the store reads under, and the connection bound.
+func Config(dsn string) (*mysql.Config, int, error) {
+	u, err := url.Parse(dsn)
+	if err != nil || !IsDSN(dsn) {
+		// url's message would quote the URL, password included.
+		return nil, 0, errors.New("not a mysql:// URL")
+	}
+	cfg := mysql.NewConfig()
+	cfg.Net, cfg.Addr = "tcp", u.Host
+	if u.Port() == "" {
+		cfg.Addr = u.Host + ":3306"
+	}
+	if u.User != nil {
+		cfg.User = u.User.Username()
+		cfg.Passwd, _ = u.User.Password()
+	}
+	cfg.DBName = strings.TrimPrefix(u.Path, "/")
+	if cfg.DBName == "" {
+		return nil, 0, errors.New("the mysql:// URL names no database (mysql://user:pass@host:3306/db)")
+	}
+	conns := DefaultMaxConns()
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return nil, 0, errors.New("the mysql:// URL's query is malformed")
+	}
+	if v := q.Get("max_conns"); v != "" {
+		if conns, err = strconv.Atoi(v); err != nil || conns < 1 {
+			return nil, 0, fmt.Errorf("max_conns must be a positive number, not %q", v)
+		}
+		q.Del("max_conns")
+	}
+	// The driver's own parameters, as in its DSN (tls, timeout...).
+	if len(q) > 0 {
+		parsed, err := mysql.ParseDSN("/?" + q.Encode())
+		if err != nil {
+			return nil, 0, fmt.Errorf("the mysql:// URL's parameters: %w", err)
+		}
+		cfg.TLSConfig, cfg.TLS = parsed.TLSConfig, parsed.TLS
+		cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = parsed.Timeout, parsed.ReadTimeout, parsed.WriteTimeout
+		cfg.AllowCleartextPasswords, cfg.AllowNativePasswords = parsed.AllowCleartextPasswords, parsed.AllowNativePasswords
+		cfg.Params = parsed.Params
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	cfg.ParseTime, cfg.Loc = true, time.UTC
+	if cfg.Params == nil {
+		cfg.Params = map[string]string{}
+	}
+	cfg.Params["sql_mode"] = "CONCAT(@@sql_mode, ',ANSI_QUOTES')"
+	cfg.Params["time_zone"] = "'+00:00'"
+	return cfg, conns, nil
+}
+
+// Open returns a pool for the database dsn names, read-only on every
+// connection. It does no I/O.
+func Open(dsn string) (*sql.DB, error) {
+	cfg, conns, err := Config(dsn)
+	if err != nil {
+		return nil, err
+	}
+	c, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, err
+	}
+	db := sql.OpenDB(readOnly{c})
+	db.SetMaxOpenConns(conns)
+	db.SetMaxIdleConns(conns)
+	// Below the servers' default wait_timeout (8 h) and the idle cut of
+	// proxies in front of them.
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	return db, nil
+}
+
+// readOnly makes every new connection's session read-only: the store only
+// reads, and a mistake (or an injected statement) must not write.
+type readOnly struct{ driver.Connector }
+
+func (r readOnly) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := r.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ex, ok := conn.(driver.ExecerContext)
+	if !ok {
+		conn.Close()
+		return nil, errors.New("mysqlstore: the driver cannot run statements")
+	}
+	if _, err := ex.ExecContext(ctx, "SET SESSION TRANSACTION READ ONLY", nil); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("mysqlstore: making the session read-only: %w", err)
+	}
+	return conn, nil
+}
+
+// Dialect is MySQL's SQL for package schema: identifiers in double quotes
+// (the sessions run with ANSI_QUOTES), "?" parameters, JSON arrays through
+// JSON_TABLE (MySQL 8, MariaDB 10.6).
+var Dialect = schema.Dialect{Qualify: schema.QuoteIdent, Param: "?", Param2: "?", JSONArray: JSONArray}
+
+// JSONArray is MySQL's schema.Dialect.JSONArray.
+func JSONArray(expr string) string {
+	return fmt.Sprintf("JSON_TABLE(CASE WHEN JSON_VALID(%[1]s) AND JSON_TYPE(%[1]s) = 'ARRAY' THEN %[1]s ELSE '[]' END, '$[*]' COLUMNS (value TEXT PATH '$')) AS j", expr)
+}
+
+// Catalog reads the columns of the candidate tables in the connection's
+// database, in their order.
+func Catalog(ctx context.Context, db *sql.DB, tables []string) (schema.Catalog, error) {
+	if len(tables) == 0 {
+		return schema.Catalog{}, nil
+	}
+	args := make([]any, len(tables))
+	for i, t := range tables {
+		args[i] = t
+	}
+	marks := strings.TrimSuffix(strings.Repeat("?, ", len(tables)), ", ")
+	rows, err := db.QueryContext(ctx, `SELECT table_name, column_name FROM information_schema.columns
+WHERE table_schema = DATABASE() AND table_name IN (`+marks+`)
+ORDER BY table_name, ordinal_position`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading the catalog: %w", err)
+	}
+	defer rows.Close()
+	cat := schema.Catalog{}
+	for rows.Next() {
+		var table, col string
+		if err := rows.Scan(&table, &col); err != nil {
+			return nil, fmt.Errorf("reading the catalog: %w", err)
+		}
+		cat[table] = append(cat[table], col)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading the catalog: %w", err)
+	}
+	return cat, nil
+}
+
+// Options configure a Store.
+type Options struct {
+	Schema    schema.Config
+	PlainKeys bool
+	Logger    *zap.Logger
+}
+
+// New returns a Store reading Better-Auth's tables through db (from
+// Open). It does no I/O. The lookups are those of the SQLite store, on
+// MySQL's dialect and catalog.
+func New(db *sql.DB, opts Options) (*sqlitestore.Store, error) {
+	d := Dialect
+	logger := opts.Logger
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	return sqlitestore.New(db, sqlitestore.Options{Schema: opts.Schema, PlainKeys: opts.PlainKeys, Logger: logger.Named("mysql"),
+		Name: "mysqlstore", Dialect: &d, Catalog: Catalog})
+}

@@ -1,0 +1,100 @@
+package mysqlstore_test
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"strings"
+	"testing"
+	"time"
+
+
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
+	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
+	"github.com/caddy-betterauth/caddy-betterauth/mysqlstore"
+)
+
+// newDatabase creates a database on the server at TEST_MYSQL_URL, runs
+// ddl in it as the server's user, and returns its URL.
+func newDatabase(t *testing.T, ddl ...string) string {
+	t.Helper()
+	base := testenv.Require(t, "TEST_MYSQL_URL")
+	cfg, _, err := mysqlstore.Config(strings.TrimSuffix(base, "/") + "/mysql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "t_" + strings.ToLower(rand.Text()[:12])
+	cfg.DBName = ""
+	cfg.MultiStatements = true
+	admin, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		a, _ := sql.Open("mysql", cfg.FormatDSN())
+		defer a.Close()
+		a.Exec("DROP DATABASE " + name)
+	})
+	cfg.DBName = name
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, s := range ddl {
+		if _, err := db.Exec(s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	return strings.TrimSuffix(base, "/") + "/" + name
+}
+
+// Better-Auth's own migrations on MySQL (Kysely): camelCase, datetime(3),
+// booleans as tinyint(1), read through the shared lookups, on a session
+// that cannot write.
+func TestLookupsOnBetterAuthTables(t *testing.T) {
+	t.Parallel()
+	const key = "ba_sgcryLxAZNSEehSEODGkbVrwreJKkSsEfciuHrogTDZBeKFjuPwWzTDKeEkrDGbp"
+	dsn := newDatabase(t,
+		"CREATE TABLE `user` (`id` varchar(36) NOT NULL PRIMARY KEY, `name` text NOT NULL, `email` varchar(255) NOT NULL UNIQUE, `emailVerified` boolean NOT NULL, `image` text, `createdAt` datetime(3) NOT NULL, `updatedAt` datetime(3) NOT NULL, `role` text, `banned` boolean, `banReason` text, `banExpires` datetime(3))",
+		"CREATE TABLE `session` (`id` varchar(36) NOT NULL PRIMARY KEY, `expiresAt` datetime(3) NOT NULL, `token` varchar(255) NOT NULL UNIQUE, `createdAt` datetime(3) NOT NULL, `updatedAt` datetime(3) NOT NULL, `ipAddress` text, `userAgent` text, `userId` varchar(36) NOT NULL, `impersonatedBy` text)",
+		"CREATE TABLE `apikey` (`id` varchar(36) NOT NULL PRIMARY KEY, `configId` varchar(255) NOT NULL DEFAULT 'default', `name` text, `start` text, `referenceId` varchar(36) NOT NULL, `prefix` text, `key` varchar(255) NOT NULL, `refillInterval` int, `refillAmount` int, `lastRefillAt` datetime(3), `enabled` boolean, `rateLimitEnabled` boolean, `rateLimitTimeWindow` int, `rateLimitMax` int, `requestCount` int, `remaining` int, `lastRequest` datetime(3), `expiresAt` datetime(3), `createdAt` datetime(3) NOT NULL, `updatedAt` datetime(3) NOT NULL, `permissions` text, `metadata` text)",
+		"INSERT INTO `user` VALUES ('u1', 'Alice', 'alice@example.com', 1, NULL, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3), 'admin', 0, NULL, NULL)",
+		"INSERT INTO `session` (`id`, `expiresAt`, `token`, `createdAt`, `updatedAt`, `userId`) VALUES ('s1', '2099-01-02 03:04:05.678', 'tok123', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3), 'u1')",
+		"INSERT INTO `apikey` (`id`, `referenceId`, `key`, `enabled`, `createdAt`, `updatedAt`, `permissions`) VALUES ('k1', 'u1', '"+betterauth.HashAPIKey(key)+"', 1, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3), '{\"files\":[\"read\"]}')",
+	)
+	db, err := mysqlstore.Open(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := mysqlstore.New(db, mysqlstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	layout, err := s.Layout(ctx)
+	if err != nil || !layout.Admin || layout.APIKey == nil {
+		t.Fatalf("layout %+v %v", layout, err)
+	}
+	rec, err := s.Lookup(ctx, betterauth.NewLookup(betterauth.KindAPIKey, key))
+	if err != nil || rec.APIKey == nil || rec.APIKey.ID != "k1" || !rec.APIKey.Enabled || rec.APIKey.User == nil || rec.APIKey.User.Role != "admin" {
+		t.Fatalf("key: %+v %v", rec.APIKey, err)
+	}
+	rec, err = s.Lookup(ctx, betterauth.NewLookup(betterauth.KindSession, "tok123"))
+	if err != nil || rec.Session == nil || !rec.Session.ExpiresAt.Equal(time.Date(2099, 1, 2, 3, 4, 5, 678e6, time.UTC)) {
+		t.Fatalf("session: %+v %v", rec.Session, err)
+	}
+	rec, err = s.Lookup(ctx, betterauth.NewLookup(betterauth.KindEither, "nosuchtoken12345678901234567890ab"))
+	if err != nil || rec.Found() {
+		t.Fatalf("unknown: %+v %v", rec, err)
+	}
+	// The session refuses writes.
+	if _, err := db.ExecContext(ctx, "DELETE FROM `session`"); err == nil {
+		t.Fatal("the store's connection could write")
+	}
+}
