@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
 	"github.com/caddy-betterauth/caddy-betterauth/mysqlstore"
