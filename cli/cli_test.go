@@ -107,7 +107,7 @@ func TestCheckDatabase(t *testing.T) {
 			t.Errorf("%s: exit %d, %q, %q", tt.name, code, out, errOut)
 		}
 	}
-	if _, errOut, code := run(Database{URL: "mysql://db/auth"}, "", "", creds.APIKey); code != ExitError || !strings.HasPrefix(errOut, "check: database: not a PostgreSQL URL") {
+	if _, errOut, code := run(Database{URL: "mongodb://db/auth"}, "", "", creds.APIKey); code != ExitError || !strings.HasPrefix(errOut, "check: database: not a PostgreSQL URL") {
 		t.Errorf("bad URL: exit %d, %q", code, errOut)
 	}
 }

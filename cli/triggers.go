@@ -39,8 +39,14 @@ func Triggers(ctx context.Context, opts TriggerOptions, out, errOut io.Writer) i
 // triggers is Triggers on an open database, whose URL dsn is used to run
 // the SQL.
 func triggers(ctx context.Context, db Inspector, dsn string, opts TriggerOptions, out, errOut io.Writer) int {
-	if db.Dialect() != store.Postgres {
+	switch db.Dialect() {
+	case store.SQLite:
 		fmt.Fprintln(errOut, "triggers are for PostgreSQL; SQLite databases are read within the cache TTL")
+		return ExitError
+	case store.MySQL:
+		fmt.Fprintln(errOut, "triggers are for PostgreSQL: MySQL has no LISTEN/NOTIFY to push revocations with. "+
+			"Its rows are read within the cache TTL (keep it short), and with a redis block the gateways relay "+
+			"the revocations any of them hears (from secondary storage)")
 		return ExitError
 	}
 	layout, err := db.Layout(ctx)

@@ -57,7 +57,12 @@ func TestTriggersErrors(t *testing.T) {
 			t.Errorf("SQLite, print %v: exit %d, %q, %q", p, code, out, errOut)
 		}
 	}
+	// MySQL: said plainly, without connecting.
 	if _, errOut, code := run(TriggerOptions{Database: Database{URL: "mysql://db/auth"}}); code != ExitError ||
+		!strings.HasPrefix(errOut, "triggers are for PostgreSQL: MySQL has no LISTEN/NOTIFY") {
+		t.Errorf("MySQL: exit %d, %q", code, errOut)
+	}
+	if _, errOut, code := run(TriggerOptions{Database: Database{URL: "mongodb://db/auth"}}); code != ExitError ||
 		!strings.HasPrefix(errOut, "database: not a PostgreSQL URL") {
 		t.Errorf("bad URL: exit %d, %q", code, errOut)
 	}

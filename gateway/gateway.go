@@ -373,8 +373,11 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 	opts.Logger = logger.Named("cache")
 	opts.AllowedIPsField = cfg.AllowedIPsField
 	opts.Metrics, opts.Backend = o.Metrics, metrics.BackendPostgres
-	if db.Dialect() != store.Postgres {
+	switch db.Dialect() {
+	case store.SQLite:
 		opts.Backend = metrics.BackendSQLite
+	case store.MySQL:
+		opts.Backend = metrics.BackendMySQL
 	}
 	if r := cfg.Redis; r != nil {
 		client, err := rediscache.Open(rediscache.Options{URL: r.URL, SentinelMaster: r.SentinelMaster, Timeout: time.Duration(r.Timeout)})

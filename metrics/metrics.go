@@ -75,6 +75,7 @@ type Backend uint8
 const (
 	BackendPostgres Backend = iota
 	BackendSQLite
+	BackendMySQL
 	// BackendRedis is the shared cache tier.
 	BackendRedis
 	// BackendSecondary is a lookup through Better-Auth's secondary
@@ -83,7 +84,7 @@ const (
 	numBackends
 )
 
-var backendNames = [numBackends]string{"postgresql", "sqlite", "redis", "secondary_storage"}
+var backendNames = [numBackends]string{"postgresql", "sqlite", "mysql", "redis", "secondary_storage"}
 
 // String returns the label value.
 func (b Backend) String() string {

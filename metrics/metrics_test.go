@@ -134,6 +134,9 @@ func TestLookupErrorKinds(t *testing.T) {
 	want := `
 # HELP test_lookup_errors_total Lookups that failed, by backend and kind: timeout, canceled or error.
 # TYPE test_lookup_errors_total counter
+test_lookup_errors_total{backend="mysql",kind="canceled"} 0
+test_lookup_errors_total{backend="mysql",kind="error"} 0
+test_lookup_errors_total{backend="mysql",kind="timeout"} 0
 test_lookup_errors_total{backend="postgresql",kind="canceled"} 0
 test_lookup_errors_total{backend="postgresql",kind="error"} 1
 test_lookup_errors_total{backend="postgresql",kind="timeout"} 0
@@ -150,7 +153,7 @@ test_lookup_errors_total{backend="sqlite",kind="timeout"} 0
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "test_lookup_errors_total"); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(m.Collectors()[2], "test_lookup_duration_seconds"); n != 4 {
+	if n := testutil.CollectAndCount(m.Collectors()[2], "test_lookup_duration_seconds"); n != 5 {
 		t.Errorf("%d duration series, want one per backend", n)
 	}
 }
