@@ -92,6 +92,39 @@ func TestLookupsOnBetterAuthTables(t *testing.T) {
 	if err != nil || rec.Found() {
 		t.Fatalf("unknown: %+v %v", rec, err)
 	}
+	// A miss is one round trip: the statement is prepared once, then only
+	// executed (a query with arguments is otherwise prepared, executed and
+	// closed each time).
+	status := func() (prepared, executed int) {
+		rows, err := db.QueryContext(ctx, "SHOW SESSION STATUS WHERE Variable_name IN ('Com_stmt_prepare', 'Com_stmt_execute')")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name string
+			var n int
+			if err := rows.Scan(&name, &n); err != nil {
+				t.Fatal(err)
+			}
+			if name == "Com_stmt_prepare" {
+				prepared = n
+			} else {
+				executed = n
+			}
+		}
+		return prepared, executed
+	}
+	db.SetMaxOpenConns(1) // one session, whose counters status reads
+	p0, e0 := status()
+	for range 10 {
+		if _, err := s.Lookup(ctx, betterauth.NewLookup(betterauth.KindAPIKey, key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p1, e1 := status(); p1-p0 > 1 || e1-e0 != 10 {
+		t.Errorf("10 key lookups: %d prepared, %d executed; want at most 1 and 10", p1-p0, e1-e0)
+	}
 	// The session refuses writes.
 	if _, err := db.ExecContext(ctx, "DELETE FROM `session`"); err == nil {
 		t.Fatal("the store's connection could write")

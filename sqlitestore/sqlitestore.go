@@ -152,6 +152,7 @@ type Store struct {
 	opts   Options
 	logger *zap.Logger
 	layout schema.Lazy
+	stmts  sync.Map // query text → *sql.Stmt: the layout's few lookups, prepared once
 	usage  struct {
 		once sync.Once
 		sql  *schema.UsageSQL
@@ -219,6 +220,24 @@ func (s *Store) Catalog(ctx context.Context) (schema.Catalog, error) {
 	return cat, nil
 }
 
+// query runs one of the layout's lookups as a statement prepared once per
+// connection: a query with arguments is otherwise prepared, run and closed
+// each time, which on MySQL costs two round trips instead of one.
+func (s *Store) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if st, ok := s.stmts.Load(q); ok {
+		return st.(*sql.Stmt).QueryContext(ctx, args...)
+	}
+	st, err := s.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := s.stmts.LoadOrStore(q, st); loaded {
+		st.Close()
+		st = prev.(*sql.Stmt)
+	}
+	return st.QueryContext(ctx, args...)
+}
+
 // Layout returns the detected layout, reading the catalog on first use.
 func (s *Store) Layout(ctx context.Context) (*schema.Layout, error) { return s.layout.Layout(ctx) }
 
@@ -256,7 +275,7 @@ func (s *Store) oauth(ctx context.Context, query string, l betterauth.Lookup, le
 	if legacy {
 		arg = l.Secret
 	}
-	rows, err := s.db.QueryContext(ctx, query, arg)
+	rows, err := s.query(ctx, query, arg)
 	if err != nil {
 		return nil, fmt.Errorf("%s: oauth token lookup: %w", s.name, err)
 	}
@@ -275,7 +294,7 @@ func (s *Store) OAuthGrant(ctx context.Context, g schema.Grant) (*betterauth.OAu
 	if err != nil || p.Queries.OAuthGrant == "" {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, p.Queries.OAuthGrant, g.Args(true)...)
+	rows, err := s.query(ctx, p.Queries.OAuthGrant, g.Args(true)...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: oauth grant lookup: %w", s.name, err)
 	}
@@ -294,7 +313,7 @@ func (s *Store) OAuthResource(ctx context.Context, identifier string) (bool, err
 	if err != nil || p.Queries.OAuthResource == "" {
 		return false, err
 	}
-	rows, err := s.db.QueryContext(ctx, p.Queries.OAuthResource, identifier)
+	rows, err := s.query(ctx, p.Queries.OAuthResource, identifier)
 	if err != nil {
 		return false, fmt.Errorf("%s: oauth resource lookup: %w", s.name, err)
 	}
@@ -309,7 +328,7 @@ func (s *Store) User(ctx context.Context, id string) (*betterauth.User, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, p.Queries.User, id)
+	rows, err := s.query(ctx, p.Queries.User, id)
 	if err != nil {
 		return nil, fmt.Errorf("%s: user lookup: %w", s.name, err)
 	}
@@ -333,7 +352,7 @@ func (s *Store) Owner(ctx context.Context, id string) (*betterauth.User, *better
 	if err != nil || p.Queries.Organization == "" {
 		return u, nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, p.Queries.Organization, id)
+	rows, err := s.query(ctx, p.Queries.Organization, id)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: organization lookup: %w", s.name, err)
 	}
@@ -352,7 +371,7 @@ func (s *Store) Member(ctx context.Context, orgID, userID string) (string, bool,
 	if err != nil || p.Queries.Member == "" {
 		return "", false, err
 	}
-	rows, err := s.db.QueryContext(ctx, p.Queries.Member, orgID, userID)
+	rows, err := s.query(ctx, p.Queries.Member, orgID, userID)
 	if err != nil {
 		return "", false, fmt.Errorf("%s: member lookup: %w", s.name, err)
 	}
@@ -365,7 +384,7 @@ func (s *Store) Member(ctx context.Context, orgID, userID string) (string, bool,
 }
 
 func (s *Store) key(ctx context.Context, query, arg string) (*betterauth.APIKey, error) {
-	rows, err := s.db.QueryContext(ctx, query, arg)
+	rows, err := s.query(ctx, query, arg)
 	if err != nil {
 		return nil, fmt.Errorf("%s: api key lookup: %w", s.name, err)
 	}
@@ -381,7 +400,7 @@ func (s *Store) key(ctx context.Context, query, arg string) (*betterauth.APIKey,
 }
 
 func (s *Store) session(ctx context.Context, query, token string) (*betterauth.Session, error) {
-	rows, err := s.db.QueryContext(ctx, query, token)
+	rows, err := s.query(ctx, query, token)
 	if err != nil {
 		return nil, fmt.Errorf("%s: session lookup: %w", s.name, err)
 	}
