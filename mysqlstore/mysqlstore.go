@@ -143,8 +143,16 @@ func (r readOnly) Connect(ctx context.Context) (driver.Conn, error) {
 
 // Dialect is MySQL's SQL for package schema: identifiers in double quotes
 // (the sessions run with ANSI_QUOTES), "?" parameters, JSON arrays through
-// JSON_TABLE (MySQL 8, MariaDB 10.6).
-var Dialect = schema.Dialect{Qualify: schema.QuoteIdent, Param: "?", Param2: "?", JSONArray: JSONArray}
+// JSON_TABLE (MySQL 8, MariaDB 10.6), and a bearer value that may be a key
+// or a session token read in one UNION ALL statement: one round trip.
+var Dialect = schema.Dialect{Qualify: schema.QuoteIdent, Param: binaryParam, Param2: binaryParam, JSONArray: JSONArray, Union: true}
+
+// binaryParam compares byte for byte: Better-Auth's tables take the
+// server's default collation, case-insensitive (utf8mb4_general_ci on
+// MariaDB, utf8mb4_0900_ai_ci on MySQL 8), under which a token would match
+// its other spellings. The column's index still serves (MariaDB 10.11:
+// ref access, then the exact comparison).
+const binaryParam = "CAST(? AS BINARY)"
 
 // JSONArray is MySQL's schema.Dialect.JSONArray.
 func JSONArray(expr string) string {

@@ -88,6 +88,12 @@ func TestLookupsOnBetterAuthTables(t *testing.T) {
 	if err != nil || rec.Session == nil || !rec.Session.ExpiresAt.Equal(time.Date(2099, 1, 2, 3, 4, 5, 678e6, time.UTC)) {
 		t.Fatalf("session: %+v %v", rec.Session, err)
 	}
+	// Byte for byte, whatever the tables' collation (case-insensitive by
+	// default).
+	rec, err = s.Lookup(ctx, betterauth.NewLookup(betterauth.KindSession, "TOK123"))
+	if err != nil || rec.Session != nil {
+		t.Fatalf("a session token matched in another case: %+v %v", rec.Session, err)
+	}
 	rec, err = s.Lookup(ctx, betterauth.NewLookup(betterauth.KindEither, "nosuchtoken12345678901234567890ab"))
 	if err != nil || rec.Found() {
 		t.Fatalf("unknown: %+v %v", rec, err)
@@ -124,6 +130,24 @@ func TestLookupsOnBetterAuthTables(t *testing.T) {
 	}
 	if p1, e1 := status(); p1-p0 > 1 || e1-e0 != 10 {
 		t.Errorf("10 key lookups: %d prepared, %d executed; want at most 1 and 10", p1-p0, e1-e0)
+	}
+	// A value that may be either is one statement too, and finds either.
+	for _, v := range []struct{ secret, want string }{{key, "key"}, {"tok123", "session"}, {"neither", ""}} {
+		_, e0 := status()
+		rec, err := s.Lookup(ctx, betterauth.NewLookup(betterauth.KindEither, v.secret))
+		_, e1 := status()
+		got := ""
+		switch {
+		case rec.APIKey != nil && rec.Session == nil:
+			got = "key"
+		case rec.Session != nil && rec.APIKey == nil && rec.Session.ID == "s1":
+			got = "session"
+		case rec.Found():
+			got = "both"
+		}
+		if err != nil || got != v.want || e1-e0 != 1 {
+			t.Errorf("either %q: %q (%v) in %d statements, want %q in 1", v.secret, got, err, e1-e0, v.want)
+		}
 	}
 	// The session refuses writes.
 	if _, err := db.ExecContext(ctx, "DELETE FROM `session`"); err == nil {

@@ -46,6 +46,13 @@ type Queries struct {
 	// OAuthResource finds an oauthResource row by identifier (empty
 	// without the table).
 	OAuthResource string
+	// Either reads an API key and a session in one statement, for a
+	// bearer value that may be either (betterauth.KindEither): the
+	// APIKey query's rows with 1 first and then SessionColumns NULLs,
+	// and the Session query's with 2 first after APIKeyColumns NULLs
+	// (see SplitEither). Only for a Dialect with Union, and a layout
+	// with both tables.
+	Either string
 	// OAuthGrant reads what a JWT access token names (it has no row):
 	// the client (first parameter), the session (second), the user
 	// (third) and how many of the resources (the fourth: a text[] on
@@ -71,6 +78,10 @@ type Dialect struct {
 	// JSONArray returns a FROM item, aliased j, whose column value holds
 	// the strings of the JSON array expr (none when expr is not one).
 	JSONArray func(expr string) string
+	// Union says the database takes (SELECT ... LIMIT n) UNION ALL
+	// (SELECT ... LIMIT m), for Queries.Either: worth it where a second
+	// query costs a second round trip (MySQL; not SQLite, in process).
+	Union bool
 }
 
 // PostgresJSONArray is PostgreSQL's Dialect.JSONArray: jsonb as Kysely
@@ -165,7 +176,18 @@ LIMIT 1`,
 			qualify(s.Name), qualify(u.Name), QuoteIdent(u.Col("id")), QuoteIdent(s.Col("userId")), memberJoin,
 			QuoteIdent(s.Col("token")), param)
 	}
+	if d.Union && q.APIKey != "" && q.Session != "" {
+		q.Either = "(" + padded(q.APIKey, 1, 0, SessionColumns) + ")\nUNION ALL\n(" + padded(q.Session, 2, APIKeyColumns, 0) + ")"
+	}
 	return q
+}
+
+// padded returns query (a SELECT whose select list ends at its first
+// "\nFROM ") with kind as its first column, and before and after NULL
+// columns around its own.
+func padded(query string, kind, before, after int) string {
+	list, from, _ := strings.Cut(strings.TrimPrefix(query, "SELECT "), "\nFROM ")
+	return fmt.Sprintf("SELECT %d, %s%s%s\nFROM %s", kind, strings.Repeat("NULL, ", before), list, strings.Repeat(", NULL", after), from)
 }
 
 // buildOAuth returns the OAuth token query (see Queries.OAuth).

@@ -29,7 +29,7 @@ type Rows interface {
 // booleans as bool or 0/1, dates as timestamps, ISO-8601 text or epoch
 // milliseconds.
 func DecodeAPIKey(rows Rows, allowedIPsField string) (k *betterauth.APIKey, duplicate bool, err error) {
-	var v [11 + userColumns + 4]any
+	var v [APIKeyColumns]any
 	n := 0
 	for rows.Next() {
 		if n++; n > 1 {
@@ -82,7 +82,7 @@ func DecodeAPIKey(rows Rows, allowedIPsField string) (k *betterauth.APIKey, dupl
 
 // DecodeSession reads the result of Queries.Session; nil when no row matched.
 func DecodeSession(rows Rows) (*betterauth.Session, error) {
-	var v [2 + userColumns + 3]any
+	var v [SessionColumns]any
 	found := false
 	if rows.Next() { // session.token is unique
 		if err := rows.Scan(ptrs(v[:])...); err != nil {
@@ -327,6 +327,60 @@ func (d *decoder) strings(v any, spaced bool, field string) []string {
 }
 
 const userColumns = 6
+
+// The columns of Queries.APIKey and Queries.Session.
+const (
+	APIKeyColumns  = 11 + userColumns + 4
+	SessionColumns = 2 + userColumns + 3
+)
+
+// SplitEither reads the rows of Queries.Either into the rows of the
+// APIKey query and of the Session query, for DecodeAPIKey and
+// DecodeSession.
+func SplitEither(rows Rows) (keys, sessions Rows, err error) {
+	var k, s heldRows
+	for rows.Next() {
+		var v [1 + APIKeyColumns + SessionColumns]any
+		if err := rows.Scan(ptrs(v[:])...); err != nil {
+			return nil, nil, fmt.Errorf("either row: %w", err)
+		}
+		var d decoder
+		switch d.int(v[0], "kind") {
+		case 1:
+			k = append(k, v[1:1+APIKeyColumns])
+		case 2:
+			s = append(s, v[1+APIKeyColumns:])
+		}
+		if d.err != nil {
+			return nil, nil, d.err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	return &k, &s, nil
+}
+
+// heldRows are rows already read, as Rows.
+type heldRows [][]any
+
+func (h *heldRows) Next() bool { return len(*h) > 0 }
+func (h *heldRows) Err() error { return nil }
+func (h *heldRows) Scan(dest ...any) error {
+	row := (*h)[0]
+	*h = (*h)[1:]
+	if len(dest) != len(row) {
+		return fmt.Errorf("%d columns, %d destinations", len(row), len(dest))
+	}
+	for i, d := range dest {
+		p, ok := d.(*any)
+		if !ok {
+			return fmt.Errorf("destination %d is %T, not *any", i, d)
+		}
+		*p = row[i]
+	}
+	return nil
+}
 
 func ptrs(v []any) []any {
 	p := make([]any, len(v))

@@ -250,12 +250,21 @@ func (s *Store) Lookup(ctx context.Context, l betterauth.Lookup) (betterauth.Rec
 		return betterauth.Record{}, err
 	}
 	var rec betterauth.Record
-	if l.Kind.Reads(betterauth.KindAPIKey) && p.Queries.APIKey != "" {
+	both := l.Kind.Reads(betterauth.KindAPIKey) && l.Kind.Reads(betterauth.KindSession) && p.Queries.Either != ""
+	if both {
+		// Both in one statement: one round trip.
+		if rec.APIKey, rec.Session, err = s.either(ctx, p.Queries.Either, l); err != nil {
+			return betterauth.Record{}, err
+		}
+		if rec.APIKey != nil {
+			rec.Session = nil // a key first, as below
+		}
+	} else if l.Kind.Reads(betterauth.KindAPIKey) && p.Queries.APIKey != "" {
 		if rec.APIKey, err = s.key(ctx, p.Queries.APIKey, l.StoredKey(s.opts.PlainKeys)); err != nil {
 			return betterauth.Record{}, err
 		}
 	}
-	if l.Kind.Reads(betterauth.KindSession) && rec.APIKey == nil && p.Queries.Session != "" {
+	if !both && l.Kind.Reads(betterauth.KindSession) && rec.APIKey == nil && p.Queries.Session != "" {
 		if rec.Session, err = s.session(ctx, p.Queries.Session, l.Secret); err != nil {
 			return betterauth.Record{}, err
 		}
@@ -397,6 +406,32 @@ func (s *Store) key(ctx context.Context, query, arg string) (*betterauth.APIKey,
 		s.logger.Warn("denying an API key whose hash matches more than one row")
 	}
 	return k, nil
+}
+
+// either reads a value that may be an API key or a session token, with
+// Queries.Either.
+func (s *Store) either(ctx context.Context, query string, l betterauth.Lookup) (*betterauth.APIKey, *betterauth.Session, error) {
+	rows, err := s.query(ctx, query, l.StoredKey(s.opts.PlainKeys), l.Secret)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: api key or session lookup: %w", s.name, err)
+	}
+	keys, sessions, err := schema.SplitEither(rows)
+	rows.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", s.name, err)
+	}
+	k, duplicate, err := schema.DecodeAPIKey(keys, s.opts.Schema.AllowedIPsField)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", s.name, err)
+	}
+	if duplicate {
+		s.logger.Warn("denying an API key whose hash matches more than one row")
+	}
+	sess, err := schema.DecodeSession(sessions)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", s.name, err)
+	}
+	return k, sess, nil
 }
 
 func (s *Store) session(ctx context.Context, query, token string) (*betterauth.Session, error) {
