@@ -15,6 +15,7 @@ ensure_packages() {
   pg_bin >/dev/null || missing+=(postgresql)
   command -v node >/dev/null || missing+=(nodejs npm)
   command -v redis-server >/dev/null || missing+=(redis-server)
+  mariadb_bin >/dev/null || missing+=(mariadb-server)
   # nginx, for the test of examples/nginx.conf; it needs the auth_request
   # module (Debian's nginx has it built in).
   nginx_bin >/dev/null || missing+=(nginx)
@@ -74,6 +75,57 @@ start_redis() {
   done
   PG_CLEANUP+=("redis-cli -p $port shutdown nosave >/dev/null 2>&1; rm -rf $dir")
   export TEST_REDIS_URL="redis://127.0.0.1:$port/0" REDIS_PORT="$port"
+}
+
+# mariadb_bin prints the MariaDB server's path (Debian 12: 10.11).
+mariadb_bin() {
+  local b
+  for b in /usr/sbin/mariadbd /usr/sbin/mysqld; do
+    [ -x "$b" ] && { echo "$b"; return 0; }
+  done
+  return 1
+}
+
+# start_mariadb exports TEST_MYSQL_URL, mysql://caddy:caddy@127.0.0.1:PORT/
+# (no database: tests create their own), for a new MariaDB server in a
+# throwaway folder: a user caddy@127.0.0.1 with every privilege, root only
+# (no password) on the socket, MYSQL_SOCKET for the mariadb client. Tuned for tests
+# (nothing is flushed at commit, no doublewrite, no binary log) and pinned
+# to UTC (--default-time-zone) and utf8mb4 (--no-defaults leaves latin1).
+start_mariadb() {
+  local bin dir port
+  bin=$(mariadb_bin)
+  dir=$(mktemp -d /tmp/caddy-betterauth-mariadb.XXXXXX)
+  port=$(free_port)
+  # mariadbd refuses to run as root; as root, run it as mysql.
+  local user=()
+  if [ "$(id -u)" = 0 ]; then
+    chown mysql "$dir"
+    user=(--user=mysql)
+  fi
+  local opts=(--no-defaults --datadir="$dir/data" "${user[@]}"
+    --innodb-buffer-pool-size=32M --innodb-log-file-size=16M)
+  mariadb-install-db "${opts[@]}" --auth-root-authentication-method=normal \
+    --skip-test-db >"$dir/install.log" 2>&1 \
+    || { cat "$dir/install.log" >&2; return 1; }
+  "$bin" "${opts[@]}" --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" \
+    --port="$port" --bind-address=127.0.0.1 --skip-name-resolve \
+    --log-error="$dir/error.log" --skip-log-bin \
+    --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 \
+    --default-time-zone=+00:00 --character-set-server=utf8mb4 \
+    --collation-server=utf8mb4_general_ci --max-connections=300 \
+    </dev/null >/dev/null 2>&1 &
+  local pid=$! i
+  PG_CLEANUP+=("kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf $dir")
+  for i in $(seq 100); do
+    mariadb-admin --no-defaults --socket="$dir/mysqld.sock" -uroot ping >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  mariadb --no-defaults --socket="$dir/mysqld.sock" -uroot -e \
+    "CREATE USER 'caddy'@'127.0.0.1' IDENTIFIED BY 'caddy'; GRANT ALL ON *.* TO 'caddy'@'127.0.0.1' WITH GRANT OPTION" \
+    || { echo "MariaDB did not start:" >&2; cat "$dir/error.log" >&2; return 1; }
+  export TEST_MYSQL_URL="mysql://caddy:caddy@127.0.0.1:$port/" MYSQL_PORT="$port" MYSQL_SOCKET="$dir/mysqld.sock"
 }
 
 PG_CLEANUP=()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what is missing (PostgreSQL
-# server binaries, Redis, Node), starts a throwaway PostgreSQL and Redis on
-# loopback, installs
+# server binaries, Redis, MariaDB, Node), starts a throwaway PostgreSQL,
+# Redis and MariaDB on loopback, installs
 # the pinned Better-Auth packages, builds cmd/caddy, then runs gofmt, go vet,
 # staticcheck, the race-enabled unit tests and the integration tests against
 # the real services, a 60-second soak (scripts/soak.sh), then each fuzz target
@@ -20,7 +20,8 @@ step "services"
 ensure_packages
 start_postgres
 start_redis
-echo "PostgreSQL on port $PG_PORT, Redis on port $REDIS_PORT"
+start_mariadb
+echo "PostgreSQL on port $PG_PORT, Redis on port $REDIS_PORT, MariaDB on port $MYSQL_PORT"
 
 step "npm ci (pinned Better-Auth)"
 (cd integration/seed && npm ci --no-audit --no-fund --loglevel=error)

@@ -21,8 +21,9 @@
 //   node seed.mjs delete-org <orgId> <signed session token of its owner>   (ORG=1)
 //   node seed.mjs update-member-role <orgId> <memberId> <role> <signed session token of its owner>   (ORG=1)
 //
-// DATABASE_URL is a PostgreSQL URL, or sqlite:<path> for a SQLite file
-// (better-sqlite3).
+// DATABASE_URL is a PostgreSQL URL, sqlite:<path> for a SQLite file
+// (better-sqlite3), or mysql://user:pass@host:port/db for MySQL or MariaDB
+// (mysql2).
 //
 // REDIS_URL adds Better-Auth's secondary storage (@better-auth/redis-storage,
 // key prefix REDIS_PREFIX, default "better-auth:"): sessions then live only in
@@ -35,7 +36,7 @@
 // ADMIN=0 leaves out the admin plugin (no role, banned, banExpires columns).
 // NAMING=snake maps every column to snake_case and stores dates as Drizzle's
 // generator does: timestamp (UTC wall time) on PostgreSQL, epoch-millisecond
-// integers on SQLite.
+// integers on SQLite, timestamp(3) on MySQL (what Better-Auth creates there).
 process.env.TZ = "UTC";
 
 import { betterAuth } from "better-auth";
@@ -51,13 +52,25 @@ const fieldsOf = (names) => (snake ? Object.fromEntries(names.map((n) => [n, toS
 
 const url = process.env.DATABASE_URL;
 const sqlitePath = url.startsWith("sqlite:") ? url.slice("sqlite:".length).replace(/^\/\//, "") : null;
+const mysql = url.startsWith("mysql:");
 const Database = sqlitePath ? (await import("better-sqlite3")).default : null;
-const db = sqlitePath ? new Database(sqlitePath) : new pg.Pool({ connectionString: url });
-// sql runs a statement written with ? placeholders on either database.
+// Better-Auth takes mysql2's promise pool, as its docs show (it hands the
+// pool to Kysely's MysqlDialect as its config, whose .pool is the callback
+// pool), and JS Dates: timezone "Z" writes and reads them as UTC wall time.
+const db = sqlitePath ? new Database(sqlitePath)
+  : mysql ? (await import("mysql2/promise")).createPool({ uri: url, timezone: "Z", connectionLimit: 10 })
+  : new pg.Pool({ connectionString: url });
+// sql runs a statement written with ? placeholders and "quoted" identifiers
+// on any of the databases. The statements here quote nothing but
+// identifiers with double quotes, so on MySQL they become backticks.
 async function sql(text, params = []) {
   if (sqlitePath) {
     const st = db.prepare(text);
     return st.reader ? st.all(...params) : (st.run(...params), []);
+  }
+  if (mysql) {
+    const [rows] = await db.query(text.replace(/"/g, "`"), params);
+    return Array.isArray(rows) ? rows : [];
   }
   let i = 0;
   return (await db.query(text.replace(/\?/g, () => `$${++i}`), params)).rows;
@@ -154,7 +167,8 @@ async function ageRow(table, id, ages) {
 switch (cmd) {
   case "setup": {
     await (await getMigrations(auth.options)).runMigrations();
-    if (snake && !sqlitePath) {
+    // Drizzle's MySQL schema already uses timestamp(3), as Better-Auth does.
+    if (snake && !sqlitePath && !mysql) {
       // Drizzle's PostgreSQL schema uses timestamp without time zone.
       const rows = await sql(
         `SELECT table_name, column_name FROM information_schema.columns

@@ -1,6 +1,7 @@
 // Package testenv gives integration tests the services that the test script
-// (scripts/test.sh) starts: a PostgreSQL server, the pinned Better-Auth
-// packages that seed it, and the Caddy binary built from cmd/caddy.
+// (scripts/test.sh) starts: PostgreSQL and MariaDB servers, the pinned
+// Better-Auth packages that seed them, and the Caddy binary built from
+// cmd/caddy.
 //
 // Outside that script the tests that need them skip; under it
 // (BETTERAUTH_INTEGRATION=1) a missing service fails the test instead, so CI
@@ -146,10 +147,14 @@ type OrgFixture struct {
 type SeedOptions struct {
 	NoAdmin bool // leave out the admin plugin
 	Snake   bool // Drizzle-style snake_case columns with timestamp
-	// Server is the PostgreSQL server's URL. Default: TEST_DATABASE_URL.
+	// Server is the PostgreSQL server's URL, or a MySQL server's
+	// (mysql://). Default: TEST_DATABASE_URL, or TEST_MYSQL_URL with MySQL.
 	Server string
 	// SQLite puts the app's data in a new SQLite file instead (better-sqlite3).
 	SQLite bool
+	// MySQL puts it in a new database on the MySQL (MariaDB) server
+	// instead (mysql2).
+	MySQL bool
 	// Redis gives the app secondary storage (@better-auth/redis-storage) at
 	// this URL with this key prefix: sessions live there (only there unless
 	// SessionsInDB), and API keys too with KeysInRedis.
@@ -169,10 +174,16 @@ func Seed(t testing.TB, opts SeedOptions) *Fixture {
 		db = "sqlite://" + filepath.Join(t.TempDir(), "app.db")
 	} else {
 		server := opts.Server
-		if server == "" {
+		if server == "" && opts.MySQL {
+			server = Require(t, "TEST_MYSQL_URL")
+		} else if server == "" {
 			server = Require(t, "TEST_DATABASE_URL")
 		}
-		db = NewDatabaseOn(t, server)
+		if strings.HasPrefix(server, "mysql://") {
+			db = NewMySQLDatabaseOn(t, server)
+		} else {
+			db = NewDatabaseOn(t, server)
+		}
 	}
 	env := []string{}
 	if opts.NoAdmin {
@@ -224,9 +235,16 @@ func RunSeed(t testing.TB, db string, env []string, args ...string) []byte {
 	return stdout.Bytes()
 }
 
-// Exec runs SQL on db.
+// Exec runs SQL on db: PostgreSQL, or MySQL for a mysql:// URL (with ?
+// placeholders then).
 func Exec(t testing.TB, db, sql string, args ...any) {
 	t.Helper()
+	if strings.HasPrefix(db, "mysql://") {
+		if _, err := OpenMySQL(t, db).Exec(sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return
+	}
 	c, err := pgx.Connect(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
