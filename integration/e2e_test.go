@@ -192,8 +192,21 @@ func h(kv ...string) http.Header {
 	return out
 }
 
+// Every credential form and deny code through Caddy, on PostgreSQL and on
+// MySQL (MariaDB), each seeded by real Better-Auth.
 func TestGatewayCredentialsAndDenials(t *testing.T) {
-	f := testenv.Seed(t, testenv.SeedOptions{})
+	for _, db := range []struct {
+		name string
+		seed testenv.SeedOptions
+	}{{"postgres", testenv.SeedOptions{}}, {"mysql", testenv.SeedOptions{MySQL: true}}} {
+		t.Run(db.name, func(t *testing.T) {
+			t.Parallel()
+			gatewayCredentialsAndDenials(t, testenv.Seed(t, db.seed))
+		})
+	}
+}
+
+func gatewayCredentialsAndDenials(t *testing.T, f *testenv.Fixture) {
 	up := newUpstream(t)
 	gw := startGateway(t, f.DatabaseURL, up, "")
 	u, k := f.Users, f.Keys
