@@ -8,17 +8,19 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/caddy-betterauth/caddy-betterauth/mysqlstore"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
 	"github.com/caddy-betterauth/caddy-betterauth/sqlitestore"
 )
 
 // Default tables: on PostgreSQL in the gateway's own schema, beside
 // usage_writes, apart from the app's tables and its migrations; SQLite has
-// no schemas.
+// no schemas, and MySQL's are databases: there, beside the app's tables.
 const (
 	DefaultPostgresTable = "caddy_betterauth.audit_events"
 	DefaultSQLiteTable   = "caddy_betterauth_audit_events"
@@ -35,6 +37,7 @@ var Columns = []string{"occurred_at", "front_end", "method", "decision", "code",
 type Table struct {
 	Schema, Name string
 	sqlite       bool
+	mysql        bool
 }
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
@@ -42,10 +45,10 @@ var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
 // ParseTable checks name (DefaultPostgresTable or DefaultSQLiteTable when
 // "") for the database dsn.
 func ParseTable(dsn, name string) (Table, error) {
-	t := Table{sqlite: sqlitestore.IsDSN(dsn)}
+	t := Table{sqlite: sqlitestore.IsDSN(dsn), mysql: mysqlstore.IsDSN(dsn)}
 	if name == "" {
 		name = DefaultPostgresTable
-		if t.sqlite {
+		if t.sqlite || t.mysql {
 			name = DefaultSQLiteTable
 		}
 	}
@@ -58,16 +61,21 @@ func ParseTable(dsn, name string) (Table, error) {
 	switch {
 	case len(parts) == 1:
 		t.Name = parts[0]
-	case len(parts) == 2 && !t.sqlite:
+	case len(parts) == 2 && !t.sqlite && !t.mysql:
 		t.Schema, t.Name = parts[0], parts[1]
 	default:
-		return t, fmt.Errorf("audit: table %q: expected [schema.]table on PostgreSQL, table on SQLite", name)
+		return t, fmt.Errorf("audit: table %q: expected [schema.]table on PostgreSQL, table on SQLite and MySQL", name)
 	}
 	return t, nil
 }
 
 // String returns the name, quoted for SQL.
 func (t Table) String() string {
+	if t.mysql {
+		// Backticks: what a mysql client takes whatever its sql_mode, for
+		// the SQL install-audit --print shows.
+		return "`" + t.Name + "`"
+	}
 	if t.Schema == "" {
 		return schema.QuoteIdent(t.Name)
 	}
@@ -77,6 +85,9 @@ func (t Table) String() string {
 // DDL returns the statements that create the table and its indexes (for
 // the events of a user, of a key, and of a period), idempotently.
 func (t Table) DDL() string {
+	if t.mysql {
+		return t.mysqlDDL()
+	}
 	var b strings.Builder
 	idx := func(suffix, cols, where string) {
 		fmt.Fprintf(&b, "CREATE INDEX IF NOT EXISTS %s ON %s (%s)%s;\n",
@@ -125,6 +136,38 @@ func (t Table) DDL() string {
 	return b.String()
 }
 
+// mysqlDDL is DDL for MySQL: indexes inside CREATE TABLE (MySQL has no
+// CREATE INDEX IF NOT EXISTS, nor partial indexes), indexed columns as
+// varchar (text takes no index without a prefix length), MaxField
+// characters at most.
+func (t Table) mysqlDDL() string {
+	return fmt.Sprintf("CREATE TABLE IF NOT EXISTS %[1]s (\n"+
+		"\tid bigint NOT NULL AUTO_INCREMENT PRIMARY KEY,\n"+
+		"\toccurred_at datetime(3) NOT NULL, -- UTC\n"+
+		"\tfront_end varchar(16) NOT NULL,\n"+
+		"\tmethod varchar(16),\n"+
+		"\tdecision varchar(8) NOT NULL, -- allow, deny or error\n"+
+		"\tcode varchar(64) NOT NULL,\n"+
+		"\tstatus int NOT NULL,\n"+
+		"\tuser_id varchar(%[2]d),\n"+
+		"\torg_id varchar(%[2]d),\n"+
+		"\tkey_id varchar(%[2]d),\n"+
+		"\tsession_id varchar(%[2]d),\n"+
+		"\ttoken_id varchar(%[2]d),\n"+
+		"\tclient_id varchar(%[2]d),\n"+
+		"\tcredential_fingerprint varchar(16),\n"+
+		"\tclient_ip varchar(45),\n"+
+		"\thost text,\n"+
+		"\tpath text,\n"+
+		"\tmcp_method text,\n"+
+		"\tmcp_name text,\n"+
+		"\tKEY %[3]s (occurred_at),\n"+
+		"\tKEY %[4]s (user_id, occurred_at),\n"+
+		"\tKEY %[5]s (key_id, occurred_at)\n"+
+		") DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;\n",
+		t, MaxField, "`"+t.indexBase("occurred_at_idx")+"`", "`"+t.indexBase("user_idx")+"`", "`"+t.indexBase("key_idx")+"`")
+}
+
 // Grant returns the statements that let role (the gateway's database
 // user, when another role created the table) write events: USAGE on the
 // table's schema and INSERT on the table, nothing else (it reads none of
@@ -143,12 +186,15 @@ func (t Table) Grant(role string) string {
 // all): the table's name and suffix, within PostgreSQL's 63 bytes by
 // cutting the table's name, not the suffix, which would give a long
 // table's three indexes one name (and IF NOT EXISTS would skip two).
-func (t Table) indexName(suffix string) string {
+func (t Table) indexName(suffix string) string { return schema.QuoteIdent(t.indexBase(suffix)) }
+
+// indexBase is indexName unquoted (MySQL's limit is 64, PostgreSQL's 63).
+func (t Table) indexBase(suffix string) string {
 	name := t.Name
 	if len(name)+1+len(suffix) > 63 {
 		name = name[:63-1-len(suffix)]
 	}
-	return schema.QuoteIdent(name + "_" + suffix)
+	return name + "_" + suffix
 }
 
 // OpenWriter returns a Writer into table t of the database dsn: a pool of
@@ -156,6 +202,19 @@ func (t Table) indexName(suffix string) string {
 // connection a lookup needs), a read-write handle on SQLite. It does no
 // I/O: it connects on the first write.
 func OpenWriter(dsn string, t Table) (Writer, error) {
+	if t.mysql {
+		cfg, _, err := mysqlstore.Config(dsn)
+		if err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		c, err := mysql.NewConnector(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		db := sql.OpenDB(c)
+		db.SetMaxOpenConns(2)
+		return &mysqlWriter{db: db, table: t}, nil
+	}
 	if t.sqlite {
 		db, err := sqlitestore.OpenWritable(dsn)
 		if err != nil {
@@ -281,3 +340,42 @@ func null(s string) any {
 	}
 	return s
 }
+
+// mysqlWriter writes a batch as one multi-row INSERT: one statement, one
+// round trip (500 events are 9,000 parameters, within MySQL's 65,535).
+type mysqlWriter struct {
+	db    *sql.DB
+	table Table
+}
+
+func (w *mysqlWriter) Write(ctx context.Context, events []Event) error {
+	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(Columns)), ", ") + ")"
+	var q strings.Builder
+	fmt.Fprintf(&q, "INSERT INTO %s (%s) VALUES ", w.table, strings.Join(Columns, ", "))
+	args := make([]any, 0, len(events)*len(Columns))
+	for i := range events {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString(row)
+		e := &events[i]
+		var ip any
+		if e.ClientIP.IsValid() {
+			ip = e.ClientIP.String()
+		}
+		args = append(args, e.Time.UTC(), e.FrontEnd, null(e.Method), e.Decision, e.Code, e.Status,
+			null(e.UserID), null(e.OrgID), null(e.KeyID), null(e.SessionID), null(e.TokenID), null(e.ClientID),
+			null(e.Fingerprint), ip, null(e.Host), null(e.Path), null(e.MCPMethod), null(e.MCPName))
+	}
+	_, err := w.db.ExecContext(ctx, q.String(), args...)
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		switch me.Number {
+		case 1146, 1054, 1142, 1406, 1366: // no table, no column, no INSERT grant, too long, bad value
+			return Refused(err)
+		}
+	}
+	return err
+}
+
+func (w *mysqlWriter) Close() error { return w.db.Close() }

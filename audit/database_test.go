@@ -224,3 +224,48 @@ func TestPostgresWriterWithGrantedRole(t *testing.T) {
 		t.Errorf("the gateway's role can read the audit table (%d rows)", n)
 	}
 }
+
+// On MySQL (MariaDB): the table install-audit creates, twice, takes a
+// batch in one INSERT, with UTC times and NULLs for empty fields; a table
+// that is not there is refused, not retried.
+func TestMySQLWriter(t *testing.T) {
+	dsn := testenv.NewMySQLDatabase(t)
+	tb, err := ParseTable(dsn, "")
+	if err != nil || tb.String() != "`caddy_betterauth_audit_events`" {
+		t.Fatalf("%v %v", tb, err)
+	}
+	if _, err := ParseTable(dsn, "ops.audit"); err == nil {
+		t.Error("a schema accepted on MySQL")
+	}
+	db := testenv.OpenMySQL(t, dsn)
+	for range 2 {
+		if _, err := db.Exec(tb.DDL()); err != nil {
+			t.Fatalf("%v\n%s", err, tb.DDL())
+		}
+	}
+	w, err := OpenWriter(dsn, tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	events := sample()
+	if err := w.Write(context.Background(), events); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var ip, key, at string
+	if err := db.QueryRow("SELECT count(*) OVER (), client_ip, key_id, occurred_at FROM " + tb.String() + " ORDER BY id LIMIT 1").Scan(&n, &ip, &key, &at); err != nil ||
+		n != 2 || ip != "203.0.113.7" || key != "k1" || at != events[0].Time.UTC().Format("2006-01-02 15:04:05.000") {
+		t.Fatalf("read back: %v %d %q %q %q (want %v, UTC)", err, n, ip, key, at, events[0].Time)
+	}
+	var nulls int
+	if err := db.QueryRow("SELECT count(*) FROM " + tb.String() + " WHERE method IS NULL AND user_id IS NULL AND client_ip IS NULL").Scan(&nulls); err != nil || nulls != 1 {
+		t.Fatalf("empty fields are not NULL: %d %v", nulls, err)
+	}
+	missing, _ := ParseTable(dsn, "nowhere")
+	w2, _ := OpenWriter(dsn, missing)
+	defer w2.Close()
+	if err := w2.Write(context.Background(), sample()); err == nil || !refused(err) {
+		t.Fatalf("missing table: %v", err)
+	}
+}

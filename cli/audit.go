@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/caddy-betterauth/caddy-betterauth/audit"
+	"github.com/caddy-betterauth/caddy-betterauth/mysqlstore"
 	"github.com/caddy-betterauth/caddy-betterauth/sqlitestore"
 )
 
@@ -43,6 +45,10 @@ func InstallAudit(ctx context.Context, opts AuditOptions, out, errOut io.Writer)
 			fmt.Fprintln(errOut, "install-audit: --grant is for PostgreSQL; SQLite has no roles")
 			return ExitError
 		}
+		if mysqlstore.IsDSN(dsn) {
+			fmt.Fprintf(errOut, "install-audit: --grant is for PostgreSQL; on MySQL run GRANT INSERT ON %s TO '<user>'@'<host>' yourself\n", t)
+			return ExitError
+		}
 		ddl += t.Grant(opts.Grant)
 	}
 	if opts.Print {
@@ -54,9 +60,12 @@ func InstallAudit(ctx context.Context, opts AuditOptions, out, errOut io.Writer)
 		ctx, cancel = context.WithTimeout(ctx, opts.Database.Timeout)
 		defer cancel()
 	}
-	if sqlitestore.IsDSN(dsn) {
+	switch {
+	case sqlitestore.IsDSN(dsn):
 		err = execSQLite(ctx, dsn, ddl)
-	} else {
+	case mysqlstore.IsDSN(dsn):
+		err = execMySQL(ctx, dsn, ddl)
+	default:
 		err = execPostgres(ctx, dsn, ddl)
 	}
 	if err != nil {
@@ -75,6 +84,21 @@ func execPostgres(ctx context.Context, dsn, ddl string) error {
 	defer conn.Close(context.Background())
 	// Several statements and no arguments: one implicit transaction.
 	_, err = conn.Exec(ctx, ddl)
+	return err
+}
+
+func execMySQL(ctx context.Context, dsn, ddl string) error {
+	cfg, _, err := mysqlstore.Config(dsn)
+	if err != nil {
+		return err
+	}
+	c, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return err
+	}
+	db := sql.OpenDB(c)
+	defer db.Close()
+	_, err = db.ExecContext(ctx, ddl) // one statement
 	return err
 }
 
