@@ -254,7 +254,7 @@ func TestMySQLWriter(t *testing.T) {
 	}
 	var n int
 	var ip, key, at string
-	if err := db.QueryRow("SELECT count(*) OVER (), client_ip, key_id, occurred_at FROM " + tb.String() + " ORDER BY id LIMIT 1").Scan(&n, &ip, &key, &at); err != nil ||
+	if err := db.QueryRow("SELECT count(*) OVER (), client_ip, key_id, occurred_at FROM "+tb.String()+" ORDER BY id LIMIT 1").Scan(&n, &ip, &key, &at); err != nil ||
 		n != 2 || ip != "203.0.113.7" || key != "k1" || at != events[0].Time.UTC().Format("2006-01-02 15:04:05.000") {
 		t.Fatalf("read back: %v %d %q %q %q (want %v, UTC)", err, n, ip, key, at, events[0].Time)
 	}
