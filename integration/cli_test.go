@@ -91,6 +91,28 @@ func TestDoctorCommand(t *testing.T) {
 			t.Errorf("exit %d", code)
 		}
 	})
+	t.Run("mysql, Better-Auth's own schema; check and install-triggers too", func(t *testing.T) {
+		t.Parallel()
+		f := testenv.Seed(t, testenv.SeedOptions{MySQL: true})
+		env := []string{"DATABASE_URL=" + f.DatabaseURL, "BETTER_AUTH_SECRET=" + testenv.Secret}
+		out, _, code := runCLI(t, "", env, "doctor")
+		for _, want := range []string{"database: mysql, reachable", "apikey: id, configId", `layout: naming camel, user table "user"`,
+			"admin plugin", "ok: the gateway can use this database"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("doctor output lacks %q:\n%s", want, out)
+			}
+		}
+		if code != 0 {
+			t.Errorf("doctor: exit %d", code)
+		}
+		out, _, code = runCLI(t, f.Keys.Valid.Key+"\n", env, "check", "--as", "api-key")
+		if code != 0 || !strings.Contains(out, "X-Auth-User-Id: "+f.Users.Alice.ID) {
+			t.Errorf("check: exit %d\n%s", code, out)
+		}
+		if _, errOut, code := runCLI(t, "", env, "install-triggers"); code != 2 || !strings.Contains(errOut, "MySQL has no LISTEN/NOTIFY") {
+			t.Errorf("install-triggers: exit %d, %q", code, errOut)
+		}
+	})
 	t.Run("sqlite, drizzle, no admin plugin", func(t *testing.T) {
 		t.Parallel()
 		f := testenv.Seed(t, testenv.SeedOptions{SQLite: true, Snake: true, NoAdmin: true})
