@@ -14,6 +14,10 @@
 // open, all of which may stay idle; the URL's max_conns parameter
 // (sqlite:///path/auth.db?max_conns=8) sets another bound. Lookups beyond it
 // wait for a free connection, within the gateway's lookup_timeout.
+//
+// Its Store is the database/sql store: package mysqlstore runs the same
+// lookups on MySQL, with its own dialect and catalog (Options.Dialect,
+// Options.Catalog).
 package sqlitestore
 
 import (
