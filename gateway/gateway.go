@@ -350,7 +350,9 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 		PGSchema:  cfg.Schema.PGSchema,
 		PlainKeys: cfg.PlainKeys,
 		Writable:  cfg.Usage != nil && cfg.Usage.Mode == "database",
-		Logger:    logger,
+		// The meter's bound on a use (usage.NewDatabase below).
+		UsageTimeout: cfg.Timeout,
+		Logger:       logger,
 	})
 	if err != nil {
 		return nil, err
