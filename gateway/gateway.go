@@ -350,7 +350,9 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 		PGSchema:  cfg.Schema.PGSchema,
 		PlainKeys: cfg.PlainKeys,
 		Writable:  cfg.Usage != nil && cfg.Usage.Mode == "database",
-		Logger:    logger,
+		// The meter's bound on a use (usage.NewDatabase below).
+		UsageTimeout: cfg.Timeout,
+		Logger:       logger,
 	})
 	if err != nil {
 		return nil, err
@@ -402,7 +404,7 @@ func Open(o Options, logger *zap.Logger) (*Gateway, error) {
 			mirror, ok := db.(usage.Mirror)
 			if !ok || db.Dialect() != store.Postgres {
 				g.Close()
-				return nil, errors.New("usage: mode redis writes uses back to PostgreSQL; on SQLite use mode database")
+				return nil, errors.New("usage: mode redis writes uses back to PostgreSQL; on SQLite or MySQL use mode database")
 			}
 			g.counter = usage.NewRedis(usage.RedisOptions{
 				Client: client, Mirror: mirror, Rules: cfg.usageRules(db), Prefix: usagePrefix(r.Prefix, db),

@@ -113,9 +113,9 @@ func code(r result) string {
 func TestUsageMatchesBetterAuth(t *testing.T) {
 	t.Parallel()
 	for _, mode := range []struct {
-		name          string
-		sqlite, redis bool
-	}{{"postgres", false, false}, {"sqlite", true, false}, {"redis", false, true}} {
+		name                 string
+		sqlite, mysql, redis bool
+	}{{"postgres", false, false, false}, {"sqlite", true, false, false}, {"mysql", false, true, false}, {"redis", false, false, true}} {
 		sqlite := mode.sqlite
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
@@ -128,7 +128,7 @@ func TestUsageMatchesBetterAuth(t *testing.T) {
 				gw = startGateway(t, f.DatabaseURL, newUpstream(t), counted.config()+"\n\t\tcache {\n\t\t\tttl 1h\n\t\t}")
 				settle(t, gw, true)
 			} else {
-				f = testenv.Seed(t, testenv.SeedOptions{SQLite: sqlite})
+				f = testenv.Seed(t, testenv.SeedOptions{SQLite: sqlite, MySQL: mode.mysql})
 				gw = startGateway(t, f.DatabaseURL, newUpstream(t), "usage database\n\t\tcache {\n\t\t\tttl 1h\n\t\t}")
 			}
 			ba := startUsageShell(t, f.DatabaseURL)
@@ -221,14 +221,22 @@ func TestUsageMatchesBetterAuth(t *testing.T) {
 					if *b.UpdatedAt <= *b.CreatedAt {
 						t.Errorf("the gateway did not write updatedAt: %+v", b)
 					}
-					if sqlite {
+					switch {
+					case mode.mysql:
+						// datetime(3) holds milliseconds; the dates are UTC wall
+						// time, as mysql2 with timezone "Z" writes and reads them:
+						// both rows were last written moments ago.
+						if d := *a.UpdatedAt - *b.UpdatedAt; d < -60000 || d > 60000 {
+							t.Errorf("updatedAt: Better-Auth's %d, the gateway's %d: %d ms apart", *a.UpdatedAt, *b.UpdatedAt, d)
+						}
+					case sqlite:
 						iso := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)
 						for _, v := range []any{b.LastRefillAtStored, b.LastRequestStored, b.UpdatedAtStored} {
 							if s, ok := v.(string); v != nil && (!ok || !iso.MatchString(s)) {
 								t.Errorf("the gateway stored a date as %#v, not as Better-Auth's ISO text", v)
 							}
 						}
-					} else {
+					default:
 						assertMillis(t, f.DatabaseURL, ours.ID)
 					}
 				})
@@ -268,12 +276,13 @@ func assertMillis(t *testing.T, db, id string) {
 // never more than the rate limit; the headers tell what is left.
 func TestUsageAcrossGateways(t *testing.T) {
 	t.Parallel()
-	t.Run("database", func(t *testing.T) { t.Parallel(); acrossGateways(t, nil) })
-	t.Run("redis", func(t *testing.T) { t.Parallel(); acrossGateways(t, newUsageRedis(t)) })
+	t.Run("database", func(t *testing.T) { t.Parallel(); acrossGateways(t, testenv.SeedOptions{}, nil) })
+	t.Run("mysql", func(t *testing.T) { t.Parallel(); acrossGateways(t, testenv.SeedOptions{MySQL: true}, nil) })
+	t.Run("redis", func(t *testing.T) { t.Parallel(); acrossGateways(t, testenv.SeedOptions{}, newUsageRedis(t)) })
 }
 
-func acrossGateways(t *testing.T, counted *usageRedis) {
-	f := testenv.Seed(t, testenv.SeedOptions{})
+func acrossGateways(t *testing.T, seed testenv.SeedOptions, counted *usageRedis) {
+	f := testenv.Seed(t, seed)
 	ba := startUsageShell(t, f.DatabaseURL)
 	up := newUpstream(t)
 	config := "usage database"
@@ -339,7 +348,14 @@ func acrossGateways(t *testing.T, counted *usageRedis) {
 // INVALID_API_KEY, and would blur the count.)
 func TestUsageBesideTheApp(t *testing.T) {
 	t.Parallel()
-	f := testenv.Seed(t, testenv.SeedOptions{})
+	t.Run("postgres", func(t *testing.T) { t.Parallel(); besideTheApp(t, testenv.SeedOptions{}) })
+	// On MySQL, Better-Auth's incrementOne and the gateway's claim are
+	// both transactions that lock the row with SELECT ... FOR UPDATE.
+	t.Run("mysql", func(t *testing.T) { t.Parallel(); besideTheApp(t, testenv.SeedOptions{MySQL: true}) })
+}
+
+func besideTheApp(t *testing.T, seed testenv.SeedOptions) {
+	f := testenv.Seed(t, seed)
 	ba := startUsageShell(t, f.DatabaseURL)
 	gw := startGateway(t, f.DatabaseURL, newUpstream(t), "usage database")
 	k := ba.create(t, f.Users.Alice.ID, map[string]any{"remaining": 60, "refillAmount": 60, "refillInterval": 3_600_000,

@@ -9,9 +9,10 @@
 // queries quote identifiers with double quotes), time_zone UTC and dates
 // read as UTC (Better-Auth's migrations make datetime(3) columns, which
 // mysql2 fills with UTC wall time when the app runs with TZ=UTC or
-// timezone: "Z"), and SET SESSION TRANSACTION READ ONLY: the store never
-// writes. Give the gateway a user with SELECT on the Better-Auth tables
-// and nothing else.
+// timezone: "Z"), and SET SESSION TRANSACTION READ ONLY: the lookups never
+// write. Give the gateway a user with SELECT on the Better-Auth tables and
+// nothing else; with usage counting on the rows (Usage, on a pool of its
+// own from OpenWritable), UPDATE on the apikey table too.
 //
 // The layout is detected on first use from information_schema.columns of
 // the connection's database (package schema), as for the other stores.
@@ -111,13 +112,35 @@ func Open(dsn string) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db := sql.OpenDB(readOnly{c})
+	return pool(readOnly{c}, conns), nil
+}
+
+// OpenWritable returns a pool for the database dsn names whose sessions
+// may write, for counting API-key uses on their rows (Usage) and nothing
+// else; lockWait bounds a wait for a row's lock (innodb_lock_wait_timeout,
+// in whole seconds, at least one): a use the gateway gave up on must not
+// keep a server thread queued for long. It does no I/O.
+func OpenWritable(dsn string, lockWait time.Duration) (*sql.DB, error) {
+	cfg, conns, err := Config(dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Params["innodb_lock_wait_timeout"] = strconv.Itoa(max(1, int((lockWait+time.Second-1)/time.Second)))
+	c, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return pool(c, conns), nil
+}
+
+func pool(c driver.Connector, conns int) *sql.DB {
+	db := sql.OpenDB(c)
 	db.SetMaxOpenConns(conns)
 	db.SetMaxIdleConns(conns)
 	// Below the servers' default wait_timeout (8 h) and the idle cut of
 	// proxies in front of them.
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	return db, nil
+	return db
 }
 
 // readOnly makes every new connection's session read-only: the store only

@@ -15,7 +15,7 @@ import (
 
 // newDatabase creates a database on the server at TEST_MYSQL_URL, runs
 // ddl in it as the server's user, and returns its URL.
-func newDatabase(t *testing.T, ddl ...string) string {
+func newDatabase(t testing.TB, ddl ...string) string {
 	t.Helper()
 	base := testenv.Require(t, "TEST_MYSQL_URL")
 	cfg, _, err := mysqlstore.Config(strings.TrimSuffix(base, "/") + "/mysql")

@@ -32,7 +32,8 @@ var UsageWrites = []string{"remaining", "lastRefillAt", "requestCount", "lastReq
 // UsageSQL reads and writes the usage columns of one apikey row by id.
 type UsageSQL struct {
 	// Select reads UsageFields of the row whose id is the one parameter,
-	// locking it where the database can (FOR UPDATE on PostgreSQL).
+	// locking it where the database can (FOR UPDATE on PostgreSQL and
+	// MySQL).
 	Select string
 	// Claim counts one use in one statement (PostgreSQL only): it locks
 	// the row, decides as usage.Rules.Plan does, writes, and returns the
@@ -79,21 +80,31 @@ func (l *Layout) BuildUsage(d Dialect, lock bool) (*UsageSQL, error) {
 	for i, f := range UsageFields {
 		cols[i] = QuoteIdent(k.Col(f))
 	}
+	// "?" placeholders (SQLite, MySQL) or numbered ones (PostgreSQL). The
+	// id is compared through the dialect's own placeholder: MySQL's
+	// compares byte for byte; written values are plain parameters.
+	positional := strings.Contains(d.Param, "?")
 	param := func(n int) string {
-		if d.Param == "?" {
+		if positional {
 			return "?"
 		}
 		return "$" + strconv.Itoa(n)
 	}
+	idParam := func(n int) string {
+		if positional {
+			return d.Param
+		}
+		return "$" + strconv.Itoa(n)
+	}
 	u := &UsageSQL{Select: fmt.Sprintf("SELECT %s FROM %s WHERE %s = %s",
-		strings.Join(cols, ", "), d.Qualify(k.Name), QuoteIdent(k.Col("id")), param(1))}
+		strings.Join(cols, ", "), d.Qualify(k.Name), QuoteIdent(k.Col("id")), idParam(1))}
 	if lock {
 		u.Select += " FOR UPDATE"
 	}
-	if d.Param != "?" {
+	if !positional {
 		u.Claim = claimSQL(d.Qualify(k.Name), func(f string) string { return QuoteIdent(k.Col(f)) })
 	}
-	if d.Param != "?" {
+	if !positional {
 		c := func(f string) string { return QuoteIdent(k.Col(f)) }
 		// Compared at the millisecond: a lastRefillAt another writer stored
 		// with microseconds is the one the gateway read (and counted from).
@@ -130,7 +141,7 @@ RETURNING %s`, d.Qualify(k.Name),
 			}
 		}
 		u.updates[set] = fmt.Sprintf("UPDATE %s SET %s WHERE %s = %s",
-			d.Qualify(k.Name), strings.Join(assign, ", "), QuoteIdent(k.Col("id")), param(len(assign)+1))
+			d.Qualify(k.Name), strings.Join(assign, ", "), QuoteIdent(k.Col("id")), idParam(len(assign)+1))
 	}
 	return u, nil
 }

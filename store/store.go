@@ -33,10 +33,15 @@ type Options struct {
 	// PGSchema is the PostgreSQL schema holding the tables.
 	PGSchema  string
 	PlainKeys bool
-	// Writable opens a SQLite file read-write, to count API-key uses on
-	// their rows. PostgreSQL connections are as the DSN makes them.
+	// Writable opens a SQLite file read-write, or a second MySQL pool
+	// whose sessions may write (the lookups' stay read-only), to count
+	// API-key uses on their rows. PostgreSQL connections are as the DSN
+	// makes them.
 	Writable bool
-	Logger   *zap.Logger
+	// UsageTimeout bounds a use (usage.NewDatabase's timeout): on MySQL,
+	// a wait for a row's lock ends then too (default 3s).
+	UsageTimeout time.Duration
+	Logger       *zap.Logger
 }
 
 // Dialect is the kind of database a store reads.
@@ -245,9 +250,6 @@ func openMySQL(dsn string, opts Options) (DB, error) {
 	if opts.PGSchema != "" {
 		return nil, fmt.Errorf("pg_schema applies to PostgreSQL only")
 	}
-	if opts.Writable {
-		return nil, fmt.Errorf("usage database is not supported on MySQL yet")
-	}
 	cfg, _, err := mysqlstore.Config(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
@@ -261,14 +263,36 @@ func openMySQL(dsn string, opts Options) (DB, error) {
 		db.Close()
 		return nil, err
 	}
-	return &mysqlDB{sqliteDB: sqliteDB{Store: s, db: db, identity: "mysql://" + cfg.Addr + "/" + url.PathEscape(cfg.DBName)},
-		user: cfg.User}, nil
+	d := &mysqlDB{sqliteDB: sqliteDB{Store: s, db: db, identity: "mysql://" + cfg.Addr + "/" + url.PathEscape(cfg.DBName)},
+		user: cfg.User}
+	if opts.Writable {
+		// A pool of its own: the lookups' sessions stay read-only.
+		wait := opts.UsageTimeout
+		if wait <= 0 {
+			wait = 3 * time.Second
+		}
+		if d.writes, err = mysqlstore.OpenWritable(dsn, wait); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("database: %w", err)
+		}
+		d.usage = mysqlstore.NewUsage(d.writes, s.Layout)
+	}
+	return d, nil
 }
 
 // mysqlDB reads MySQL through the SQLite store's lookups (see mysqlstore).
 type mysqlDB struct {
 	sqliteDB
-	user string
+	user   string
+	writes *sql.DB // with usage database only
+	usage  *mysqlstore.Usage
+}
+
+func (d *mysqlDB) Close() error {
+	if d.writes != nil {
+		d.writes.Close()
+	}
+	return d.db.Close()
 }
 
 func (*mysqlDB) Dialect() Dialect { return MySQL }
@@ -288,8 +312,10 @@ func (d *mysqlDB) Scope(ctx context.Context) (string, error) {
 	return withLayout(d.identity+"\nuser="+strconv.Quote(d.user)+"\nserver="+strconv.Quote(server), layout)
 }
 
-// ClaimUsage implements usage.Claimer: not on MySQL yet (Open refuses
-// usage database there).
-func (*mysqlDB) ClaimUsage(context.Context, string, usage.Rules, func() time.Time) (usage.Row, time.Time, bool, error) {
-	return usage.Row{}, time.Time{}, false, fmt.Errorf("usage database is not supported on MySQL yet")
+// ClaimUsage implements usage.Claimer on the writable pool (Options.Writable).
+func (d *mysqlDB) ClaimUsage(ctx context.Context, id string, rules usage.Rules, clock func() time.Time) (usage.Row, time.Time, bool, error) {
+	if d.usage == nil {
+		return usage.Row{}, time.Time{}, false, fmt.Errorf("mysql: counting uses needs the store opened writable")
+	}
+	return d.usage.ClaimUsage(ctx, id, rules, clock)
 }

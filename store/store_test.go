@@ -6,8 +6,10 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
+	"github.com/caddy-betterauth/caddy-betterauth/usage"
 )
 
 // Gateways share cached records only when they read the same rows: every
@@ -119,5 +121,41 @@ func TestDialect(t *testing.T) {
 	}
 	if Postgres.String() != "postgres" || SQLite.String() != "sqlite" || Dialect(0).String() != "Dialect(0)" {
 		t.Errorf("names: %s, %s, %s", Postgres, SQLite, Dialect(0))
+	}
+}
+
+// Usage database on MySQL counts on a pool of its own, whose lock waits
+// end with the meter's timeout; the lookups' sessions stay read-only.
+func TestMySQLUsageWritesOnItsOwnPool(t *testing.T) {
+	t.Parallel()
+	f := testenv.Seed(t, testenv.SeedOptions{MySQL: true})
+	ctx := context.Background()
+	ro, err := Open(f.DatabaseURL, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if _, _, _, err := ro.ClaimUsage(ctx, f.Keys.Limited.ID, usage.Rules{}, time.Now); err == nil {
+		t.Error("a store opened read-only counted a use")
+	}
+	db, err := Open(f.DatabaseURL, Options{Writable: true, UsageTimeout: 2500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	row, _, found, err := db.ClaimUsage(ctx, f.Keys.Limited.ID, usage.Rules{}, time.Now)
+	if err != nil || !found || row.Remaining != 5 {
+		t.Fatalf("a use: %+v found %v, %v", row, found, err)
+	}
+	if row, _, _, err = db.ClaimUsage(ctx, f.Keys.Limited.ID, usage.Rules{}, time.Now); err != nil || row.Remaining != 4 {
+		t.Fatalf("the second use read %+v, %v", row, err)
+	}
+	m := db.(*mysqlDB)
+	var wait int
+	if err := m.writes.QueryRowContext(ctx, "SELECT @@session.innodb_lock_wait_timeout").Scan(&wait); err != nil || wait != 3 {
+		t.Errorf("lock wait %d s (%v), want 3", wait, err)
+	}
+	if _, err := m.db.ExecContext(ctx, "UPDATE `apikey` SET `remaining` = 100"); err == nil || !strings.Contains(err.Error(), "READ ONLY") {
+		t.Errorf("the lookups' pool wrote, or failed otherwise: %v", err)
 	}
 }
