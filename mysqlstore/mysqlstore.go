@@ -145,7 +145,15 @@ func (r readOnly) Connect(ctx context.Context) (driver.Conn, error) {
 // (the sessions run with ANSI_QUOTES), "?" parameters, JSON arrays through
 // JSON_TABLE (MySQL 8, MariaDB 10.6), and a bearer value that may be a key
 // or a session token read in one UNION ALL statement: one round trip.
-var Dialect = schema.Dialect{Qualify: schema.QuoteIdent, Param: binaryParam, Param2: binaryParam, JSONArray: JSONArray, Union: true}
+var Dialect = schema.Dialect{Qualify: schema.QuoteIdent, Param: binaryParam, Param2: binaryParam, JSONArray: JSONArray, Union: true,
+	Positional: true, ListParam: listParam, Text: "CHAR"}
+
+// listParam is the strings of a JSON array parameter, compared byte for
+// byte as binaryParam is. A parameter that is not a JSON array is an
+// error: the store always passes one.
+func listParam(p string) string {
+	return fmt.Sprintf("(SELECT CAST(j.value AS BINARY) FROM JSON_TABLE(%s, '$[*]' COLUMNS (value TEXT PATH '$')) AS j)", p)
+}
 
 // binaryParam compares byte for byte: Better-Auth's tables take the
 // server's default collation, case-insensitive (utf8mb4_general_ci on
