@@ -28,7 +28,7 @@ import (
 // that Better-Auth itself issued, and to change their state the way the app
 // would (revocation, sign-out, disabled clients, deleted resources, time).
 type oauthSeed struct {
-	DatabaseURL string // the app's database (a PostgreSQL URL or sqlite://<path>)
+	DatabaseURL string // the app's database (a PostgreSQL URL, sqlite://<path> or mysql://)
 
 	mu    sync.Mutex
 	in    io.WriteCloser
@@ -40,6 +40,8 @@ type oauthSeedOptions struct {
 	// SQLite puts the app's data in a new SQLite file; the default is a new
 	// PostgreSQL database on TEST_DATABASE_URL.
 	SQLite bool
+	// MySQL puts it in a new database on TEST_MYSQL_URL (MariaDB).
+	MySQL bool
 	// DatabaseURL uses this database instead of a new one (for example a
 	// second shell on the same app).
 	DatabaseURL string
@@ -80,6 +82,8 @@ func startOAuthSeed(t testing.TB, opts oauthSeedOptions) *oauthSeed {
 	case db != "":
 	case opts.SQLite:
 		db = "sqlite://" + filepath.Join(t.TempDir(), "app.db")
+	case opts.MySQL:
+		db = testenv.NewMySQLDatabase(t)
 	default:
 		db = testenv.NewDatabase(t)
 	}
