@@ -148,11 +148,10 @@ func (r readOnly) Connect(ctx context.Context) (driver.Conn, error) {
 var Dialect = schema.Dialect{Qualify: schema.QuoteIdent, Param: binaryParam, Param2: binaryParam, JSONArray: JSONArray, Union: true,
 	Positional: true, ListParam: listParam, Text: "CHAR"}
 
-// listParam is the strings of a JSON array parameter, compared byte for
-// byte as binaryParam is. A parameter that is not a JSON array is an
-// error: the store always passes one.
+// listParam is the strings of a JSON array parameter, as JSONArray's
+// (the store always passes an array).
 func listParam(p string) string {
-	return fmt.Sprintf("(SELECT CAST(j.value AS BINARY) FROM JSON_TABLE(%s, '$[*]' COLUMNS (value TEXT PATH '$')) AS j)", p)
+	return fmt.Sprintf("(SELECT j.value FROM JSON_TABLE(%s, '$[*]' COLUMNS (value LONGBLOB PATH '$')) AS j)", p)
 }
 
 // binaryParam compares byte for byte: Better-Auth's tables take the
@@ -162,9 +161,12 @@ func listParam(p string) string {
 // ref access, then the exact comparison).
 const binaryParam = "CAST(? AS BINARY)"
 
-// JSONArray is MySQL's schema.Dialect.JSONArray.
+// JSONArray is MySQL's schema.Dialect.JSONArray. The strings are
+// LONGBLOB: compared byte for byte with the case-insensitive columns (as
+// binaryParam), no mix of collations for MySQL 8 to refuse, and none cut
+// short (TEXT would stop at 64 KiB).
 func JSONArray(expr string) string {
-	return fmt.Sprintf("JSON_TABLE(CASE WHEN JSON_VALID(%[1]s) AND JSON_TYPE(%[1]s) = 'ARRAY' THEN %[1]s ELSE '[]' END, '$[*]' COLUMNS (value TEXT PATH '$')) AS j", expr)
+	return fmt.Sprintf("JSON_TABLE(CASE WHEN JSON_VALID(%[1]s) AND JSON_TYPE(%[1]s) = 'ARRAY' THEN %[1]s ELSE '[]' END, '$[*]' COLUMNS (value LONGBLOB PATH '$')) AS j", expr)
 }
 
 // Catalog reads the columns of the candidate tables in the connection's

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
 	"github.com/caddy-betterauth/caddy-betterauth/mysqlstore"
 	"github.com/caddy-betterauth/caddy-betterauth/oauth"
@@ -202,5 +203,46 @@ func TestOAuthGrant(t *testing.T) {
 	}
 	if _, _, _, _, missing := grant(t, bare, schema.Grant{ClientID: "client1"}); missing {
 		t.Error("no resources: one missing")
+	}
+}
+
+// An opaque access token of the OAuth provider, read by its hash with its
+// client, session and user, and whether each of its resources (a JSON
+// array, through JSON_TABLE) still has its oauthResource row, byte for
+// byte.
+func TestOAuthToken(t *testing.T) {
+	t.Parallel()
+	const res = "https://api.example.com/mcp"
+	insert := func(id, secret, resources string) string {
+		return "INSERT INTO `oauthAccessToken` (`id`, `token`, `clientId`, `sessionId`, `userId`, `expiresAt`, `createdAt`, `scopes`, `resources`) VALUES ('" +
+			id + "', '" + betterauth.NewLookup(betterauth.KindOAuth, secret).KeyHash() + "', 'client1', 's1', 'u1', '2099-01-01 00:00:00', UTC_TIMESTAMP(3), '[\"mcp:read\"]', " + resources + ")"
+	}
+	store := openStore(t, newDatabase(t, userDDL, sessionDDL, clientDDL, accessTokenDDL, resourceDDL,
+		"INSERT INTO `user` VALUES ('u1', 'Alice', 'alice@example.com', 1, NULL, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+		"INSERT INTO `session` (`id`, `expiresAt`, `token`, `createdAt`, `updatedAt`, `userId`) VALUES ('s1', '2099-01-02 03:04:05.678', 'tok', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3), 'u1')",
+		"INSERT INTO `oauthClient` (`id`, `clientId`, `disabled`, `name`) VALUES ('c', 'client1', 0, 'App')",
+		"INSERT INTO `oauthResource` (`id`, `identifier`) VALUES ('r1', '"+res+"')",
+		insert("t1", "registered", "'[\""+res+"\"]'"),
+		insert("t2", "othercase", "'[\""+strings.ToUpper(res)+"\"]'"),
+		insert("t3", "gone", "'[\""+res+"\", \"urn:gone\"]'"),
+		insert("t4", "unbound", "NULL"),
+	))
+	ctx := context.Background()
+	for _, c := range []struct {
+		secret, id string
+		missing    bool
+	}{{"registered", "t1", false}, {"othercase", "t2", true}, {"gone", "t3", true}, {"unbound", "t4", false}} {
+		rec, err := store.Lookup(ctx, betterauth.NewLookup(betterauth.KindOAuth, c.secret))
+		if err != nil || rec.OAuth == nil {
+			t.Fatalf("%s: %+v %v", c.secret, rec, err)
+		}
+		o := rec.OAuth
+		if o.ID != c.id || o.Client == nil || o.Client.ClientID != "client1" || o.User == nil || o.User.ID != "u1" ||
+			!o.SessionExpiresAt.Equal(time.Date(2099, 1, 2, 3, 4, 5, 678e6, time.UTC)) || o.ResourceMissing != c.missing {
+			t.Errorf("%s: %+v (missing %v, want %v)", c.secret, o, o.ResourceMissing, c.missing)
+		}
+	}
+	if rec, err := store.Lookup(ctx, betterauth.NewLookup(betterauth.KindOAuth, "nosuchtoken")); err != nil || rec.OAuth != nil {
+		t.Fatalf("unknown token: %+v %v", rec, err)
 	}
 }
