@@ -282,17 +282,16 @@ func jsonStrings(t testing.TB, v any) []string {
 
 var opaqueToken = regexp.MustCompile(`^[A-Za-z]{32}$`)
 
-// The driver of real Better-Auth's OAuth provider works, on PostgreSQL and
-// SQLite: the tokens it gets are the provider's (opaque ones stored as
+// The driver of real Better-Auth's OAuth provider works, on PostgreSQL,
+// SQLite and MySQL (MariaDB): the tokens it gets are the provider's (opaque ones stored as
 // their hash, JWTs signed with a key of the jwks table), and the provider
 // introspects, revokes and ends them as the compatibility notes say.
 func TestOAuthSeed(t *testing.T) {
 	t.Parallel()
-	for _, sqlite := range []bool{false, true} {
-		name := map[bool]string{false: "postgres", true: "sqlite"}[sqlite]
+	for _, name := range []string{"postgres", "sqlite", "mysql"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			ba := startOAuthSeed(t, oauthSeedOptions{SQLite: sqlite})
+			ba := startOAuthSeed(t, oauthSeedOptions{SQLite: name == "sqlite", MySQL: name == "mysql"})
 			f := ba.Setup(t)
 			alice, c := f.Users.Alice, f.Client
 			if f.Database != name || f.Issuer != "http://localhost:3000/api/auth" || f.Resource != "http://127.0.0.1:8080/mcp" ||
