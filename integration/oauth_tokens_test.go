@@ -53,12 +53,17 @@ func oauthGateway(t *testing.T, db string, f *oauthFixture, up *upstream) *teste
 // cache keeps records for an hour; scopes step up; the audience holds.
 func TestOAuthAccessTokens(t *testing.T) {
 	t.Parallel()
-	for _, sqlite := range []bool{false, true} {
-		t.Run(map[bool]string{false: "postgres", true: "sqlite"}[sqlite], func(t *testing.T) {
+	for _, backend := range []string{"postgres", "sqlite", "mysql"} {
+		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
-			ba := startOAuthSeed(t, oauthSeedOptions{SQLite: sqlite})
+			ba := startOAuthSeed(t, oauthSeedOptions{SQLite: backend == "sqlite", MySQL: backend == "mysql"})
 			f := ba.Setup(t)
-			if !sqlite {
+			if f.Database != backend {
+				t.Fatalf("the app wrote to %q", f.Database)
+			}
+			// Only PostgreSQL has the revocation triggers.
+			pushed := backend == "postgres"
+			if pushed {
 				if out, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + ba.DatabaseURL}, "install-triggers"); code != 0 {
 					t.Fatalf("install-triggers: exit %d\n%s%s", code, out, errOut)
 				}
@@ -126,8 +131,9 @@ func TestOAuthAccessTokens(t *testing.T) {
 			})
 
 			// Changes made through Better-Auth. On PostgreSQL the triggers
-			// push them; SQLite has none, and its gateway is asked after
-			// the change with a cold cache (a token never seen before).
+			// push them; SQLite and MySQL have none, and their gateway is
+			// asked after the change with a cold cache (a token never seen
+			// before).
 			within := func(t *testing.T, tok string, status int, code string) {
 				t.Helper()
 				deadline := time.Now().Add(2 * time.Second)
@@ -167,7 +173,7 @@ func TestOAuthAccessTokens(t *testing.T) {
 			for _, c := range cases {
 				t.Run(c.name, func(t *testing.T) {
 					tok := c.issue()
-					if !sqlite {
+					if pushed {
 						warm(t, tok)
 					}
 					c.change(tok)

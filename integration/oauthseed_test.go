@@ -28,7 +28,7 @@ import (
 // that Better-Auth itself issued, and to change their state the way the app
 // would (revocation, sign-out, disabled clients, deleted resources, time).
 type oauthSeed struct {
-	DatabaseURL string // the app's database (a PostgreSQL URL or sqlite://<path>)
+	DatabaseURL string // the app's database (a PostgreSQL URL, sqlite://<path> or mysql://)
 
 	mu    sync.Mutex
 	in    io.WriteCloser
@@ -40,6 +40,8 @@ type oauthSeedOptions struct {
 	// SQLite puts the app's data in a new SQLite file; the default is a new
 	// PostgreSQL database on TEST_DATABASE_URL.
 	SQLite bool
+	// MySQL puts it in a new database on TEST_MYSQL_URL (MariaDB).
+	MySQL bool
 	// DatabaseURL uses this database instead of a new one (for example a
 	// second shell on the same app).
 	DatabaseURL string
@@ -80,6 +82,8 @@ func startOAuthSeed(t testing.TB, opts oauthSeedOptions) *oauthSeed {
 	case db != "":
 	case opts.SQLite:
 		db = "sqlite://" + filepath.Join(t.TempDir(), "app.db")
+	case opts.MySQL:
+		db = testenv.NewMySQLDatabase(t)
 	default:
 		db = testenv.NewDatabase(t)
 	}
@@ -278,17 +282,16 @@ func jsonStrings(t testing.TB, v any) []string {
 
 var opaqueToken = regexp.MustCompile(`^[A-Za-z]{32}$`)
 
-// The driver of real Better-Auth's OAuth provider works, on PostgreSQL and
-// SQLite: the tokens it gets are the provider's (opaque ones stored as
+// The driver of real Better-Auth's OAuth provider works, on PostgreSQL,
+// SQLite and MySQL (MariaDB): the tokens it gets are the provider's (opaque ones stored as
 // their hash, JWTs signed with a key of the jwks table), and the provider
 // introspects, revokes and ends them as the compatibility notes say.
 func TestOAuthSeed(t *testing.T) {
 	t.Parallel()
-	for _, sqlite := range []bool{false, true} {
-		name := map[bool]string{false: "postgres", true: "sqlite"}[sqlite]
+	for _, name := range []string{"postgres", "sqlite", "mysql"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			ba := startOAuthSeed(t, oauthSeedOptions{SQLite: sqlite})
+			ba := startOAuthSeed(t, oauthSeedOptions{SQLite: name == "sqlite", MySQL: name == "mysql"})
 			f := ba.Setup(t)
 			alice, c := f.Users.Alice, f.Client
 			if f.Database != name || f.Issuer != "http://localhost:3000/api/auth" || f.Resource != "http://127.0.0.1:8080/mcp" ||

@@ -168,7 +168,14 @@ func (r readOnly) Connect(ctx context.Context) (driver.Conn, error) {
 // (the sessions run with ANSI_QUOTES), "?" parameters, JSON arrays through
 // JSON_TABLE (MySQL 8, MariaDB 10.6), and a bearer value that may be a key
 // or a session token read in one UNION ALL statement: one round trip.
-var Dialect = schema.Dialect{Qualify: schema.QuoteIdent, Param: binaryParam, Param2: binaryParam, JSONArray: JSONArray, Union: true}
+var Dialect = schema.Dialect{Qualify: schema.QuoteIdent, Param: binaryParam, Param2: binaryParam, JSONArray: JSONArray, Union: true,
+	Positional: true, ListParam: listParam, Text: "CHAR"}
+
+// listParam is the strings of a JSON array parameter, as JSONArray's
+// (the store always passes an array).
+func listParam(p string) string {
+	return fmt.Sprintf("(SELECT j.value FROM JSON_TABLE(%s, '$[*]' COLUMNS (value LONGBLOB PATH '$')) AS j)", p)
+}
 
 // binaryParam compares byte for byte: Better-Auth's tables take the
 // server's default collation, case-insensitive (utf8mb4_general_ci on
@@ -177,9 +184,12 @@ var Dialect = schema.Dialect{Qualify: schema.QuoteIdent, Param: binaryParam, Par
 // ref access, then the exact comparison).
 const binaryParam = "CAST(? AS BINARY)"
 
-// JSONArray is MySQL's schema.Dialect.JSONArray.
+// JSONArray is MySQL's schema.Dialect.JSONArray. The strings are
+// LONGBLOB: compared byte for byte with the case-insensitive columns (as
+// binaryParam), no mix of collations for MySQL 8 to refuse, and none cut
+// short (TEXT would stop at 64 KiB).
 func JSONArray(expr string) string {
-	return fmt.Sprintf("JSON_TABLE(CASE WHEN JSON_VALID(%[1]s) AND JSON_TYPE(%[1]s) = 'ARRAY' THEN %[1]s ELSE '[]' END, '$[*]' COLUMNS (value TEXT PATH '$')) AS j", expr)
+	return fmt.Sprintf("JSON_TABLE(CASE WHEN JSON_VALID(%[1]s) AND JSON_TYPE(%[1]s) = 'ARRAY' THEN %[1]s ELSE '[]' END, '$[*]' COLUMNS (value LONGBLOB PATH '$')) AS j", expr)
 }
 
 // Catalog reads the columns of the candidate tables in the connection's

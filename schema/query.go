@@ -82,6 +82,14 @@ type Dialect struct {
 	// (SELECT ... LIMIT m), for Queries.Either: worth it where a second
 	// query costs a second round trip (MySQL; not SQLite, in process).
 	Union bool
+	// Positional says parameters are bound in the order their
+	// placeholders appear, each one Param (MySQL's "?"): the grant query
+	// then takes Grant.PositionalArgs. ListParam is then the FROM item,
+	// aliased j with a column value, of the strings of a JSON array
+	// parameter, and Text the type to cast a parameter to for text.
+	Positional bool
+	ListParam  func(param string) string
+	Text       string
 }
 
 // PostgresJSONArray is PostgreSQL's Dialect.JSONArray: jsonb as Kysely
@@ -233,31 +241,47 @@ LIMIT 1`,
 
 // buildOAuthGrant returns the query of what a JWT access token names (see
 // Queries.OAuthGrant). Parameters appear in order, so that SQLite's "?"
-// serves too.
+// serves too; a Positional dialect binds them as they appear (the
+// resources, then the client, the session and the user: see
+// Grant.PositionalArgs).
 func (l *Layout) buildOAuthGrant(d Dialect, user string, col func(string, *Table, string) string) string {
 	o := l.OAuth
 	c := &o.Client
 	nth := func(i int) string {
+		if d.Positional {
+			return d.Param
+		}
 		if d.Param == "?" {
 			return fmt.Sprintf("?%d", i) // SQLite's numbered form
 		}
 		return fmt.Sprintf("$%d", i)
 	}
+	text := "text"
+	if d.Text != "" {
+		text = d.Text
+	}
+	// The resources come first in the text: found is in the select list.
 	// Every parameter is referenced, with a type PostgreSQL can tell,
 	// whichever tables exist.
-	session, sessionJoin := "NULL", fmt.Sprintf("\nLEFT JOIN (SELECT 1 AS one) s ON CAST(%s AS text) IS NULL AND 1 = 0", nth(2))
-	if s := l.Session; s != nil {
-		session = col("s", s, "expiresAt")
-		sessionJoin = fmt.Sprintf("\nLEFT JOIN %s s ON s.%s = %s", d.Qualify(s.Name), QuoteIdent(s.Col("id")), nth(2))
-	}
-	// The resources: one array parameter, as each database takes one.
 	list, listType := fmt.Sprintf("(SELECT value FROM json_each(%s))", nth(4)), "text"
-	if d.Param != "?" {
+	if d.Positional {
+		// The JSON parameter is bound bare: MySQL takes no binary
+		// string for JSON.
+		list, listType = d.ListParam("?"), text
+	} else if d.Param != "?" {
 		list, listType = fmt.Sprintf("(SELECT unnest(CAST(%s AS text[])))", nth(4)), "text[]"
 	}
 	found := fmt.Sprintf("(SELECT 0 WHERE CAST(%s AS %s) IS NULL OR 1 = 1)", nth(4), listType)
+	if d.Positional {
+		found = fmt.Sprintf("(SELECT 0 FROM (SELECT 1 AS one) z WHERE CAST(? AS %s) IS NULL OR 1 = 1)", listType)
+	}
 	if r := o.Resource; r != nil {
 		found = fmt.Sprintf("(SELECT count(*) FROM %s r WHERE r.%s IN %s)", d.Qualify(r.Name), QuoteIdent(r.Col("identifier")), list)
+	}
+	session, sessionJoin := "NULL", fmt.Sprintf("\nLEFT JOIN (SELECT 1 AS one) s ON CAST(%s AS %s) IS NULL AND 1 = 0", nth(2), text)
+	if s := l.Session; s != nil {
+		session = col("s", s, "expiresAt")
+		sessionJoin = fmt.Sprintf("\nLEFT JOIN %s s ON s.%s = %s", d.Qualify(s.Name), QuoteIdent(s.Col("id")), nth(2))
 	}
 	return fmt.Sprintf(`SELECT %s, %s, %s, %s, %s, %s
 FROM (SELECT 1 AS one) g

@@ -237,6 +237,14 @@ func (g Grant) Args(jsonText bool) []any {
 	return args
 }
 
+// PositionalArgs returns the parameters for a Positional dialect, as
+// their placeholders appear: the resources (JSON text), then the client,
+// the session and the user.
+func (g Grant) PositionalArgs() []any {
+	a := g.Args(true)
+	return []any{a[3], a[0], a[1], a[2]}
+}
+
 // DecodeOAuthGrant reads the result of Queries.OAuthGrant into a token
 // with what the rows say: the client, the user, the session's expiry and
 // whether a resource is missing. The caller fills in what the JWT says.

@@ -38,25 +38,25 @@ func (s *Store) jwk(ctx context.Context, table, kid string) (oauth.Key, error) {
 			return oauth.Key{}, err
 		}
 	} else if strings.ContainsRune(table, 0) {
-		return oauth.Key{}, errors.New("sqlitestore: a jwks table name cannot hold a NUL byte")
+		return oauth.Key{}, fmt.Errorf("%s: a jwks table name cannot hold a NUL byte", s.name)
 	}
 	query, err := s.jwkSQL(ctx, table)
 	if err != nil {
 		return oauth.Key{}, err
 	}
-	query += ` WHERE "id" = ?`
+	query += ` WHERE "id" = ` + s.layout.Dialect.Param
 	var publicKey, alg, crv sql.NullString
 	var expires any
 	err = s.db.QueryRowContext(ctx, query, kid).Scan(&publicKey, &alg, &crv, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
-		return oauth.Key{}, fmt.Errorf("sqlitestore: %w", oauth.ErrKeyNotFound)
+		return oauth.Key{}, fmt.Errorf("%s: %w", s.name, oauth.ErrKeyNotFound)
 	}
 	if err != nil {
-		return oauth.Key{}, fmt.Errorf("sqlitestore: jwks lookup: %w", err)
+		return oauth.Key{}, fmt.Errorf("%s: jwks lookup: %w", s.name, err)
 	}
 	row := oauth.JWKRow{ID: kid, PublicKey: publicKey.String, Alg: alg.String, Crv: crv.String}
 	if row.ExpiresAt, err = date(expires); err != nil {
-		return oauth.Key{}, fmt.Errorf("sqlitestore: jwks row %q: %w: %v", kid, oauth.ErrUnusableKey, err)
+		return oauth.Key{}, fmt.Errorf("%s: jwks row %q: %w: %v", s.name, kid, oauth.ErrUnusableKey, err)
 	}
 	return row.Key()
 }
@@ -66,24 +66,36 @@ func (s *Store) jwk(ctx context.Context, table, kid string) (oauth.Key, error) {
 // without the alg, crv and expiresAt columns (added in later releases).
 // Reading the catalog costs no round trip in SQLite.
 func (s *Store) jwkSQL(ctx context.Context, table string) (string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name FROM pragma_table_info(?)`, table)
-	if err != nil {
-		return "", fmt.Errorf("sqlitestore: reading the jwks table's columns: %w", err)
-	}
-	defer rows.Close()
-	cols := map[string]bool{}
-	for rows.Next() {
-		var c string
-		if err := rows.Scan(&c); err != nil {
-			return "", fmt.Errorf("sqlitestore: reading the jwks table's columns: %w", err)
+	var list []string
+	if s.opts.Catalog != nil {
+		cat, err := s.opts.Catalog(ctx, s.db, []string{table})
+		if err != nil {
+			return "", fmt.Errorf("%s: reading the jwks table's columns: %w", s.name, err)
 		}
+		list = cat[table]
+	} else {
+		rows, err := s.db.QueryContext(ctx, `SELECT name FROM pragma_table_info(?)`, table)
+		if err != nil {
+			return "", fmt.Errorf("%s: reading the jwks table's columns: %w", s.name, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var c string
+			if err := rows.Scan(&c); err != nil {
+				return "", fmt.Errorf("%s: reading the jwks table's columns: %w", s.name, err)
+			}
+			list = append(list, c)
+		}
+		if err := rows.Err(); err != nil {
+			return "", fmt.Errorf("%s: reading the jwks table's columns: %w", s.name, err)
+		}
+	}
+	cols := map[string]bool{}
+	for _, c := range list {
 		cols[c] = true
 	}
-	if err := rows.Err(); err != nil {
-		return "", fmt.Errorf("sqlitestore: reading the jwks table's columns: %w", err)
-	}
 	if len(cols) == 0 {
-		return "", fmt.Errorf("sqlitestore: no jwks table %q", table)
+		return "", fmt.Errorf("%s: no jwks table %q", s.name, table)
 	}
 	column := func(camel string) string {
 		for _, c := range []string{camel, schema.Snake(camel)} {
@@ -95,7 +107,7 @@ func (s *Store) jwkSQL(ctx context.Context, table string) (string, error) {
 	}
 	pk := column("publicKey")
 	if pk == "NULL" || !cols["id"] {
-		return "", fmt.Errorf("sqlitestore: jwks table %q has no id or publicKey column", table)
+		return "", fmt.Errorf("%s: jwks table %q has no id or publicKey column", s.name, table)
 	}
 	return fmt.Sprintf(`SELECT %s, %s, %s, %s FROM %s`,
 		pk, column("alg"), column("crv"), column("expiresAt"), schema.QuoteIdent(table)), nil
@@ -113,9 +125,10 @@ func (s *Store) JWKs(ctx context.Context) ([]oauth.Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, strings.Replace(query, "SELECT ", `SELECT CAST("id" AS text), `, 1)+" LIMIT 1000")
+	// The id as text: CHAR is a text type to SQLite and MySQL alike.
+	rows, err := s.db.QueryContext(ctx, strings.Replace(query, "SELECT ", `SELECT CAST("id" AS CHAR), `, 1)+" LIMIT 1000")
 	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: jwks listing: %w", err)
+		return nil, fmt.Errorf("%s: jwks listing: %w", s.name, err)
 	}
 	defer rows.Close()
 	var keys []oauth.Key
@@ -123,7 +136,7 @@ func (s *Store) JWKs(ctx context.Context) ([]oauth.Key, error) {
 		var id, publicKey, alg, crv sql.NullString
 		var expires any
 		if err := rows.Scan(&id, &publicKey, &alg, &crv, &expires); err != nil {
-			return nil, fmt.Errorf("sqlitestore: jwks listing: %w", err)
+			return nil, fmt.Errorf("%s: jwks listing: %w", s.name, err)
 		}
 		row := oauth.JWKRow{ID: id.String, PublicKey: publicKey.String, Alg: alg.String, Crv: crv.String}
 		if row.ExpiresAt, err = date(expires); err != nil {
@@ -134,7 +147,7 @@ func (s *Store) JWKs(ctx context.Context) ([]oauth.Key, error) {
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlitestore: jwks listing: %w", err)
+		return nil, fmt.Errorf("%s: jwks listing: %w", s.name, err)
 	}
 	return keys, nil
 }

@@ -307,7 +307,11 @@ func (s *Store) OAuthGrant(ctx context.Context, g schema.Grant) (*betterauth.OAu
 	if err != nil || p.Queries.OAuthGrant == "" {
 		return nil, err
 	}
-	rows, err := s.query(ctx, p.Queries.OAuthGrant, g.Args(true)...)
+	args := g.Args(true)
+	if s.layout.Dialect.Positional {
+		args = g.PositionalArgs()
+	}
+	rows, err := s.query(ctx, p.Queries.OAuthGrant, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: oauth grant lookup: %w", s.name, err)
 	}

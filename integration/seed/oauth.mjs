@@ -5,7 +5,8 @@
 //   node oauth.mjs shell     answers one JSON command per stdin line, one JSON line each
 //
 // Environment:
-//   DATABASE_URL         a PostgreSQL URL, or sqlite:<path> (better-sqlite3)
+//   DATABASE_URL         a PostgreSQL URL, sqlite:<path> (better-sqlite3), or
+//                        mysql://user:pass@host:port/db (mysql2, as seed.mjs)
 //   BETTER_AUTH_SECRET   the app's secret
 //   BASE_URL             the app's baseURL (default http://localhost:3000); the
 //                        basePath is Better-Auth's default /api/auth, so the
@@ -45,7 +46,7 @@
 //       scopes mcp:read mcp:write mcp:admin, linked to RESOURCE
 //       (adminLinkClientResource).
 //       → {"users": {"alice": U, "bob": U}, "client": C, "resource", "issuer",
-//          "baseURL", "jwksURL", "database": "postgres"|"sqlite"}
+//          "baseURL", "jwksURL", "database": "postgres"|"sqlite"|"mysql"}
 //         U = {"id","email","name","signed","token","sessionId"}
 //         C = {"client_id","client_secret","client_secret_hash", ...the provider's answer}
 //   {"op":"create-client", "public"?: bool, "name"?, "grant_types"?: [...],
@@ -137,13 +138,23 @@ import pg from "pg";
 const url = process.env.DATABASE_URL;
 if (!url) throw new Error("DATABASE_URL is not set");
 const sqlitePath = url.startsWith("sqlite:") ? url.slice("sqlite:".length).replace(/^\/\//, "") : null;
+const mysql = url.startsWith("mysql:");
 const Database = sqlitePath ? (await import("better-sqlite3")).default : null;
-const db = sqlitePath ? new Database(sqlitePath) : new pg.Pool({ connectionString: url });
-// sql runs a statement written with ? placeholders on either database.
+// mysql2's promise pool, with JS Dates as UTC wall time (see seed.mjs).
+const db = sqlitePath ? new Database(sqlitePath)
+  : mysql ? (await import("mysql2/promise")).createPool({ uri: url, timezone: "Z", connectionLimit: 10 })
+  : new pg.Pool({ connectionString: url });
+// sql runs a statement written with ? placeholders and "quoted"
+// identifiers on any of the databases (backticks on MySQL: the statements
+// here quote nothing else with double quotes).
 async function sql(text, params = []) {
   if (sqlitePath) {
     const st = db.prepare(text);
     return st.reader ? st.all(...params) : (st.run(...params), []);
+  }
+  if (mysql) {
+    const [rows] = await db.query(text.replace(/"/g, "`"), params);
+    return Array.isArray(rows) ? rows : [];
   }
   let i = 0;
   return (await db.query(text.replace(/\?/g, () => `$${++i}`), params)).rows;
@@ -390,7 +401,7 @@ const ops = {
     state.client = client;
     return {
       users: state.users, client, resource, issuer: tokenIssuer, baseURL, jwksURL: issuer + "/jwks",
-      database: sqlitePath ? "sqlite" : "postgres",
+      database: sqlitePath ? "sqlite" : mysql ? "mysql" : "postgres",
     };
   },
   "create-client": (c) => createClient(c),
