@@ -24,8 +24,6 @@ var betterAuthDDL = []string{
 	apikeyDDL,
 }
 
-const apikeyDDL = "CREATE TABLE `apikey` (`id` varchar(36) NOT NULL PRIMARY KEY, `configId` varchar(255) NOT NULL DEFAULT 'default', `name` text, `start` text, `referenceId` varchar(36) NOT NULL, `prefix` text, `key` varchar(255) NOT NULL, `refillInterval` int, `refillAmount` int, `lastRefillAt` datetime(3), `enabled` boolean, `rateLimitEnabled` boolean, `rateLimitTimeWindow` int, `rateLimitMax` int, `requestCount` int, `remaining` int, `lastRequest` datetime(3), `expiresAt` datetime(3), `createdAt` datetime(3) NOT NULL, `updatedAt` datetime(3) NOT NULL, `permissions` text, `metadata` text)"
-
 // usageStore opens dsn as a gateway counting uses does: the lookups on a
 // read-only pool, the claims on a writable one.
 func usageStore(t testing.TB, dsn string) (claims *mysqlstore.Usage, writes *sql.DB) {
