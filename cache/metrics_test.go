@@ -48,7 +48,7 @@ func TestMetricsCountTiers(t *testing.T) {
 	if got := value(t, reg, "test_lookup_errors_total", "sqlite", "error"); got != 1 {
 		t.Errorf("%v errors, want 1", got)
 	}
-	if n := testutil.CollectAndCount(m.Collectors()[2], "test_lookup_duration_seconds"); n != 4 {
+	if n := testutil.CollectAndCount(m.Collectors()[2], "test_lookup_duration_seconds"); n != 5 {
 		t.Errorf("%d duration series, want one per backend", n)
 	}
 }
