@@ -30,3 +30,18 @@ func TestConfig(t *testing.T) {
 		}
 	}
 }
+
+// A session variable the store sets, spelt otherwise in the URL, would be
+// set twice in the driver's one SET, in random order: ANSI_QUOTES or UTC
+// lost on some connections.
+func TestConfigRefusesStoreSessionVars(t *testing.T) {
+	for _, p := range []string{"sql_mode=%27TRADITIONAL%27", "SQL_MODE=%27TRADITIONAL%27", "TIME_ZONE=%27%2B05:00%27",
+		"%40%40session.time_zone=%27%2B05:00%27", "%60Sql_Mode%60=%27%27", "INNODB_LOCK_WAIT_TIMEOUT=100"} {
+		if _, _, err := Config("mysql://u:p@host/db?" + p); err == nil || !strings.Contains(err.Error(), "store sets itself") {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	if _, _, err := Config("mysql://u:p@host/db?net_read_timeout=60"); err != nil {
+		t.Errorf("other session variables: %v", err)
+	}
+}

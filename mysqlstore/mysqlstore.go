@@ -78,6 +78,14 @@ func Config(dsn string) (*mysql.Config, int, error) {
 		}
 		q.Del("max_conns")
 	}
+	for k := range q {
+		if v := sessionVar(k); storeVars[v] {
+			// The driver sets each parameter in one SET in map order: the
+			// operator's spelling of a variable the store sets would win
+			// on some connections and not others.
+			return nil, 0, fmt.Errorf("the mysql:// URL sets %s, which the store sets itself", v)
+		}
+	}
 	// The driver's own parameters, as in its DSN (tls, timeout...).
 	if len(q) > 0 {
 		parsed, err := mysql.ParseDSN("/?" + q.Encode())
@@ -99,6 +107,20 @@ func Config(dsn string) (*mysql.Config, int, error) {
 	cfg.Params["sql_mode"] = "CONCAT(@@sql_mode, ',ANSI_QUOTES')"
 	cfg.Params["time_zone"] = "'+00:00'"
 	return cfg, conns, nil
+}
+
+// storeVars are the session variables Config and OpenWritable set.
+var storeVars = map[string]bool{"sql_mode": true, "time_zone": true, "innodb_lock_wait_timeout": true}
+
+// sessionVar is the variable a SET of parameter k assigns, in lower case
+// without quotes, "@@" or scope.
+func sessionVar(k string) string {
+	v := strings.ToLower(strings.NewReplacer("`", "", " ", "", "\t", "").Replace(k))
+	v = strings.TrimPrefix(v, "@@")
+	for _, scope := range []string{"session.", "local.", "global."} {
+		v = strings.TrimPrefix(v, scope)
+	}
+	return v
 }
 
 // Open returns a pool for the database dsn names, read-only on every
