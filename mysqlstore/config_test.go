@@ -15,7 +15,7 @@ func TestConfig(t *testing.T) {
 		cfg.TLSConfig != "skip-verify" || cfg.Timeout != 2*time.Second || !cfg.ParseTime || cfg.Loc != time.UTC {
 		t.Errorf("%+v, %d", cfg, conns)
 	}
-	if !strings.Contains(cfg.Params["sql_mode"], "ANSI_QUOTES") || cfg.Params["time_zone"] != "'+00:00'" {
+	if !strings.Contains(cfg.Params["sql_mode"], "ANSI_QUOTES") || cfg.Params["time_zone"] != "'+00:00'" || cfg.Params["autocommit"] != "1" {
 		t.Errorf("session params %v", cfg.Params)
 	}
 	cfg, conns, err = Config("mariadb://root@127.0.0.1:3307/app")
@@ -36,7 +36,8 @@ func TestConfig(t *testing.T) {
 // lost on some connections.
 func TestConfigRefusesStoreSessionVars(t *testing.T) {
 	for _, p := range []string{"sql_mode=%27TRADITIONAL%27", "SQL_MODE=%27TRADITIONAL%27", "TIME_ZONE=%27%2B05:00%27",
-		"%40%40session.time_zone=%27%2B05:00%27", "%60Sql_Mode%60=%27%27", "INNODB_LOCK_WAIT_TIMEOUT=100"} {
+		"%40%40session.time_zone=%27%2B05:00%27", "%60Sql_Mode%60=%27%27", "INNODB_LOCK_WAIT_TIMEOUT=100",
+		"autocommit=0", "AUTOCOMMIT=0"} {
 		if _, _, err := Config("mysql://u:p@host/db?" + p); err == nil || !strings.Contains(err.Error(), "store sets itself") {
 			t.Errorf("%s: %v", p, err)
 		}

@@ -106,11 +106,15 @@ func Config(dsn string) (*mysql.Config, int, error) {
 	}
 	cfg.Params["sql_mode"] = "CONCAT(@@sql_mode, ',ANSI_QUOTES')"
 	cfg.Params["time_zone"] = "'+00:00'"
+	// Without autocommit (a server's global default may turn it off) a
+	// session's reads stay in one transaction, on one snapshot: a revoked
+	// key or session would stay valid on that connection for its life.
+	cfg.Params["autocommit"] = "1"
 	return cfg, conns, nil
 }
 
 // storeVars are the session variables Config and OpenWritable set.
-var storeVars = map[string]bool{"sql_mode": true, "time_zone": true, "innodb_lock_wait_timeout": true}
+var storeVars = map[string]bool{"sql_mode": true, "time_zone": true, "innodb_lock_wait_timeout": true, "autocommit": true}
 
 // sessionVar is the variable a SET of parameter k assigns, in lower case
 // without quotes, "@@" or scope.
