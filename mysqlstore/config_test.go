@@ -22,7 +22,8 @@ func TestConfig(t *testing.T) {
 	if err != nil || cfg.Addr != "127.0.0.1:3307" || conns != DefaultMaxConns() || cfg.Timeout != 5*time.Second {
 		t.Errorf("%+v %d %v", cfg, conns, err)
 	}
-	for _, bad := range []string{"mysql://u:p@host/", "mysql://u:p@host/db?max_conns=0", "postgres://u@h/db", "mysql://u:p@host/db?bogus_param=%zz"} {
+	for _, bad := range []string{"mysql://u:p@host/", "mysql://u:p@host/db?max_conns=0", "postgres://u@h/db", "mysql://u:p@host/db?bogus_param=%zz",
+		"mysql://u:p@host/db?strict=true"} {
 		if _, _, err := Config(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		} else if strings.Contains(err.Error(), "p@") {

@@ -88,7 +88,7 @@ func Config(dsn string) (*mysql.Config, int, error) {
 	}
 	// The driver's own parameters, as in its DSN (tls, timeout...).
 	if len(q) > 0 {
-		parsed, err := mysql.ParseDSN("/?" + q.Encode())
+		parsed, err := parseDSN("/?" + q.Encode())
 		if err != nil {
 			return nil, 0, fmt.Errorf("the mysql:// URL's parameters: %w", err)
 		}
@@ -111,6 +111,17 @@ func Config(dsn string) (*mysql.Config, int, error) {
 	// key or session would stay valid on that connection for its life.
 	cfg.Params["autocommit"] = "1"
 	return cfg, conns, nil
+}
+
+// parseDSN is mysql.ParseDSN, with its panic (strict=true, a parameter
+// the driver removed) an error: a setting must not crash Caddy.
+func parseDSN(dsn string) (cfg *mysql.Config, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			cfg, err = nil, fmt.Errorf("%v", r)
+		}
+	}()
+	return mysql.ParseDSN(dsn)
 }
 
 // storeVars are the session variables Config and OpenWritable set.
