@@ -154,3 +154,29 @@ func TestLookupsOnBetterAuthTables(t *testing.T) {
 		t.Fatal("the store's connection could write")
 	}
 }
+
+// A tinyint enabled flag other than 0 or 1 (written by hand) disables the
+// key, as Better-Auth's adapters read it (value === 1).
+func TestKeyEnabledOnlyWhenOne(t *testing.T) {
+	t.Parallel()
+	const key = "ba_tinyintEnabledTwoKeyxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+	dsn := newDatabase(t,
+		"CREATE TABLE `user` (`id` varchar(36) NOT NULL PRIMARY KEY, `name` text NOT NULL, `email` varchar(255) NOT NULL UNIQUE, `emailVerified` boolean NOT NULL, `image` text, `createdAt` datetime(3) NOT NULL, `updatedAt` datetime(3) NOT NULL)",
+		"CREATE TABLE `apikey` (`id` varchar(36) NOT NULL PRIMARY KEY, `configId` varchar(255) NOT NULL DEFAULT 'default', `name` text, `start` text, `referenceId` varchar(36) NOT NULL, `prefix` text, `key` varchar(255) NOT NULL, `refillInterval` int, `refillAmount` int, `lastRefillAt` datetime(3), `enabled` boolean, `rateLimitEnabled` boolean, `rateLimitTimeWindow` int, `rateLimitMax` int, `requestCount` int, `remaining` int, `lastRequest` datetime(3), `expiresAt` datetime(3), `createdAt` datetime(3) NOT NULL, `updatedAt` datetime(3) NOT NULL, `permissions` text, `metadata` text)",
+		"INSERT INTO `user` VALUES ('u1', 'Alice', 'alice@example.com', 1, NULL, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+		"INSERT INTO `apikey` (`id`, `referenceId`, `key`, `enabled`, `createdAt`, `updatedAt`) VALUES ('k1', 'u1', '"+betterauth.HashAPIKey(key)+"', 2, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+	)
+	db, err := mysqlstore.Open(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := mysqlstore.New(db, mysqlstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Lookup(context.Background(), betterauth.NewLookup(betterauth.KindAPIKey, key))
+	if err != nil || rec.APIKey == nil || rec.APIKey.Enabled {
+		t.Fatalf("enabled = 2: %+v %v", rec.APIKey, err)
+	}
+}
