@@ -47,3 +47,15 @@ func TestConfigRefusesStoreSessionVars(t *testing.T) {
 		t.Errorf("other session variables: %v", err)
 	}
 }
+
+// With lower_case_table_names 1 the catalog lists Better-Auth's camelCase
+// tables in lower case: they are still the candidates they are.
+func TestCatalogCandidateNames(t *testing.T) {
+	tables := []string{"user", "oauthAccessToken", "oauth_access_token"}
+	for in, want := range map[string]string{"oauthaccesstoken": "oauthAccessToken", "oauthAccessToken": "oauthAccessToken",
+		"oauth_access_token": "oauth_access_token", "user": "user", "other": "other"} {
+		if got := candidate(in, tables); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -253,12 +254,29 @@ ORDER BY table_name, ordinal_position`, args...)
 		if err := rows.Scan(&table, &col); err != nil {
 			return nil, fmt.Errorf("reading the catalog: %w", err)
 		}
+		table = candidate(table, tables)
 		cat[table] = append(cat[table], col)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("reading the catalog: %w", err)
 	}
 	return cat, nil
+}
+
+// candidate is the candidate table name the catalog's table names: with
+// lower_case_table_names 1 (Windows, macOS, Azure's default) the server
+// stores and lists "oauthAccessToken" as oauthaccesstoken, while the
+// queries' "oauthAccessToken" still finds it.
+func candidate(table string, tables []string) string {
+	if slices.Contains(tables, table) {
+		return table
+	}
+	for _, t := range tables {
+		if strings.EqualFold(t, table) {
+			return t
+		}
+	}
+	return table
 }
 
 // Options configure a Store.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -178,5 +179,35 @@ func TestKeyEnabledOnlyWhenOne(t *testing.T) {
 	rec, err := s.Lookup(context.Background(), betterauth.NewLookup(betterauth.KindAPIKey, key))
 	if err != nil || rec.APIKey == nil || rec.APIKey.Enabled {
 		t.Fatalf("enabled = 2: %+v %v", rec.APIKey, err)
+	}
+}
+
+// On a server with lower_case_table_names 1 (TEST_MYSQL_LCTN1_URL, a
+// server's URL without a database; skipped without it), the layout still
+// finds the OAuth provider's camelCase tables, which it lists in lower
+// case.
+func TestCatalogLowerCaseTableNames(t *testing.T) {
+	base := os.Getenv("TEST_MYSQL_LCTN1_URL")
+	if base == "" {
+		t.Skip("TEST_MYSQL_LCTN1_URL is not set")
+	}
+	dsn := testenv.NewMySQLDatabaseOn(t, base)
+	admin := testenv.OpenMySQL(t, dsn)
+	for _, ddl := range []string{
+		"CREATE TABLE `user` (`id` varchar(36) NOT NULL PRIMARY KEY, `name` text NOT NULL, `email` varchar(255) NOT NULL UNIQUE, `emailVerified` boolean NOT NULL, `image` text, `createdAt` datetime(3) NOT NULL, `updatedAt` datetime(3) NOT NULL)",
+		"CREATE TABLE `oauthAccessToken` (`id` varchar(36) NOT NULL PRIMARY KEY, `token` varchar(255) NOT NULL UNIQUE, `clientId` varchar(255) NOT NULL, `sessionId` varchar(36), `userId` varchar(36), `referenceId` varchar(36), `refreshId` varchar(36), `expiresAt` datetime(3) NOT NULL, `createdAt` datetime(3) NOT NULL, `scopes` text NOT NULL)",
+	} {
+		if _, err := admin.Exec(ddl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := mysqlstore.Open(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cat, err := mysqlstore.Catalog(context.Background(), db, []string{"user", "oauthAccessToken"})
+	if err != nil || len(cat["oauthAccessToken"]) == 0 || len(cat["user"]) == 0 {
+		t.Fatalf("catalog %v %v", cat, err)
 	}
 }
