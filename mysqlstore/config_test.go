@@ -59,3 +59,18 @@ func TestCatalogCandidateNames(t *testing.T) {
 		}
 	}
 }
+
+// tls=true verifies the server's certificate for the URL's host.
+func TestConfigTLSServerName(t *testing.T) {
+	for dsn, want := range map[string]string{
+		"mysql://u:p@db.internal/app?tls=true":            "db.internal",
+		"mysql://u:p@db.example.com:3307/app?tls=true":    "db.example.com",
+		"mysql://u:p@[2001:db8::1]:3306/app?tls=true":     "2001:db8::1",
+		"mysql://u:p@db.internal/app?tls=true&timeout=2s": "db.internal",
+	} {
+		cfg, _, err := Config(dsn)
+		if err != nil || cfg.TLS == nil || cfg.TLS.ServerName != want || cfg.TLS.InsecureSkipVerify {
+			t.Errorf("%s: %+v %v", dsn, cfg, err)
+		}
+	}
+}

@@ -89,7 +89,9 @@ func Config(dsn string) (*mysql.Config, int, error) {
 	}
 	// The driver's own parameters, as in its DSN (tls, timeout...).
 	if len(q) > 0 {
-		parsed, err := parseDSN("/?" + q.Encode())
+		// With the address: tls=true verifies the certificate against its
+		// host (the driver takes 127.0.0.1 for a DSN without one).
+		parsed, err := parseDSN("tcp(" + cfg.Addr + ")/?" + q.Encode())
 		if err != nil {
 			return nil, 0, fmt.Errorf("the mysql:// URL's parameters: %w", err)
 		}
