@@ -148,11 +148,11 @@ func Open(dsn string) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := mysql.NewConnector(cfg)
+	c, err := connector(cfg, "SET SESSION TRANSACTION READ ONLY")
 	if err != nil {
 		return nil, err
 	}
-	return pool(readOnly{c}, conns), nil
+	return pool(c, conns), nil
 }
 
 // OpenWritable returns a pool for the database dsn names whose sessions
@@ -166,11 +166,31 @@ func OpenWritable(dsn string, lockWait time.Duration) (*sql.DB, error) {
 		return nil, err
 	}
 	cfg.Params["innodb_lock_wait_timeout"] = strconv.Itoa(max(1, int((lockWait+time.Second-1)/time.Second)))
-	c, err := mysql.NewConnector(cfg)
+	c, err := connector(cfg)
 	if err != nil {
 		return nil, err
 	}
 	return pool(c, conns), nil
+}
+
+// connector sets the store's session variables (those of storeVars in
+// cfg.Params) in a SET of their own after the driver's SET of the URL's
+// other parameters, whose values are SQL the store does not parse (a
+// comment there would swallow what follows), then the statements given.
+func connector(cfg *mysql.Config, then ...string) (driver.Connector, error) {
+	var set []string
+	for k := range storeVars {
+		if v, ok := cfg.Params[k]; ok {
+			set = append(set, k+" = "+v)
+			delete(cfg.Params, k)
+		}
+	}
+	slices.Sort(set)
+	c, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return session{c, append([]string{"SET SESSION " + strings.Join(set, ", ")}, then...)}, nil
 }
 
 func pool(c driver.Connector, conns int) *sql.DB {
@@ -183,12 +203,17 @@ func pool(c driver.Connector, conns int) *sql.DB {
 	return db
 }
 
-// readOnly makes every new connection's session read-only: the store only
-// reads, and a mistake (or an injected statement) must not write.
-type readOnly struct{ driver.Connector }
+// session runs its statements on every new connection: the store's
+// settings, and for the lookups SET SESSION TRANSACTION READ ONLY (the
+// store only reads, and a mistake, or an injected statement, must not
+// write).
+type session struct {
+	driver.Connector
+	stmts []string
+}
 
-func (r readOnly) Connect(ctx context.Context) (driver.Conn, error) {
-	conn, err := r.Connector.Connect(ctx)
+func (s session) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := s.Connector.Connect(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -197,9 +222,11 @@ func (r readOnly) Connect(ctx context.Context) (driver.Conn, error) {
 		conn.Close()
 		return nil, errors.New("mysqlstore: the driver cannot run statements")
 	}
-	if _, err := ex.ExecContext(ctx, "SET SESSION TRANSACTION READ ONLY", nil); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("mysqlstore: making the session read-only: %w", err)
+	for _, q := range s.stmts {
+		if _, err := ex.ExecContext(ctx, q, nil); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("mysqlstore: setting up the session: %w", err)
+		}
 	}
 	return conn, nil
 }

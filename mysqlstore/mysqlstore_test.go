@@ -211,3 +211,29 @@ func TestCatalogLowerCaseTableNames(t *testing.T) {
 		t.Fatalf("catalog %v %v", cat, err)
 	}
 }
+
+// The store's session settings hold on every connection, whatever SQL the
+// URL's other parameters carry into the driver's one SET (here a comment
+// that would swallow the settings after it, in the driver's map order).
+func TestSessionSettingsLast(t *testing.T) {
+	t.Parallel()
+	dsn := newDatabase(t) + "?net_read_timeout=60%20--%20&max_conns=1"
+	for wantWait, open := range map[int]func() (*sql.DB, error){
+		0: func() (*sql.DB, error) { return mysqlstore.Open(dsn) },
+		2: func() (*sql.DB, error) { return mysqlstore.OpenWritable(dsn, 2*time.Second) },
+	} {
+		for range 20 {
+			db, err := open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mode, zone string
+			var autocommit, wait int
+			err = db.QueryRow("SELECT @@sql_mode, @@time_zone, @@autocommit, @@innodb_lock_wait_timeout").Scan(&mode, &zone, &autocommit, &wait)
+			db.Close()
+			if err != nil || !strings.Contains(mode, "ANSI_QUOTES") || zone != "+00:00" || autocommit != 1 || (wantWait != 0 && wait != wantWait) {
+				t.Fatalf("sql_mode %q, time_zone %q, autocommit %d, lock wait %d: %v", mode, zone, autocommit, wait, err)
+			}
+		}
+	}
+}
