@@ -159,3 +159,31 @@ func TestDoctorCommand(t *testing.T) {
 		}
 	})
 }
+
+// A mysql:// URL's parameters the store cannot honour are refused with a
+// message, by the CLI and by Caddy's provisioning alike: strict=true (on
+// which the driver's parser panics, which crashed the process), and the
+// session settings the store makes itself. No database is reached.
+func TestMySQLURLParametersRefused(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ param, want string }{
+		{"strict=true", "strict mode has been removed"},
+		{"SQL_MODE=%27TRADITIONAL%27", "sets sql_mode, which the store sets itself"},
+		{"autocommit=0", "sets autocommit, which the store sets itself"},
+	} {
+		dsn := "mysql://gw:S3cretPW@127.0.0.1:1/app?" + c.param
+		_, errOut, code := runCLI(t, "", []string{"DATABASE_URL=" + dsn}, "doctor")
+		if code == 0 || !strings.Contains(errOut, c.want) || strings.Contains(errOut, "panic") || strings.Contains(errOut, "S3cretPW") {
+			t.Errorf("doctor with %s: exit %d, %q", c.param, code, errOut)
+		}
+		caddyfile := filepath.Join(t.TempDir(), "Caddyfile")
+		conf := "{\n\tadmin off\n}\n:0 {\n\tbetter_auth {\n\t\tdatabase " + dsn + "\n\t\tsecret " + testenv.Secret + "\n\t}\n\trespond ok\n}\n"
+		if err := os.WriteFile(caddyfile, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(testenv.CaddyBinary(t), "validate", "--adapter", "caddyfile", "--config", caddyfile).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) || strings.Contains(string(out), "panic") {
+			t.Errorf("caddy validate with %s: %v, %s", c.param, err, out)
+		}
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -78,9 +79,19 @@ func Config(dsn string) (*mysql.Config, int, error) {
 		}
 		q.Del("max_conns")
 	}
+	for k := range q {
+		if v := sessionVar(k); storeVars[v] {
+			// The driver sets each parameter in one SET in map order: the
+			// operator's spelling of a variable the store sets would win
+			// on some connections and not others.
+			return nil, 0, fmt.Errorf("the mysql:// URL sets %s, which the store sets itself", v)
+		}
+	}
 	// The driver's own parameters, as in its DSN (tls, timeout...).
 	if len(q) > 0 {
-		parsed, err := mysql.ParseDSN("/?" + q.Encode())
+		// With the address: tls=true verifies the certificate against its
+		// host (the driver takes 127.0.0.1 for a DSN without one).
+		parsed, err := parseDSN("tcp(" + cfg.Addr + ")/?" + q.Encode())
 		if err != nil {
 			return nil, 0, fmt.Errorf("the mysql:// URL's parameters: %w", err)
 		}
@@ -98,7 +109,36 @@ func Config(dsn string) (*mysql.Config, int, error) {
 	}
 	cfg.Params["sql_mode"] = "CONCAT(@@sql_mode, ',ANSI_QUOTES')"
 	cfg.Params["time_zone"] = "'+00:00'"
+	// Without autocommit (a server's global default may turn it off) a
+	// session's reads stay in one transaction, on one snapshot: a revoked
+	// key or session would stay valid on that connection for its life.
+	cfg.Params["autocommit"] = "1"
 	return cfg, conns, nil
+}
+
+// parseDSN is mysql.ParseDSN, with its panic (strict=true, a parameter
+// the driver removed) an error: a setting must not crash Caddy.
+func parseDSN(dsn string) (cfg *mysql.Config, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			cfg, err = nil, fmt.Errorf("%v", r)
+		}
+	}()
+	return mysql.ParseDSN(dsn)
+}
+
+// storeVars are the session variables Config and OpenWritable set.
+var storeVars = map[string]bool{"sql_mode": true, "time_zone": true, "innodb_lock_wait_timeout": true, "autocommit": true}
+
+// sessionVar is the variable a SET of parameter k assigns, in lower case
+// without quotes, "@@" or scope.
+func sessionVar(k string) string {
+	v := strings.ToLower(strings.NewReplacer("`", "", " ", "", "\t", "").Replace(k))
+	v = strings.TrimPrefix(v, "@@")
+	for _, scope := range []string{"session.", "local.", "global."} {
+		v = strings.TrimPrefix(v, scope)
+	}
+	return v
 }
 
 // Open returns a pool for the database dsn names, read-only on every
@@ -108,11 +148,11 @@ func Open(dsn string) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := mysql.NewConnector(cfg)
+	c, err := connector(cfg, "SET SESSION TRANSACTION READ ONLY")
 	if err != nil {
 		return nil, err
 	}
-	return pool(readOnly{c}, conns), nil
+	return pool(c, conns), nil
 }
 
 // OpenWritable returns a pool for the database dsn names whose sessions
@@ -126,11 +166,31 @@ func OpenWritable(dsn string, lockWait time.Duration) (*sql.DB, error) {
 		return nil, err
 	}
 	cfg.Params["innodb_lock_wait_timeout"] = strconv.Itoa(max(1, int((lockWait+time.Second-1)/time.Second)))
-	c, err := mysql.NewConnector(cfg)
+	c, err := connector(cfg)
 	if err != nil {
 		return nil, err
 	}
 	return pool(c, conns), nil
+}
+
+// connector sets the store's session variables (those of storeVars in
+// cfg.Params) in a SET of their own after the driver's SET of the URL's
+// other parameters, whose values are SQL the store does not parse (a
+// comment there would swallow what follows), then the statements given.
+func connector(cfg *mysql.Config, then ...string) (driver.Connector, error) {
+	var set []string
+	for k := range storeVars {
+		if v, ok := cfg.Params[k]; ok {
+			set = append(set, k+" = "+v)
+			delete(cfg.Params, k)
+		}
+	}
+	slices.Sort(set)
+	c, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return session{c, append([]string{"SET SESSION " + strings.Join(set, ", ")}, then...)}, nil
 }
 
 func pool(c driver.Connector, conns int) *sql.DB {
@@ -143,12 +203,17 @@ func pool(c driver.Connector, conns int) *sql.DB {
 	return db
 }
 
-// readOnly makes every new connection's session read-only: the store only
-// reads, and a mistake (or an injected statement) must not write.
-type readOnly struct{ driver.Connector }
+// session runs its statements on every new connection: the store's
+// settings, and for the lookups SET SESSION TRANSACTION READ ONLY (the
+// store only reads, and a mistake, or an injected statement, must not
+// write).
+type session struct {
+	driver.Connector
+	stmts []string
+}
 
-func (r readOnly) Connect(ctx context.Context) (driver.Conn, error) {
-	conn, err := r.Connector.Connect(ctx)
+func (s session) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := s.Connector.Connect(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -157,9 +222,11 @@ func (r readOnly) Connect(ctx context.Context) (driver.Conn, error) {
 		conn.Close()
 		return nil, errors.New("mysqlstore: the driver cannot run statements")
 	}
-	if _, err := ex.ExecContext(ctx, "SET SESSION TRANSACTION READ ONLY", nil); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("mysqlstore: making the session read-only: %w", err)
+	for _, q := range s.stmts {
+		if _, err := ex.ExecContext(ctx, q, nil); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("mysqlstore: setting up the session: %w", err)
+		}
 	}
 	return conn, nil
 }
@@ -216,12 +283,29 @@ ORDER BY table_name, ordinal_position`, args...)
 		if err := rows.Scan(&table, &col); err != nil {
 			return nil, fmt.Errorf("reading the catalog: %w", err)
 		}
+		table = candidate(table, tables)
 		cat[table] = append(cat[table], col)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("reading the catalog: %w", err)
 	}
 	return cat, nil
+}
+
+// candidate is the candidate table name the catalog's table names: with
+// lower_case_table_names 1 (Windows, macOS, Azure's default) the server
+// stores and lists "oauthAccessToken" as oauthaccesstoken, while the
+// queries' "oauthAccessToken" still finds it.
+func candidate(table string, tables []string) string {
+	if slices.Contains(tables, table) {
+		return table
+	}
+	for _, t := range tables {
+		if strings.EqualFold(t, table) {
+			return t
+		}
+	}
+	return table
 }
 
 // Options configure a Store.

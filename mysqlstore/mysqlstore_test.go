@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -152,5 +153,87 @@ func TestLookupsOnBetterAuthTables(t *testing.T) {
 	// The session refuses writes.
 	if _, err := db.ExecContext(ctx, "DELETE FROM `session`"); err == nil {
 		t.Fatal("the store's connection could write")
+	}
+}
+
+// A tinyint enabled flag other than 0 or 1 (written by hand) disables the
+// key, as Better-Auth's adapters read it (value === 1).
+func TestKeyEnabledOnlyWhenOne(t *testing.T) {
+	t.Parallel()
+	const key = "ba_tinyintEnabledTwoKeyxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+	dsn := newDatabase(t,
+		"CREATE TABLE `user` (`id` varchar(36) NOT NULL PRIMARY KEY, `name` text NOT NULL, `email` varchar(255) NOT NULL UNIQUE, `emailVerified` boolean NOT NULL, `image` text, `createdAt` datetime(3) NOT NULL, `updatedAt` datetime(3) NOT NULL)",
+		"CREATE TABLE `apikey` (`id` varchar(36) NOT NULL PRIMARY KEY, `configId` varchar(255) NOT NULL DEFAULT 'default', `name` text, `start` text, `referenceId` varchar(36) NOT NULL, `prefix` text, `key` varchar(255) NOT NULL, `refillInterval` int, `refillAmount` int, `lastRefillAt` datetime(3), `enabled` boolean, `rateLimitEnabled` boolean, `rateLimitTimeWindow` int, `rateLimitMax` int, `requestCount` int, `remaining` int, `lastRequest` datetime(3), `expiresAt` datetime(3), `createdAt` datetime(3) NOT NULL, `updatedAt` datetime(3) NOT NULL, `permissions` text, `metadata` text)",
+		"INSERT INTO `user` VALUES ('u1', 'Alice', 'alice@example.com', 1, NULL, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+		"INSERT INTO `apikey` (`id`, `referenceId`, `key`, `enabled`, `createdAt`, `updatedAt`) VALUES ('k1', 'u1', '"+betterauth.HashAPIKey(key)+"', 2, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+	)
+	db, err := mysqlstore.Open(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := mysqlstore.New(db, mysqlstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Lookup(context.Background(), betterauth.NewLookup(betterauth.KindAPIKey, key))
+	if err != nil || rec.APIKey == nil || rec.APIKey.Enabled {
+		t.Fatalf("enabled = 2: %+v %v", rec.APIKey, err)
+	}
+}
+
+// On a server with lower_case_table_names 1 (TEST_MYSQL_LCTN1_URL, a
+// server's URL without a database; skipped without it), the layout still
+// finds the OAuth provider's camelCase tables, which it lists in lower
+// case.
+func TestCatalogLowerCaseTableNames(t *testing.T) {
+	base := os.Getenv("TEST_MYSQL_LCTN1_URL")
+	if base == "" {
+		t.Skip("TEST_MYSQL_LCTN1_URL is not set")
+	}
+	dsn := testenv.NewMySQLDatabaseOn(t, base)
+	admin := testenv.OpenMySQL(t, dsn)
+	for _, ddl := range []string{
+		"CREATE TABLE `user` (`id` varchar(36) NOT NULL PRIMARY KEY, `name` text NOT NULL, `email` varchar(255) NOT NULL UNIQUE, `emailVerified` boolean NOT NULL, `image` text, `createdAt` datetime(3) NOT NULL, `updatedAt` datetime(3) NOT NULL)",
+		"CREATE TABLE `oauthAccessToken` (`id` varchar(36) NOT NULL PRIMARY KEY, `token` varchar(255) NOT NULL UNIQUE, `clientId` varchar(255) NOT NULL, `sessionId` varchar(36), `userId` varchar(36), `referenceId` varchar(36), `refreshId` varchar(36), `expiresAt` datetime(3) NOT NULL, `createdAt` datetime(3) NOT NULL, `scopes` text NOT NULL)",
+	} {
+		if _, err := admin.Exec(ddl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := mysqlstore.Open(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cat, err := mysqlstore.Catalog(context.Background(), db, []string{"user", "oauthAccessToken"})
+	if err != nil || len(cat["oauthAccessToken"]) == 0 || len(cat["user"]) == 0 {
+		t.Fatalf("catalog %v %v", cat, err)
+	}
+}
+
+// The store's session settings hold on every connection, whatever SQL the
+// URL's other parameters carry into the driver's one SET (here a comment
+// that would swallow the settings after it, in the driver's map order).
+func TestSessionSettingsLast(t *testing.T) {
+	t.Parallel()
+	dsn := newDatabase(t) + "?net_read_timeout=60%20--%20&max_conns=1"
+	for wantWait, open := range map[int]func() (*sql.DB, error){
+		0: func() (*sql.DB, error) { return mysqlstore.Open(dsn) },
+		2: func() (*sql.DB, error) { return mysqlstore.OpenWritable(dsn, 2*time.Second) },
+	} {
+		for range 20 {
+			db, err := open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mode, zone string
+			var autocommit, wait int
+			err = db.QueryRow("SELECT @@sql_mode, @@time_zone, @@autocommit, @@innodb_lock_wait_timeout").Scan(&mode, &zone, &autocommit, &wait)
+			db.Close()
+			if err != nil || !strings.Contains(mode, "ANSI_QUOTES") || zone != "+00:00" || autocommit != 1 || (wantWait != 0 && wait != wantWait) {
+				t.Fatalf("sql_mode %q, time_zone %q, autocommit %d, lock wait %d: %v", mode, zone, autocommit, wait, err)
+			}
+		}
 	}
 }

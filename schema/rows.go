@@ -52,7 +52,7 @@ func DecodeAPIKey(rows Rows, allowedIPsField string) (k *betterauth.APIKey, dupl
 	k = &betterauth.APIKey{
 		ID:        d.text(v[0], "apikey.id"),
 		ConfigID:  d.text(v[1], "apikey.configId"),
-		Enabled:   v[2] == nil || d.bool(v[2], "apikey.enabled"),
+		Enabled:   v[2] == nil || d.one(v[2], "apikey.enabled"),
 		ExpiresAt: d.time(v[3], "apikey.expiresAt"),
 	}
 	if v[4] != nil {
@@ -507,6 +507,20 @@ func (d *decoder) bool(v any, field string) bool {
 	}
 	d.fail(field, v)
 	return false
+}
+
+// one is bool for a flag that grants: an integer is true only when 1, as
+// Better-Auth's adapters read tinyint and SQLite booleans (Kysely's and
+// Drizzle's value === 1), so that a 2 written by hand disables a key for
+// the gateway as for the app.
+func (d *decoder) one(v any, field string) bool {
+	switch x := v.(type) {
+	case int64:
+		return x == 1
+	case int32:
+		return x == 1
+	}
+	return d.bool(v, field)
 }
 
 func (d *decoder) int(v any, field string) int64 {
