@@ -1,18 +1,11 @@
 package mysqlstore_test
 
 import (
-	"context"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/storetest"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
 	"github.com/caddy-betterauth/caddy-betterauth/mysqlstore"
-	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
-	"github.com/caddy-betterauth/caddy-betterauth/schema"
 )
 
 // The same credentials give the same decisions whether real Better-Auth
@@ -42,36 +35,7 @@ func TestBetterAuthMySQLMatchesPostgres(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			gotMy := storetest.Run(t, store, f)
-
-			layout, err := store.Layout(context.Background())
-			if err != nil || layout.Admin == tt.seed.NoAdmin || (layout.Naming == schema.SnakeCase) != tt.seed.Snake {
-				t.Errorf("layout %+v, %v", layout, err)
-			}
-			rec, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.KindSession, f.Users.Alice.Token))
-			if err != nil || rec.Session == nil {
-				t.Fatalf("session: %+v %v", rec, err)
-			}
-			if left := time.Until(rec.Session.ExpiresAt); left < 7*24*time.Hour-5*time.Minute || left > 7*24*time.Hour {
-				t.Errorf("session expires in %v, want about 7 days (dates read as UTC)", left)
-			}
-
-			pf := testenv.Seed(t, tt.seed)
-			pool, err := pgxpool.New(context.Background(), pf.DatabaseURL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer pool.Close()
-			pg, _ := pgstore.New(pool, pgstore.Options{})
-			gotPG := storetest.Run(t, pg, pf)
-			if len(gotMy) == 0 {
-				t.Fatal("no cases ran")
-			}
-			for name, r := range gotMy {
-				if gotPG[name] != r {
-					t.Errorf("%s: MySQL %v, PostgreSQL %v", name, r, gotPG[name])
-				}
-			}
+			storetest.MatchesPostgres(t, "MySQL", store, f, tt.seed)
 		})
 	}
 }

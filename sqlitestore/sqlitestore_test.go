@@ -13,11 +13,8 @@ import (
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/storetest"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
-	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
 	"github.com/caddy-betterauth/caddy-betterauth/sqlitestore"
-
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 func open(t testing.TB, dsn string, opts sqlitestore.Options) *sqlitestore.Store {
@@ -52,33 +49,7 @@ func TestBetterAuthSQLiteMatchesPostgres(t *testing.T) {
 			lite.SQLite = true
 			f := testenv.Seed(t, lite)
 			store := open(t, f.DatabaseURL, sqlitestore.Options{})
-			gotLite := storetest.Run(t, store, f)
-
-			layout, err := store.Layout(context.Background())
-			if err != nil || layout.Admin == tt.seed.NoAdmin || (layout.Naming == schema.SnakeCase) != tt.seed.Snake {
-				t.Errorf("layout %+v, %v", layout, err)
-			}
-			rec, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.KindSession, f.Users.Alice.Token))
-			if err != nil || rec.Session == nil {
-				t.Fatalf("session: %+v %v", rec, err)
-			}
-			if left := time.Until(rec.Session.ExpiresAt); left < 7*24*time.Hour-5*time.Minute || left > 7*24*time.Hour {
-				t.Errorf("session expires in %v, want about 7 days", left)
-			}
-
-			pf := testenv.Seed(t, tt.seed)
-			pool, err := pgxpool.New(context.Background(), pf.DatabaseURL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer pool.Close()
-			pg, _ := pgstore.New(pool, pgstore.Options{})
-			gotPG := storetest.Run(t, pg, pf)
-			for name, r := range gotLite {
-				if gotPG[name] != r {
-					t.Errorf("%s: SQLite %v, PostgreSQL %v", name, r, gotPG[name])
-				}
-			}
+			storetest.MatchesPostgres(t, "SQLite", store, f, tt.seed)
 		})
 	}
 }

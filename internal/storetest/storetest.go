@@ -6,9 +6,14 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/caddy-betterauth/caddy-betterauth/betterauth"
 	"github.com/caddy-betterauth/caddy-betterauth/internal/testenv"
+	"github.com/caddy-betterauth/caddy-betterauth/pgstore"
+	"github.com/caddy-betterauth/caddy-betterauth/schema"
 )
 
 // Case is one credential and the decision it must get.
@@ -85,4 +90,50 @@ func Run(t *testing.T, store betterauth.Store, f *testenv.Fixture) map[string]be
 		})
 	}
 	return got
+}
+
+// LayoutStore is a store that says which layout it detected.
+type LayoutStore interface {
+	betterauth.Store
+	Layout(ctx context.Context) (*schema.Layout, error)
+}
+
+// MatchesPostgres runs the cases on store, whose database real
+// Better-Auth seeded as seed says (f), checks the layout it detected and
+// that a session's expiry reads back as Better-Auth wrote it (seven days
+// ahead: dates in the right zone), then seeds PostgreSQL alike and
+// requires the same decision for every case. name names store's database
+// in failures.
+func MatchesPostgres(t *testing.T, name string, store LayoutStore, f *testenv.Fixture, seed testenv.SeedOptions) {
+	t.Helper()
+	got := Run(t, store, f)
+	layout, err := store.Layout(context.Background())
+	if err != nil || layout.Admin == seed.NoAdmin || (layout.Naming == schema.SnakeCase) != seed.Snake {
+		t.Errorf("layout %+v, %v", layout, err)
+	}
+	rec, err := store.Lookup(context.Background(), betterauth.NewLookup(betterauth.KindSession, f.Users.Alice.Token))
+	if err != nil || rec.Session == nil {
+		t.Fatalf("session: %+v %v", rec, err)
+	}
+	if left := time.Until(rec.Session.ExpiresAt); left < 7*24*time.Hour-5*time.Minute || left > 7*24*time.Hour {
+		t.Errorf("session expires in %v, want about 7 days", left)
+	}
+
+	seed.SQLite, seed.MySQL = false, false
+	pf := testenv.Seed(t, seed)
+	pool, err := pgxpool.New(context.Background(), pf.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	pg, _ := pgstore.New(pool, pgstore.Options{})
+	want := Run(t, pg, pf)
+	if len(got) == 0 {
+		t.Fatal("no cases ran")
+	}
+	for c, r := range got {
+		if want[c] != r {
+			t.Errorf("%s: %s %v, PostgreSQL %v", c, name, r, want[c])
+		}
+	}
 }
