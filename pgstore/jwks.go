@@ -48,7 +48,7 @@ FROM %s AS t, to_jsonb(t) AS k(doc)`
 // key cannot verify tokens: for oauth.CachedKeysConfig.All.
 func (s *Store) JWKs(ctx context.Context) ([]oauth.Key, error) {
 	return retryRead(ctx, s, func() ([]oauth.Key, error) {
-		table, err := s.jwksTable(ctx)
+		table, err := s.layout.JWKSTable(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -77,7 +77,7 @@ func (s *Store) JWKs(ctx context.Context) ([]oauth.Key, error) {
 func (s *Store) jwk(ctx context.Context, table, kid string) (oauth.Key, error) {
 	if table == "" {
 		var err error
-		if table, err = s.jwksTable(ctx); err != nil {
+		if table, err = s.layout.JWKSTable(ctx); err != nil {
 			return oauth.Key{}, err
 		}
 	} else if strings.ContainsRune(table, 0) {
@@ -113,22 +113,6 @@ func jwkRow(kid string, camel, snake, alg, crv, expiresCamel, expiresSnake *stri
 		return oauth.Key{}, fmt.Errorf("pgstore: jwks row %q: %w: %v", kid, oauth.ErrUnusableKey, err)
 	}
 	return row.Key()
-}
-
-// jwksTable is the jwks table's name: jwkss when the adapters' usePlural
-// is configured, or the user table detected is "users".
-func (s *Store) jwksTable(ctx context.Context) (string, error) {
-	if s.opts.Schema.UsePlural {
-		return "jwkss", nil
-	}
-	l, err := s.Layout(ctx)
-	if err != nil {
-		return "", err
-	}
-	if s.opts.Schema.UserTable == "" && l.User.Name == "users" {
-		return "jwkss", nil
-	}
-	return "jwks", nil
 }
 
 // first returns the first non-NULL value, "" if none.

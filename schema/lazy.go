@@ -72,3 +72,21 @@ func (z *Lazy) store(layout *Layout) *Prepared {
 	}
 	return p
 }
+
+// JWKSTable is the name of the jwks table (the jwt and OAuth provider
+// plugins' signing keys) beside the layout: jwkss when the adapters'
+// usePlural is configured (known without reading the catalog), or when
+// the user table detected is "users".
+func (z *Lazy) JWKSTable(ctx context.Context) (string, error) {
+	if z.Config.UsePlural {
+		return "jwkss", nil
+	}
+	l, err := z.Layout(ctx)
+	if err != nil {
+		return "", err
+	}
+	if z.Config.UserTable == "" && l.User.Name == "users" {
+		return "jwkss", nil
+	}
+	return "jwks", nil
+}

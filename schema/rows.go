@@ -544,22 +544,34 @@ func (d *decoder) int(v any, field string) int64 {
 
 // time reads a date as any adapter stores it; NULL is the zero time.
 func (d *decoder) time(v any, field string) time.Time {
+	t, err := Date(v)
+	if err != nil {
+		d.fail(field, v)
+	}
+	return t
+}
+
+// Date reads a date as Better-Auth's adapters store it: a time the driver
+// parsed (PostgreSQL, MySQL), epoch milliseconds (Drizzle on SQLite), or
+// ISO-8601 text (Kysely on SQLite); NULL is the zero time.
+func Date(v any) (time.Time, error) {
 	switch x := v.(type) {
 	case nil:
-		return time.Time{}
+		return time.Time{}, nil
 	case time.Time:
-		return x
-	case int64: // Drizzle on SQLite: epoch milliseconds
-		return time.UnixMilli(x).UTC()
+		return x, nil
+	case int64:
+		return time.UnixMilli(x).UTC(), nil
 	case float64:
-		return time.UnixMilli(int64(x)).UTC()
-	case string: // Kysely on SQLite: ISO-8601 with milliseconds and Z
+		return time.UnixMilli(int64(x)).UTC(), nil
+	case []byte:
+		return Date(string(x))
+	case string:
 		for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999"} {
 			if t, err := time.Parse(layout, x); err == nil {
-				return t
+				return t, nil
 			}
 		}
 	}
-	d.fail(field, v)
-	return time.Time{}
+	return time.Time{}, fmt.Errorf("%v is not a date", v)
 }

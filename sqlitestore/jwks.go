@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/caddy-betterauth/caddy-betterauth/oauth"
 	"github.com/caddy-betterauth/caddy-betterauth/schema"
@@ -34,7 +33,7 @@ func (s *Store) JWKTable(table string) oauth.KeyFunc {
 func (s *Store) jwk(ctx context.Context, table, kid string) (oauth.Key, error) {
 	if table == "" {
 		var err error
-		if table, err = s.jwksTable(ctx); err != nil {
+		if table, err = s.layout.JWKSTable(ctx); err != nil {
 			return oauth.Key{}, err
 		}
 	} else if strings.ContainsRune(table, 0) {
@@ -55,7 +54,7 @@ func (s *Store) jwk(ctx context.Context, table, kid string) (oauth.Key, error) {
 		return oauth.Key{}, fmt.Errorf("%s: jwks lookup: %w", s.name, err)
 	}
 	row := oauth.JWKRow{ID: kid, PublicKey: publicKey.String, Alg: alg.String, Crv: crv.String}
-	if row.ExpiresAt, err = date(expires); err != nil {
+	if row.ExpiresAt, err = schema.Date(expires); err != nil {
 		return oauth.Key{}, fmt.Errorf("%s: jwks row %q: %w: %v", s.name, kid, oauth.ErrUnusableKey, err)
 	}
 	return row.Key()
@@ -117,7 +116,7 @@ func (s *Store) jwkSQL(ctx context.Context, table string) (string, error) {
 // current key and those in their grace period), leaving out rows whose
 // key cannot verify tokens: for oauth.CachedKeysConfig.All.
 func (s *Store) JWKs(ctx context.Context) ([]oauth.Key, error) {
-	table, err := s.jwksTable(ctx)
+	table, err := s.layout.JWKSTable(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +138,7 @@ func (s *Store) JWKs(ctx context.Context) ([]oauth.Key, error) {
 			return nil, fmt.Errorf("%s: jwks listing: %w", s.name, err)
 		}
 		row := oauth.JWKRow{ID: id.String, PublicKey: publicKey.String, Alg: alg.String, Crv: crv.String}
-		if row.ExpiresAt, err = date(expires); err != nil {
+		if row.ExpiresAt, err = schema.Date(expires); err != nil {
 			continue
 		}
 		if k, err := row.Key(); err == nil {
@@ -150,45 +149,4 @@ func (s *Store) JWKs(ctx context.Context) ([]oauth.Key, error) {
 		return nil, fmt.Errorf("%s: jwks listing: %w", s.name, err)
 	}
 	return keys, nil
-}
-
-// jwksTable is the jwks table's name: jwkss when the adapters' usePlural
-// is configured, or the user table detected is "users".
-func (s *Store) jwksTable(ctx context.Context) (string, error) {
-	if s.opts.Schema.UsePlural {
-		return "jwkss", nil
-	}
-	l, err := s.Layout(ctx)
-	if err != nil {
-		return "", err
-	}
-	if s.opts.Schema.UserTable == "" && l.User.Name == "users" {
-		return "jwkss", nil
-	}
-	return "jwks", nil
-}
-
-// date reads expiresAt as the adapters store it in SQLite: ISO-8601 text
-// (Kysely), epoch milliseconds (Drizzle), or a time the driver parsed
-// from a column declared date; NULL is no expiry.
-func date(v any) (time.Time, error) {
-	switch x := v.(type) {
-	case nil:
-		return time.Time{}, nil
-	case time.Time:
-		return x, nil
-	case int64:
-		return time.UnixMilli(x).UTC(), nil
-	case float64:
-		return time.UnixMilli(int64(x)).UTC(), nil
-	case []byte:
-		return date(string(x))
-	case string:
-		for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999"} {
-			if t, err := time.Parse(layout, x); err == nil {
-				return t, nil
-			}
-		}
-	}
-	return time.Time{}, fmt.Errorf("expiresAt %v is not a date", v)
 }
