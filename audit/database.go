@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
@@ -203,15 +204,11 @@ func (t Table) indexBase(suffix string) string {
 // I/O: it connects on the first write.
 func OpenWriter(dsn string, t Table) (Writer, error) {
 	if t.mysql {
-		cfg, _, err := mysqlstore.Config(dsn)
+		// The store's session settings (ANSI_QUOTES aside, UTC), writable.
+		db, err := mysqlstore.OpenWritable(dsn, 5*time.Second)
 		if err != nil {
 			return nil, fmt.Errorf("audit: %w", err)
 		}
-		c, err := mysql.NewConnector(cfg)
-		if err != nil {
-			return nil, fmt.Errorf("audit: %w", err)
-		}
-		db := sql.OpenDB(c)
 		db.SetMaxOpenConns(2)
 		return &mysqlWriter{db: db, table: t}, nil
 	}

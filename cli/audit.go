@@ -5,8 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/caddy-betterauth/caddy-betterauth/audit"
@@ -88,15 +88,10 @@ func execPostgres(ctx context.Context, dsn, ddl string) error {
 }
 
 func execMySQL(ctx context.Context, dsn, ddl string) error {
-	cfg, _, err := mysqlstore.Config(dsn)
+	db, err := mysqlstore.OpenWritable(dsn, 10*time.Second)
 	if err != nil {
 		return err
 	}
-	c, err := mysql.NewConnector(cfg)
-	if err != nil {
-		return err
-	}
-	db := sql.OpenDB(c)
 	defer db.Close()
 	_, err = db.ExecContext(ctx, ddl) // one statement
 	return err
